@@ -1,0 +1,36 @@
+"""Shared test set-up: offline hub, an isolated workspace, and a tiny BERT built from a config."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh workspace folder for one test."""
+    root = tmp_path / "workspace"
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A random 2-layer BERT (hidden 32) with the MiniLM tokenizer, saved as a local model folder."""
+    from core.scratch_models import write_random_bert
+
+    cache = tmp_path_factory.mktemp("asset-cache")
+    previous = os.environ.get("WORKBENCH_WORKSPACE")
+    os.environ["WORKBENCH_WORKSPACE"] = str(cache)
+    try:
+        return write_random_bert(tmp_path_factory.mktemp("tiny-bert"), "tiny")
+    finally:
+        if previous is None:
+            os.environ.pop("WORKBENCH_WORKSPACE", None)
+        else:
+            os.environ["WORKBENCH_WORKSPACE"] = previous

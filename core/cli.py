@@ -1,0 +1,122 @@
+"""The headless command line: the same code paths as the pages.
+
+    python -m core train CONFIG.yaml [--detach]   queue a run (and follow its log unless --detach)
+    python -m core runs                          list runs with status and progress
+    python -m core cancel RUN_ID                 cancel a queued or running run
+    python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
+    python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from core.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        return arguments.handler(arguments)
+    except UserError as problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Fine-tune & explain workbench (headless).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="queue a run from a YAML config (as downloaded from the Train page)")
+    train.add_argument("config")
+    train.add_argument("--detach", action="store_true", help="return once queued instead of following the log")
+    train.set_defaults(handler=command_train)
+
+    runs = commands.add_parser("runs", help="list runs")
+    runs.set_defaults(handler=command_runs)
+
+    for name, handler, text in (
+        ("cancel", command_cancel, "cancel a queued or running run"),
+        ("resume", command_resume, "resume a failed or cancelled run from its last checkpoint"),
+        ("worker", command_worker, argparse.SUPPRESS),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("run_id")
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def command_train(arguments) -> int:
+    from core.config import RunConfig
+    from core.jobs import submit
+
+    run = submit(RunConfig.load(arguments.config))
+    print(f"queued run {run.id} ({run.name}) on {run.device}; status {run.status}")
+    if arguments.detach:
+        return 0
+    return follow(run.id)
+
+
+def follow(run_id: str) -> int:
+    """Print the run's log as it grows until the run finishes; exit 0 only when it completed."""
+    from core.jobs import LOG_FILE, reconcile
+    from core.store import RunStore, run_directory
+
+    store = RunStore()
+    log = run_directory(run_id) / LOG_FILE
+    position = 0
+    while True:
+        reconcile(store)
+        run = store.get(run_id)
+        if log.exists():
+            with log.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position += len(chunk)
+            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            sys.stdout.flush()
+        if run.finished:
+            print(f"run {run_id} {run.status}" + (f": {run.error}" if run.error else ""))
+            return 0 if run.status == "completed" else 1
+        time.sleep(1)
+
+
+def command_runs(arguments) -> int:
+    from core.jobs import reconcile
+    from core.store import RunStore
+
+    store = RunStore()
+    reconcile(store)
+    runs = store.list()
+    if not runs:
+        print("no runs yet; start one with `python -m core train CONFIG.yaml` or from the Train page")
+        return 0
+    print(f"{'id':22} {'status':10} {'progress':>9} {'device':6} name")
+    for run in runs:
+        print(f"{run.id:22} {run.status:10} {run.progress:9.0%} {run.device:6} {run.name}")
+    return 0
+
+
+def command_cancel(arguments) -> int:
+    from core.jobs import cancel
+
+    run = cancel(arguments.run_id)
+    print(f"run {run.id}: {run.status}" + (" (stopping at the next step)" if run.status == "running" else ""))
+    return 0
+
+
+def command_resume(arguments) -> int:
+    from core.jobs import resume
+
+    run = resume(arguments.run_id)
+    print(f"run {run.id}: {run.status}")
+    return 0
+
+
+def command_worker(arguments) -> int:
+    from core.trainer import run_worker
+
+    return run_worker(arguments.run_id)

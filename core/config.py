@@ -1,0 +1,199 @@
+"""A run's configuration: one flat, typed record that round-trips through YAML and the CLI.
+
+The Train page builds a `RunConfig`, the user can download it as YAML, and
+`python -m core train CONFIG.yaml` runs exactly the same thing. `validate()` returns every
+problem at once as sentences, so a page can show them all and the CLI can print them all.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import UserError
+
+SCHEDULERS = ("linear", "cosine", "constant")
+STRATEGIES = ("full", "head", "freeze", "lora")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# One sentence of help per knob, for a learner; the Train page shows these as tooltips.
+HELP: dict[str, str] = {
+    "name": "A short name to find this run again on the Runs page.",
+    "task": "What the model learns to do; text classification puts a linear classifier on the encoder.",
+    "model": "A built-in model key, a Hugging Face hub id (needs internet), or a local folder saved with save_pretrained.",
+    "dataset": "A built-in dataset, one registered on the Data page, or a path to a CSV/TSV/JSONL/Parquet file.",
+    "text_column": "Which column holds the text; leave empty to use the mapping saved with the dataset (or 'text' for a file path).",
+    "label_column": "Which column holds the label; leave empty to use the mapping saved with the dataset (or 'label' for a file path).",
+    "max_rows": "Use only this many rows (stratified sample) for a quick experiment; 0 means all rows.",
+    "learning_rate": "How big each update step is; fine-tuning wants small values like 2e-5 to 5e-5.",
+    "batch_size": "Examples per step on the device; larger is faster but needs more memory.",
+    "epochs": "How many passes over the training data.",
+    "max_steps": "Stop after this many updates instead of counting epochs; 0 means use epochs.",
+    "warmup_ratio": "Fraction of training spent ramping the learning rate up from zero, which steadies early updates.",
+    "scheduler": "How the learning rate decays after warmup: linear to zero, cosine, or constant.",
+    "weight_decay": "Pulls weights towards zero each step, a mild guard against over-fitting.",
+    "dropout": "Probability of zeroing activations during training; higher fights over-fitting.",
+    "max_length": "Texts are cut to this many tokens; longer keeps more context but trains slower.",
+    "grad_accum": "Add up gradients over this many batches before an update, to mimic a larger batch.",
+    "seed": "Fixes data order and initialisation so a run can be repeated exactly.",
+    "eval_steps": "Evaluate on the validation split every this many updates (and at the end).",
+    "logging_steps": "Record the training loss and learning rate every this many updates.",
+    "strategy": "Which weights train: all (full), only the new head, the head plus the top layers (freeze), or small LoRA adapters.",
+    "freeze_layers": "With the freeze strategy: how many bottom encoder layers (plus embeddings) stay fixed.",
+    "lora_r": "LoRA rank: the size of the low-rank update; larger learns more but trains more parameters.",
+    "lora_alpha": "LoRA scaling: the update is multiplied by alpha / r.",
+    "lora_dropout": "Dropout applied inside the LoRA adapters.",
+    "lora_targets": "Names of the linear layers that get LoRA adapters (for BERT: query, value).",
+    "device": "Where to train: auto picks a GPU when there is one.",
+    "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or fp16 halve memory and speed up training on GPUs that support them.",
+    "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
+}
+
+
+@dataclass
+class RunConfig:
+    name: str = "movie-review sentiment"
+    task: str = "text_classification"
+    model: str = "minilm-l6"
+    dataset: str = "movie-reviews"
+    text_column: str = ""
+    label_column: str = ""
+    max_rows: int = 0
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    epochs: float = 3.0
+    max_steps: int = 0
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    max_length: int = 128
+    grad_accum: int = 1
+    seed: int = 42
+    eval_steps: int = 50
+    logging_steps: int = 10
+    strategy: str = "full"
+    freeze_layers: int = 0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    device: str = "auto"
+    precision: str = "auto"
+    group_by_length: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UserError(
+                f"The config has unknown keys: {', '.join(unknown)}. Valid keys are: {', '.join(known)}."
+            )
+        coerced = {}
+        for key, value in values.items():
+            coerced[key] = _coerce(key, value, getattr(cls(), key))
+        return cls(**coerced)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunConfig":
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise UserError(f"The config is not valid YAML ({error}); fix the line it names.") from None
+        if not isinstance(values, dict):
+            raise UserError("The config must be a YAML mapping of keys to values, like the one the Train page downloads.")
+        return cls.from_dict(values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"There is no config file at {path}; download one from the Train page or write one by hand.")
+        return cls.from_yaml(path.read_text(encoding="utf-8"))
+
+    def validate(self) -> list[str]:
+        """Every problem with the values, as sentences; an empty list means the config is usable."""
+        problems: list[str] = []
+
+        def check(condition: bool, message: str) -> None:
+            if not condition:
+                problems.append(message)
+
+        check(bool(self.name.strip()), "Give the run a name.")
+        check(self.learning_rate > 0, f"The learning rate must be above 0 (got {self.learning_rate}); try 5e-5.")
+        check(self.learning_rate < 1, f"A learning rate of {self.learning_rate} will destroy the pretrained weights; use a value below 1, typically 1e-5 to 1e-3.")
+        check(self.batch_size >= 1, f"The batch size must be at least 1 (got {self.batch_size}).")
+        check(self.epochs > 0 or self.max_steps > 0, "Set a number of epochs above 0, or a number of max steps above 0.")
+        check(self.max_steps >= 0, "Max steps cannot be negative; use 0 to train by epochs.")
+        check(0 <= self.warmup_ratio < 1, f"The warmup ratio is a fraction of training between 0 and 1 (got {self.warmup_ratio}).")
+        check(self.scheduler in SCHEDULERS, f"Unknown scheduler '{self.scheduler}'; choose one of {', '.join(SCHEDULERS)}.")
+        check(self.weight_decay >= 0, "Weight decay cannot be negative.")
+        check(0 <= self.dropout < 1, f"Dropout is a probability between 0 and 1 (got {self.dropout}).")
+        check(self.max_length >= 8, f"The max length must be at least 8 tokens (got {self.max_length}).")
+        check(self.grad_accum >= 1, "Gradient accumulation must be at least 1.")
+        check(self.eval_steps >= 1, "Evaluate at least every 1 step (eval steps ≥ 1).")
+        check(self.logging_steps >= 1, "Log at least every 1 step (logging steps ≥ 1).")
+        check(self.max_rows >= 0, "Max rows cannot be negative; use 0 for all rows.")
+        check(self.strategy in STRATEGIES, f"Unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
+        check(self.freeze_layers >= 0, "The number of frozen layers cannot be negative.")
+        if self.strategy == "lora":
+            check(self.lora_r >= 1, "The LoRA rank r must be at least 1.")
+            check(self.lora_alpha >= 1, "LoRA alpha must be at least 1.")
+            check(0 <= self.lora_dropout < 1, "LoRA dropout is a probability between 0 and 1.")
+            check(bool(self.lora_targets), "Name at least one target module for LoRA (for BERT: query, value).")
+        check(self.device in DEVICES, f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
+        check(self.precision in PRECISIONS, f"Unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")
+        if self.device == "cpu":
+            check(self.precision != "fp16", "fp16 needs a GPU; on the CPU choose fp32 (or bf16).")
+        from core.tasks import TASKS  # late import: tasks import heavy libraries only when used
+
+        check(self.task in TASKS, f"Unknown task '{self.task}'; choose one of {', '.join(TASKS)}.")
+        return problems
+
+    def raise_if_invalid(self) -> None:
+        problems = self.validate()
+        if problems:
+            raise UserError(" ".join(problems))
+
+    def cli_command(self, config_path: str = "run.yaml") -> str:
+        """The equivalent command line for this config, as the Train page shows it."""
+        return f"python -m core train {shlex.quote(config_path)}"
+
+    def differences(self, other: "RunConfig") -> dict[str, tuple[Any, Any]]:
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """YAML and form values arrive as strings or ints; turn them into the field's type or say why not."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, int):
+            as_float = float(value)
+            if not as_float.is_integer():
+                raise ValueError
+            return int(as_float)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [part.strip() for part in value.split(",") if part.strip()]
+            return [str(part) for part in value]
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"The value of '{key}' must be {type(default).__name__} (got {value!r}).") from None

@@ -1,0 +1,86 @@
+"""Where a model comes from: a built-in key, a local folder, or a Hugging Face hub id.
+
+Loading is safe by default: `trust_remote_code` stays off and weights load from safetensors.
+A hub id is checked before any download starts, so an offline machine says so at once instead
+of retrying for half a minute.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+
+from core.assets import Progress, no_progress
+from core.catalog import BUILTIN_MODELS
+from core.errors import UserError
+
+HUB_HOST = ("huggingface.co", 443)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+SAFE_LOADING = {"trust_remote_code": False, "use_safetensors": True}
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model(spec: str, progress: Progress = no_progress) -> str:
+    """A local folder path for `from_pretrained`, or a hub id already known to be reachable."""
+    spec = spec.strip()
+    if not spec:
+        raise UserError("Choose a model: a built-in one, a hub id like bert-base-uncased, or a local folder.")
+    if spec in BUILTIN_MODELS:
+        return str(BUILTIN_MODELS[spec].local_dir(progress))
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith(("/", ".", "~")):
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise UserError(
+                f"The folder {path} is not a model: it has no config.json. Point at a folder written by "
+                "save_pretrained, or choose a built-in model."
+            )
+        return str(path.resolve())
+    if not _HUB_ID.match(spec):
+        raise UserError(f"'{spec}' is neither a built-in model, a local folder, nor a hub id like owner/name.")
+    _check_hub_model(spec)
+    return spec
+
+
+def _check_hub_model(model_id: str) -> None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model_id, "config.json")
+    if isinstance(cached, str):
+        return
+    if hub_offline() or not _hub_reachable():
+        raise UserError(
+            f"The model '{model_id}' is not on this machine and the Hugging Face hub cannot be reached "
+            "(offline). Use a built-in model or a local folder, or connect to the internet."
+        )
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        model_info(model_id, timeout=10)
+    except RepositoryNotFoundError:
+        raise UserError(f"There is no model '{model_id}' on the Hugging Face hub; check the spelling (owner/name).") from None
+    except (HfHubHTTPError, OSError) as error:
+        raise UserError(f"The hub could not be asked about '{model_id}' ({error}); try again or use a local model.") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def max_positions(model_source: str) -> int | None:
+    """The longest input the model accepts, from its config, when the config says."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_source, trust_remote_code=False)
+    limit = getattr(config, "max_position_embeddings", None)
+    # Some configs (BERT, RoBERTa) reserve positions for padding offsets; the tokenizer limit is what binds.
+    return int(limit) if limit else None

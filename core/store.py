@@ -1,0 +1,228 @@
+"""The run store: one SQLite file that the trainer writes and every page reads.
+
+Two tables. `runs` holds one row per run (status, pid, progress, error, config); `metrics` holds
+one row per (run, step, name) value in long form, which is what plotting and overlaying want.
+WAL mode lets a trainer write while several browser sessions read, without blocking each other.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from core.workspace import runs_dir, workspace_root
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+FINISHED = ("completed", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    device TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    pid INTEGER,
+    pid_started_at REAL,
+    step INTEGER NOT NULL DEFAULT 0,
+    max_steps INTEGER NOT NULL DEFAULT 0,
+    train_started_at REAL,
+    train_start_step INTEGER NOT NULL DEFAULT 0,
+    progress_at REAL,
+    error TEXT,
+    resume INTEGER NOT NULL DEFAULT 0,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, name, step);
+"""
+
+
+@dataclass
+class Run:
+    id: str
+    name: str
+    task: str
+    model: str
+    dataset: str
+    device: str
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    pid: int | None
+    pid_started_at: float | None
+    step: int
+    max_steps: int
+    train_started_at: float | None
+    train_start_step: int
+    progress_at: float | None
+    error: str | None
+    resume: int
+    config: str
+
+    @property
+    def directory(self) -> Path:
+        return run_directory(self.id)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace of the steps done since this (re)start; None until it is known."""
+        if self.status != "running" or not self.train_started_at or not self.max_steps:
+            return None
+        done = self.step - self.train_start_step
+        if done <= 0:
+            return None
+        elapsed = (self.progress_at or now or time.time()) - self.train_started_at
+        return elapsed / done * (self.max_steps - self.step)
+
+
+def run_directory(run_id: str) -> Path:
+    return runs_dir() / run_id
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class RunStore:
+    def __init__(self, path: Path | None = None):
+        self.path = path or workspace_root() / "runs.db"
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def create(self, run_id: str, *, name: str, task: str, model: str, dataset: str, device: str, config_yaml: str) -> Run:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO runs (id, name, task, model, dataset, device, status, created_at, config)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (run_id, name, task, model, dataset, device, time.time(), config_yaml),
+            )
+        return self.get(run_id)
+
+    def get(self, run_id: str) -> Run | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return Run(**dict(row)) if row else None
+
+    def list(self, statuses: tuple[str, ...] = STATUSES) -> list[Run]:
+        marks = ",".join("?" * len(statuses))
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created_at DESC", statuses).fetchall()
+        return [Run(**dict(row)) for row in rows]
+
+    def update(self, run_id: str, **values) -> None:
+        if not values:
+            return
+        assignments = ", ".join(f"{key} = ?" for key in values)
+        with self._connect() as db:
+            db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values.values(), run_id))
+
+    def transition(self, run_id: str, from_statuses: tuple[str, ...], **values) -> bool:
+        """Update only if the run is still in one of `from_statuses`; True when it was.
+
+        Two processes (a page and a trainer, or two pages) may race to change a run; this makes
+        each change conditional on what the writer believed, so the loser sees False.
+        """
+        assignments = ", ".join(f"{key} = ?" for key in values)
+        marks = ",".join("?" * len(from_statuses))
+        with self._connect() as db:
+            cursor = db.execute(
+                f"UPDATE runs SET {assignments} WHERE id = ? AND status IN ({marks})",
+                (*values.values(), run_id, *from_statuses),
+            )
+            return cursor.rowcount == 1
+
+    def claim_next(self, device: str, slots: int) -> Run | None:
+        """Atomically move the oldest queued run on `device` to running, if a slot is free."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                running = db.execute(
+                    "SELECT COUNT(*) FROM runs WHERE device = ? AND status = 'running'", (device,)
+                ).fetchone()[0]
+                row = None
+                if running < slots:
+                    row = db.execute(
+                        "SELECT id FROM runs WHERE device = ? AND status = 'queued' ORDER BY created_at LIMIT 1",
+                        (device,),
+                    ).fetchone()
+                if row:
+                    db.execute(
+                        "UPDATE runs SET status = 'running', started_at = ?, pid = NULL, error = NULL,"
+                        " finished_at = NULL WHERE id = ?",
+                        (time.time(), row["id"]),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self.get(row["id"]) if row else None
+
+    def queued_devices(self) -> list[str]:
+        with self._connect() as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT device FROM runs WHERE status = 'queued'")]
+
+    def log_metrics(self, run_id: str, step: int, values: Mapping[str, float]) -> None:
+        now = time.time()
+        rows = [(run_id, step, name, float(value), now) for name, value in values.items()]
+        with self._connect() as db:
+            db.executemany("INSERT INTO metrics (run_id, step, name, value, recorded_at) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def metrics(self, run_ids: list[str] | str):
+        """Long-form metrics (run_id, step, name, value, recorded_at) as a pandas DataFrame."""
+        import pandas as pd
+
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        marks = ",".join("?" * len(ids)) or "NULL"
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT run_id, step, name, value, recorded_at FROM metrics WHERE run_id IN ({marks})"
+                " ORDER BY run_id, name, step, recorded_at",
+                ids,
+            ).fetchall()
+        return pd.DataFrame([dict(r) for r in rows], columns=["run_id", "step", "name", "value", "recorded_at"])
+
+    def forget_metrics_after(self, run_id: str, step: int) -> None:
+        """On resume, metrics logged after the checkpoint will be logged again: drop the old ones."""
+        with self._connect() as db:
+            db.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step))
+
+    def delete(self, run_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))

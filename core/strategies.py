@@ -1,0 +1,76 @@
+"""Which weights train: full fine-tuning, head only, freeze the bottom N layers, or LoRA (peft)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from core.config import RunConfig
+from core.errors import UserError
+
+
+def apply_strategy(model: nn.Module, config: RunConfig, head_names: tuple[str, ...]) -> nn.Module:
+    """Return the model to train, with `requires_grad` set (or adapters added) per the strategy.
+
+    `head_names` are the module names of the new task head (e.g. "classifier"), which always train.
+    """
+    if config.strategy == "full":
+        return model
+    if config.strategy == "lora":
+        return _with_lora(model, config, head_names)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = _is_head(name, head_names)
+    if config.strategy == "freeze":
+        layers = encoder_layers(model)
+        if config.freeze_layers > len(layers):
+            raise UserError(
+                f"Cannot freeze {config.freeze_layers} layers: this model has {len(layers)} encoder layers."
+            )
+        for layer in layers[config.freeze_layers:]:
+            for parameter in layer.parameters():
+                parameter.requires_grad = True
+        for name, parameter in model.named_parameters():
+            # The pooler sits above the layers; it trains with the unfrozen top.
+            if ".pooler." in f".{name}":
+                parameter.requires_grad = True
+    return model
+
+
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The stack of transformer blocks, found by shape rather than by architecture name."""
+    best: list[nn.Module] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "blocks") and len(module) > len(best):
+            best = list(module)
+    if not best:
+        raise UserError("This model has no recognisable stack of layers to freeze; use the head or LoRA strategy.")
+    return best
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _is_head(name: str, head_names: tuple[str, ...]) -> bool:
+    return any(name == head or name.startswith(head + ".") for head in head_names)
+
+
+def _with_lora(model: nn.Module, config: RunConfig, head_names: tuple[str, ...]) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    module_names = {name.split(".")[-1] for name, _ in model.named_modules()}
+    missing = [target for target in config.lora_targets if target not in module_names]
+    if missing:
+        linear = sorted({name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise UserError(
+            f"LoRA target modules {', '.join(missing)} do not exist in this model; its linear layers are named: {', '.join(linear)}."
+        )
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        modules_to_save=list(head_names),
+    )
+    return get_peft_model(model, lora)

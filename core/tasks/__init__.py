@@ -1,0 +1,8 @@
+"""Registry of tasks: one module per task, one line here."""
+
+from core.tasks.base import Prepared, Task
+from core.tasks.text_classification import TextClassification
+
+TASKS: dict[str, Task] = {task.key: task for task in (TextClassification(),)}
+
+__all__ = ["TASKS", "Prepared", "Task"]

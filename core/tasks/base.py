@@ -1,0 +1,58 @@
+"""The seam every task plugs into: data -> model -> collate -> metrics -> predictions.
+
+The trainer knows only this interface. Adding a task (image classification, token tagging,
+image-text alignment) is one module implementing `Task` plus one line in `core/tasks/__init__.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from core.assets import Progress
+from core.config import RunConfig
+
+
+@dataclass
+class Prepared:
+    """Everything the trainer needs for one run, built by a task."""
+
+    model: Any
+    processor: Any  # tokenizer or image processor, saved beside the model
+    datasets: dict[str, Any]  # split name -> encoded datasets.Dataset ("train", "validation", "test")
+    raw: dict[str, pd.DataFrame]  # split name -> the rows as the user sees them
+    collator: Callable | None
+    label_names: list[str]
+    head_names: tuple[str, ...]  # module names of the new head (always trained)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    key: str
+    title: str
+    modality: str
+    primary_metric: str  # the eval metric named on the Runs page and used for best checkpoints
+
+    @abstractmethod
+    def preflight(self, config: RunConfig) -> None:
+        """Cheap checks before queueing (model source, dataset name, limits); raise UserError."""
+
+    @abstractmethod
+    def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
+        """Load data and the pretrained model with its new head, and encode the splits."""
+
+    @abstractmethod
+    def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Metrics for one evaluation, without the `eval_` prefix the Trainer adds."""
+
+    @abstractmethod
+    def report(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared) -> dict[str, Any]:
+        """The held-out report (per-class precision/recall/F1/support and averages) as plain data."""
+
+    @abstractmethod
+    def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
+        """One row per example: the input as shown to people, gold, predicted, confidence, loss."""

@@ -1,0 +1,142 @@
+"""Text classification: a linear classifier on a BERT-family encoder ([CLS] pooled)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.assets import Progress
+from core.config import RunConfig
+from core.errors import UserError
+from core.metrics import classification_metrics, classification_report, per_example_loss, softmax
+from core.models import SAFE_LOADING, max_positions, resolve_model
+from core.tasks.base import Prepared, Task
+
+# Dropout knobs have different names across architectures; set whichever the config has.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "seq_classif_dropout")
+
+
+class TextClassification(Task):
+    key = "text_classification"
+    title = "Text classification"
+    modality = "text"
+    primary_metric = "accuracy"
+
+    def preflight(self, config: RunConfig) -> None:
+        check_dataset_exists(config.dataset)
+        source = resolve_model(config.model)
+        limit = max_positions(source)
+        if limit and config.max_length > limit:
+            raise UserError(
+                f"The max length {config.max_length} is over this model's limit of {limit} tokens; choose {limit} or less."
+            )
+
+    def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
+        from core.data import load_splits
+
+        self.preflight(config)
+        splits = load_splits(
+            config.dataset,
+            text_column=config.text_column or None,
+            label_column=config.label_column or None,
+            seed=config.seed,
+            max_rows=config.max_rows or None,
+            progress=progress,
+        )
+        source = resolve_model(config.model, progress)
+        tokenizer, model = load_model(source, splits.label_names, config.dropout)
+        label_ids = {name: index for index, name in enumerate(splits.label_names)}
+        raw = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+        datasets = {split: encode(frame, tokenizer, label_ids, config.max_length) for split, frame in raw.items()}
+        from transformers import DataCollatorWithPadding
+
+        return Prepared(
+            model=model,
+            processor=tokenizer,
+            datasets=datasets,
+            raw=raw,
+            collator=DataCollatorWithPadding(tokenizer),
+            label_names=splits.label_names,
+            head_names=("classifier",),
+            extras={"data_source": splits.source, "model_source": source},
+        )
+
+    def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return classification_metrics(logits, labels)
+
+    def report(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared) -> dict[str, Any]:
+        return classification_report(logits, labels, prepared.label_names)
+
+    def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
+        return prediction_frame(prepared.raw[split]["text"].tolist(), logits, labels, prepared.label_names)
+
+
+def check_dataset_exists(dataset: str) -> None:
+    """Catch a mistyped dataset before queueing; the full checks run in the trainer."""
+    from pathlib import Path
+
+    from core.data import list_datasets
+
+    known = [info.key for info in list_datasets()]
+    if dataset not in known and not Path(dataset).expanduser().is_file():
+        raise UserError(f"There is no dataset '{dataset}'. Choose one of {', '.join(known)}, or give the path of a CSV/TSV/JSONL/Parquet file.")
+
+
+def load_model(source: str, label_names: list[str], dropout: float):
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    model_config.num_labels = len(label_names)
+    model_config.id2label = dict(enumerate(label_names))
+    model_config.label2id = {name: index for index, name in enumerate(label_names)}
+    for key in DROPOUT_KEYS:
+        if hasattr(model_config, key):
+            setattr(model_config, key, dropout)
+    if hasattr(model_config, "classifier_dropout"):
+        model_config.classifier_dropout = dropout
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, config=model_config, ignore_mismatched_sizes=True, **SAFE_LOADING
+        )
+    except ValueError as error:
+        raise UserError(f"The model at {source} cannot be used for text classification: {error}") from None
+    except OSError as error:
+        if "safetensors" in str(error).lower():
+            raise UserError(
+                f"The model at {source} has no safetensors weights; for safety only safetensors are loaded. "
+                "Convert it with save_pretrained(safe_serialization=True)."
+            ) from None
+        raise
+    return tokenizer, model
+
+
+def encode(frame: pd.DataFrame, tokenizer, label_ids: dict[str, int], max_length: int):
+    from datasets import Dataset
+
+    table = Dataset.from_dict({"text": frame["text"].tolist(), "labels": [label_ids[label] for label in frame["label"]]})
+    return table.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def prediction_frame(texts: list[str], logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> pd.DataFrame:
+    probabilities = softmax(logits)
+    predicted = probabilities.argmax(axis=-1)
+    frame = pd.DataFrame(
+        {
+            "text": texts,
+            "gold": [label_names[i] for i in labels],
+            "predicted": [label_names[i] for i in predicted],
+            "confidence": probabilities.max(axis=-1),
+            "loss": per_example_loss(logits, labels),
+        }
+    )
+    frame["correct"] = frame["gold"] == frame["predicted"]
+    for index, name in enumerate(label_names):
+        frame[f"p({name})"] = probabilities[:, index]
+    return frame

@@ -1,0 +1,215 @@
+"""The trainer process: `python -m core worker RUN_ID`, started by the job manager.
+
+Reads the run's config from its directory, asks the task for data and model, trains with
+Hugging Face `Trainer`, and writes everything a page may want into the run store and the run
+directory: metrics (step 0 before any update, during training, and final), the held-out report
+before and after, predictions as Parquet, checkpoints with optimizer state, TensorBoard events,
+and the final model folder. It reports its own ending (completed / cancelled / failed with a
+sentence) and then starts the next queued job on its device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from core.config import RunConfig
+from core.errors import UserError
+from core.jobs import CANCEL_FLAG, dispatch
+from core.store import Run, RunStore
+
+
+def say(message: str) -> None:
+    """One line in the run's log (stdout is the log file)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run_worker(run_id: str) -> int:
+    store = RunStore()
+    run = store.get(run_id)
+    if run is None:
+        say(f"No run {run_id} in the store.")
+        return 2
+    flag = run.directory / CANCEL_FLAG
+    signal.signal(signal.SIGTERM, lambda *_: flag.touch())
+    store.update(run_id, pid=os.getpid())
+    outcome, error = "failed", None
+    try:
+        config = RunConfig.load(run.directory / "config.yaml")
+        train(config, run, store)
+        outcome = "cancelled" if flag.exists() else "completed"
+    except UserError as problem:
+        error = str(problem)
+    except Exception as problem:  # noqa: BLE001 - every failure must end as a status with a reason
+        from core.callbacks import CancelledRun
+
+        if isinstance(problem, CancelledRun):
+            outcome = "cancelled"
+        else:
+            traceback.print_exc()
+            error = describe_failure(problem)
+    say(f"Run {outcome}." + (f" {error}" if error else ""))
+    store.transition(run_id, ("running",), status=outcome, error=error, finished_at=time.time())
+    dispatch(store)
+    return 0 if outcome != "failed" else 1
+
+
+def describe_failure(problem: Exception) -> str:
+    text = str(problem)
+    if "out of memory" in text.lower():
+        return "The device ran out of memory. Lower the batch size or the max length, or use gradient accumulation."
+    return f"Training stopped with an error ({type(problem).__name__}: {text[:300]}). The log has the full traceback."
+
+
+def train(config: RunConfig, run: Run, store: RunStore) -> None:
+    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.utils import logging as transformers_logging
+
+    from core.callbacks import CancelOnFlag, LogLines, Progress, StoreMetrics
+    from core.strategies import apply_strategy, trainable_parameters
+    from core.tasks import TASKS
+
+    directory = run.directory
+    # The log is read by people on the Runs page: one line per logged step, no progress bars.
+    transformers_logging.disable_progress_bar()
+    set_seed(config.seed)
+    task = TASKS[config.task]
+    say(f"Preparing {task.title}: model {config.model}, dataset {config.dataset}.")
+    prepared = task.prepare(config, progress=lambda fraction, message: say(f"{message} ({fraction:.0%})"))
+    model = apply_strategy(prepared.model, config, prepared.head_names)
+    trainable, total = trainable_parameters(model)
+    say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
+    arguments = training_arguments(config, run, directory)
+    cancel = CancelOnFlag(directory / CANCEL_FLAG)
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=prepared.datasets["train"],
+        eval_dataset=prepared.datasets["validation"],
+        data_collator=prepared.collator,
+        processing_class=prepared.processor,
+        compute_metrics=lambda output: task.compute_metrics(output.predictions, output.label_ids),
+        callbacks=[StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel],
+    )
+    trainer.remove_callback(PrinterCallback)
+    checkpoint = get_last_checkpoint(str(directory / "checkpoints")) if (directory / "checkpoints").exists() else None
+    if run.resume and checkpoint:
+        step = int(Path(checkpoint).name.split("-")[-1])
+        store.forget_metrics_after(run.id, step)
+        say(f"Resuming from {Path(checkpoint).name} (optimizer, scheduler and data order restored).")
+    else:
+        checkpoint = None
+        store.forget_metrics_after(run.id, -1)
+        say("Evaluating before the first update (step 0).")
+        trainer.evaluate()
+        evaluate_test(trainer, task, prepared, store, run, directory, stage="before")
+    write_json(directory / "summary.json", summary(config, prepared, trainable, total, arguments))
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if cancel.requested:
+        say("Cancelled; the last checkpoint is kept for resume.")
+        return
+    say(f"Trained {result.global_step} steps at {result.metrics.get('train_samples_per_second', 0):.1f} samples/s.")
+    trainer.evaluate()
+    evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
+    save_predictions(trainer, task, prepared, directory, "validation")
+    save_final_model(trainer, prepared, directory / "model")
+    store.update(run.id, step=trainer.state.global_step)
+
+
+def training_arguments(config: RunConfig, run: Run, directory: Path):
+    from transformers import TrainingArguments
+
+    bf16, fp16 = mixed_precision(config.precision, run.device)
+    return TrainingArguments(
+        output_dir=str(directory / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size * 2,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.scheduler if config.scheduler != "constant" else "constant_with_warmup",
+        # transformers 5 reads a float below 1 as a fraction of the total steps.
+        warmup_steps=float(config.warmup_ratio),
+        weight_decay=config.weight_decay,
+        gradient_accumulation_steps=config.grad_accum,
+        seed=config.seed,
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.eval_steps,
+        save_total_limit=2,
+        report_to=["tensorboard"],
+        disable_tqdm=True,
+        use_cpu=run.device == "cpu",
+        bf16=bf16,
+        fp16=fp16,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        dataloader_num_workers=0,
+    )
+
+
+def mixed_precision(precision: str, device: str) -> tuple[bool, bool]:
+    """(bf16, fp16) flags; 'auto' means bf16 on a GPU that has it, fp32 elsewhere."""
+    if device != "cuda":
+        if precision == "fp16":
+            raise UserError("fp16 needs a GPU; on the CPU choose fp32 (or auto).")
+        return precision == "bf16", False
+    import torch
+
+    bf16_ok = torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not bf16_ok:
+        raise UserError("This GPU does not support bf16; choose fp16 or fp32.")
+    return (precision == "bf16" or (precision == "auto" and bf16_ok)), precision == "fp16"
+
+
+def evaluate_test(trainer, task, prepared, store: RunStore, run: Run, directory: Path, stage: str) -> None:
+    """Test-split report and predictions; 'before' at step 0, 'after' once training ends."""
+    output = trainer.predict(prepared.datasets["test"])
+    step = trainer.state.global_step
+    store.log_metrics(run.id, step, {k: v for k, v in output.metrics.items() if isinstance(v, (int, float)) and k.startswith("test_") and "runtime" not in k and "per_second" not in k})
+    write_json(directory / "reports" / f"test_{stage}.json", {"step": step, "report": task.report(output.predictions, output.label_ids, prepared)})
+    frame = task.predictions(output.predictions, output.label_ids, prepared, "test")
+    path = directory / "predictions" / f"test_{stage}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path)
+    say(f"Test {stage} training: accuracy {output.metrics.get('test_accuracy', float('nan')):.3f}.")
+
+
+def save_predictions(trainer, task, prepared, directory: Path, split: str) -> None:
+    output = trainer.predict(prepared.datasets[split])
+    task.predictions(output.predictions, output.label_ids, prepared, split).to_parquet(directory / "predictions" / f"{split}_after.parquet")
+
+
+def save_final_model(trainer, prepared, target: Path) -> None:
+    """A plain transformers folder (LoRA merged in), loadable with from_pretrained or pipeline."""
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(target)
+    prepared.processor.save_pretrained(target)
+    say(f"Saved the fine-tuned model to {target}.")
+
+
+def summary(config: RunConfig, prepared, trainable: int, total: int, arguments) -> dict[str, Any]:
+    return {
+        "label_names": prepared.label_names,
+        "rows": {split: len(frame) for split, frame in prepared.raw.items()},
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "precision": "bf16" if arguments.bf16 else "fp16" if arguments.fp16 else "fp32",
+        **{key: str(value) for key, value in prepared.extras.items()},
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float), encoding="utf-8")

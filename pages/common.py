@@ -1,0 +1,40 @@
+"""Helpers shared by the pages: the run store, run labels and status badges. No core logic here."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from core.errors import UserError
+from core.store import Run, RunStore
+
+STATUS_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "cancelled": "⛔"}
+
+
+def open_store() -> RunStore:
+    """The run store, or a sentence and a stop when the workspace cannot be used."""
+    try:
+        return RunStore()
+    except UserError as problem:
+        st.error(str(problem))
+        st.stop()
+
+
+def run_label(run: Run) -> str:
+    return f"{STATUS_ICONS.get(run.status, '')} {run.name} · {run.id}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def since(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "—"

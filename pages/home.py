@@ -1,0 +1,36 @@
+"""Home: what the workbench does and where to start."""
+
+import streamlit as st
+
+from core.errors import UserError
+from core.jobs import reconcile
+from core.store import RunStore
+
+st.title("Fine-tune & explain workbench")
+st.markdown(
+    "Pick a pretrained encoder and a dataset, fine-tune it in the background, watch the curves "
+    "move, and judge it against the model **before** fine-tuning — all on this machine, offline."
+)
+
+try:
+    store = RunStore()
+    reconcile(store)
+    runs = store.list()
+except UserError as problem:
+    st.error(str(problem))
+    st.stop()
+
+active = sum(run.status in ("queued", "running") for run in runs)
+left, middle, right = st.columns(3)
+left.metric("Runs", len(runs))
+middle.metric("Queued or running", active)
+right.metric("Completed", sum(run.status == "completed" for run in runs))
+
+st.subheader("Start here")
+st.page_link("pages/data.py", label="1 · Data — look at a built-in dataset or upload your own", icon="📄")
+st.page_link("pages/train.py", label="2 · Train — MiniLM on movie reviews is ready to go", icon="🏋️")
+st.page_link("pages/runs.py", label="3 · Runs — live curves, cancel, resume, compare", icon="📈")
+st.caption(
+    "Built in and offline: the all-MiniLM-L6-v2 encoder (hub: sentence-transformers/all-MiniLM-L6-v2) and "
+    "4,000 Pang & Lee movie-review sentences (hub: cornell-movie-review-data/rotten_tomatoes)."
+)

@@ -1,0 +1,143 @@
+"""Runs: every run with status, progress and ETA; live curves; cancel, resume; compare runs."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core import jobs, run_files, viz
+from core.errors import UserError
+from core.store import Run, RunStore
+from pages.common import STATUS_ICONS, duration, open_store, run_label, since
+
+LIVE_REFRESH_SECONDS = 1.0
+# Slow ticks while idle still notice a run started from another tab or the CLI.
+IDLE_REFRESH_SECONDS = 5.0
+
+st.title("Runs")
+store = open_store()
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "status": [f"{STATUS_ICONS.get(r.status, '')} {r.status}" for r in runs],
+            "name": [r.name for r in runs],
+            "id": [r.id for r in runs],
+            "progress": [r.progress for r in runs],
+            "step": [f"{r.step}/{r.max_steps}" if r.max_steps else "—" for r in runs],
+            "ETA": [duration(r.eta_seconds()) for r in runs],
+            "device": [r.device for r in runs],
+            "model": [r.model for r in runs],
+            "dataset": [r.dataset for r in runs],
+            "created": [since(r.created_at) for r in runs],
+        }
+    )
+
+
+def actions(run: Run) -> None:
+    left, right, _ = st.columns([1, 1, 4])
+    if run.status in ("queued", "running"):
+        if left.button("Cancel", key=f"runs_cancel_{run.id}", help="Stop this run; a running one saves a checkpoint so it can resume."):
+            act(jobs.cancel, run.id)
+    if run.status in ("failed", "cancelled"):
+        if right.button("Resume", key=f"runs_resume_{run.id}", help="Queue it again; it continues from its last checkpoint with optimizer and scheduler state."):
+            act(jobs.resume, run.id)
+
+
+def act(action, run_id: str) -> None:
+    try:
+        action(run_id, store)
+    except UserError as problem:
+        st.error(str(problem))
+    else:
+        st.rerun()
+
+
+def run_details(run: Run) -> None:
+    st.subheader(run_label(run))
+    if run.status == "running":
+        eta = run.eta_seconds()
+        st.progress(run.progress, text=f"step {run.step} of {run.max_steps or '?'} · ETA {duration(eta)}")
+    elif run.status == "queued":
+        st.info("Queued: it starts when the device is free.")
+    if run.status == "failed" and run.error:
+        st.error(f"This run failed. {run.error}")
+    elif run.error:
+        st.warning(run.error)
+    actions(run)
+
+
+def curves(selected: list[Run]) -> None:
+    metrics = store.metrics([r.id for r in selected])
+    if metrics.empty:
+        st.info("No metrics yet: the first values appear after the step-0 evaluation.")
+        return
+    log_scale = st.session_state.get("runs_log_loss", False)
+    labels = {r.id: f"{r.name} ({r.id[-4:]})" for r in selected}
+    st.plotly_chart(viz.training_curves(metrics, labels, log_loss=log_scale), key="runs_curves", width="stretch")
+
+
+def reports(run: Run) -> None:
+    before, after = run_files.test_report(run, "before"), run_files.test_report(run, "after")
+    if not before and not after:
+        return
+    st.markdown("**Test split: before vs after fine-tuning**")
+    st.dataframe(viz.before_after_table(before, after), width="content")
+    if after:
+        with st.expander("Classification report after fine-tuning"):
+            st.dataframe(viz.report_table(after), width="content")
+    if before:
+        with st.expander("Classification report before fine-tuning (step 0)"):
+            st.dataframe(viz.report_table(before), width="content")
+
+
+def live_view(selected_ids: list[str]) -> None:
+    jobs.reconcile(store)
+    runs = store.list()
+    st.dataframe(
+        runs_table(runs), hide_index=True, width="stretch",
+        column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")},
+    )
+    selected = [run for run in runs if run.id in selected_ids]
+    if not selected:
+        return
+    if len(selected) == 1:
+        run_details(selected[0])
+    curves(selected)
+    if len(selected) == 1:
+        reports(selected[0])
+        with st.expander("Log (last lines)", expanded=selected[0].status == "failed"):
+            st.code(jobs.log_tail(selected[0].id, 40) or "(empty)", language="text")
+        with st.expander("Config"):
+            st.code(selected[0].config, language="yaml")
+    else:
+        st.markdown("**Config differences**")
+        differences = run_files.config_differences(selected)
+        if differences.empty:
+            st.caption("The selected runs have identical configs.")
+        else:
+            st.dataframe(differences, width="stretch")
+
+
+all_runs = store.list()
+if not all_runs:
+    st.info("No runs yet. Start one on the Train page.")
+    st.page_link("pages/train.py", label="Go to Train", icon="🏋️")
+    st.stop()
+
+ids = [run.id for run in all_runs]
+by_id = {run.id: run for run in all_runs}
+remembered = [run_id for run_id in st.session_state.get("runs_selected_ids", []) if run_id in by_id]
+selected_ids = st.multiselect(
+    "Runs to show (pick several to overlay their curves and compare configs)", ids,
+    default=remembered or ids[:1], format_func=lambda run_id: run_label(by_id[run_id]), key="runs_selection",
+)
+st.session_state["runs_selected_ids"] = selected_ids
+st.toggle("Log-scale loss", key="runs_log_loss", help="Loss often falls by orders of magnitude; a log scale shows late progress.")
+
+active = any(run.status in ("queued", "running") for run in all_runs)
+# Only the live part reruns on a timer: fast while something trains, slow otherwise.
+st.fragment(run_every=LIVE_REFRESH_SECONDS if active else IDLE_REFRESH_SECONDS)(live_view)(selected_ids)

@@ -23,7 +23,10 @@ class StoreMetrics(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         numbers = {key: value for key, value in (logs or {}).items() if isinstance(value, (int, float))}
-        # Trainer names the train loss plain "loss"; say which split it is, like the eval metrics.
+        # The end-of-training summary's "train_loss" is the mean over all steps, not a point on the curve.
+        if "train_loss" in numbers:
+            numbers["train_loss_mean"] = numbers.pop("train_loss")
+        # Trainer names the per-step train loss plain "loss"; say which split it is, like the eval metrics.
         if "loss" in numbers:
             numbers["train_loss"] = numbers.pop("loss")
         for noise in ("total_flos", "eval_model_preparation_time"):

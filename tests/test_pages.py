@@ -1,0 +1,119 @@
+"""AppTest of the Home, Train and Runs pages, driven through app.py as a user would navigate."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+from core.config import RunConfig
+from core.store import RunStore
+
+TIMEOUT = 90
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def open_page(page: str) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.switch_page(page).run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def tiny_config(tiny_bert, **changes) -> RunConfig:
+    values = dict(
+        name="tiny", model=str(tiny_bert), dataset="planted-keywords", max_rows=200, epochs=2,
+        batch_size=16, learning_rate=0.005, eval_steps=5, logging_steps=2, max_length=32,
+    )
+    values.update(changes)
+    return RunConfig(**values)
+
+
+def test_home_counts_runs(workspace):
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not app.exception
+    assert [m.value for m in app.metric][:1] == ["0"]
+
+
+def test_train_page_defaults_to_minilm_on_movie_reviews(workspace):
+    app = open_page("pages/train.py")
+    assert app.selectbox(key="train_model_builtin").value == "minilm-l6"
+    assert app.selectbox(key="train_dataset").value == "movie-reviews"
+    assert not app.error
+    assert app.button(key="train_start").disabled is False
+    assert "python -m core train run.yaml" in app.code[0].value
+
+
+def test_train_page_explains_bad_hyperparameters(workspace):
+    app = open_page("pages/train.py")
+    app.number_input(key="train_learning_rate").set_value(0.0)
+    app.number_input(key="train_batch_size").set_value(0).run()
+    errors = " ".join(e.value for e in app.error)
+    assert "learning rate must be above 0" in errors
+    assert "batch size must be at least 1" in errors
+    assert app.button(key="train_start").disabled is True
+
+
+def test_train_page_rejects_a_folder_that_is_not_a_model(workspace, tmp_path):
+    app = open_page("pages/train.py")
+    app.radio(key="train_model_source").set_value("Local folder").run()
+    app.text_input(key="train_model_text").set_value(str(tmp_path)).run()
+    app.button(key="train_start").click().run()
+    assert any("not a model" in e.value for e in app.error)
+    assert RunStore().list() == []
+
+
+def test_train_page_starts_a_run(workspace, tiny_bert):
+    app = open_page("pages/train.py")
+    app.radio(key="train_model_source").set_value("Local folder").run()
+    app.text_input(key="train_model_text").set_value(str(tiny_bert))
+    app.selectbox(key="train_dataset").set_value("planted-keywords")
+    app.number_input(key="train_max_steps").set_value(4)
+    app.number_input(key="train_max_length").set_value(32).run()
+    app.button(key="train_start").click().run()
+    assert not app.error, [e.value for e in app.error]
+    runs = RunStore().list()
+    assert len(runs) == 1 and runs[0].model == str(tiny_bert)
+    assert any(runs[0].id in s.value for s in app.success)
+    finished = jobs.wait(runs[0].id, timeout=120)
+    assert finished.status == "completed", finished.error
+
+
+@pytest.fixture
+def two_finished_runs(workspace, tiny_bert):
+    store = RunStore()
+    first = jobs.submit(tiny_config(tiny_bert, name="fast"), store)
+    jobs.wait(first.id, store, timeout=120)
+    second = jobs.submit(tiny_config(tiny_bert, name="slow", learning_rate=0.001), store)
+    jobs.wait(second.id, store, timeout=120)
+    return first.id, second.id
+
+
+def curve_names(app: AppTest) -> set[str]:
+    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
+    return {trace["name"] for trace in figure["data"]}
+
+
+def test_runs_page_shows_curves_reports_and_compares(two_finished_runs):
+    first, second = two_finished_runs
+    app = open_page("pages/runs.py")
+    app.multiselect(key="runs_selection").set_value([first]).run()
+    assert {"train_loss", "eval_loss", "eval_accuracy", "learning_rate"} <= curve_names(app)
+    tables = [t.value for t in app.dataframe]
+    assert any("before fine-tuning" in table.columns for table in tables)
+
+    app.multiselect(key="runs_selection").set_value([first, second]).run()
+    names = curve_names(app)
+    assert any(name.startswith("fast") for name in names) and any(name.startswith("slow") for name in names)
+    differences = [t.value for t in app.dataframe if "learning_rate" in t.value.index]
+    assert differences and set(differences[0].loc["name"]) == {"fast", "slow"}
+
+
+def test_runs_page_shows_failure_reason_and_resume(workspace):
+    store = RunStore()
+    run = store.create("r1", name="broken", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml())
+    store.update(run.id, status="failed", error="The label column has 3 blank rows.")
+    app = open_page("pages/runs.py")
+    assert any("3 blank rows" in e.value for e in app.error)
+    assert app.button(key="runs_resume_r1") is not None

@@ -1,0 +1,68 @@
+"""One entry point for every kind of dataset: built-in key, registered name, or a table file path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from core.assets import Progress, no_progress
+from core.data.builtin import BUILTIN_DATASETS
+from core.data.info import DatasetInfo
+from core.data.registry import is_registered, list_registered, registered_table
+from core.data.splits import DataSplits, make_splits
+from core.data.tables import SUPPORTED_SUFFIXES, read_table, select_columns
+from core.errors import UserError
+
+
+def list_datasets() -> list[DatasetInfo]:
+    """Built-in datasets first, then the ones registered in this workspace."""
+    return [dataset.info() for dataset in BUILTIN_DATASETS.values()] + list_registered()
+
+
+def load_splits(
+    dataset: str,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    seed: int = 42,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_rows: int | None = None,
+    progress: Progress = no_progress,
+) -> DataSplits:
+    """Train/validation/test splits of `dataset`, with string labels and `label_names` sorted.
+
+    Column names apply to registered datasets (overriding the ones chosen at upload) and to files
+    (default "text"/"label"); built-in datasets already have their columns.
+    """
+    frame, source, where = _resolve(dataset, text_column, label_column, progress)
+    return make_splits(
+        frame,
+        where=where,
+        source=source,
+        seed=seed,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        max_rows=max_rows,
+    )
+
+
+def _resolve(dataset: str, text_column: str | None, label_column: str | None, progress: Progress) -> tuple[pd.DataFrame, str, str]:
+    """The text/label frame of `dataset`, a one-line source, and how to name it in messages."""
+    if dataset in BUILTIN_DATASETS:
+        builtin = BUILTIN_DATASETS[dataset]
+        return builtin.frame(progress), builtin.source, f"the built-in dataset {dataset!r}"
+    if is_registered(dataset):
+        frame, spec = registered_table(dataset, text_column, label_column)
+        return frame, spec.source, f"the dataset {dataset!r}"
+    path = Path(dataset).expanduser()
+    if path.is_file() or path.suffix.lower() in SUPPORTED_SUFFIXES:
+        table = read_table(path)  # a missing file gets its own sentence there
+        where = f"the file {path.name}"
+        return select_columns(table, text_column or "text", label_column or "label", where), f"file {path.resolve()}", where
+    available = ", ".join(info.key for info in list_datasets())
+    raise UserError(
+        f"There is no dataset called {dataset!r}; choose one of {available}, or give the path of a "
+        f"{'/'.join(suffix.lstrip('.') for suffix in SUPPORTED_SUFFIXES)} file."
+    )

@@ -1,6 +1,7 @@
 """Shared test set-up: offline hub, an isolated workspace, and a tiny BERT built from a config."""
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +17,20 @@ def workspace(tmp_path, monkeypatch):
     """A fresh workspace folder for one test."""
     root = tmp_path / "workspace"
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
-    return root
+    yield root
+    stop_trainers(root)
+
+
+def stop_trainers(root: Path) -> None:
+    """Trainers outlive their starter by design; a test must not leave them running."""
+    from core.jobs import is_alive
+    from core.store import RunStore
+
+    if not (root / "runs.db").exists():
+        return
+    for run in RunStore(root / "runs.db").list(("running",)):
+        if is_alive(run):
+            os.killpg(run.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def test_home_counts_runs(workspace):
 
 
 def test_train_page_defaults_to_minilm_on_movie_reviews(workspace):
-    app = open_page("pages/train.py")
+    app = open_page("pages/views/train.py")
     assert app.selectbox(key="train_model_builtin").value == "minilm-l6"
     assert app.selectbox(key="train_dataset").value == "movie-reviews"
     assert not app.error
@@ -46,7 +46,7 @@ def test_train_page_defaults_to_minilm_on_movie_reviews(workspace):
 
 
 def test_train_page_explains_bad_hyperparameters(workspace):
-    app = open_page("pages/train.py")
+    app = open_page("pages/views/train.py")
     app.number_input(key="train_learning_rate").set_value(0.0)
     app.number_input(key="train_batch_size").set_value(0).run()
     errors = " ".join(e.value for e in app.error)
@@ -56,7 +56,7 @@ def test_train_page_explains_bad_hyperparameters(workspace):
 
 
 def test_train_page_rejects_a_folder_that_is_not_a_model(workspace, tmp_path):
-    app = open_page("pages/train.py")
+    app = open_page("pages/views/train.py")
     app.radio(key="train_model_source").set_value("Local folder").run()
     app.text_input(key="train_model_text").set_value(str(tmp_path)).run()
     app.button(key="train_start").click().run()
@@ -65,7 +65,7 @@ def test_train_page_rejects_a_folder_that_is_not_a_model(workspace, tmp_path):
 
 
 def test_train_page_starts_a_run(workspace, tiny_bert):
-    app = open_page("pages/train.py")
+    app = open_page("pages/views/train.py")
     app.radio(key="train_model_source").set_value("Local folder").run()
     app.text_input(key="train_model_text").set_value(str(tiny_bert))
     app.selectbox(key="train_dataset").set_value("planted-keywords")
@@ -97,7 +97,7 @@ def curve_names(app: AppTest) -> set[str]:
 
 def test_runs_page_shows_curves_reports_and_compares(two_finished_runs):
     first, second = two_finished_runs
-    app = open_page("pages/runs.py")
+    app = open_page("pages/views/runs.py")
     app.multiselect(key="runs_selection").set_value([first]).run()
     assert {"train_loss", "eval_loss", "eval_accuracy", "learning_rate"} <= curve_names(app)
     tables = [t.value for t in app.dataframe]
@@ -114,6 +114,6 @@ def test_runs_page_shows_failure_reason_and_resume(workspace):
     store = RunStore()
     run = store.create("r1", name="broken", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml())
     store.update(run.id, status="failed", error="The label column has 3 blank rows.")
-    app = open_page("pages/runs.py")
+    app = open_page("pages/views/runs.py")
     assert any("3 blank rows" in e.value for e in app.error)
     assert app.button(key="runs_resume_r1") is not None

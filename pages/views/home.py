@@ -27,9 +27,9 @@ middle.metric("Queued or running", active)
 right.metric("Completed", sum(run.status == "completed" for run in runs))
 
 st.subheader("Start here")
-st.page_link("pages/data.py", label="1 · Data — look at a built-in dataset or upload your own", icon="📄")
-st.page_link("pages/train.py", label="2 · Train — MiniLM on movie reviews is ready to go", icon="🏋️")
-st.page_link("pages/runs.py", label="3 · Runs — live curves, cancel, resume, compare", icon="📈")
+st.page_link("pages/views/data.py", label="1 · Data — look at a built-in dataset or upload your own", icon="📄")
+st.page_link("pages/views/train.py", label="2 · Train — MiniLM on movie reviews is ready to go", icon="🏋️")
+st.page_link("pages/views/runs.py", label="3 · Runs — live curves, cancel, resume, compare", icon="📈")
 st.caption(
     "Built in and offline: the all-MiniLM-L6-v2 encoder (hub: sentence-transformers/all-MiniLM-L6-v2) and "
     "4,000 Pang & Lee movie-review sentences (hub: cornell-movie-review-data/rotten_tomatoes)."

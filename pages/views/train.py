@@ -8,7 +8,7 @@ from core.catalog import BUILTIN_MODELS
 from core.config import HELP, PRECISIONS, SCHEDULERS, STRATEGIES, RunConfig
 from core.data import list_datasets
 from core.errors import UserError
-from pages.common import open_store
+from pages import open_store
 
 DEFAULTS = RunConfig()
 FILE_PATH = "__file__"
@@ -131,4 +131,4 @@ if config is not None:
         else:
             st.session_state["runs_selected_ids"] = [run.id]
             st.success(f"Run {run.id} is {run.status} on {run.device}.")
-            st.page_link("pages/runs.py", label="Watch it on the Runs page", icon="📈")
+            st.page_link("pages/views/runs.py", label="Watch it on the Runs page", icon="📈")

@@ -1,4 +1,9 @@
-"""Helpers shared by the pages: the run store, run labels and status badges. No core logic here."""
+"""Page scripts live in pages/views/; this package holds the helpers they share.
+
+Why a sub-folder: Streamlit treats any `pages/*.py` beside the entry script as a legacy
+multipage app on a server's first request, which would run a page without app.py's navigation.
+Keeping the page scripts one level down leaves app.py's `st.navigation` the only router.
+"""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 from core.data import list_datasets, register_dataset
 from core.workspace import cache_dir, datasets_dir
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "data.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "views" / "data.py")
 
 
 @pytest.fixture(autouse=True)
@@ -177,6 +177,6 @@ def test_page_renders_without_importing_torch():
         "assert not at.exception and at.get('plotly_chart')\n"
         "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(PAGE).parents[1], timeout=120)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(PAGE).parents[2], timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from core.checkpoints import BEFORE_MODEL, FINAL_MODEL
 from core.config import RunConfig
 from core.errors import UserError
 from core.jobs import CANCEL_FLAG, dispatch
@@ -82,13 +83,17 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     task = TASKS[config.task]
     say(f"Preparing {task.title}: model {config.model}, dataset {config.dataset}.")
     prepared = task.prepare(config, progress=lambda fraction, message: say(f"{message} ({fraction:.0%})"))
+    if not run.resume or not (directory / BEFORE_MODEL).exists():
+        # The model before any update (pretrained encoder + fresh head): the baseline Inspect compares with.
+        prepared.model.save_pretrained(directory / BEFORE_MODEL)
+        prepared.processor.save_pretrained(directory / BEFORE_MODEL)
     model = apply_strategy(prepared.model, config, prepared.head_names)
     trainable, total = trainable_parameters(model)
     say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
     arguments = training_arguments(config, run, directory)
     cancel = CancelOnFlag(directory / CANCEL_FLAG)
-    trainer = Trainer(
+    trainer = in_order_trainer(Trainer)(
         model=model,
         args=arguments,
         train_dataset=prepared.datasets["train"],
@@ -116,11 +121,35 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         say("Cancelled; the last checkpoint is kept for resume.")
         return
     say(f"Trained {result.global_step} steps at {result.metrics.get('train_samples_per_second', 0):.1f} samples/s.")
-    trainer.evaluate()
+    if not evaluated_at(trainer.state, trainer.state.global_step):
+        trainer.evaluate()
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
-    save_final_model(trainer, prepared, directory / "model")
+    save_final_model(trainer, prepared, directory / FINAL_MODEL)
     store.update(run.id, step=trainer.state.global_step)
+
+
+def in_order_trainer(base):
+    """`Trainer` whose evaluation and prediction keep the dataset's row order.
+
+    transformers 5 applies `train_sampling_strategy="group_by_length"` to the evaluation sampler too,
+    so `predict()` would return rows shuffled by length, and the prediction frames (which pair each
+    output with `prepared.raw[split]`, in dataset order) would give every text another row's label.
+    """
+    from torch.utils.data import SequentialSampler
+
+    class InOrderTrainer(base):
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_dataset is None or self.args.world_size > 1:
+                return None  # what transformers does without length grouping
+            return SequentialSampler(eval_dataset)
+
+    return InOrderTrainer
+
+
+def evaluated_at(state, step: int) -> bool:
+    """Whether the validation split was already evaluated at `step` (the last step often is)."""
+    return any(entry.get("step") == step and "eval_loss" in entry for entry in state.log_history)
 
 
 def training_arguments(config: RunConfig, run: Run, directory: Path):

@@ -79,9 +79,9 @@ def make_splits(
         parts = _stratified_split(frame, seed, validation_fraction, test_fraction)
     _check_not_empty(parts, len(frame), where)
     return DataSplits(
-        train=_clean(parts["train"]),
-        validation=_clean(parts["validation"]),
-        test=_clean(parts["test"]),
+        train=_clean(parts["train"], seed),
+        validation=_clean(parts["validation"], seed),
+        test=_clean(parts["test"], seed),
         label_names=sorted(frame["label"].unique()),
         source=source,
     )
@@ -194,5 +194,6 @@ def _check_not_empty(parts: dict[str, pd.DataFrame], rows: int, where: str) -> N
         )
 
 
-def _clean(part: pd.DataFrame) -> pd.DataFrame:
-    return part[["text", "label"]].reset_index(drop=True)
+def _clean(part: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Rows mixed across classes (seeded), so the head of a split or a table is representative."""
+    return part[["text", "label"]].sample(frac=1.0, random_state=seed).reset_index(drop=True)

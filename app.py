@@ -9,6 +9,7 @@ PAGES = [
     st.Page("pages/views/data.py", title="Data", icon="📄"),
     st.Page("pages/views/train.py", title="Train", icon="🏋️"),
     st.Page("pages/views/runs.py", title="Runs", icon="📈"),
+    st.Page("pages/views/inspect.py", title="Inspect", icon="🔍"),
 ]
 
 st.navigation(PAGES).run()

@@ -75,6 +75,8 @@ class CancelOnFlag(TrainerCallback):
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
+            # An evaluation due at this step would be abandoned by on_prediction_step before the save.
+            control.should_evaluate = False
 
     def on_prediction_step(self, args, state, control, **kwargs):
         if self.requested:

@@ -103,6 +103,8 @@ class RunConfig:
             )
         coerced = {}
         for key, value in values.items():
+            if value is None:
+                continue  # `key:` with nothing after it in YAML means "leave the default"
             coerced[key] = _coerce(key, value, getattr(cls(), key))
         return cls(**coerced)
 
@@ -181,7 +183,10 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     try:
         if isinstance(default, bool):
             if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
+                word = value.strip().lower()
+                if word not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError
+                return word in ("1", "true", "yes", "on")
             return bool(value)
         if isinstance(default, int):
             as_float = float(value)

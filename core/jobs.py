@@ -59,6 +59,9 @@ def submit(config: RunConfig, store: RunStore | None = None, *, preflight: bool 
 
         if not torch.cuda.is_available():
             raise UserError("This run asks for cuda, but no GPU is visible here; choose device auto or cpu.")
+    if device == "cpu" and config.precision == "fp16":
+        # validate() catches device cpu; device auto lands here on a machine without a GPU.
+        raise UserError("fp16 needs a GPU and this run will train on the CPU; choose precision fp32 or auto.")
     if preflight:
         from core.tasks import TASKS
 
@@ -127,7 +130,8 @@ def is_alive(run: Run) -> bool:
 
 
 def reconcile(store: RunStore | None = None) -> list[str]:
-    """Mark runs whose trainer vanished as failed, with the log's last lines; returns their ids."""
+    """Mark runs whose trainer vanished as failed, with the log's last lines (or as cancelled when a
+    cancel was asked for); returns their ids."""
     store = store or RunStore()
     lost = []
     now = time.time()
@@ -139,6 +143,11 @@ def reconcile(store: RunStore | None = None) -> list[str]:
         # Re-read: the trainer may have recorded its own ending between the list and this check.
         fresh = store.get(run.id)
         if fresh is None or fresh.status != "running":
+            continue
+        if (run.directory / CANCEL_FLAG).exists():
+            # Asked to cancel, and gone: a SIGTERM that landed before the worker set its handler ends here.
+            if store.transition(run.id, ("running",), status="cancelled", error=None, finished_at=now):
+                lost.append(run.id)
             continue
         reason = "The trainer process stopped without reporting (it was killed or crashed)."
         tail = log_tail(run.id, 5)
@@ -204,7 +213,8 @@ def log_tail(run_id: str, lines: int = 20) -> str:
         handle.seek(max(0, size - 64_000))
         text = handle.read().decode("utf-8", errors="replace")
     # Progress bars write carriage returns; keep what a person would last have seen on each line.
-    cleaned = [line.split("\r")[-1] for line in text.splitlines()]
+    # (Split on newlines only: str.splitlines() would also split at every carriage return.)
+    cleaned = [line.split("\r")[-1] for line in text.split("\n")]
     return "\n".join([line for line in cleaned if line.strip()][-lines:])
 
 

@@ -91,3 +91,21 @@ class LogLines(TrainerCallback):
             f"{key} {value:.4g}" for key, value in (logs or {}).items() if isinstance(value, (int, float)) and key != "total_flos"
         )
         print(f"[{time.strftime('%H:%M:%S')}] step {state.global_step}/{state.max_steps}: {shown}", flush=True)
+
+
+class AdaLoraBudget(TrainerCallback):
+    """Drive AdaLoRA's rank reallocation each optimizer step and record its budget schedule.
+
+    peft's AdaLoRA only moves its budget when `update_and_allocate` is called after the backward
+    pass and before the gradients are zeroed; Trainer's `on_optimizer_step` is that moment.
+    """
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)
+
+    def on_log(self, args, state, control, model=None, **kwargs):
+        budget, _ = model.base_model.rankallocator.budget_schedule(state.global_step)
+        self.store.log_metrics(self.run_id, state.global_step, {"adalora_rank_budget": float(budget)})

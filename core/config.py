@@ -17,7 +17,8 @@ import yaml
 from core.errors import UserError
 
 SCHEDULERS = ("linear", "cosine", "constant")
-STRATEGIES = ("full", "head", "freeze", "lora")
+STRATEGIES = ("full", "head", "freeze", "lora", "adalora")
+ADVERSARIAL = ("none", "fgm", "pgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -49,6 +50,15 @@ HELP: dict[str, str] = {
     "lora_alpha": "LoRA scaling: the update is multiplied by alpha / r.",
     "lora_dropout": "Dropout applied inside the LoRA adapters.",
     "lora_targets": "Names of the linear layers that get LoRA adapters (for BERT: query, value).",
+    "adalora_init_r": "AdaLoRA: the rank every adapter starts with, before the budget is pruned.",
+    "adalora_target_r": "AdaLoRA: the average rank left at the end; ranks move to the layers that need them most.",
+    "label_smoothing": "Spread this much of each target's probability over the other classes, so the model is less over-confident.",
+    "max_grad_norm": "Clip the gradient norm to this value each step (0 turns clipping off); guards against loss spikes.",
+    "early_stopping_patience": "Stop when the validation metric has not improved for this many evaluations (0 = never stop early).",
+    "best_checkpoint": "At the end, keep the checkpoint with the best validation metric instead of the last one.",
+    "adversarial": "Train on adversarially perturbed inputs as well (FGM: one gradient step; PGD: several), for robustness.",
+    "adv_epsilon": "Size of the adversarial perturbation relative to the input's own size (0.05 = 5 %; on word embeddings for text, on pixels for images).",
+    "adv_steps": "PGD only: how many gradient steps build each perturbation.",
     "device": "Where to train: auto picks a GPU when there is one.",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or fp16 halve memory and speed up training on GPUs that support them.",
     "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
@@ -83,6 +93,15 @@ class RunConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    adalora_init_r: int = 12
+    adalora_target_r: int = 4
+    label_smoothing: float = 0.0
+    max_grad_norm: float = 1.0
+    early_stopping_patience: int = 0
+    best_checkpoint: bool = False
+    adversarial: str = "none"
+    adv_epsilon: float = 0.05
+    adv_steps: int = 3
     device: str = "auto"
     precision: str = "auto"
     group_by_length: bool = True
@@ -150,7 +169,17 @@ class RunConfig:
         check(self.max_rows >= 0, "Max rows cannot be negative; use 0 for all rows.")
         check(self.strategy in STRATEGIES, f"Unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}.")
         check(self.freeze_layers >= 0, "The number of frozen layers cannot be negative.")
-        if self.strategy == "lora":
+        if self.strategy == "adalora":
+            check(self.adalora_init_r >= 1, "AdaLoRA's initial rank must be at least 1.")
+            check(1 <= self.adalora_target_r <= self.adalora_init_r, "AdaLoRA's target rank must be between 1 and its initial rank.")
+        check(0 <= self.label_smoothing < 1, f"Label smoothing is a fraction between 0 and 1 (got {self.label_smoothing}).")
+        check(self.max_grad_norm >= 0, "The gradient clipping norm cannot be negative; use 0 to turn clipping off.")
+        check(self.early_stopping_patience >= 0, "Early-stopping patience cannot be negative; use 0 to turn it off.")
+        check(self.adversarial in ADVERSARIAL, f"Unknown adversarial training '{self.adversarial}'; choose one of {', '.join(ADVERSARIAL)}.")
+        if self.adversarial != "none":
+            check(self.adv_epsilon > 0, f"The adversarial epsilon must be above 0 (got {self.adv_epsilon}); try 0.05.")
+            check(self.adversarial != "pgd" or self.adv_steps >= 1, "PGD needs at least 1 step.")
+        if self.strategy in ("lora", "adalora"):
             check(self.lora_r >= 1, "The LoRA rank r must be at least 1.")
             check(self.lora_alpha >= 1, "LoRA alpha must be at least 1.")
             check(0 <= self.lora_dropout < 1, "LoRA dropout is a probability between 0 and 1.")

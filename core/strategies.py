@@ -8,15 +8,16 @@ from core.config import RunConfig
 from core.errors import UserError
 
 
-def apply_strategy(model: nn.Module, config: RunConfig, head_names: tuple[str, ...]) -> nn.Module:
+def apply_strategy(model: nn.Module, config: RunConfig, head_names: tuple[str, ...], total_steps: int | None = None) -> nn.Module:
     """Return the model to train, with `requires_grad` set (or adapters added) per the strategy.
 
     `head_names` are the module names of the new task head (e.g. "classifier"), which always train.
+    `total_steps` is needed by AdaLoRA, whose rank budget shrinks on a schedule over training.
     """
     if config.strategy == "full":
         return model
-    if config.strategy == "lora":
-        return _with_lora(model, config, head_names)
+    if config.strategy in ("lora", "adalora"):
+        return _with_lora(model, config, head_names, total_steps)
     for name, parameter in model.named_parameters():
         parameter.requires_grad = _is_head(name, head_names)
     if config.strategy == "freeze":
@@ -56,8 +57,8 @@ def _is_head(name: str, head_names: tuple[str, ...]) -> bool:
     return any(name == head or name.startswith(head + ".") for head in head_names)
 
 
-def _with_lora(model: nn.Module, config: RunConfig, head_names: tuple[str, ...]) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+def _with_lora(model: nn.Module, config: RunConfig, head_names: tuple[str, ...], total_steps: int | None) -> nn.Module:
+    from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
     module_names = {name.split(".")[-1] for name, _ in model.named_modules()}
     missing = [target for target in config.lora_targets if target not in module_names]
@@ -66,11 +67,19 @@ def _with_lora(model: nn.Module, config: RunConfig, head_names: tuple[str, ...])
         raise UserError(
             f"LoRA target modules {', '.join(missing)} do not exist in this model; its linear layers are named: {', '.join(linear)}."
         )
-    lora = LoraConfig(
-        r=config.lora_r,
+    shared = dict(
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_targets),
         modules_to_save=list(head_names),
     )
-    return get_peft_model(model, lora)
+    if config.strategy == "lora":
+        return get_peft_model(model, LoraConfig(r=config.lora_r, **shared))
+    if not total_steps or total_steps < 10:
+        raise UserError("AdaLoRA needs at least 10 training steps to prune its rank budget; train longer or use LoRA.")
+    # Full budget for the first 10 % of steps, pruning in the middle, fixed ranks for the last 20 %.
+    adalora = AdaLoraConfig(
+        init_r=config.adalora_init_r, target_r=config.adalora_target_r, total_step=total_steps,
+        tinit=total_steps // 10, tfinal=total_steps // 5, deltaT=1, **shared,
+    )
+    return get_peft_model(model, adalora)

@@ -11,6 +11,7 @@ sentence) and then starts the next queued job on its device.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -68,11 +69,11 @@ def describe_failure(problem: Exception) -> str:
 
 
 def train(config: RunConfig, run: Run, store: RunStore) -> None:
-    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as transformers_logging
 
-    from core.callbacks import CancelOnFlag, LogLines, Progress, StoreMetrics
+    from core.callbacks import AdaLoraBudget, CancelOnFlag, LogLines, Progress, StoreMetrics
     from core.strategies import apply_strategy, trainable_parameters
     from core.tasks import TASKS
 
@@ -87,13 +88,18 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         # The model before any update (pretrained encoder + fresh head): the baseline Inspect compares with.
         prepared.model.save_pretrained(directory / BEFORE_MODEL)
         prepared.processor.save_pretrained(directory / BEFORE_MODEL)
-    model = apply_strategy(prepared.model, config, prepared.head_names)
+    model = apply_strategy(prepared.model, config, prepared.head_names, total_steps(config, len(prepared.datasets["train"])))
     trainable, total = trainable_parameters(model)
     say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
-    arguments = training_arguments(config, run, directory)
+    arguments = training_arguments(config, run, directory, task.primary_metric)
     cancel = CancelOnFlag(directory / CANCEL_FLAG)
-    trainer = in_order_trainer(Trainer)(
+    callbacks = [StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel]
+    if config.strategy == "adalora":
+        callbacks.append(AdaLoraBudget(store, run.id))
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = trainer_class(config, task)(
         model=model,
         args=arguments,
         train_dataset=prepared.datasets["train"],
@@ -101,7 +107,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         data_collator=prepared.collator,
         processing_class=prepared.processor,
         compute_metrics=lambda output: task.compute_metrics(output.predictions, output.label_ids),
-        callbacks=[StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)
     checkpoint = get_last_checkpoint(str(directory / "checkpoints")) if (directory / "checkpoints").exists() else None
@@ -129,6 +135,28 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     store.update(run.id, step=trainer.state.global_step)
 
 
+def trainer_class(config: RunConfig, task):
+    """Hugging Face Trainer, evaluating in order, plus adversarial steps when the config asks."""
+    from transformers import Trainer
+
+    trainer = in_order_trainer(Trainer)
+    if config.adversarial == "none":
+        return trainer
+    if task.adversarial_space is None:
+        raise UserError(f"Adversarial training is not available for {task.title}; set adversarial to none.")
+    from core.adversarial import adversarial_trainer
+
+    return adversarial_trainer(trainer, task.adversarial_space, config.adversarial, config.adv_epsilon, config.adv_steps)
+
+
+def total_steps(config: RunConfig, train_rows: int) -> int:
+    """Optimizer steps the run will take (Trainer's own arithmetic), for schedules that need it."""
+    if config.max_steps:
+        return config.max_steps
+    per_epoch = max(1, math.ceil(train_rows / config.batch_size) // config.grad_accum)
+    return math.ceil(config.epochs * per_epoch)
+
+
 def in_order_trainer(base):
     """`Trainer` whose evaluation and prediction keep the dataset's row order.
 
@@ -152,7 +180,7 @@ def evaluated_at(state, step: int) -> bool:
     return any(entry.get("step") == step and "eval_loss" in entry for entry in state.log_history)
 
 
-def training_arguments(config: RunConfig, run: Run, directory: Path):
+def training_arguments(config: RunConfig, run: Run, directory: Path, primary_metric: str = "accuracy"):
     from transformers import TrainingArguments
 
     bf16, fp16 = mixed_precision(config.precision, run.device)
@@ -182,6 +210,12 @@ def training_arguments(config: RunConfig, run: Run, directory: Path):
         bf16=bf16,
         fp16=fp16,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        label_smoothing_factor=config.label_smoothing,
+        max_grad_norm=config.max_grad_norm,  # 0 turns clipping off
+        # Early stopping needs the best checkpoint to go back to.
+        load_best_model_at_end=config.best_checkpoint or config.early_stopping_patience > 0,
+        metric_for_best_model=f"eval_{primary_metric}",
+        greater_is_better=True,
         dataloader_num_workers=0,
     )
 

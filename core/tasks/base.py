@@ -36,6 +36,8 @@ class Task(ABC):
     title: str
     modality: str
     primary_metric: str  # the eval metric named on the Runs page and used for best checkpoints
+    # Where adversarial training perturbs inputs ("embeddings" or "pixel_values"); None: not supported.
+    adversarial_space: str | None = None
 
     @abstractmethod
     def preflight(self, config: RunConfig) -> None:

@@ -23,6 +23,7 @@ class TextClassification(Task):
     title = "Text classification"
     modality = "text"
     primary_metric = "accuracy"
+    adversarial_space = "embeddings"
 
     def preflight(self, config: RunConfig) -> None:
         check_dataset_exists(config.dataset)

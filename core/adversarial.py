@@ -1,0 +1,167 @@
+"""Adversarial training (FGM, PGD) and robustness evaluation (FGSM, PGD).
+
+A perturbation `delta` is added either to the word-embedding output (text) or to the pixel values
+(images), chosen by the task's `adversarial_space`. Epsilon is relative: each example's perturbation
+has an L2 norm of at most epsilon times the L2 norm of that example's own input (over all its
+positions), so 0.05 means "5 % of the input" for any model size, batch size or modality.
+
+Training (Miyato et al. 2017; Madry et al. 2018): after the usual backward pass, build delta from
+the gradient of the loss (one normalised step for FGM; several projected steps for PGD), then add
+the loss on the perturbed input to the same update.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+EMBEDDINGS = "embeddings"
+PIXELS = "pixel_values"
+
+
+class Perturbation:
+    """Holds the delta added on the next forward passes; `None` leaves inputs untouched."""
+
+    def __init__(self) -> None:
+        self.delta: torch.Tensor | None = None
+        self.track = False  # when True, a zero delta is created to receive the input gradient
+        self.clean: torch.Tensor | None = None  # the unperturbed input, whose norm scales epsilon
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.clean = tensor.detach()
+        if self.track and self.delta is None:
+            self.delta = torch.zeros_like(tensor, requires_grad=True)
+        return tensor if self.delta is None else tensor + self.delta
+
+
+@contextmanager
+def perturbed(model: nn.Module, space: str, perturbation: Perturbation) -> Iterator[None]:
+    """While open, the model's embedding output (text) is shifted by the perturbation."""
+    if space != EMBEDDINGS:
+        yield
+        return
+    handle = model.get_input_embeddings().register_forward_hook(lambda module, args, output: perturbation.apply(output))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def normalise(gradient: torch.Tensor) -> torch.Tensor:
+    """Each example's gradient scaled to unit L2 norm (over all its positions and channels)."""
+    flat = gradient.flatten(1)
+    norms = flat.norm(dim=1).clamp_min(1e-12)
+    return (flat / norms[:, None]).view_as(gradient)
+
+
+def per_example(radius: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return radius.view(-1, *([1] * (like.dim() - 1)))
+
+
+def project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Shrink each example's delta back onto its L2 ball of the given radius."""
+    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return delta * per_example(torch.clamp(radius / norms, max=1.0), delta)
+
+
+def input_gradient(model: nn.Module, inputs: dict, space: str, delta: torch.Tensor | None, loss_of) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient of the loss w.r.t. the perturbed input, per-example norm of the clean input).
+
+    Parameter gradients are not touched: only the input's gradient is taken."""
+    perturbation = Perturbation()
+    if delta is not None:
+        perturbation.delta = delta.detach().clone().requires_grad_(True)
+    else:
+        perturbation.track = True
+    batch = dict(inputs)
+    # Attacks need input gradients even when the caller evaluates under torch.no_grad().
+    with torch.enable_grad(), perturbed(model, space, perturbation):
+        if space == PIXELS:
+            perturbation.clean = batch[PIXELS].detach()
+            if perturbation.delta is None:
+                perturbation.delta = torch.zeros_like(batch[PIXELS], requires_grad=True)
+            batch[PIXELS] = batch[PIXELS] + perturbation.delta
+        loss = loss_of(model, batch)
+    (gradient,) = torch.autograd.grad(loss, perturbation.delta)
+    return gradient, perturbation.clean.flatten(1).norm(dim=1)
+
+
+def attack(model: nn.Module, inputs: dict, space: str, method: str, epsilon: float, steps: int, loss_of) -> torch.Tensor:
+    """The perturbation FGM/FGSM (one step) or PGD (several projected steps) finds for this batch."""
+    gradient, clean_norm = input_gradient(model, inputs, space, None, loss_of)
+    radius = epsilon * clean_norm
+    if method != "pgd":
+        return (per_example(radius, gradient) * normalise(gradient)).detach()
+    # Madry et al.: steps of 2.5·epsilon/steps, each projected back onto the epsilon ball.
+    step = per_example(2.5 * radius / max(steps, 1), gradient)
+    delta = project(step * normalise(gradient), radius)
+    for _ in range(steps - 1):
+        gradient, _ = input_gradient(model, inputs, space, delta, loss_of)
+        delta = project(delta + step * normalise(gradient), radius)
+    return delta.detach()
+
+
+def loss_on(model: nn.Module, inputs: dict, space: str, delta: torch.Tensor, loss_of) -> torch.Tensor:
+    """The loss with `delta` added to the input (gradients flow to the parameters, not to delta)."""
+    perturbation = Perturbation()
+    perturbation.delta = delta
+    batch = dict(inputs)
+    if space == PIXELS:
+        batch[PIXELS] = batch[PIXELS] + delta
+    with perturbed(model, space, perturbation):
+        return loss_of(model, batch)
+
+
+def adversarial_trainer(base, space: str, method: str, epsilon: float, steps: int):
+    """A Trainer subclass whose every training step also learns from an adversarial copy of the batch."""
+
+    class AdversarialTrainer(base):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            inputs = self._prepare_inputs(inputs)
+
+            def loss_of(module, batch):
+                return self.compute_loss(module, batch, num_items_in_batch=num_items_in_batch)
+
+            delta = attack(model, inputs, space, method, epsilon, steps, loss_of)
+            adversarial_loss = loss_on(model, inputs, space, delta, loss_of)
+            if self.args.gradient_accumulation_steps > 1 and num_items_in_batch is None:
+                adversarial_loss = adversarial_loss / self.args.gradient_accumulation_steps
+            self.accelerator.backward(adversarial_loss)
+            return loss
+
+    return AdversarialTrainer
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, inputs: dict) -> torch.Tensor:
+    return model(**inputs).logits.argmax(-1)
+
+
+def robust_accuracy(model: nn.Module, batches, space: str, method: str, epsilon: float, steps: int = 5) -> dict[str, float]:
+    """Accuracy on clean inputs and under an FGSM / PGD attack of L2 size epsilon, over `batches`.
+
+    `batches` yields dicts of model inputs with "labels". The model is left in eval mode.
+    """
+    model.eval()
+
+    def loss_of(module, batch):
+        return module(**batch).loss
+
+    clean = attacked = total = 0
+    for inputs in batches:
+        labels = inputs["labels"]
+        clean += int((_predict(model, inputs) == labels).sum())
+        delta = attack(model, inputs, space, "pgd" if method == "pgd" else "fgm", epsilon, steps, loss_of)
+        perturbation = Perturbation()
+        perturbation.delta = delta
+        batch = dict(inputs)
+        if space == PIXELS:
+            batch[PIXELS] = batch[PIXELS] + delta
+        with perturbed(model, space, perturbation):
+            attacked += int((_predict(model, batch) == labels).sum())
+        total += len(labels)
+    return {"clean_accuracy": clean / max(total, 1), "attacked_accuracy": attacked / max(total, 1), "examples": total, "epsilon": epsilon, "method": method}

@@ -117,3 +117,23 @@ def test_runs_page_shows_failure_reason_and_resume(workspace):
     app = open_page("pages/views/runs.py")
     assert any("3 blank rows" in e.value for e in app.error)
     assert app.button(key="runs_resume_r1") is not None
+
+
+def test_a_preset_fills_the_form(workspace):
+    app = open_page("pages/views/train.py")
+    app.selectbox(key="train_preset").set_value("overfit").run()
+    assert "over-fitting" in " ".join(m.value for m in app.markdown)
+    app.button(key="train_preset_fill").click().run()
+    assert app.number_input(key="train_learning_rate").value == pytest.approx(1e-3)
+    assert app.number_input(key="train_weight_decay").value == 0.0
+    assert app.text_input(key="train_name").value == "Over-fit on purpose"
+    assert not app.error
+
+
+def test_robust_options_reach_the_config(workspace):
+    app = open_page("pages/views/train.py")
+    app.selectbox(key="train_adversarial").set_value("pgd")
+    app.number_input(key="train_adv_epsilon").set_value(0.0).run()
+    assert any("epsilon must be above 0" in e.value for e in app.error)
+    app.radio(key="train_strategy").set_value("adalora").run()
+    assert app.number_input(key="train_adalora_init_r").value == 12

@@ -2,41 +2,129 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.catalog import BUILTIN_MODELS
-from core.config import HELP, PRECISIONS, SCHEDULERS, STRATEGIES, RunConfig
+from core.config import ADVERSARIAL, HELP, PRECISIONS, SCHEDULERS, STRATEGIES, RunConfig
 from core.data import list_datasets
 from core.errors import UserError
+from core.presets import PRESETS
 from pages import open_store
 
 DEFAULTS = RunConfig()
 FILE_PATH = "__file__"
+MODEL_SOURCES = ("Built-in", "Hugging Face hub id", "Local folder")
 
-st.title("Train")
-st.caption("Every knob has a one-sentence explanation: hover the ⓘ next to it.")
+# (field, label, widget, options): the knobs drawn four to a row; every one has HELP[field].
+HYPERPARAMETERS = (
+    ("learning_rate", "Learning rate", "number", {"min_value": 0.0, "format": "%.1e", "step": 1e-5}),
+    ("batch_size", "Batch size", "number", {"min_value": 0, "step": 1}),
+    ("epochs", "Epochs", "number", {"min_value": 0.0, "step": 1.0}),
+    ("max_steps", "Max steps (0 = use epochs)", "number", {"min_value": 0, "step": 10}),
+    ("warmup_ratio", "Warmup ratio", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
+    ("scheduler", "Scheduler", "select", {"options": SCHEDULERS}),
+    ("weight_decay", "Weight decay", "number", {"min_value": 0.0, "step": 0.01}),
+    ("dropout", "Dropout", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
+    ("max_length", "Max sequence length", "number", {"min_value": 8, "step": 16}),
+    ("grad_accum", "Gradient accumulation", "number", {"min_value": 1, "step": 1}),
+    ("seed", "Seed", "number", {"min_value": 0, "step": 1}),
+    ("max_rows", "Max rows (0 = all)", "number", {"min_value": 0, "step": 100}),
+    ("eval_steps", "Evaluate every N steps", "number", {"min_value": 1, "step": 10}),
+    ("logging_steps", "Log every N steps", "number", {"min_value": 1, "step": 5}),
+    ("group_by_length", "Group batches by length", "check", {}),
+)
+ROBUSTNESS = (
+    ("label_smoothing", "Label smoothing", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
+    ("max_grad_norm", "Clip gradient norm (0 = off)", "number", {"min_value": 0.0, "step": 0.5}),
+    ("early_stopping_patience", "Early-stopping patience (0 = off)", "number", {"min_value": 0, "step": 1}),
+    ("best_checkpoint", "Keep the best checkpoint", "check", {}),
+    ("adversarial", "Adversarial training", "select", {"options": ADVERSARIAL}),
+    ("adv_epsilon", "Adversarial epsilon (relative)", "number", {"min_value": 0.0, "step": 0.01, "format": "%.3f"}),
+    ("adv_steps", "PGD steps", "number", {"min_value": 1, "step": 1}),
+)
+LORA = (
+    ("lora_r", "r", "number", {"min_value": 1, "step": 1}),
+    ("lora_alpha", "alpha", "number", {"min_value": 1, "step": 1}),
+    ("lora_dropout", "LoRA dropout", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
+    ("lora_targets", "Target modules", "text", {}),
+)
+ADALORA = (
+    ("adalora_init_r", "Initial rank", "number", {"min_value": 1, "step": 1}),
+    ("adalora_target_r", "Target average rank", "number", {"min_value": 1, "step": 1}),
+)
+HARDWARE = (
+    ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
+    ("precision", "Precision", "select", {"options": PRECISIONS}),
+)
+WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, HARDWARE) for spec in group]
+
+
+def widget_value(field: str, value):
+    """Session-state form of a config value (lists are edited as comma-separated text)."""
+    return ",".join(value) if isinstance(value, list) else value
+
+
+def fill_form(config: RunConfig) -> None:
+    """Put a config's values into the form's widgets (used by the defaults and the presets)."""
+    for field in WIDGET_FIELDS + ["name", "task", "strategy", "freeze_layers"]:
+        st.session_state[f"train_{field}"] = widget_value(field, getattr(config, field))
+    if config.model in BUILTIN_MODELS:
+        st.session_state["train_model_source"] = "Built-in"
+        st.session_state["train_model_builtin"] = config.model
+    else:
+        st.session_state["train_model_source"] = "Local folder" if Path(config.model).expanduser().exists() else "Hugging Face hub id"
+        st.session_state["train_model_text"] = config.model
+    st.session_state["train_dataset"] = config.dataset
+
+
+def draw(specs, columns: int = 4) -> dict:
+    values = {}
+    for start in range(0, len(specs), columns):
+        for column, (field, label, kind, options) in zip(st.columns(columns), specs[start:start + columns]):
+            key, help_text = f"train_{field}", HELP[field]
+            if kind == "number":
+                values[field] = column.number_input(label, key=key, help=help_text, **options)
+            elif kind == "select":
+                values[field] = column.selectbox(label, key=key, help=help_text, **options)
+            elif kind == "check":
+                values[field] = column.checkbox(label, key=key, help=help_text)
+            else:
+                values[field] = column.text_input(label, key=key, help=help_text)
+    return values
+
+
+def presets() -> None:
+    with st.expander("Teaching presets — one click fills the form"):
+        key = st.selectbox("Preset", list(PRESETS), format_func=lambda k: PRESETS[k].title, key="train_preset")
+        preset = PRESETS[key]
+        st.markdown(preset.watch_for)
+        configs = preset.configs()
+        left, right = st.columns(2)
+        left.button("Fill the form", key="train_preset_fill", on_click=fill_form, args=(configs[0],),
+                    help="Replace the form's values with this preset's (the first variant, for comparisons).")
+        if len(configs) > 1 and right.button(f"Queue all {len(configs)} variants", key="train_preset_queue"):
+            queue(configs)
 
 
 def model_picker() -> str:
-    source = st.radio(
-        "Model source", ["Built-in", "Hugging Face hub id", "Local folder"], horizontal=True, key="train_model_source",
-        help="Built-in models work offline; a hub id needs internet; a local folder is one written by save_pretrained.",
-    )
+    source = st.radio("Model source", MODEL_SOURCES, horizontal=True, key="train_model_source",
+                      help="Built-in models work offline; a hub id needs internet; a local folder is one written by save_pretrained.")
     if source == "Built-in":
-        return st.selectbox(
-            "Model", list(BUILTIN_MODELS), format_func=lambda key: BUILTIN_MODELS[key].title,
-            key="train_model_builtin", help=HELP["model"],
-        )
+        return st.selectbox("Model", list(BUILTIN_MODELS), format_func=lambda key: BUILTIN_MODELS[key].title,
+                            key="train_model_builtin", help=HELP["model"])
     placeholder = "bert-base-uncased" if source == "Hugging Face hub id" else "/path/to/model-folder"
     return st.text_input("Model", placeholder=placeholder, key="train_model_text", help=HELP["model"])
 
 
-def dataset_picker() -> tuple[str, str, str]:
-    datasets = {info.key: info for info in list_datasets() if info.task == "text_classification"}
+def dataset_picker(task: str) -> tuple[str, str, str]:
+    datasets = {info.key: info for info in list_datasets() if info.task == task}
+    if st.session_state.get("train_dataset") not in [*datasets, FILE_PATH]:
+        st.session_state["train_dataset"] = next(iter(datasets), FILE_PATH)
     choice = st.selectbox(
-        "Dataset", [*datasets, FILE_PATH], key="train_dataset",
+        "Dataset", [*datasets, FILE_PATH], key="train_dataset", help=HELP["dataset"],
         format_func=lambda key: "A file path…" if key == FILE_PATH else f"{datasets[key].title} ({key})",
-        help=HELP["dataset"],
     )
     if choice != FILE_PATH:
         st.caption(datasets[choice].description)
@@ -47,63 +135,33 @@ def dataset_picker() -> tuple[str, str, str]:
     return path, text_column, label_column
 
 
-def hyperparameters() -> dict:
-    values: dict = {}
-    one, two, three, four = st.columns(4)
-    values["learning_rate"] = one.number_input("Learning rate", value=DEFAULTS.learning_rate, min_value=0.0, format="%.1e", step=1e-5, key="train_learning_rate", help=HELP["learning_rate"])
-    values["batch_size"] = two.number_input("Batch size", value=DEFAULTS.batch_size, min_value=0, step=1, key="train_batch_size", help=HELP["batch_size"])
-    values["epochs"] = three.number_input("Epochs", value=DEFAULTS.epochs, min_value=0.0, step=1.0, key="train_epochs", help=HELP["epochs"])
-    values["max_steps"] = four.number_input("Max steps (0 = use epochs)", value=DEFAULTS.max_steps, min_value=0, step=10, key="train_max_steps", help=HELP["max_steps"])
-    one, two, three, four = st.columns(4)
-    values["warmup_ratio"] = one.number_input("Warmup ratio", value=DEFAULTS.warmup_ratio, min_value=0.0, max_value=0.99, step=0.05, key="train_warmup_ratio", help=HELP["warmup_ratio"])
-    values["scheduler"] = two.selectbox("Scheduler", SCHEDULERS, key="train_scheduler", help=HELP["scheduler"])
-    values["weight_decay"] = three.number_input("Weight decay", value=DEFAULTS.weight_decay, min_value=0.0, step=0.01, key="train_weight_decay", help=HELP["weight_decay"])
-    values["dropout"] = four.number_input("Dropout", value=DEFAULTS.dropout, min_value=0.0, max_value=0.99, step=0.05, key="train_dropout", help=HELP["dropout"])
-    one, two, three, four = st.columns(4)
-    values["max_length"] = one.number_input("Max sequence length", value=DEFAULTS.max_length, min_value=8, step=16, key="train_max_length", help=HELP["max_length"])
-    values["grad_accum"] = two.number_input("Gradient accumulation", value=DEFAULTS.grad_accum, min_value=1, step=1, key="train_grad_accum", help=HELP["grad_accum"])
-    values["seed"] = three.number_input("Seed", value=DEFAULTS.seed, min_value=0, step=1, key="train_seed", help=HELP["seed"])
-    values["max_rows"] = four.number_input("Max rows (0 = all)", value=DEFAULTS.max_rows, min_value=0, step=100, key="train_max_rows", help=HELP["max_rows"])
-    one, two, three, _ = st.columns(4)
-    values["eval_steps"] = one.number_input("Evaluate every N steps", value=DEFAULTS.eval_steps, min_value=1, step=10, key="train_eval_steps", help=HELP["eval_steps"])
-    values["logging_steps"] = two.number_input("Log every N steps", value=DEFAULTS.logging_steps, min_value=1, step=5, key="train_logging_steps", help=HELP["logging_steps"])
-    values["group_by_length"] = three.checkbox("Group batches by length", value=DEFAULTS.group_by_length, key="train_group_by_length", help=HELP["group_by_length"])
-    return values
-
-
-def strategy_options() -> dict:
-    values: dict = {}
-    values["strategy"] = st.radio(
-        "Fine-tuning strategy", STRATEGIES, horizontal=True, key="train_strategy", help=HELP["strategy"],
-        format_func={"full": "full", "head": "head only", "freeze": "freeze bottom N layers", "lora": "LoRA"}.get,
-    )
-    if values["strategy"] == "freeze":
-        values["freeze_layers"] = st.number_input("Layers to freeze", value=2, min_value=0, step=1, key="train_freeze_layers", help=HELP["freeze_layers"])
-    if values["strategy"] == "lora":
-        one, two, three, four = st.columns(4)
-        values["lora_r"] = one.number_input("r", value=DEFAULTS.lora_r, min_value=1, step=1, key="train_lora_r", help=HELP["lora_r"])
-        values["lora_alpha"] = two.number_input("alpha", value=DEFAULTS.lora_alpha, min_value=1, step=1, key="train_lora_alpha", help=HELP["lora_alpha"])
-        values["lora_dropout"] = three.number_input("LoRA dropout", value=DEFAULTS.lora_dropout, min_value=0.0, max_value=0.99, step=0.05, key="train_lora_dropout", help=HELP["lora_dropout"])
-        values["lora_targets"] = four.text_input("Target modules", value=",".join(DEFAULTS.lora_targets), key="train_lora_targets", help=HELP["lora_targets"])
-    return values
-
-
 def build_config() -> RunConfig | None:
     from core.tasks import TASKS
 
     values: dict = {}
-    values["name"] = st.text_input("Run name", value=DEFAULTS.name, key="train_name", help=HELP["name"])
+    values["name"] = st.text_input("Run name", key="train_name", help=HELP["name"])
     values["task"] = st.selectbox("Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task", help=HELP["task"])
     values["model"] = model_picker()
-    values["dataset"], values["text_column"], values["label_column"] = dataset_picker()
+    values["dataset"], values["text_column"], values["label_column"] = dataset_picker(values["task"])
     st.subheader("Hyperparameters")
-    values.update(hyperparameters())
+    values.update(draw(HYPERPARAMETERS))
     st.subheader("What trains")
-    values.update(strategy_options())
+    values["strategy"] = st.radio(
+        "Fine-tuning strategy", STRATEGIES, horizontal=True, key="train_strategy", help=HELP["strategy"],
+        format_func={"full": "full", "head": "head only", "freeze": "freeze bottom N layers", "lora": "LoRA", "adalora": "AdaLoRA"}.get,
+    )
+    if values["strategy"] == "freeze":
+        values["freeze_layers"] = st.number_input("Layers to freeze", min_value=0, step=1, key="train_freeze_layers", help=HELP["freeze_layers"])
+    if values["strategy"] in ("lora", "adalora"):
+        values.update(draw(LORA))
+    if values["strategy"] == "adalora":
+        values.update(draw(ADALORA))
+        st.caption("AdaLoRA keeps the full rank budget for the first 10 % of steps, prunes it in the middle, "
+                   "and fixes the ranks for the last 20 %; the Runs page draws the budget as it moves.")
+    with st.expander("Robustness and regularisation"):
+        values.update(draw(ROBUSTNESS))
     st.subheader("Hardware")
-    one, two = st.columns(2)
-    values["device"] = one.selectbox("Device", ["auto", "cpu", "cuda"], key="train_device", help=HELP["device"])
-    values["precision"] = two.selectbox("Precision", PRECISIONS, key="train_precision", help=HELP["precision"])
+    values.update(draw(HARDWARE, columns=2))
     try:
         return RunConfig.from_dict(values)
     except UserError as problem:
@@ -111,6 +169,29 @@ def build_config() -> RunConfig | None:
         return None
 
 
+def queue(configs: list[RunConfig]) -> None:
+    from core.jobs import submit
+
+    store = open_store()
+    started = []
+    try:
+        with st.spinner("Checking the model and the data, then queueing…"):
+            for config in configs:
+                started.append(submit(config, store))
+    except UserError as problem:
+        st.error(str(problem))
+    for run in started:
+        st.success(f"Run {run.id} ({run.name}) is {run.status} on {run.device}.")
+    if started:
+        st.session_state["runs_selected_ids"] = [run.id for run in started]
+        st.page_link("pages/views/runs.py", label="Watch it on the Runs page", icon="📈")
+
+
+st.title("Train")
+st.caption("Every knob has a one-sentence explanation: hover the ⓘ next to it.")
+if "train_learning_rate" not in st.session_state:
+    fill_form(DEFAULTS)
+presets()
 config = build_config()
 if config is not None:
     problems = config.validate()
@@ -121,14 +202,4 @@ if config is not None:
     left.download_button("Download config (YAML)", config.to_yaml(), file_name="run.yaml", mime="application/x-yaml", key="train_download")
     right.code(config.cli_command("run.yaml"), language="bash")
     if st.button("Start training", type="primary", disabled=bool(problems), key="train_start"):
-        from core.jobs import submit
-
-        try:
-            with st.spinner("Checking the model and the data, then queueing…"):
-                run = submit(config, open_store())
-        except UserError as problem:
-            st.error(str(problem))
-        else:
-            st.session_state["runs_selected_ids"] = [run.id]
-            st.success(f"Run {run.id} is {run.status} on {run.device}.")
-            st.page_link("pages/views/runs.py", label="Watch it on the Runs page", icon="📈")
+        queue([config])

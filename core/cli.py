@@ -4,6 +4,7 @@
     python -m core runs                          list runs with status and progress
     python -m core cancel RUN_ID                 cancel a queued or running run
     python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
+    python -m core export RUN_ID OUT_DIR [--int8]  export a completed run (model folder + card, int8 variant)
     python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
 """
 
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config")
     train.add_argument("--detach", action="store_true", help="return once queued instead of following the log")
     train.set_defaults(handler=command_train)
+
+    export = commands.add_parser("export", help="export a completed run as a Hugging Face model folder (plus int8)")
+    export.add_argument("run_id")
+    export.add_argument("out_dir")
+    export.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantized variant")
+    export.set_defaults(handler=command_export)
 
     runs = commands.add_parser("runs", help="list runs")
     runs.set_defaults(handler=command_runs)
@@ -113,6 +120,17 @@ def command_resume(arguments) -> int:
 
     run = resume(arguments.run_id)
     print(f"run {run.id}: {run.status}")
+    return 0
+
+
+def command_export(arguments) -> int:
+    from core.export import export_run
+
+    folder = export_run(arguments.run_id, arguments.out_dir, int8=arguments.int8)
+    print(f"exported run {arguments.run_id} to {folder}")
+    quantization = folder / "int8" / "quantization.json"
+    if quantization.exists():
+        print(quantization.read_text(encoding="utf-8"))
     return 0
 
 

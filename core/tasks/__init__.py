@@ -1,8 +1,9 @@
 """Registry of tasks: one module per task, one line here."""
 
 from core.tasks.base import Prepared, Task
+from core.tasks.image_classification import ImageClassification
 from core.tasks.text_classification import TextClassification
 
-TASKS: dict[str, Task] = {task.key: task for task in (TextClassification(),)}
+TASKS: dict[str, Task] = {task.key: task for task in (TextClassification(), ImageClassification())}
 
 __all__ = ["TASKS", "Prepared", "Task"]

@@ -1,0 +1,243 @@
+"""Image classification: a fresh linear head on a pretrained image model (MobileNetV2, ViT, …).
+
+Images stay in their Arrow file; each batch is decoded, augmented (training split only) and
+preprocessed on the fly by a `datasets` transform, so nothing is held in memory as tensors and
+every epoch sees new augmentations. Preprocessing is the model's own image processor
+(resize, crop, normalise); `image_size` in the config shrinks it for speed on convolutional models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.assets import Progress
+from core.config import RunConfig
+from core.errors import UserError
+from core.images.augment import AugmentParams, augment, params_from_config
+from core.metrics import classification_metrics, classification_report
+from core.models import SAFE_LOADING, resolve_model
+from core.tasks.base import Prepared, Task
+
+# Dropout knobs have different names across architectures; set whichever the config has.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob", "dropout", "attention_dropout")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+
+
+class ImageClassification(Task):
+    key = "image_classification"
+    title = "Image classification"
+    modality = "image"
+    primary_metric = "accuracy"
+    adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels
+
+    def preflight(self, config: RunConfig) -> None:
+        from core.images.datasets import is_image_dataset, list_image_datasets
+
+        if not is_image_dataset(config.dataset):
+            known = ", ".join(info.key for info in list_image_datasets())
+            raise UserError(f"There is no image dataset '{config.dataset}'. Choose one of {known}, or upload a zip of images on the Data page.")
+        problems = params_from_config(config).problems()
+        if problems:
+            raise UserError(" ".join(problems))
+        model_config = image_model_config(resolve_model(config.model))
+        check_image_size(model_config, image_size_of(config))
+
+    def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
+        from core.images.datasets import load_image_splits
+
+        self.preflight(config)
+        splits = load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None, progress=progress)
+        source = resolve_model(config.model, progress)
+        processor = load_processor(source, image_size_of(config))
+        model = load_model(source, splits.label_names, config.dropout)
+        label_ids = {name: index for index, name in enumerate(splits.label_names)}
+        params = params_from_config(config)
+        datasets = {
+            split: encode(splits.split(split), processor, label_ids, params if split == "train" else None, config.seed)
+            for split in ("train", "validation", "test")
+        }
+        return Prepared(
+            model=model,
+            processor=processor,
+            datasets=datasets,
+            raw={split: splits.frame(split) for split in ("train", "validation", "test")},
+            collator=collate,
+            label_names=splits.label_names,
+            head_names=head_names(model),
+            extras={
+                "data_source": splits.source,
+                "model_source": source,
+                "image_size": processed_size(processor),
+                "augmentation": params.to_dict() if params.active else "none",
+            },
+        )
+
+    def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return classification_metrics(logits, labels)
+
+    def report(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared) -> dict[str, Any]:
+        return classification_report(logits, labels, prepared.label_names)
+
+    def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
+        """One row per image: image (a reference like 'digits#12' for core.images.open_image), gold, predicted, …"""
+        from core.tasks.text_classification import prediction_frame
+
+        references = prepared.raw[split]["image"].tolist()
+        return prediction_frame(references, logits, labels, prepared.label_names).rename(columns={"text": "image"})
+
+
+def image_size_of(config: RunConfig) -> int:
+    """The image size the config asks for; 0 (or no such field yet) means the processor's own."""
+    return int(getattr(config, "image_size", 0) or 0)
+
+
+def image_model_config(source: str):
+    """The model's config, refusing models that are not image classifiers (a text model, say)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    if model_config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+        raise UserError(
+            f"The model at {source} is a {model_config.model_type} model, which cannot classify images; choose an image "
+            "model such as mobilenet-v2, a hub id like google/vit-base-patch16-224, or a folder saved from one."
+        )
+    return model_config
+
+
+def check_image_size(model_config, image_size: int) -> None:
+    if not image_size:
+        return
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise UserError(f"The image size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels (got {image_size}); "
+                        "use 0 for the model's own size.")
+    fixed = getattr(model_config, "image_size", None)
+    if getattr(model_config, "patch_size", None) and fixed and image_size != fixed:
+        # Patch models (ViT and kin) learned one position embedding per patch of a fixed grid.
+        raise UserError(
+            f"This {model_config.model_type} model takes images of exactly {fixed} pixels; set the image size to 0 (or "
+            f"{fixed}), or choose a convolutional model such as mobilenet-v2, which takes any size."
+        )
+
+
+def load_processor(source: str, image_size: int = 0):
+    """The model's image processor (PIL backend: torchvision is not used here), resized to `image_size` if given.
+
+    A processor that resizes then centre-crops (MobileNetV2: 256 then 224) keeps its ratio (96 -> 110 then 96).
+    """
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"The model at {source} has no usable image processor (preprocessor_config.json): {error}. "
+                        "Save one with image_processor.save_pretrained next to the model.") from None
+    if not image_size:
+        return processor
+    size, crop = dict(processor.size or {}), dict(getattr(processor, "crop_size", None) or {})
+    overrides: dict[str, Any] = {}
+    if getattr(processor, "do_center_crop", False) and crop:
+        crop_side = min(crop["height"], crop["width"])
+        if "shortest_edge" in size:
+            overrides["size"] = {"shortest_edge": round(image_size * size["shortest_edge"] / crop_side)}
+        else:
+            overrides["size"] = {"height": round(image_size * size["height"] / crop_side), "width": round(image_size * size["width"] / crop_side)}
+        overrides["crop_size"] = {"height": image_size, "width": image_size}
+    elif "shortest_edge" in size:
+        overrides["size"] = {"shortest_edge": image_size}
+    else:
+        overrides["size"] = {"height": image_size, "width": image_size}
+    return AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=False, **overrides)
+
+
+def processed_size(processor) -> str:
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    size = dict(crop or processor.size or {})
+    if "height" in size:
+        return f"{size['height']}x{size['width']}"
+    return str(size)
+
+
+def load_model(source: str, label_names: list[str], dropout: float):
+    from transformers import AutoModelForImageClassification
+
+    model_config = image_model_config(source)
+    model_config.num_labels = len(label_names)
+    model_config.id2label = dict(enumerate(label_names))
+    model_config.label2id = {name: index for index, name in enumerate(label_names)}
+    for key in DROPOUT_KEYS:
+        if hasattr(model_config, key):
+            setattr(model_config, key, dropout)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            source, config=model_config, ignore_mismatched_sizes=True, **SAFE_LOADING
+        )
+    except ValueError as error:
+        raise UserError(f"The model at {source} cannot be used for image classification: {error}") from None
+    except OSError as error:
+        if "safetensors" in str(error).lower():
+            raise UserError(
+                f"The model at {source} has no safetensors weights; for safety only safetensors are loaded. "
+                "Convert it with save_pretrained(safe_serialization=True)."
+            ) from None
+        raise
+    steady_batchnorm(model)
+    return model
+
+
+def steady_batchnorm(model) -> None:
+    """Give BatchNorm layers PyTorch's usual momentum (0.1) where a port copied TensorFlow's decay.
+
+    transformers' MobileNetV2 sets `momentum=0.997`, TensorFlow's decay; in PyTorch momentum is the
+    weight of the *new* batch, so the running statistics would become those of the last batch alone
+    and evaluation after fine-tuning would swing with it. (Training only: not saved in the config.)
+    """
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None and module.momentum > 0.5:
+            module.momentum = 0.1
+
+
+def head_names(model) -> tuple[str, ...]:
+    """The new head's top-level modules: "classifier" for MobileNetV2, ViT and most image models."""
+    children = [name for name, _ in model.named_children()]
+    heads = tuple(name for name in children if "classifier" in name) or tuple(name for name in children if name in ("head", "fc"))
+    if not heads:
+        raise UserError(f"Cannot find the classification head of this {type(model).__name__}; its top modules are {', '.join(children)}.")
+    return heads
+
+
+def encode(split, processor, label_ids: dict[str, int], params: AugmentParams | None, seed: int):
+    """The split as the Trainer sees it: rows of (pixel_values, label) made on the fly from the stored images.
+
+    The image column is renamed `pixel_values` so the Trainer's removal of columns the model does not
+    take keeps it; the transform replaces the PIL images by the processor's tensor. Augmentation
+    (training only) draws from one generator seeded by the run's seed, so a run repeats exactly.
+    """
+    table = split.select_columns(["image", "label"]).rename_column("image", "pixel_values")
+    rng = np.random.default_rng(seed)
+    augmenting = params is not None and params.active
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        images = batch["pixel_values"]
+        if augmenting:
+            images = [augment(image, params, rng) for image in images]
+        return {
+            "pixel_values": processor(images=images, return_tensors="pt")["pixel_values"],
+            "labels": [label_ids[label] for label in batch["label"]],
+        }
+
+    return table.with_transform(transform)
+
+
+def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    return {
+        "pixel_values": torch.stack([feature["pixel_values"] for feature in features]),
+        "labels": torch.tensor([int(feature["labels"]) for feature in features], dtype=torch.long),
+    }

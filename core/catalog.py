@@ -39,5 +39,7 @@ MINILM_L6 = BuiltinModel(
     ),
 )
 
-BUILTIN_MODELS: dict[str, BuiltinModel] = {model.key: model for model in (MINILM_L6,)}
+from core.catalog_images import MOBILENET_V2  # noqa: E402 - defined after BuiltinModel on purpose
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {model.key: model for model in (MINILM_L6, MOBILENET_V2)}
 DEFAULT_TEXT_MODEL = MINILM_L6.key

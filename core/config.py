@@ -59,6 +59,13 @@ HELP: dict[str, str] = {
     "adversarial": "Train on adversarially perturbed inputs as well (FGM: one gradient step; PGD: several), for robustness.",
     "adv_epsilon": "Size of the adversarial perturbation relative to the input's own size (0.05 = 5 %; on word embeddings for text, on pixels for images).",
     "adv_steps": "PGD only: how many gradient steps build each perturbation.",
+    "image_size": "Images are resized to this many pixels square for training (0 = the model's own size, 224 for MobileNetV2); smaller, such as 96, trains much faster on a CPU.",
+    "aug_crop_scale": "Random crops keep between this share of the image and all of it, then scale back up (1 = no cropping).",
+    "aug_flip": "Probability of mirroring each training image left-right; 0.5 suits photos, but not digits.",
+    "aug_rotation": "Rotate each training image by a random angle up to this many degrees either way.",
+    "aug_brightness": "Vary each training image's brightness by up to this fraction (0.2 = ±20 %).",
+    "aug_contrast": "Vary each training image's contrast by up to this fraction (0.2 = ±20 %).",
+    "aug_saturation": "Vary each training image's colour saturation by up to this fraction (0.2 = ±20 %).",
     "device": "Where to train: auto picks a GPU when there is one.",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or fp16 halve memory and speed up training on GPUs that support them.",
     "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
@@ -102,6 +109,13 @@ class RunConfig:
     adversarial: str = "none"
     adv_epsilon: float = 0.05
     adv_steps: int = 3
+    image_size: int = 0
+    aug_crop_scale: float = 1.0
+    aug_flip: float = 0.0
+    aug_rotation: float = 0.0
+    aug_brightness: float = 0.0
+    aug_contrast: float = 0.0
+    aug_saturation: float = 0.0
     device: str = "auto"
     precision: str = "auto"
     group_by_length: bool = True
@@ -184,6 +198,11 @@ class RunConfig:
             check(self.lora_alpha >= 1, "LoRA alpha must be at least 1.")
             check(0 <= self.lora_dropout < 1, "LoRA dropout is a probability between 0 and 1.")
             check(bool(self.lora_targets), "Name at least one target module for LoRA (for BERT: query, value).")
+        check(self.image_size >= 0, "The image size cannot be negative; use 0 for the model's own size.")
+        if self.task == "image_classification":
+            from core.images.augment import params_from_config
+
+            problems.extend(params_from_config(self).problems())
         check(self.device in DEVICES, f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
         check(self.precision in PRECISIONS, f"Unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")
         if self.device == "cpu":

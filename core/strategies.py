@@ -29,9 +29,14 @@ def apply_strategy(model: nn.Module, config: RunConfig, head_names: tuple[str, .
         for layer in layers[config.freeze_layers:]:
             for parameter in layer.parameters():
                 parameter.requires_grad = True
-        for name, parameter in model.named_parameters():
-            # The pooler sits above the layers; it trains with the unfrozen top.
-            if ".pooler." in f".{name}":
+        # Whatever sits above the stack (BERT's pooler, ViT's final norm, MobileNet's last 1x1 conv)
+        # trains with the unfrozen top: every parameter registered after the last layer's.
+        top = {id(parameter) for parameter in layers[-1].parameters()}
+        above = False
+        for parameter in model.parameters():
+            if id(parameter) in top:
+                above = True
+            elif above:
                 parameter.requires_grad = True
     return model
 

@@ -92,7 +92,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     trainable, total = trainable_parameters(model)
     say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
-    arguments = training_arguments(config, run, directory, task.primary_metric)
+    arguments = training_arguments(config, run, directory, task)
     cancel = CancelOnFlag(directory / CANCEL_FLAG)
     callbacks = [StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel]
     if config.strategy == "adalora":
@@ -180,7 +180,7 @@ def evaluated_at(state, step: int) -> bool:
     return any(entry.get("step") == step and "eval_loss" in entry for entry in state.log_history)
 
 
-def training_arguments(config: RunConfig, run: Run, directory: Path, primary_metric: str = "accuracy"):
+def training_arguments(config: RunConfig, run: Run, directory: Path, task):
     from transformers import TrainingArguments
 
     bf16, fp16 = mixed_precision(config.precision, run.device)
@@ -209,12 +209,13 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, primary_met
         use_cpu=run.device == "cpu",
         bf16=bf16,
         fp16=fp16,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        # Only texts differ in length; for images grouping would just decode every image up front.
+        train_sampling_strategy="group_by_length" if config.group_by_length and task.modality == "text" else "random",
         label_smoothing_factor=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,  # 0 turns clipping off
         # Early stopping needs the best checkpoint to go back to.
         load_best_model_at_end=config.best_checkpoint or config.early_stopping_patience > 0,
-        metric_for_best_model=f"eval_{primary_metric}",
+        metric_for_best_model=f"eval_{task.primary_metric}",
         greater_is_better=True,
         dataloader_num_workers=0,
     )

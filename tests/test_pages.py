@@ -137,3 +137,12 @@ def test_robust_options_reach_the_config(workspace):
     assert any("epsilon must be above 0" in e.value for e in app.error)
     app.radio(key="train_strategy").set_value("adalora").run()
     assert app.number_input(key="train_adalora_init_r").value == 12
+
+
+def test_train_page_in_image_mode_previews_augmentation(workspace):
+    app = open_page("pages/views/train.py")
+    app.selectbox(key="train_task").set_value("image_classification").run()
+    assert app.selectbox(key="train_dataset").value == "planted-squares"
+    app.number_input(key="train_aug_rotation").set_value(30.0).run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert len(app.get("image")) == 2  # the originals row and the augmented grid

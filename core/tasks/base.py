@@ -40,6 +40,10 @@ class Task(ABC):
     adversarial_space: str | None = None
 
     @abstractmethod
+    def datasets(self) -> list:
+        """The datasets this task can train on (built-in first, then registered): `DatasetInfo`s."""
+
+    @abstractmethod
     def preflight(self, config: RunConfig) -> None:
         """Cheap checks before queueing (model source, dataset name, limits); raise UserError."""
 

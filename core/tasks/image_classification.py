@@ -33,6 +33,11 @@ class ImageClassification(Task):
     primary_metric = "accuracy"
     adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels
 
+    def datasets(self) -> list:
+        from core.images.datasets import list_image_datasets
+
+        return list_image_datasets()
+
     def preflight(self, config: RunConfig) -> None:
         from core.images.datasets import is_image_dataset, list_image_datasets
 

@@ -25,6 +25,11 @@ class TextClassification(Task):
     primary_metric = "accuracy"
     adversarial_space = "embeddings"
 
+    def datasets(self) -> list:
+        from core.data import list_datasets
+
+        return [info for info in list_datasets() if info.task == self.key]
+
     def preflight(self, config: RunConfig) -> None:
         check_dataset_exists(config.dataset)
         source = resolve_model(config.model)
@@ -78,9 +83,7 @@ def check_dataset_exists(dataset: str) -> None:
     """Catch a mistyped dataset before queueing; the full checks run in the trainer."""
     from pathlib import Path
 
-    from core.data import list_datasets
-
-    known = [info.key for info in list_datasets()]
+    known = [info.key for info in TextClassification().datasets()]
     if dataset not in known and not Path(dataset).expanduser().is_file():
         raise UserError(f"There is no dataset '{dataset}'. Choose one of {', '.join(known)}, or give the path of a CSV/TSV/JSONL/Parquet file.")
 

@@ -8,7 +8,6 @@ import streamlit as st
 
 from core.catalog import BUILTIN_MODELS
 from core.config import ADVERSARIAL, HELP, PRECISIONS, SCHEDULERS, STRATEGIES, RunConfig
-from core.data import list_datasets
 from core.errors import UserError
 from core.presets import PRESETS
 from pages import open_store
@@ -54,11 +53,20 @@ ADALORA = (
     ("adalora_init_r", "Initial rank", "number", {"min_value": 1, "step": 1}),
     ("adalora_target_r", "Target average rank", "number", {"min_value": 1, "step": 1}),
 )
+IMAGES = (
+    ("image_size", "Image size (0 = model's own)", "number", {"min_value": 0, "step": 16}),
+    ("aug_crop_scale", "Random crop: smallest share kept", "number", {"min_value": 0.05, "max_value": 1.0, "step": 0.05}),
+    ("aug_flip", "Horizontal flip probability", "number", {"min_value": 0.0, "max_value": 1.0, "step": 0.1}),
+    ("aug_rotation", "Rotation (± degrees)", "number", {"min_value": 0.0, "max_value": 180.0, "step": 5.0}),
+    ("aug_brightness", "Brightness jitter", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
+    ("aug_contrast", "Contrast jitter", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
+    ("aug_saturation", "Saturation jitter", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
+)
 HARDWARE = (
     ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
     ("precision", "Precision", "select", {"options": PRECISIONS}),
 )
-WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, HARDWARE) for spec in group]
+WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, HARDWARE) for spec in group]
 
 
 def widget_value(field: str, value):
@@ -118,8 +126,8 @@ def model_picker() -> str:
     return st.text_input("Model", placeholder=placeholder, key="train_model_text", help=HELP["model"])
 
 
-def dataset_picker(task: str) -> tuple[str, str, str]:
-    datasets = {info.key: info for info in list_datasets() if info.task == task}
+def dataset_picker(task) -> tuple[str, str, str]:
+    datasets = {info.key: info for info in task.datasets()}
     if st.session_state.get("train_dataset") not in [*datasets, FILE_PATH]:
         st.session_state["train_dataset"] = next(iter(datasets), FILE_PATH)
     choice = st.selectbox(
@@ -142,7 +150,7 @@ def build_config() -> RunConfig | None:
     values["name"] = st.text_input("Run name", key="train_name", help=HELP["name"])
     values["task"] = st.selectbox("Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task", help=HELP["task"])
     values["model"] = model_picker()
-    values["dataset"], values["text_column"], values["label_column"] = dataset_picker(values["task"])
+    values["dataset"], values["text_column"], values["label_column"] = dataset_picker(TASKS[values["task"]])
     st.subheader("Hyperparameters")
     values.update(draw(HYPERPARAMETERS))
     st.subheader("What trains")
@@ -158,6 +166,10 @@ def build_config() -> RunConfig | None:
         values.update(draw(ADALORA))
         st.caption("AdaLoRA keeps the full rank budget for the first 10 % of steps, prunes it in the middle, "
                    "and fixes the ranks for the last 20 %; the Runs page draws the budget as it moves.")
+    if TASKS[values["task"]].modality == "image":
+        st.subheader("Images and augmentation")
+        values.update(draw(IMAGES))
+        augmentation_preview(values)
     with st.expander("Robustness and regularisation"):
         values.update(draw(ROBUSTNESS))
     st.subheader("Hardware")
@@ -167,6 +179,34 @@ def build_config() -> RunConfig | None:
     except UserError as problem:
         st.error(str(problem))
         return None
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def sample_images(dataset: str, count: int = 4):
+    from core.images.datasets import load_image_splits
+
+    train = load_image_splits(dataset, max_rows=200).train
+    return [train[index]["image"] for index in range(min(count, len(train)))]
+
+
+def augmentation_preview(values: dict) -> None:
+    """The augmented training images this config will produce, redrawn as the sliders move."""
+    from core.images.augment import params_from_config, preview_grid
+
+    params = params_from_config(RunConfig(**{k: v for k, v in values.items() if k.startswith("aug_")}))
+    if params.problems():
+        return
+    seed = st.number_input("Preview seed", min_value=0, step=1, key="train_preview_seed",
+                           help="Change it to draw other random augmentations of the same images.")
+    try:
+        with st.spinner("Preparing sample images…"):
+            originals = sample_images(values["dataset"])
+    except UserError as problem:
+        st.info(f"No preview: {problem}")
+        return
+    st.caption("Top row: originals. Below: what the trainer will see after augmentation.")
+    st.image(originals, width=96)
+    st.image(preview_grid(originals, params, seed=int(seed), n=8), width=96)
 
 
 def queue(configs: list[RunConfig]) -> None:

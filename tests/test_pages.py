@@ -146,3 +146,16 @@ def test_train_page_in_image_mode_previews_augmentation(workspace):
     app.number_input(key="train_aug_rotation").set_value(30.0).run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert len(app.get("image")) == 2  # the originals row and the augmented grid
+
+
+def test_runs_page_exports_a_completed_run_with_int8_figures(two_finished_runs):
+    first, _ = two_finished_runs
+    app = open_page("pages/views/runs.py")
+    app.multiselect(key="runs_selection").set_value([first]).run()
+    app.button(key=f"runs_measure_{first}").click().run()
+    table = [t.value for t in app.dataframe if "int8" in t.value.columns][0]
+    assert table.loc["size (MB)", "int8"] > 0
+    app.checkbox(key=f"runs_with_int8_{first}").check().run()
+    app.button(key=f"runs_prepare_{first}").click().run()
+    assert not app.error
+    assert app.get("download_button")[-1] is not None

@@ -94,6 +94,35 @@ def reports(run: Run) -> None:
             st.dataframe(viz.report_table(before), width="content")
 
 
+def export_section(run: Run) -> None:
+    """Download the final model (and an int8 variant whose cost and benefit are measured first)."""
+    from core.export import export_zip, measure_quantization
+
+    with st.expander("Export for deployment"):
+        st.caption("A Hugging Face model folder with a model card; it loads with `transformers.pipeline`. "
+                   f"Same as `python -m core export {run.id} OUT_DIR [--int8]`.")
+        report_key, zip_key = f"runs_int8_{run.id}", f"runs_zip_{run.id}"
+        left, right = st.columns(2)
+        if left.button("Measure int8 quantization", key=f"runs_measure_{run.id}",
+                       help="Quantize the Linear layers to int8 and time both models on this CPU, on the test split."):
+            with st.spinner("Quantizing and timing fp32 vs int8…"):
+                st.session_state[report_key] = measure_quantization(run)
+        report = st.session_state.get(report_key)
+        if report:
+            st.dataframe(viz.quantization_table(report), width="content")
+        with_int8 = right.checkbox("Include the int8 variant", key=f"runs_with_int8_{run.id}", disabled=report is None,
+                                   help="Measure it first, so you know what you trade.")
+        if st.button("Prepare download", key=f"runs_prepare_{run.id}"):
+            try:
+                with st.spinner("Writing the model folder and zipping it…"):
+                    st.session_state[zip_key] = export_zip(run.id, int8=with_int8, store=store)
+            except UserError as problem:
+                st.error(str(problem))
+        if zip_key in st.session_state:
+            st.download_button("Download model (zip)", st.session_state[zip_key], file_name=f"{run.id}.zip",
+                               mime="application/zip", key=f"runs_download_{run.id}")
+
+
 def live_view(selected_ids: list[str]) -> None:
     jobs.reconcile(store)
     runs = store.list()
@@ -109,6 +138,8 @@ def live_view(selected_ids: list[str]) -> None:
     curves(selected)
     if len(selected) == 1:
         reports(selected[0])
+        if selected[0].status == "completed":
+            export_section(selected[0])
         with st.expander("Log (last lines)", expanded=selected[0].status == "failed"):
             st.code(jobs.log_tail(selected[0].id, 40) or "(empty)", language="text")
         with st.expander("Config"):

@@ -14,13 +14,19 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Validation accuracy and macro-F1", ("eval_accuracy", "eval_f1_macro")),
     ("Learning rate", ("learning_rate",)),
 )
+# Panels drawn only when a run logs them.
+OPTIONAL_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AdaLoRA rank budget", ("adalora_rank_budget",)),
+)
 DASHES = {"train_loss": "solid", "eval_loss": "dash", "eval_accuracy": "solid", "eval_f1_macro": "dot", "learning_rate": "solid"}
 
 
 def training_curves(metrics: pd.DataFrame, labels: dict[str, str], log_loss: bool = False) -> go.Figure:
     """Loss, accuracy/F1 and learning-rate panels; one colour per run so several runs overlay."""
-    figure = make_subplots(rows=1, cols=len(CURVE_PANELS), subplot_titles=[title for title, _ in CURVE_PANELS])
-    for column, (_, names) in enumerate(CURVE_PANELS, start=1):
+    logged = set(metrics["name"])
+    panels = CURVE_PANELS + tuple(panel for panel in OPTIONAL_PANELS if logged & set(panel[1]))
+    figure = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for title, _ in panels])
+    for column, (_, names) in enumerate(panels, start=1):
         for run_index, (run_id, label) in enumerate(labels.items()):
             colour = PALETTE[run_index % len(PALETTE)]
             for name in names:
@@ -58,6 +64,18 @@ def report_table(report: dict) -> pd.DataFrame:
     return table[[c for c in ("precision", "recall", "f1-score", "support") if c in table.columns]]
 
 
+def quantization_table(report) -> pd.DataFrame:
+    """fp32 vs int8: size, latency and accuracy, with the change, as the export section shows it."""
+    rows = {
+        "size (MB)": (report.fp32_megabytes, report.int8_megabytes),
+        "CPU latency (ms / example)": (report.fp32_ms_per_example, report.int8_ms_per_example),
+        f"accuracy ({report.examples} test examples)": (report.fp32_accuracy, report.int8_accuracy),
+    }
+    table = pd.DataFrame(rows, index=["fp32", "int8"]).T
+    table["change"] = table["int8"] - table["fp32"]
+    return table
+
+
 def before_after_table(before: dict | None, after: dict | None) -> pd.DataFrame:
     """Accuracy and macro/weighted F1 before the first update and after training, side by side."""
     def headline(report: dict | None) -> dict[str, float]:
@@ -70,3 +88,122 @@ def before_after_table(before: dict | None, after: dict | None) -> pd.DataFrame:
         }
 
     return pd.DataFrame({"before fine-tuning": headline(before), "after fine-tuning": headline(after)})
+
+
+# --- Inspect: confusion matrix, class probabilities, token attribution maps ----------------------
+
+# Diverging colours for signed attributions (ColorBrewer RdBu ends, readable for most colour-blind
+# people): red supports the explained class, blue speaks against it.
+ATTRIBUTION_POSITIVE = (214, 96, 77)
+ATTRIBUTION_NEGATIVE = (67, 147, 195)
+ATTRIBUTION_MAGNITUDE = (153, 112, 171)  # unsigned methods (saliency): how much, not which way
+
+
+def confusion_matrix(counts: pd.DataFrame) -> go.Figure:
+    """A clickable confusion matrix: one square scatter marker per (gold, predicted) cell.
+
+    Drawn as a scatter, not a heatmap, because Streamlit's selection events report a clicked
+    scatter point (x = predicted, y = gold) but nothing for a heatmap cell. Rows are gold classes,
+    columns predicted classes, both in `counts`' order; colour and label give the count.
+    """
+    gold_names = [str(name) for name in counts.index]
+    predicted_names = [str(name) for name in counts.columns]
+    xs, ys, values = [], [], []
+    for gold in gold_names:
+        for predicted in predicted_names:
+            xs.append(predicted)
+            ys.append(gold)
+            values.append(int(counts.loc[gold, predicted]) if gold in counts.index else 0)
+    n = max(len(gold_names), len(predicted_names), 1)
+    height = int(min(720, max(300, 90 + 64 * n)))
+    cell = (height - 110) / n
+    top = max(values) if values and max(values) > 0 else 1
+    text_colours = ["white" if value > 0.55 * top else "#1f2d3d" for value in values]
+    figure = go.Figure(
+        go.Scatter(
+            x=xs, y=ys, mode="markers+text", text=[str(v) for v in values],
+            textfont={"color": text_colours, "size": int(max(9, min(16, cell * 0.3)))},
+            marker={"symbol": "square", "size": max(8, cell * 0.92), "color": values, "colorscale": "Blues",
+                    "cmin": 0, "cmax": top, "line": {"width": 1, "color": "#c8d1dc"}, "showscale": False},
+            customdata=[[y, x] for x, y in zip(xs, ys)],
+            hovertemplate="gold %{y}<br>predicted %{x}<br>%{text} example(s): click to list them<extra></extra>",
+            name="cells",
+        )
+    )
+    axis = {"type": "category", "showgrid": False, "zeroline": False}
+    figure.update_xaxes(title_text="predicted", categoryorder="array", categoryarray=predicted_names, side="top", **axis)
+    figure.update_yaxes(title_text="gold", categoryorder="array", categoryarray=gold_names, autorange="reversed", **axis)
+    figure.update_layout(
+        height=height, width=height + 140, margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        plot_bgcolor="white", clickmode="event+select", dragmode=False, showlegend=False,
+    )
+    return figure
+
+
+def probability_bars(names: list[str], probabilities: list[float], predicted: str | None = None, gold: str | None = None) -> go.Figure:
+    """Horizontal bars of the class probabilities; the predicted class coloured, the gold one marked."""
+    colours = [PALETTE[0] if name == predicted else "#B8C4D0" for name in names]
+    labels = [f"{name} (gold)" if name == gold else name for name in names]
+    figure = go.Figure(
+        go.Bar(
+            x=list(probabilities), y=labels, orientation="h", marker={"color": colours},
+            text=[f"{p:.1%}" for p in probabilities], textposition="auto",
+            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
+        )
+    )
+    figure.update_xaxes(range=[0, 1], autorange=False, fixedrange=True, tickformat=".0%", title_text="probability")
+    figure.update_yaxes(autorange="reversed", type="category")
+    figure.update_layout(height=int(90 + 30 * len(names)), margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False)
+    return figure
+
+
+def attribution_colour(score: float, scale: float, signed: bool = True) -> str:
+    """Background for one unit: red for support, blue against (unsigned: one hue), opacity by |score| / scale."""
+    import math
+
+    if not scale or not math.isfinite(score):
+        return "rgba(0,0,0,0)"
+    strength = min(1.0, abs(score) / scale)
+    red, green, blue = ATTRIBUTION_POSITIVE if score >= 0 or not signed else ATTRIBUTION_NEGATIVE
+    if not signed:
+        red, green, blue = ATTRIBUTION_MAGNITUDE
+    return f"rgba({red},{green},{blue},{0.85 * strength:.3f})"
+
+
+def token_attribution_html(units: list[str], scores: list[float], *, caption: str = "", signed: bool = True) -> str:
+    """The text as coloured units, scaled by the largest |score|, with the exact value on hover.
+
+    Signed scores use a diverging scale (red supports the explained class, blue speaks against
+    it); unsigned ones (saliency) one hue for the magnitude. Units come from user text: every one
+    is HTML-escaped, in the body and in the title attribute.
+    """
+    import math
+    from html import escape
+
+    finite = [abs(s) for s in scores if math.isfinite(s)]
+    scale = max(finite) if finite else 0.0
+    spans = []
+    for unit, score in zip(units, scores):
+        label = escape(unit, quote=True)
+        # Words sit a space apart; a WordPiece continuation (##…) hugs the piece before it.
+        spans.append(
+            ("" if unit.startswith("##") or not spans else " ")
+            + f'<span class="attribution-unit" title="{label}: {score:+.4f}" '
+            f'style="background-color:{attribution_colour(score, scale, signed)};padding:1px 3px;margin:1px 0;'
+            f'border-radius:3px;display:inline-block;white-space:pre">{label}</span>'
+        )
+
+    def swatch(colour: tuple[int, int, int]) -> str:
+        return f'<span style="background-color:rgba({colour[0]},{colour[1]},{colour[2]},0.85);padding:0 6px;border-radius:3px">&nbsp;</span>'
+
+    if signed:
+        legend = f"{swatch(ATTRIBUTION_POSITIVE)} supports the class {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
+    else:
+        legend = f"{swatch(ATTRIBUTION_MAGNITUDE)} influence (no direction)"
+    legend += f" · full colour = {scale:.3g} · hover a token for its exact value"
+    head = f'<div style="font-size:0.85em;opacity:0.8;margin-bottom:2px">{escape(caption)}</div>' if caption else ""
+    return (
+        f'<div class="attribution-map" style="line-height:1.9;font-size:1rem;margin-bottom:0.5rem">{head}'
+        f'<div>{"".join(spans)}</div>'
+        f'<div style="font-size:0.75em;opacity:0.7;margin-top:2px">{legend}</div></div>'
+    )

@@ -5,6 +5,7 @@
     python -m core cancel RUN_ID                 cancel a queued or running run
     python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
     python -m core export RUN_ID OUT_DIR [--int8]  export a completed run (model folder + card, int8 variant)
+    python -m core explain RUN_ID --text "…" | --split test --index N  [--method ig] [--json]
     python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
 """
 
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out_dir")
     export.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantized variant")
     export.set_defaults(handler=command_export)
+
+    from core.explain.cli import add_explain_parser
+
+    add_explain_parser(commands)
 
     runs = commands.add_parser("runs", help="list runs")
     runs.set_defaults(handler=command_runs)

@@ -188,7 +188,7 @@ def token_attribution_html(units: list[str], scores: list[float], *, caption: st
         # Words sit a space apart; a WordPiece continuation (##…) hugs the piece before it.
         spans.append(
             ("" if unit.startswith("##") or not spans else " ")
-            + f'<span class="attribution-unit" title="{label}: {score:+.4f}" '
+            + f'<span class="attribution-unit" title="{label}: {score:+.4g}" '
             f'style="background-color:{attribution_colour(score, scale, signed)};padding:1px 3px;margin:1px 0;'
             f'border-radius:3px;display:inline-block;white-space:pre">{label}</span>'
         )

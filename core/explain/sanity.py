@@ -1,0 +1,135 @@
+"""The model-parameter randomisation test (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
+
+An explanation that reflects what the model learned must change when the learned weights are
+replaced by random ones. `randomization_check` explains a text with the trained model, then with a
+copy whose classifier head (scope "head") or every layer (scope "all") is re-initialised as at the
+start of training, and compares the two maps by Spearman rank correlation. A LOW correlation is
+the passing result; a map that survives randomisation shows the input, not the model.
+
+Read "head" results with care: in a fine-tuned encoder the decision often already lives in the
+[CLS] vector, along a single direction for two classes, so any head (even a random one) ranks the
+same tokens first, often with the sign flipped. The check therefore reports the correlation of
+signed scores and of their magnitudes, and passes only when both drop; scope "all" tests the
+whole model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from core.errors import UserError
+from core.explain.methods import Explanation
+
+SCOPES = ("head", "all")
+PASS_BELOW = 0.5  # rank correlation under which the map is said to depend on the learned weights
+
+
+def randomization_check(explainer, text: str, method: str = "ig", target: int | str | None = None, scope: str = "head",
+                        seed: int = 0, top_k: int = 3, **params) -> dict[str, Any]:
+    """Compare `method`'s map for `text` on the trained model and on a randomised copy.
+
+    Returns {"spearman": rank correlation of the signed scores, "spearman_abs": of their
+    magnitudes, "top_k_overlap": share of the k highest-|score| tokens found in both maps, "k",
+    "original": Explanation, "randomized": Explanation, "scope", "seed", "verdict": a sentence}.
+    Both maps explain the same class (the trained model's target). A constant map has no ranks;
+    its correlation is reported as 0.
+    """
+    if scope not in SCOPES:
+        raise UserError(f"The randomisation scope must be one of {', '.join(SCOPES)} (got {scope!r}).")
+    original = explainer.explain(text, method, target, **params)
+    if len(original.units) < 3:
+        raise UserError("Type a longer text: a rank correlation needs at least 3 tokens.")
+    twin = explainer.with_model(randomized_copy(explainer.model, scope, seed))
+    randomized = twin.explain(text, method, original.target, **params)
+    rho = spearman(original.scores, randomized.scores)
+    rho_abs = spearman([abs(s) for s in original.scores], [abs(s) for s in randomized.scores])
+    k = min(top_k, len(original.units))
+    overlap = len(top_positions(original.scores, k) & top_positions(randomized.scores, k)) / k
+    return {
+        "spearman": rho,
+        "spearman_abs": rho_abs,
+        "top_k_overlap": overlap,
+        "k": k,
+        "original": original,
+        "randomized": randomized,
+        "scope": scope,
+        "seed": seed,
+        "verdict": verdict(original, rho, rho_abs, overlap, k, scope),
+    }
+
+
+def randomized_copy(model, scope: str = "head", seed: int = 0):
+    """A deep copy of `model` with the classifier head ("head") or every module ("all") re-initialised.
+
+    Uses the model's own `_init_weights` (the initialisation it had before training) where it has
+    one, else each module's `reset_parameters`. The original model is not touched.
+    """
+    import torch
+
+    twin = copy.deepcopy(model).eval()
+    if scope == "head":
+        # The layers after the encoder: the model's own head modules, plus the encoder's pooler where
+        # it has one (BERT's [CLS] pooler feeds only the classifier; DistilBERT's pre_classifier and
+        # RoBERTa's classification head hold the same dense + activation inside the head).
+        base = getattr(twin, "base_model", None)
+        roots = [child for _, child in twin.named_children() if child is not base]
+        pooler = getattr(base, "pooler", None)
+        if pooler is not None:
+            roots.append(pooler)
+    else:
+        roots = [twin]
+    modules = [module for root in roots for module in root.modules()]
+    if not any(True for module in modules for _ in module.parameters(recurse=False)):
+        raise UserError("This model has no classifier head with weights to randomise; use scope 'all'.")
+    initialise = getattr(twin, "_init_weights", None)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for module in modules:
+            _forget_initialised(module)
+            before = [p.detach().clone() for p in module.parameters(recurse=False)]
+            if initialise is not None:
+                initialise(module)
+            changed = any(not torch.equal(old, new) for old, new in zip(before, module.parameters(recurse=False)))
+            if not changed and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return twin
+
+
+def _forget_initialised(module) -> None:
+    """transformers 5 skips tensors flagged as already initialised (loaded); un-flag them."""
+    for holder in (module, *module.parameters(recurse=False), *module.buffers(recurse=False)):
+        if getattr(holder, "_is_hf_initialized", False):
+            try:
+                delattr(holder, "_is_hf_initialized")
+            except AttributeError:
+                holder._is_hf_initialized = False
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def top_positions(scores: list[float], k: int) -> set[int]:
+    return set(sorted(range(len(scores)), key=lambda i: abs(scores[i]), reverse=True)[:k])
+
+
+def verdict(original: Explanation, rho: float, rho_abs: float, overlap: float, k: int, scope: str) -> str:
+    """One sentence; passing needs both the signed and the magnitude ranks to be scrambled.
+
+    A map that comes back with its sign flipped (rho near -1) but the same tokens on top has not
+    changed in substance, so |rho| and the correlation of |scores| must both stay under PASS_BELOW.
+    """
+    what = "the classifier head" if scope == "head" else "every layer"
+    figures = f"rank correlation {rho:+.2f}, of magnitudes {rho_abs:+.2f}, top-{k} overlap {overlap:.0%}"
+    if abs(rho) < PASS_BELOW and abs(rho_abs) < PASS_BELOW:
+        return (f"After re-initialising {what}, the {original.method} map changed a lot ({figures}): it depends on "
+                "the learned weights there, as a faithful explanation should.")
+    flipped = " apart from its sign" if rho <= -PASS_BELOW else ""
+    where = (" The evidence may live in the encoder below the head: re-initialise every layer to test the whole model."
+             if scope == "head" else " It may show properties of the text rather than what the model learned (Adebayo et al., 2018).")
+    return f"After re-initialising {what}, the {original.method} map barely changed{flipped} ({figures}).{where}"

@@ -1,0 +1,386 @@
+"""The text modality: a sequence classifier plus its tokenizer, explained token by token.
+
+    explainer = load_text_explainer(run_id)            # the run's latest model (or stage="before")
+    explanation = explainer.explain("a superb film", method="ig")
+    explanation.units, explanation.scores              # word pieces and one signed score each
+
+`TextExplainer` owns tokenisation (with truncation to the run's max length), the baselines
+(pad / mask / zero), the forward pass on word embeddings that every method differentiates, and a
+per-explainer LRU cache keyed by (text, method, target, merge_words, params), so looking at the
+same example twice is instant. The methods themselves live in `core/explain/methods.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from core.errors import UserError
+from core.explain.cache import LRUCache
+from core.explain.methods import METHODS, AttributionMethod, Explanation, get_method
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+DEFAULT_CACHE_SIZE = 512
+EXPLAINER_CACHE_SIZE = 4
+
+
+@dataclass
+class EncodedText:
+    """One tokenised text, batch of one. `logits` is filled by the first forward pass on it."""
+
+    text: str
+    input_ids: "torch.Tensor"  # (1, L) long
+    attention_mask: "torch.Tensor"  # (1, L)
+    token_type_ids: "torch.Tensor | None"  # (1, L) or None when the model has no segments
+    tokens: list[str]  # all L tokens, special ones included
+    special: list[bool]  # True for [CLS], [SEP], ... (never shown, never replaced by a baseline)
+    truncated: bool  # the text had more than max_length tokens and was cut
+    logits: "torch.Tensor | None" = None  # (C,)
+
+    @property
+    def shown(self) -> list[int]:
+        return [i for i, special in enumerate(self.special) if not special]
+
+
+class TextExplainer:
+    """Explanations for one text classifier: `explain(text, method)` returns an `Explanation`.
+
+    `model` is a Hugging Face sequence classifier (put in eval mode here); `label_names[i]` names
+    class i (default: the model config's id2label); texts are cut to `max_length` tokens (default:
+    the tokenizer's limit, at most 512). `cache_size` 0 turns the explanation cache off.
+    """
+
+    modality = "tokens"
+
+    def __init__(self, model, tokenizer, label_names: Sequence[str] | None = None, max_length: int | None = None,
+                 cache_size: int = DEFAULT_CACHE_SIZE, name: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if label_names is None:
+            id2label = getattr(model.config, "id2label", None) or {}
+            label_names = [str(id2label.get(i, f"LABEL_{i}")) for i in range(model.config.num_labels)]
+        self.label_names = [str(name) for name in label_names]
+        limit = getattr(tokenizer, "model_max_length", 512) or 512
+        self.max_length = int(max_length or min(limit, 512))
+        self.name = name
+        self.run_id: str | None = None
+        self.stage: str | None = None
+        self._cache = LRUCache(cache_size)
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"TextExplainer({self.name or type(self.model).__name__}, labels={self.label_names}, max_length={self.max_length})"
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    # -- the public verbs ------------------------------------------------------------------------
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, shape (len(texts), number of classes)."""
+        import torch
+
+        texts = [str(text) for text in texts]
+        parts = []
+        with self._lock, torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                parts.append(self.model(**batch).logits.float().softmax(-1).cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.label_names)), dtype=np.float32)
+
+    def explain(self, text: str, method: str = "ig", target: int | str | None = None, merge_words: bool = False,
+                **params) -> Explanation:
+        """Attribution scores for every shown token of `text` towards `target`.
+
+        `target` None explains the predicted class; a string names a class; an int is its index.
+        `params` are the method's parameters (see `METHODS[method].defaults`); unknown ones are
+        refused. The same call twice returns the same (cached) object.
+        """
+        text = self._check_text(text)
+        attribution = get_method(method)
+        reason = attribution.applies_to(self.model)
+        if reason:
+            raise UserError(reason)
+        used = attribution.check_params(params)
+        target_index = self.target_index(target)
+        key = (text, attribution.key, target_index, tuple(sorted(used.items())))
+        with self._lock:
+            found = self._cache.get((key, bool(merge_words)))
+            if found is not None:
+                return found
+            explanation = self._cache.get((key, False))
+            if explanation is None:
+                explanation = self._cache.put((key, False), self._compute(text, attribution, target_index, used))
+            if merge_words:
+                explanation = self._cache.put((key, True), merge_word_pieces(explanation))
+            return explanation
+
+    def explain_many(self, texts: Sequence[str], method: str = "ig", target: int | str | None | Sequence = None,
+                     progress: Callable[[float, str], None] | None = None, merge_words: bool = False,
+                     **params) -> list[Explanation]:
+        """`explain` for each text; `target` is one value for all, or a sequence (list, array, Series) with one per text.
+
+        `progress(fraction, message)` is called after each text, e.g. to move a progress bar.
+        """
+        texts = list(texts)
+        one_for_all = target is None or isinstance(target, (str, int, np.integer)) or not hasattr(target, "__len__")
+        targets = [target] * len(texts) if one_for_all else list(target)
+        if len(targets) != len(texts):
+            raise UserError(f"Give one target per text ({len(texts)} texts, {len(targets)} targets), or a single target.")
+        results = []
+        for index, (text, one_target) in enumerate(zip(texts, targets)):
+            results.append(self.explain(text, method, one_target, merge_words=merge_words, **params))
+            if progress:
+                progress((index + 1) / len(texts), f"Explained {index + 1} of {len(texts)} texts")
+        return results
+
+    def method_availability(self) -> dict[str, str | None]:
+        """Method key -> None when it can explain this model, else the sentence why not."""
+        return {key: method.applies_to(self.model) for key, method in METHODS.items()}
+
+    def with_model(self, model, cache_size: int = 0) -> "TextExplainer":
+        """The same tokenizer, labels and max length around another model (e.g. a randomised copy)."""
+        twin = TextExplainer(model, self.tokenizer, self.label_names, self.max_length, cache_size=cache_size, name=self.name)
+        twin.run_id, twin.stage = self.run_id, self.stage
+        return twin
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def target_index(self, target: int | str | None) -> int | None:
+        """A class index from a label name or index (None stays None); UserError when there is no such class."""
+        if target is None:
+            return None
+        if isinstance(target, str):
+            if target in self.label_names:
+                return self.label_names.index(target)
+            if target.strip().lstrip("-").isdigit():
+                return self.target_index(int(target))
+            raise UserError(f"There is no class '{target}'; this model's classes are {', '.join(self.label_names)}.")
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+            raise UserError(f"The target must be a class name or index, not {target!r}.")
+        if not 0 <= int(target) < len(self.label_names):
+            raise UserError(
+                f"There is no class {int(target)}: this model has {len(self.label_names)} classes, numbered 0 to "
+                f"{len(self.label_names) - 1} ({', '.join(self.label_names)})."
+            )
+        return int(target)
+
+    # -- what the methods call -------------------------------------------------------------------
+
+    def encode(self, text: str) -> EncodedText:
+        import torch
+
+        encoding = self.tokenizer(text, truncation=True, max_length=self.max_length, return_overflowing_tokens=True,
+                                  return_special_tokens_mask=True)
+        ids = encoding["input_ids"][0]
+        device = self.device
+        types = encoding.get("token_type_ids")
+        return EncodedText(
+            text=text,
+            input_ids=torch.tensor([ids], device=device),
+            attention_mask=torch.tensor([encoding["attention_mask"][0]], device=device),
+            token_type_ids=torch.tensor([types[0]], device=device) if types is not None else None,
+            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            special=[bool(flag) for flag in encoding["special_tokens_mask"][0]],
+            truncated=len(encoding["input_ids"]) > 1,
+        )
+
+    def embeddings(self, encoded: EncodedText, ids: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """Word embeddings (1, L, H) of the text (or of other token ids), without gradient history."""
+        import torch
+
+        with torch.no_grad():
+            return self.model.get_input_embeddings()(encoded.input_ids if ids is None else ids).detach()
+
+    def baseline_ids(self, encoded: EncodedText, kind: str) -> "torch.Tensor":
+        """The text's ids with every non-special token replaced by [PAD] ("pad") or [MASK] ("mask")."""
+        token_id = {"pad": self.tokenizer.pad_token_id, "mask": self.tokenizer.mask_token_id}[kind]
+        if token_id is None:
+            raise UserError(f"This model's tokenizer has no {kind} token; choose another baseline (pad, mask or zero).")
+        ids = encoded.input_ids.clone()
+        for position in encoded.shown:
+            ids[0, position] = token_id
+        return ids
+
+    def baseline_embeddings(self, encoded: EncodedText, kind: str) -> "torch.Tensor":
+        """Baseline word embeddings (1, L, H): pad / mask tokens, or zero vectors, at every shown position."""
+        if kind == "zero":
+            reference = self.embeddings(encoded).clone()
+            reference[0, encoded.shown] = 0.0
+            return reference
+        return self.embeddings(encoded, self.baseline_ids(encoded, kind))
+
+    def forward_args(self, encoded: EncodedText) -> tuple:
+        return (encoded.attention_mask, encoded.token_type_ids)
+
+    def forward(self, embeddings: "torch.Tensor", attention_mask: "torch.Tensor", token_type_ids: "torch.Tensor | None" = None) -> "torch.Tensor":
+        """Logits (N, C) for word embeddings (N, L, H); masks of batch 1 are broadcast to N."""
+        rows = embeddings.shape[0]
+        if attention_mask.shape[0] != rows:
+            attention_mask = attention_mask.expand(rows, -1)
+        extra = {}
+        if token_type_ids is not None:
+            extra["token_type_ids"] = token_type_ids if token_type_ids.shape[0] == rows else token_type_ids.expand(rows, -1)
+        return self.model(inputs_embeds=embeddings, attention_mask=attention_mask, **extra).logits
+
+    def forward_probability(self, embeddings, attention_mask, token_type_ids=None) -> "torch.Tensor":
+        return self.forward(embeddings, attention_mask, token_type_ids).softmax(-1)
+
+    def logits(self, encoded: EncodedText) -> "torch.Tensor":
+        """The model's logits (C,) on the text; computed once per encoded text."""
+        import torch
+
+        if encoded.logits is None:
+            with torch.no_grad():
+                encoded.logits = self.forward(self.embeddings(encoded), *self.forward_args(encoded))[0].detach()
+        return encoded.logits
+
+    def logits_with_reference(self, encoded: EncodedText, reference: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Logits (C,) on the text and on the baseline, from one forward pass over both."""
+        import torch
+
+        with torch.no_grad():
+            both = self.forward(torch.cat([self.embeddings(encoded), reference]), *self.forward_args(encoded)).detach()
+        encoded.logits = both[0]
+        return both[0], both[1]
+
+    def gradient(self, encoded: EncodedText, target: int | None) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(d f_t / d x, x), both (1, L, H), from one forward and backward pass (which also sets the logits)."""
+        import torch
+
+        inputs = self.embeddings(encoded).requires_grad_(True)
+        logits = self.forward(inputs, *self.forward_args(encoded))
+        encoded.logits = logits[0].detach()
+        target = self.resolve_target(encoded, target)
+        (gradient,) = torch.autograd.grad(logits[0, target], inputs)
+        return gradient.detach(), inputs.detach()
+
+    def resolve_target(self, encoded: EncodedText, target: int | None) -> int:
+        return int(self.logits(encoded).argmax()) if target is None else int(target)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _check_text(self, text: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise UserError("The text is empty; type or pick a sentence to explain.")
+        return text
+
+    def _compute(self, text: str, attribution: AttributionMethod, target: int | None, used: dict[str, Any]) -> Explanation:
+        import torch
+
+        started = time.perf_counter()
+        encoded = self.encode(text)
+        if not encoded.shown:
+            raise UserError("The text has no tokens once tokenised; type a sentence with words in it.")
+        with torch.enable_grad():  # a caller inside torch.no_grad() still gets gradients
+            scores, delta, difference = attribution.attribute(self, encoded, target, **used)
+        target = self.resolve_target(encoded, target)
+        probabilities = self.logits(encoded).float().softmax(-1).cpu().numpy()
+        predicted = int(probabilities.argmax())
+        scores = np.asarray(scores, dtype=np.float64)
+        shown = encoded.shown
+        return Explanation(
+            units=[encoded.tokens[i] for i in shown],
+            scores=[float(scores[i]) for i in shown],
+            method=attribution.key,
+            target=target,
+            target_label=self.label_names[target],
+            predicted=predicted,
+            predicted_label=self.label_names[predicted],
+            probabilities=[float(p) for p in probabilities],
+            delta=None if delta is None else float(delta),
+            output_difference=None if difference is None else float(difference),
+            seconds=time.perf_counter() - started,
+            params=dict(used),
+            truncated=encoded.truncated,
+            modality=self.modality,
+            signed=attribution.signed,
+            text=text,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def merge_word_pieces(explanation: Explanation) -> Explanation:
+    """Word pieces joined into words, with their scores summed.
+
+    WordPiece marks continuations ("un", "##believ", "##able" -> "unbelievable"); byte-level BPE
+    ("Ġ") and SentencePiece ("▁") mark word starts instead; both conventions are recognised.
+    Sums keep Integrated Gradients' completeness (the word scores still add up to f(x) - f(b)).
+    """
+    units, scores = explanation.units, explanation.scores
+    starts_marked = any(unit.startswith(("Ġ", "▁")) for unit in units)
+    words: list[str] = []
+    totals: list[float] = []
+    for index, (unit, score) in enumerate(zip(units, scores)):
+        if starts_marked:
+            begins = index == 0 or unit.startswith(("Ġ", "▁"))
+            piece = unit.lstrip("Ġ▁")
+        else:
+            begins = index == 0 or not unit.startswith("##")
+            piece = unit if begins else unit[2:]
+        if begins or not words:
+            words.append(piece)
+            totals.append(float(score))
+        else:
+            words[-1] += piece
+            totals[-1] += float(score)
+    return replace(explanation, units=words, scores=totals, params={**explanation.params, "merged_word_pieces": True})
+
+
+_EXPLAINERS = LRUCache(EXPLAINER_CACHE_SIZE)
+
+
+def load_text_explainer(run_id: str, stage: str | None = None) -> TextExplainer:
+    """The explainer for a run's model at `stage` (None: the latest one); kept for the next call.
+
+    Cached per (workspace, run, stage, time the stage's model was written), so a page calling this
+    on every rerun loads the model once; a run that saves a new "after" model gets a fresh one.
+    """
+    from core.checkpoints import latest_stage, load_sequence_classifier, stage_folder
+    from core.run_files import run_config
+    from core.store import RunStore
+    from core.workspace import workspace_root
+
+    run = RunStore().get(run_id)
+    if run is None:
+        raise UserError(f"There is no run '{run_id}' in this workspace; `python -m core runs` lists the runs there are.")
+    if not run.directory.exists():
+        raise UserError(f"The directory of run {run_id} was deleted; its models are gone. Pick another run.")
+    _check_text_task(run)
+    stage = stage or latest_stage(run)
+    weights = stage_folder(run, stage) / "config.json"
+    stamp = weights.stat().st_mtime_ns if weights.exists() else None
+    key = (str(workspace_root()), run_id, stage, stamp)
+    found = _EXPLAINERS.get(key)
+    if found is not None:
+        return found
+    model, tokenizer = load_sequence_classifier(run, stage)
+    for parameter in model.parameters():  # only input gradients are needed; saves memory and time
+        parameter.requires_grad_(False)
+    config = run_config(run)
+    explainer = TextExplainer(model, tokenizer, max_length=config.max_length, name=f"{run.name} ({run.id}, {stage})")
+    explainer.run_id, explainer.stage = run_id, stage
+    return _EXPLAINERS.put(key, explainer)
+
+
+def clear_explainer_cache() -> None:
+    _EXPLAINERS.clear()
+
+
+def _check_text_task(run) -> None:
+    from core.tasks import TASKS
+
+    task = TASKS.get(run.task)
+    if task is not None and task.modality != "text":
+        raise UserError(f"Run {run.id} is a {task.title.lower()} run; token explanations need a text classification run.")

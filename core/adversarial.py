@@ -104,8 +104,10 @@ def attack(model: nn.Module, inputs: dict, space: str, method: str, epsilon: flo
     return delta.detach()
 
 
-def loss_on(model: nn.Module, inputs: dict, space: str, delta: torch.Tensor, loss_of) -> torch.Tensor:
-    """The loss with `delta` added to the input (gradients flow to the parameters, not to delta)."""
+def loss_on(model: nn.Module, inputs: dict, space: str, delta: torch.Tensor, loss_of):
+    """`loss_of(model, batch)` with `delta` added to the input (gradients reach the parameters, not delta).
+
+    Any function of (model, batch) works, e.g. one returning predictions instead of a loss."""
     perturbation = Perturbation()
     perturbation.delta = delta
     batch = dict(inputs)
@@ -156,12 +158,40 @@ def robust_accuracy(model: nn.Module, batches, space: str, method: str, epsilon:
         labels = inputs["labels"]
         clean += int((_predict(model, inputs) == labels).sum())
         delta = attack(model, inputs, space, "pgd" if method == "pgd" else "fgm", epsilon, steps, loss_of)
-        perturbation = Perturbation()
-        perturbation.delta = delta
-        batch = dict(inputs)
-        if space == PIXELS:
-            batch[PIXELS] = batch[PIXELS] + delta
-        with perturbed(model, space, perturbation):
-            attacked += int((_predict(model, batch) == labels).sum())
+        attacked += int((loss_on(model, inputs, space, delta, _predict) == labels).sum())
         total += len(labels)
     return {"clean_accuracy": clean / max(total, 1), "attacked_accuracy": attacked / max(total, 1), "examples": total, "epsilon": epsilon, "method": method}
+
+
+def evaluate_robustness(run, stage: str, split: str = "test", method: str = "fgm", epsilon: float = 0.05,
+                        steps: int = 5, max_examples: int = 200, batch_size: int = 16) -> dict[str, float]:
+    """Clean vs attacked accuracy of one text run's model (a stage) on its own split.
+
+    Comparing stage "before" with "after", or a plain run with an adversarially trained one, shows
+    whether training made the model harder to fool at this epsilon.
+    """
+    from core.checkpoints import load_sequence_classifier
+    from core.data import load_splits
+    from core.errors import UserError
+    from core.run_files import run_config
+
+    if epsilon <= 0:
+        raise UserError(f"The attack's epsilon must be above 0 (got {epsilon}); try 0.05.")
+    config = run_config(run)
+    if config.task != "text_classification":
+        raise UserError("The robustness check covers text classification runs; pick a text run.")
+    model, tokenizer = load_sequence_classifier(run, stage)
+    splits = load_splits(config.dataset, text_column=config.text_column or None, label_column=config.label_column or None,
+                         seed=config.seed, max_rows=config.max_rows or None)
+    frame = getattr(splits, split).head(max_examples)
+    label_ids = {name: index for index, name in enumerate(splits.label_names)}
+
+    def batches():
+        for start in range(0, len(frame), batch_size):
+            chunk = frame.iloc[start:start + batch_size]
+            encoded = dict(tokenizer(chunk["text"].tolist(), truncation=True, max_length=config.max_length,
+                                     padding=True, return_tensors="pt"))
+            encoded["labels"] = torch.tensor([label_ids[label] for label in chunk["label"]])
+            yield encoded
+
+    return robust_accuracy(model, batches(), EMBEDDINGS, method, epsilon, steps)

@@ -76,6 +76,15 @@ def quantization_table(report) -> pd.DataFrame:
     return table
 
 
+def robustness_table(results: dict[str, dict]) -> pd.DataFrame:
+    """Clean and attacked accuracy per model stage, and how much the attack costs."""
+    return pd.DataFrame({
+        f"{stage} fine-tuning": {"clean accuracy": r["clean_accuracy"], "accuracy under attack": r["attacked_accuracy"],
+                                 "drop": r["clean_accuracy"] - r["attacked_accuracy"]}
+        for stage, r in results.items()
+    })
+
+
 def before_after_table(before: dict | None, after: dict | None) -> pd.DataFrame:
     """Accuracy and macro/weighted F1 before the first update and after training, side by side."""
     def headline(report: dict | None) -> dict[str, float]:
@@ -207,3 +216,117 @@ def token_attribution_html(units: list[str], scores: list[float], *, caption: st
         f'<div>{"".join(spans)}</div>'
         f'<div style="font-size:0.75em;opacity:0.7;margin-top:2px">{legend}</div></div>'
     )
+
+
+# --- images: thumbnails, patch attribution overlays ------------------------------------------
+
+
+def thumbnail_png(image, size: int = 96) -> bytes:
+    """A small PNG of an image (aspect kept, longest side `size`; small images scaled up crisply)."""
+    import io
+
+    from PIL import Image
+
+    picture = image.convert("RGB")
+    scale = size / max(picture.size)
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+    picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), resample)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def patch_grid(scores, grid) -> "np.ndarray":
+    """Row-major patch scores as a (rows, cols) array; `grid` is [rows, cols] from the explanation's params."""
+    import numpy as np
+
+    rows, cols = (int(grid[0]), int(grid[1])) if grid else (1, len(scores))
+    values = np.asarray(scores, dtype=float)
+    if values.size != rows * cols:
+        side = int(round(values.size ** 0.5))
+        rows, cols = (side, side) if side * side == values.size else (1, values.size)
+    return values.reshape(rows, cols)
+
+
+def patch_overlay(image, explanation=None, opacity: float = 0.5, *, scores=None, grid=None, signed: bool | None = None,
+                  size: int = 256):
+    """The image with one coloured square per patch laid over it: a PIL image of side `size`.
+
+    Diverging scale, as for tokens: red supports the explained class, blue speaks against it, the
+    colour's strength is |score| / largest |score|; unsigned methods use one hue. `opacity` (0–1)
+    is the strength of the strongest patch. Pass an Explanation (modality "patches": scores row-major
+    over params["grid"]), or `scores` and `grid` directly.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if explanation is not None:
+        scores = explanation.scores
+        grid = (explanation.params or {}).get("grid") or grid
+        signed = explanation.signed if signed is None else signed
+    signed = True if signed is None else signed
+    values = patch_grid(scores, grid)
+    finite = np.abs(values[np.isfinite(values)])
+    scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    strength = np.clip(np.nan_to_num(np.abs(values) / scale), 0.0, 1.0)
+    colours = np.zeros(values.shape + (4,), dtype=np.uint8)
+    positive = np.array(ATTRIBUTION_POSITIVE if signed else ATTRIBUTION_MAGNITUDE, dtype=np.uint8)
+    negative = np.array(ATTRIBUTION_NEGATIVE if signed else ATTRIBUTION_MAGNITUDE, dtype=np.uint8)
+    colours[..., :3] = np.where((values >= 0)[..., None] | (not signed), positive, negative)
+    colours[..., 3] = np.round(255 * float(np.clip(opacity, 0.0, 1.0)) * strength).astype(np.uint8)
+    base = image.convert("RGB")
+    scale_up = size / max(base.size)
+    target = (max(1, round(base.width * scale_up)), max(1, round(base.height * scale_up)))
+    base = base.resize(target, Image.Resampling.NEAREST if scale_up >= 1 else Image.Resampling.LANCZOS).convert("RGBA")
+    # Cells cut at floor(i * side / parts), as core.explain.patches does, so uneven grids line up.
+    rows, cols = values.shape
+    down = np.diff((np.arange(rows + 1) * target[1]) // rows)
+    across = np.diff((np.arange(cols + 1) * target[0]) // cols)
+    layer = Image.fromarray(np.repeat(np.repeat(colours, down, axis=0), across, axis=1), mode="RGBA")
+    return Image.alpha_composite(base, layer).convert("RGB")
+
+
+def overlay_legend_html(explanation=None, *, signed: bool = True, scale: float | None = None) -> str:
+    """One line under an overlay: what red and blue mean and the value of full colour."""
+    import math
+
+    if explanation is not None:
+        signed = explanation.signed
+        finite = [abs(s) for s in explanation.scores if math.isfinite(s)]
+        scale = max(finite) if finite else 0.0
+
+    def swatch(colour: tuple[int, int, int]) -> str:
+        return f'<span style="background-color:rgb({colour[0]},{colour[1]},{colour[2]});padding:0 6px;border-radius:3px">&nbsp;</span>'
+
+    if signed:
+        text = f"{swatch(ATTRIBUTION_POSITIVE)} supports the class {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
+    else:
+        text = f"{swatch(ATTRIBUTION_MAGNITUDE)} influence (no direction)"
+    if scale is not None:
+        text += f" · full colour = {scale:.3g}"
+    return f'<div class="overlay-legend" style="font-size:0.75em;opacity:0.75">{text}</div>'
+
+
+def side_by_side(images: list, gap: int = 8, background: tuple[int, int, int] = (255, 255, 255)):
+    """Several PIL images in one row (same height, `gap` pixels apart), e.g. two methods' overlays."""
+    from PIL import Image
+
+    if not images:
+        raise ValueError("side_by_side needs at least one image")
+    height = max(image.height for image in images)
+    width = sum(image.width for image in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, height), background)
+    x = 0
+    for image in images:
+        canvas.paste(image.convert("RGB"), (x, (height - image.height) // 2))
+        x += image.width + gap
+    return canvas
+
+
+def image_class_balance(balance: pd.DataFrame) -> go.Figure:
+    """Grouped bars of images per class in each split (columns split, label, count)."""
+    figure = go.Figure([go.Bar(x=part["label"], y=part["count"], name=name)
+                        for name, part in balance.groupby("split", sort=False)])
+    figure.update_layout(barmode="group", title="Images per class in each split", xaxis_title="class",
+                         yaxis_title="images", legend_title="split", height=340)
+    return figure

@@ -159,3 +159,13 @@ def test_runs_page_exports_a_completed_run_with_int8_figures(two_finished_runs):
     app.button(key=f"runs_prepare_{first}").click().run()
     assert not app.error
     assert app.get("download_button")[-1] is not None
+
+
+def test_runs_page_robustness_check_compares_before_and_after(two_finished_runs):
+    first, _ = two_finished_runs
+    app = open_page("pages/views/runs.py")
+    app.multiselect(key="runs_selection").set_value([first]).run()
+    app.number_input(key=f"runs_attack_eps_{first}").set_value(0.2)
+    app.button(key=f"runs_attack_go_{first}").click().run()
+    table = [t.value for t in app.dataframe if "after fine-tuning" in t.value.columns and "drop" in t.value.index][0]
+    assert 0 <= table.loc["accuracy under attack", "after fine-tuning"] <= table.loc["clean accuracy", "after fine-tuning"]

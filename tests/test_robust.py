@@ -100,3 +100,16 @@ def test_early_stopping_ends_before_the_planned_steps(tiny_bert, fresh_store):
     config = tiny_config(tiny_bert, learning_rate=1e-7, scheduler="constant", early_stopping_patience=1, epochs=10)
     run = train_here(config, fresh_store, "early-run")
     assert run.step < run.max_steps
+
+
+def test_robustness_evaluation_of_a_run_before_and_after(tiny_bert, fresh_store):
+    from core.adversarial import evaluate_robustness
+    from core.errors import UserError
+
+    run = train_here(tiny_config(tiny_bert, learning_rate=0.002), fresh_store, "robust-eval")
+    after = evaluate_robustness(run, "after", method="pgd", epsilon=0.3, steps=3)
+    assert after["examples"] == 30
+    assert after["clean_accuracy"] >= 0.9
+    assert after["attacked_accuracy"] <= after["clean_accuracy"]
+    with pytest.raises(UserError, match="epsilon must be above 0"):
+        evaluate_robustness(run, "after", epsilon=0)

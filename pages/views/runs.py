@@ -123,6 +123,31 @@ def export_section(run: Run) -> None:
                                mime="application/zip", key=f"runs_download_{run.id}")
 
 
+def robustness_section(run: Run) -> None:
+    """Accuracy under FGSM/PGD attack, before and after fine-tuning, on the run's test split."""
+    from core.adversarial import evaluate_robustness
+
+    with st.expander("Robustness check"):
+        st.caption("Attack each test example inside a ball of relative size epsilon around its word embeddings "
+                   "and count how often the prediction survives. Compare an adversarially trained run with a plain one.")
+        left, middle, right = st.columns(3)
+        method = left.selectbox("Attack", ("fgm", "pgd"), key=f"runs_attack_{run.id}",
+                                format_func={"fgm": "FGSM (one step)", "pgd": "PGD (5 steps)"}.get)
+        epsilon = middle.number_input("Epsilon (relative)", value=0.05, step=0.01, format="%.3f", key=f"runs_attack_eps_{run.id}",
+                                      help="Perturbation size relative to the input's own size (0.05 = 5 %).")
+        if right.button("Run the check", key=f"runs_attack_go_{run.id}"):
+            try:
+                with st.spinner("Attacking the test split (up to 200 examples)…"):
+                    st.session_state[f"runs_robustness_{run.id}"] = {
+                        stage: evaluate_robustness(run, stage, method=method, epsilon=epsilon) for stage in ("before", "after")
+                    }
+            except UserError as problem:
+                st.error(str(problem))
+        results = st.session_state.get(f"runs_robustness_{run.id}")
+        if results:
+            st.dataframe(viz.robustness_table(results), width="content")
+
+
 def live_view(selected_ids: list[str]) -> None:
     jobs.reconcile(store)
     runs = store.list()
@@ -139,6 +164,8 @@ def live_view(selected_ids: list[str]) -> None:
     if len(selected) == 1:
         reports(selected[0])
         if selected[0].status == "completed":
+            if selected[0].task == "text_classification":
+                robustness_section(selected[0])
             export_section(selected[0])
         with st.expander("Log (last lines)", expanded=selected[0].status == "failed"):
             st.code(jobs.log_tail(selected[0].id, 40) or "(empty)", language="text")

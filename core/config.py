@@ -27,9 +27,9 @@ HELP: dict[str, str] = {
     "name": "A short name to find this run again on the Runs page.",
     "task": "What the model learns to do; text classification puts a linear classifier on the encoder.",
     "model": "A built-in model key, a Hugging Face hub id (needs internet), or a local folder saved with save_pretrained.",
-    "dataset": "A built-in dataset, one registered on the Data page, or a path to a CSV/TSV/JSONL/Parquet file.",
-    "text_column": "Which column holds the text; leave empty to use the mapping saved with the dataset (or 'text' for a file path).",
-    "label_column": "Which column holds the label; leave empty to use the mapping saved with the dataset (or 'label' for a file path).",
+    "dataset": "A built-in dataset, one registered on the Data page, or a path to a CSV/TSV/JSONL/Parquet file (CoNLL for NER).",
+    "text_column": "Which column holds the text (for NER: the token lists); leave empty to use the mapping saved with the dataset, or the default name (text, or tokens for NER).",
+    "label_column": "Which column holds the label (for NER: the tag lists); leave empty to use the mapping saved with the dataset, or the default name (label, or tags for NER).",
     "max_rows": "Use only this many rows (stratified sample) for a quick experiment; 0 means all rows.",
     "learning_rate": "How big each update step is; fine-tuning wants small values like 2e-5 to 5e-5.",
     "batch_size": "Examples per step on the device; larger is faster but needs more memory.",
@@ -59,6 +59,7 @@ HELP: dict[str, str] = {
     "adversarial": "Train on adversarially perturbed inputs as well (FGM: one gradient step; PGD: several), for robustness.",
     "adv_epsilon": "Size of the adversarial perturbation relative to the input's own size (0.05 = 5 %; on word embeddings for text, on pixels for images).",
     "adv_steps": "PGD only: how many gradient steps build each perturbation.",
+    "label_all_subtokens": "NER: put each word's tag on all its word pieces instead of only the first (training only; scores always use one prediction per word).",
     "image_size": "Images are resized to this many pixels square for training (0 = the model's own size, 224 for MobileNetV2); smaller, such as 96, trains much faster on a CPU.",
     "aug_crop_scale": "Random crops keep between this share of the image and all of it, then scale back up (1 = no cropping).",
     "aug_flip": "Probability of mirroring each training image left-right; 0.5 suits photos, but not digits.",
@@ -109,6 +110,7 @@ class RunConfig:
     adversarial: str = "none"
     adv_epsilon: float = 0.05
     adv_steps: int = 3
+    label_all_subtokens: bool = False
     image_size: int = 0
     aug_crop_scale: float = 1.0
     aug_flip: float = 0.0

@@ -184,6 +184,7 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
     from transformers import TrainingArguments
 
     bf16, fp16 = mixed_precision(config.precision, run.device)
+    keep_best = config.best_checkpoint or config.early_stopping_patience > 0
     return TrainingArguments(
         output_dir=str(directory / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -213,10 +214,11 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         train_sampling_strategy="group_by_length" if config.group_by_length and task.modality == "text" else "random",
         label_smoothing_factor=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,  # 0 turns clipping off
-        # Early stopping needs the best checkpoint to go back to.
-        load_best_model_at_end=config.best_checkpoint or config.early_stopping_patience > 0,
-        metric_for_best_model=f"eval_{task.primary_metric}",
-        greater_is_better=True,
+        # Early stopping needs the best checkpoint to go back to. Without either, no metric is named:
+        # Trainer would otherwise keep the best checkpoint too, not only the latest ones.
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=f"eval_{task.primary_metric}" if keep_best else None,
+        greater_is_better=True if keep_best else None,
         dataloader_num_workers=0,
     )
 

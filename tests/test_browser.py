@@ -110,7 +110,7 @@ def test_start_a_run_in_the_browser_and_watch_it(server, page, tiny_bert):
     expect(page.get_by_role("button", name="Cancel")).to_be_visible()
     # Without any reload, the fragment shows it completed and the before/after report appears.
     expect(page.get_by_role("heading", name="✅ browser run")).to_be_visible(timeout=180_000)
-    expect(page.get_by_text("before vs after fine-tuning")).to_be_visible()
+    expect(page.get_by_text("before vs after fine-tuning").first).to_be_visible()
     runs = RunStore().list()
     assert [run.status for run in runs] == ["completed"]
     assert RunStore().metrics(runs[0].id).query("name == 'train_loss'").shape[0] > 5

@@ -191,5 +191,5 @@ def test_run_directory_and_ids(workspace):
     assert run_directory("abc") == workspace / "runs" / "abc"
     assert run_with(id="xyz").directory == workspace / "runs" / "xyz"
     # A sortable timestamp first, so a directory listing is in creation order.
-    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", new_run_id())
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", new_run_id())
     assert set(STATUSES) >= set(FINISHED)

@@ -3,7 +3,8 @@
 from core.tasks.base import Prepared, Task
 from core.tasks.image_classification import ImageClassification
 from core.tasks.text_classification import TextClassification
+from core.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, Task] = {task.key: task for task in (TextClassification(), ImageClassification())}
+TASKS: dict[str, Task] = {task.key: task for task in (TextClassification(), ImageClassification(), TokenClassification())}
 
 __all__ = ["TASKS", "Prepared", "Task"]

@@ -138,8 +138,8 @@ def dataset_picker(task) -> tuple[str, str, str]:
         st.caption(datasets[choice].description)
         return choice, "", ""
     path = st.text_input("File path", key="train_dataset_path", help=HELP["dataset"])
-    text_column = st.text_input("Text column", value="text", key="train_text_column", help=HELP["text_column"])
-    label_column = st.text_input("Label column", value="label", key="train_label_column", help=HELP["label_column"])
+    text_column = st.text_input("Text column", placeholder="default name", key="train_text_column", help=HELP["text_column"])
+    label_column = st.text_input("Label column", placeholder="default name", key="train_label_column", help=HELP["label_column"])
     return path, text_column, label_column
 
 
@@ -166,6 +166,8 @@ def build_config() -> RunConfig | None:
         values.update(draw(ADALORA))
         st.caption("AdaLoRA keeps the full rank budget for the first 10 % of steps, prunes it in the middle, "
                    "and fixes the ranks for the last 20 %; the Runs page draws the budget as it moves.")
+    if values["task"] == "token_classification":
+        values["label_all_subtokens"] = st.checkbox("Tag every word piece", key="train_label_all_subtokens", help=HELP["label_all_subtokens"])
     if TASKS[values["task"]].modality == "image":
         st.subheader("Images and augmentation")
         values.update(draw(IMAGES))

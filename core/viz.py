@@ -330,3 +330,28 @@ def image_class_balance(balance: pd.DataFrame) -> go.Figure:
     figure.update_layout(barmode="group", title="Images per class in each split", xaxis_title="class",
                          yaxis_title="images", legend_title="split", height=340)
     return figure
+
+
+# --- NER: entity spans ------------------------------------------------------------------------
+
+ENTITY_COLOURS = ("#cfe2ff", "#ffe5b4", "#d1f2d1", "#f8d0d0", "#e5d4f7", "#fff3a3", "#d0f0f0", "#f0d9c8", "#e0e0e0", "#fcd5ec")
+
+
+def entity_spans_html(tokens: list[str], spans: list[tuple[str, int, int]], types: list[str]) -> str:
+    """Tokens with each entity (type, start, end inclusive) as a coloured, labelled span; text escaped."""
+    from html import escape
+
+    starts = {start: (kind, end) for kind, start, end in spans}
+    parts, index = [], 0
+    while index < len(tokens):
+        if index in starts:
+            kind, end = starts[index]
+            colour = ENTITY_COLOURS[types.index(kind) % len(ENTITY_COLOURS)] if kind in types else "#eeeeee"
+            words = escape(" ".join(tokens[index:end + 1]))
+            parts.append(f'<span style="background:{colour};border-radius:4px;padding:1px 4px" title="{escape(kind)}">'
+                         f'{words} <sub style="font-size:0.7em">{escape(kind)}</sub></span>')
+            index = end + 1
+        else:
+            parts.append(escape(tokens[index]))
+            index += 1
+    return '<div style="line-height:2">' + " ".join(parts) + "</div>"

@@ -1,0 +1,56 @@
+"""Error analysis for NER runs: sentences with gold and predicted entities, per-type confusion.
+
+Reads the per-sentence predictions the trainer stored (`predictions/{split}_{stage}.parquet`,
+one row per sentence with entity lists as JSON `[[type, start, end], ...]`, end inclusive).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from core.errors import UserError
+from core.store import Run
+
+MISSING = "O (none)"  # the row/column for "no entity here" in the per-type confusion
+
+
+def ner_predictions(run: Run, split: str = "test", stage: str = "after") -> pd.DataFrame:
+    path = run.directory / "predictions" / f"{split}_{stage}.parquet"
+    if not path.exists():
+        stored = sorted(p.stem for p in (run.directory / "predictions").glob("*.parquet")) if (run.directory / "predictions").exists() else []
+        raise UserError(f"Run {run.id} has no {split} predictions for stage '{stage}'; available: {', '.join(stored) or 'none yet'}.")
+    frame = pd.read_parquet(path)
+    if "gold_entities" not in frame.columns:
+        raise UserError(f"Run {run.id} is not a named-entity run; its predictions have no entities.")
+    return frame
+
+
+def entities(cell: str) -> list[tuple[str, int, int]]:
+    return [tuple(entity) for entity in json.loads(cell)]
+
+
+def type_confusion(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts of (gold type, predicted type) over entity spans: same span, different type, or missed/spurious."""
+    pairs = []
+    for gold_cell, predicted_cell in zip(frame["gold_entities"], frame["predicted_entities"]):
+        gold = {(start, end): kind for kind, start, end in entities(gold_cell)}
+        predicted = {(start, end): kind for kind, start, end in entities(predicted_cell)}
+        for span in gold.keys() | predicted.keys():
+            pairs.append((gold.get(span, MISSING), predicted.get(span, MISSING)))
+    table = pd.DataFrame(pairs, columns=["gold", "predicted"])
+    return pd.crosstab(table["gold"], table["predicted"]) if len(table) else pd.DataFrame()
+
+
+def filter_sentences(frame: pd.DataFrame, *, errors_only: bool = False, error_type: str | None = None,
+                     contains: str = "") -> pd.DataFrame:
+    """Sentences with errors (of one entity type, when given), containing a text, hardest first."""
+    selected = frame
+    if errors_only:
+        selected = selected[~selected["correct"]]
+    if error_type:
+        selected = selected[selected["error_types"].map(lambda types: error_type in list(types))]
+    if contains:
+        selected = selected[selected["text"].str.contains(contains, case=False, regex=False)]
+    return selected.sort_values("loss", ascending=False)

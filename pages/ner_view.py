@@ -1,0 +1,48 @@
+"""The Inspect page's view of a named-entity run: entity report, per-type confusion, sentences."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import run_files, viz
+from core.errors import UserError
+from core.ner.inspect import entities, filter_sentences, ner_predictions, type_confusion
+from core.store import Run
+
+PAGE_SIZE = 25
+
+
+def render_ner(run: Run, split: str, stage: str) -> None:
+    try:
+        frame = ner_predictions(run, split, stage)
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    report = run_files.test_report(run, "after" if stage == "after" else "before") if split == "test" else None
+    types = sorted({kind for cell in frame["gold_entities"] for kind, _, _ in entities(cell)})
+    left, middle, right = st.columns(3)
+    left.metric("Sentences", len(frame))
+    middle.metric("Sentences with errors", int((~frame["correct"]).sum()))
+    if report and "micro avg" in report:
+        right.metric("Entity F1 (micro)", f"{report['micro avg']['f1-score']:.3f}")
+    if report:
+        st.markdown("**Entity-level report** (seqeval: precision, recall, F1 per type)")
+        st.dataframe(viz.report_table(report), width="content")
+    confusion = type_confusion(frame)
+    if not confusion.empty:
+        st.markdown(f"**Per-type confusion** — same span, gold type vs predicted type; *{'O (none)'}* = missed or spurious")
+        st.dataframe(confusion, width="content")
+    st.subheader("Sentences")
+    one, two, three = st.columns(3)
+    errors_only = one.toggle("Errors only", key="inspect_ner_errors", help="Only sentences whose entities differ from the gold ones.")
+    error_type = two.selectbox("Errors of type", ["any", *types], key="inspect_ner_type",
+                               help="Only sentences with a missed or spurious entity of this type.")
+    contains = three.text_input("Text contains", key="inspect_ner_contains")
+    shown = filter_sentences(frame, errors_only=errors_only, error_type=None if error_type == "any" else error_type, contains=contains)
+    st.caption(f"{len(shown)} of {len(frame)} sentences, hardest first; gold above, predicted below.")
+    for _, row in shown.head(PAGE_SIZE).iterrows():
+        tokens = list(row["tokens"])
+        marker = "✅" if row["correct"] else "❌"
+        st.markdown(f"{marker} gold: " + viz.entity_spans_html(tokens, entities(row["gold_entities"]), types), unsafe_allow_html=True)
+        st.markdown("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;predicted: " + viz.entity_spans_html(tokens, entities(row["predicted_entities"]), types),
+                    unsafe_allow_html=True)

@@ -7,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
+from core.catalog import BUILTIN_MODELS
 from core.config import RunConfig
 from core.store import RunStore
 
@@ -169,3 +170,10 @@ def test_runs_page_robustness_check_compares_before_and_after(two_finished_runs)
     app.button(key=f"runs_attack_go_{first}").click().run()
     table = [t.value for t in app.dataframe if "after fine-tuning" in t.value.columns and "drop" in t.value.index][0]
     assert 0 <= table.loc["accuracy under attack", "after fine-tuning"] <= table.loc["clean accuracy", "after fine-tuning"]
+
+
+def test_built_in_models_follow_the_task(workspace):
+    app = open_page("pages/views/train.py")
+    assert app.selectbox(key="train_model_builtin").options == [BUILTIN_MODELS["minilm-l6"].title]
+    app.selectbox(key="train_task").set_value("image_classification").run()
+    assert app.selectbox(key="train_model_builtin").value == "mobilenet-v2"

@@ -116,11 +116,14 @@ def presets() -> None:
             queue(configs)
 
 
-def model_picker() -> str:
+def model_picker(task) -> str:
     source = st.radio("Model source", MODEL_SOURCES, horizontal=True, key="train_model_source",
                       help="Built-in models work offline; a hub id needs internet; a local folder is one written by save_pretrained.")
     if source == "Built-in":
-        return st.selectbox("Model", list(BUILTIN_MODELS), format_func=lambda key: BUILTIN_MODELS[key].title,
+        fitting = [key for key, model in BUILTIN_MODELS.items() if model.modality == task.modality]
+        if st.session_state.get("train_model_builtin") not in fitting:
+            st.session_state["train_model_builtin"] = fitting[0]
+        return st.selectbox("Model", fitting, format_func=lambda key: BUILTIN_MODELS[key].title,
                             key="train_model_builtin", help=HELP["model"])
     placeholder = "bert-base-uncased" if source == "Hugging Face hub id" else "/path/to/model-folder"
     return st.text_input("Model", placeholder=placeholder, key="train_model_text", help=HELP["model"])
@@ -149,7 +152,7 @@ def build_config() -> RunConfig | None:
     values: dict = {}
     values["name"] = st.text_input("Run name", key="train_name", help=HELP["name"])
     values["task"] = st.selectbox("Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task", help=HELP["task"])
-    values["model"] = model_picker()
+    values["model"] = model_picker(TASKS[values["task"]])
     values["dataset"], values["text_column"], values["label_column"] = dataset_picker(TASKS[values["task"]])
     st.subheader("Hyperparameters")
     values.update(draw(HYPERPARAMETERS))
@@ -230,7 +233,7 @@ def queue(configs: list[RunConfig]) -> None:
 
 
 st.title("Train")
-st.caption("Every knob has a one-sentence explanation: hover the ⓘ next to it.")
+st.caption("Every knob has a one-sentence explanation: hover the question mark next to it.")
 if "train_learning_rate" not in st.session_state:
     fill_form(DEFAULTS)
 presets()

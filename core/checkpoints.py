@@ -50,19 +50,26 @@ def latest_stage(run: Run) -> str:
 
 def load_sequence_classifier(run: Run, stage: str):
     """(model in eval mode, tokenizer) for a stage; LoRA checkpoints are merged onto the before-model."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    return load_stage_model(run, stage, "AutoModelForSequenceClassification")
+
+
+def load_stage_model(run: Run, stage: str, auto_class: str):
+    """(model in eval mode, tokenizer) of any head (`auto_class` names a transformers Auto class)."""
+    import transformers
+    from transformers import AutoTokenizer
 
     if not run.directory.exists():
         raise UserError(f"The directory of run {run.id} was deleted; its models are gone. Pick another run.")
     folder = stage_folder(run, stage)
     if stage not in available_stages(run):
         raise UserError(f"Run {run.id} has no '{stage}' model; available: {', '.join(available_stages(run)) or 'none'}.")
+    model_class = getattr(transformers, auto_class)
     tokenizer = AutoTokenizer.from_pretrained(run.directory / BEFORE_MODEL, trust_remote_code=False)
     if (folder / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = AutoModelForSequenceClassification.from_pretrained(run.directory / BEFORE_MODEL, **SAFE_LOADING)
+        base = model_class.from_pretrained(run.directory / BEFORE_MODEL, **SAFE_LOADING)
         model = PeftModel.from_pretrained(base, folder).merge_and_unload()
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(folder, **SAFE_LOADING)
+        model = model_class.from_pretrained(folder, **SAFE_LOADING)
     return model.eval(), tokenizer

@@ -40,9 +40,40 @@ def render_ner(run: Run, split: str, stage: str) -> None:
     contains = three.text_input("Text contains", key="inspect_ner_contains")
     shown = filter_sentences(frame, errors_only=errors_only, error_type=None if error_type == "any" else error_type, contains=contains)
     st.caption(f"{len(shown)} of {len(frame)} sentences, hardest first; gold above, predicted below.")
+    explain_a_tag(run, stage, shown)
     for _, row in shown.head(PAGE_SIZE).iterrows():
         tokens = list(row["tokens"])
         marker = "✅" if row["correct"] else "❌"
         st.markdown(f"{marker} gold: " + viz.entity_spans_html(tokens, entities(row["gold_entities"]), types), unsafe_allow_html=True)
         st.markdown("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;predicted: " + viz.entity_spans_html(tokens, entities(row["predicted_entities"]), types),
                     unsafe_allow_html=True)
+
+
+def explain_a_tag(run: Run, stage: str, shown) -> None:
+    """Pick a sentence and one of its words: which tokens drove the tag the model gave that word."""
+    if shown.empty:
+        return
+    with st.expander("Why this tag? Attribution for one word"):
+        choices = shown.head(PAGE_SIZE)
+        index = st.selectbox("Sentence", list(range(len(choices))), key="inspect_ner_sentence",
+                             format_func=lambda i: choices.iloc[i]["text"][:90])
+        row = choices.iloc[index]
+        tokens = list(row["tokens"])
+        word = st.selectbox("Word", list(range(len(tokens))), key="inspect_ner_word",
+                            format_func=lambda i: f"{tokens[i]}  (gold {row['gold_tags'][i]}, predicted {row['predicted_tags'][i]})")
+        method = st.selectbox("Method", ["ig", "occlusion", "input_x_gradient", "saliency"], key="inspect_ner_method",
+                              help="Integrated Gradients shows a convergence delta; occlusion hides one token at a time.")
+        if st.button("Explain this word's tag", key="inspect_ner_explain"):
+            from core.explain.tags import load_tag_explainer
+
+            try:
+                with st.spinner("Attributing…"):
+                    explanation = load_tag_explainer(run.id, word, stage).explain(row["text"], method=method)
+            except UserError as problem:
+                st.error(str(problem))
+                return
+            caption = f"evidence for tag {explanation.target_label} on '{tokens[word]}'"
+            st.markdown(viz.token_attribution_html(explanation.units, explanation.scores, caption=caption,
+                                                   signed=explanation.signed), unsafe_allow_html=True)
+            if explanation.delta is not None:
+                st.caption(f"Convergence delta {explanation.delta:+.4f} (f(x) − f(baseline) = {explanation.output_difference:+.4f}).")

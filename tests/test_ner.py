@@ -535,3 +535,22 @@ def test_final_model_tags_like_the_saved_predictions(ner_run):
             ids = model(**encoded).logits[0].argmax(-1).tolist()
         first = first_positions(encoded.word_ids(0), len(tokens))
         assert [model.config.id2label[ids[p]] for p in first] == list(predicted)
+
+
+def test_a_words_tag_is_explained_over_the_sentence(ner_run, monkeypatch):
+    """Attribution for one chosen word's tag: scores over the sentence, target = that word's tag."""
+    from core.explain.tags import load_tag_explainer
+
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(ner_run["run"].directory.parent.parent))
+    frame = pd.read_parquet(ner_run["run"].directory / "predictions" / "test_after.parquet")
+    row = frame[frame["gold_entities"] != "[]"].iloc[0]
+    kind, start, _ = json.loads(row["gold_entities"])[0]
+    explainer = load_tag_explainer(ner_run["run"].id, start)
+    explanation = explainer.explain(row["text"], method="ig")
+    assert explanation.predicted_label == row["predicted_tags"][start]
+    assert len(explanation.units) >= len(row["tokens"]) and len(explanation.scores) == len(explanation.units)
+    assert explanation.delta is not None and abs(explanation.delta) <= 0.05 * max(abs(explanation.output_difference), 1.0)
+    occlusion = explainer.explain(row["text"], method="occlusion", target=f"B-{kind}")
+    assert occlusion.target_label == f"B-{kind}"
+    with pytest.raises(UserError, match="no word 99"):
+        load_tag_explainer(ner_run["run"].id, 99).explain(row["text"])

@@ -22,8 +22,15 @@ from core.errors import UserError
 from core.store import Run
 
 TEXT_TASK = "text_classification"
+IMAGE_TASK = "image_classification"
+# Tasks this page inspects, and the modality that decides how an example is shown and explained.
+MODALITIES = {TEXT_TASK: "text", IMAGE_TASK: "image"}
+# The column naming each example in a prediction frame: its text, or an image reference ("digits#12").
+INPUT_COLUMNS = {"text": "text", "image": "image"}
 SPLITS = ("test", "validation", "train")
 TABLE_COLUMNS = ("text", "gold", "predicted", "confidence", "loss", "correct")
+IMAGE_COLUMNS = ("image", "gold", "predicted", "confidence", "loss", "correct")
+IMAGE_PAGE_SIZE = 24  # thumbnails on one page of the image gallery
 PAGE_SIZE = 50
 GALLERY_CAP = 50
 PREDICT_BATCH = 32
@@ -49,7 +56,7 @@ def stages(run: Run) -> list[str]:
     """The run's stages with a model, in training order; a sentence when there is nothing to inspect."""
     from core.checkpoints import available_stages
 
-    check_text_run(run)
+    modality(run)
     if not run.directory.is_dir():
         raise UserError(f"The directory of run {run.id} was deleted, so its models and predictions are gone. Pick another run.")
     found = available_stages(run)
@@ -61,11 +68,26 @@ def stages(run: Run) -> list[str]:
     return found
 
 
-def check_text_run(run: Run) -> None:
-    """This page reads texts and explains tokens: a sentence for runs of another task."""
-    if run.task != TEXT_TASK:
+def modality(run: Run) -> str:
+    """"text" or "image": how the run's examples are shown and explained; a sentence for other tasks."""
+    found = MODALITIES.get(run.task)
+    if found is None:
         kind = run.task.replace("_", " ")
-        raise UserError(f"Run {run.id} is a {kind} run; this page inspects text classification runs. Pick a text run.")
+        raise UserError(f"Run {run.id} is a {kind} run; this page inspects text and image classification runs. "
+                        "Pick one of those.")
+    return found
+
+
+def check_text_run(run: Run) -> None:
+    """Kept for callers that only handle text: a sentence for runs of another task."""
+    if modality(run) != "text":
+        kind = run.task.replace("_", " ")
+        raise UserError(f"Run {run.id} is a {kind} run; this needs a text classification run. Pick a text run.")
+
+
+def input_column(frame: pd.DataFrame) -> str:
+    """The column naming each example: "text" for text runs, "image" (a reference) for image runs."""
+    return "image" if "image" in frame.columns and "text" not in frame.columns else "text"
 
 
 def label_names(run: Run, frame: pd.DataFrame | None = None) -> list[str]:
@@ -107,14 +129,14 @@ def predictions(run: Run, split: str, stage: str, progress: Progress = _quiet) -
     """
     if split not in SPLITS:
         raise UserError(f"There is no split '{split}'; choose one of {', '.join(SPLITS)}.")
-    check_text_run(run)
+    kind = modality(run)
     if not run.directory.is_dir():
         raise UserError(f"The directory of run {run.id} was deleted, so its models and predictions are gone. Pick another run.")
     path = predictions_path(run, split, stage)
     if path.is_file():
         frame = pd.read_parquet(path)
     else:
-        frame = compute_predictions(run, split, stage, progress)
+        frame = (compute_image_predictions if kind == "image" else compute_predictions)(run, split, stage, progress)
         store_frame(frame, path)
     frame = frame.reset_index(drop=True)
     frame.index.name = "row"
@@ -178,6 +200,74 @@ def compute_predictions(run: Run, split: str, stage: str, progress: Progress = _
     labels = np.array([index[label] for label in rows["label"]], dtype=int)
     stacked = np.concatenate(logits) if logits else np.zeros((0, len(names)), dtype=np.float32)
     return prediction_frame(texts, stacked, labels, names)
+
+
+def load_image_classifier(run: Run, stage: str):
+    """(model in eval mode, image processor sized as in training) for one stage of an image run."""
+    from transformers import AutoModelForImageClassification
+
+    from core.checkpoints import BEFORE_MODEL, available_stages, stage_folder
+    from core.models import SAFE_LOADING
+    from core.run_files import run_config
+    from core.tasks.image_classification import image_size_of, load_processor
+
+    if stage not in available_stages(run):
+        raise UserError(f"Run {run.id} has no '{stage}' model; available: {', '.join(available_stages(run)) or 'none'}.")
+    folder = stage_folder(run, stage)
+    processor_folder = folder if (folder / "preprocessor_config.json").is_file() else run.directory / BEFORE_MODEL
+    processor = load_processor(str(processor_folder), image_size_of(run_config(run)))
+    if (folder / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = AutoModelForImageClassification.from_pretrained(run.directory / BEFORE_MODEL, **SAFE_LOADING)
+        model = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    else:
+        model = AutoModelForImageClassification.from_pretrained(folder, **SAFE_LOADING)
+    return model.eval(), processor
+
+
+def image_split(run: Run, split: str):
+    """The run's exact image split (same dataset, seed and row limit as in training) and its classes."""
+    from core.images import load_image_splits
+    from core.run_files import run_config
+
+    config = run_config(run)
+    splits = load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None)
+    return splits, splits.split(split)
+
+
+def compute_image_predictions(run: Run, split: str, stage: str, progress: Progress = _quiet) -> pd.DataFrame:
+    """Predict every image of the split with the stage's model; the frame names images by reference."""
+    import torch
+
+    from core.tasks.text_classification import prediction_frame
+
+    progress(0.0, f"Loading the {split} split")
+    splits, part = image_split(run, split)
+    names = splits.label_names
+    progress(0.05, f"Loading the {stage} model")
+    try:
+        model, processor = load_image_classifier(run, stage)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a checkpoint a running trainer is still writing, or rotated away
+        raise UserError(
+            f"The '{stage}' model of run {run.id} could not be read ({type(error).__name__}: {str(error)[:200]}); "
+            "a running run may still be writing it. Pick another stage or try again in a moment."
+        ) from None
+    references = splits.frame(split)["image"].tolist()
+    logits = []
+    with torch.inference_mode():
+        for start in range(0, len(part), PREDICT_BATCH):
+            rows = part[start:start + PREDICT_BATCH]
+            pixels = processor(images=rows["image"], return_tensors="pt")["pixel_values"]
+            logits.append(model(pixel_values=pixels).logits.float().numpy())
+            done = min(len(part), start + PREDICT_BATCH)
+            progress(0.1 + 0.9 * done / max(1, len(part)), f"Predicted {done} of {len(part)} {split} images")
+    index = {name: i for i, name in enumerate(names)}
+    labels = np.array([index[label] for label in part["label"]], dtype=int)
+    stacked = np.concatenate(logits) if logits else np.zeros((0, len(names)), dtype=np.float32)
+    return prediction_frame(references, stacked, labels, names).rename(columns={"text": "image"})
 
 
 # --- summaries -------------------------------------------------------------------------------
@@ -269,9 +359,9 @@ def filter_predictions(frame: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     if low > 0.0 or high < 1.0:
         # Rounded to the slider's 0.01 grid, so a range like 0.5–1.0 keeps a confidence of 0.50001.
         keep &= frame["confidence"].between(low - 1e-9, high + 1e-9)
-    if filters.contains.strip():
+    if filters.contains.strip() and "text" in frame.columns:
         keep &= frame["text"].str.contains(filters.contains.strip(), case=False, regex=False)
-    if filters.lengths:
+    if filters.lengths and "text" in frame.columns:
         keep &= word_counts(frame["text"]).map(length_bin).isin(filters.lengths)
     shown = frame[keep]
     if filters.hardest_first:
@@ -322,14 +412,15 @@ class Comparison:
 def compare(a: pd.DataFrame, b: pd.DataFrame, names: Iterable[str] = ("A", "B")) -> Comparison:
     """Pair two prediction frames of the same split row by row and list the flips from A to B."""
     name_a, name_b = names
-    if len(a) != len(b) or not (a["text"].to_numpy() == b["text"].to_numpy()).all() or not (a["gold"].to_numpy() == b["gold"].to_numpy()).all():
+    column = input_column(a)
+    if len(a) != len(b) or column not in b.columns or not (a[column].to_numpy() == b[column].to_numpy()).all() or not (a["gold"].to_numpy() == b["gold"].to_numpy()).all():
         raise UserError(
             f"{name_a} and {name_b} were evaluated on different examples (another dataset, seed or row limit), "
             "so their predictions cannot be paired; compare stages of one run, or runs on the same data."
         )
     paired = pd.DataFrame(
         {
-            "text": a["text"],
+            column: a[column],
             "gold": a["gold"],
             f"predicted ({name_a})": a["predicted"],
             f"predicted ({name_b})": b["predicted"].to_numpy(),

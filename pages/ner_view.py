@@ -12,6 +12,22 @@ from core.store import Run
 PAGE_SIZE = 25
 
 
+def ner_inspector(run: Run, stage_column, split_column) -> None:
+    """Stage and split pickers for a NER run (its stored predictions), then the NER view."""
+    from core.checkpoints import available_stages
+
+    stored = sorted(p.stem for p in (run.directory / "predictions").glob("*.parquet")) if (run.directory / "predictions").is_dir() else []
+    stages = [stage for stage in available_stages(run) if any(name.endswith(f"_{stage}") for name in stored)]
+    if not stages:
+        st.info(f"Run {run.id} has no stored predictions yet: they are written at step 0 and when training ends.")
+        return
+    stage = stage_column.selectbox("Stage", stages, index=len(stages) - 1, key=f"inspect_ner_stage_{run.id}",
+                                   help="'before' is the model before its first update, 'after' the final model.")
+    splits = [name.rsplit("_", 1)[0] for name in stored if name.endswith(f"_{stage}")]
+    split = split_column.selectbox("Split", splits, key=f"inspect_ner_split_{run.id}", help="The held-out split to look at.")
+    render_ner(run, split, stage)
+
+
 def render_ner(run: Run, split: str, stage: str) -> None:
     try:
         frame = ner_predictions(run, split, stage)

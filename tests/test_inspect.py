@@ -99,10 +99,11 @@ def test_stages_and_predictions_say_what_is_wrong(workspace):
         inspect.predictions(gone, "test", "after")
     with pytest.raises(UserError, match="no split 'dev'"):
         inspect.predictions(queued, "dev", "after")
-    image = store.create("i1", name="digits", task="image_classification", model="m", dataset="d", device="cpu",
-                         config_yaml=RunConfig().to_yaml())
-    with pytest.raises(UserError, match="image classification run; this page inspects text"):
-        inspect.stages(image)
+    # Image runs are inspected too (tests/test_image_pages.py); other tasks get a sentence.
+    tagger = store.create("t1", name="tagger", task="token_classification", model="m", dataset="d", device="cpu",
+                          config_yaml=RunConfig().to_yaml())
+    with pytest.raises(UserError, match="token classification run; this page inspects text and image"):
+        inspect.stages(tagger)
 
 
 # --- core: counts, filters, flips ------------------------------------------------------------

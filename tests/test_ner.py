@@ -554,3 +554,24 @@ def test_a_words_tag_is_explained_over_the_sentence(ner_run, monkeypatch):
     assert occlusion.target_label == f"B-{kind}"
     with pytest.raises(UserError, match="no word 99"):
         load_tag_explainer(ner_run["run"].id, 99).explain(row["text"])
+
+
+def test_inspect_page_shows_a_ner_run(ner_run, monkeypatch):
+    """The Inspect page's NER view: entity report, per-type confusion, coloured spans, tag attribution."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(ner_run["run"].directory.parent.parent))
+    app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=90).run()
+    app.switch_page("pages/views/inspect.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert any(m.label == "Entity F1 (micro)" for m in app.metric)
+    html = " ".join(m.value for m in app.markdown)
+    assert "<sub" in html and "title=" in html  # entity spans drawn
+    before = len([m for m in app.markdown if "predicted:" in m.value])
+    app.toggle(key="inspect_ner_errors").set_value(True).run()
+    assert len([m for m in app.markdown if "predicted:" in m.value]) <= before
+    app.toggle(key="inspect_ner_errors").set_value(False).run()
+    app.button(key="inspect_ner_explain").click().run()
+    assert not app.error and any("evidence for tag" in m.value for m in app.markdown)

@@ -38,7 +38,9 @@ TOKENS_PER_BATCH = 8192
 
 @dataclass(frozen=True)
 class Explanation:
-    """One attribution map for one text: plain data, JSON-ready through `to_dict()`; treat as read-only.
+    """One attribution map for one text (modality "tokens") or image ("patches"): plain data, JSON-ready
+    through `to_dict()`; treat as read-only. For an image, `units` are grid cells "r0c0", "r0c1", ...
+    (row-major), `params["grid"]` is [rows, cols] and `text` is the image's reference when it had one.
 
     `scores[i]` belongs to `units[i]`; positive means evidence *for* the target class (for an
     unsigned method, `signed` is False and a score is only a magnitude of influence).
@@ -118,6 +120,7 @@ class AttributionMethod:
     choices: dict[str, tuple] = {}  # parameter -> allowed values
     signed: bool = True  # False: scores are magnitudes (no direction)
     needs_gradients: bool = True
+    modality: str = "tokens"  # the units it scores: "tokens" (this file) or "patches" (core/explain/image.py)
 
     def applies_to(self, model) -> str | None:
         """None when this method can explain `model`, else a sentence saying why not."""
@@ -439,19 +442,55 @@ METHODS: dict[str, AttributionMethod] = {
 }
 
 
-def get_method(key: str) -> AttributionMethod:
-    if key not in METHODS:
-        raise UserError(f"There is no attribution method '{key}'; choose one of {', '.join(METHODS)}.")
-    return METHODS[key]
+# One registry per modality (Captum Insights' features): "tokens" here, "patches" registered by
+# core/explain/image.py when first asked for, so importing this module stays free of torch.
+REGISTRIES: dict[str, dict[str, AttributionMethod]] = {"tokens": METHODS}
+MODALITY_MODULES = {"patches": "core.explain.image"}
 
 
-def describe(key: str, params: dict[str, Any]) -> str:
-    """A short human label: 'Integrated Gradients (steps 50, baseline pad)'."""
-    method = METHODS.get(key)
+def methods_for(modality: str = "tokens") -> dict[str, AttributionMethod]:
+    """The method registry of a modality: "tokens" (text, `METHODS`) or "patches" (images)."""
+    if modality not in REGISTRIES and modality in MODALITY_MODULES:
+        import importlib
+
+        importlib.import_module(MODALITY_MODULES[modality])  # registers itself
+    if modality not in REGISTRIES:
+        raise UserError(f"There are no attribution methods for '{modality}'; choose one of {', '.join(sorted({*REGISTRIES, *MODALITY_MODULES}))}.")
+    return REGISTRIES[modality]
+
+
+def register_methods(modality: str, methods: dict[str, AttributionMethod]) -> dict[str, AttributionMethod]:
+    REGISTRIES[modality] = methods
+    return methods
+
+
+def get_method(key: str, modality: str = "tokens") -> AttributionMethod:
+    methods = methods_for(modality)
+    if key not in methods:
+        raise UserError(f"There is no attribution method '{key}'; choose one of {', '.join(methods)}.")
+    return methods[key]
+
+
+def describe(key: str, params: dict[str, Any], modality: str | None = None) -> str:
+    """A short human label: 'Integrated Gradients (steps 50, baseline pad)'; image maps add their grid.
+
+    `modality` None reads it from the params: an image explanation's params always hold its "grid".
+    """
+    modality = modality or ("patches" if "grid" in params else "tokens")
+    method = methods_for(modality).get(key)
     title = method.title if method else key
-    known = method.defaults if method else params
-    shown = ", ".join(f"{name} {value}" for name, value in params.items() if name in known)
+    known = dict(method.defaults if method else params)
+    if modality == "patches" and "grid" in params:
+        known["grid"] = None
+    shown = ", ".join(f"{name} {_shown(value)}" for name, value in params.items() if name in known)
     return f"{title} ({shown})" if shown else title
 
 
-__all__ = ["AttributionMethod", "BASELINES", "Explanation", "METHODS", "describe", "get_method"]
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{value[0]}x{value[1]}"
+    return str(value)
+
+
+__all__ = ["AttributionMethod", "BASELINES", "Explanation", "METHODS", "REGISTRIES", "describe", "get_method",
+           "methods_for", "register_methods"]

@@ -25,9 +25,12 @@ SCOPES = ("head", "all")
 PASS_BELOW = 0.5  # rank correlation under which the map is said to depend on the learned weights
 
 
-def randomization_check(explainer, text: str, method: str = "ig", target: int | str | None = None, scope: str = "head",
+def randomization_check(explainer, text, method: str = "ig", target: int | str | None = None, scope: str = "head",
                         seed: int = 0, top_k: int = 3, **params) -> dict[str, Any]:
     """Compare `method`'s map for `text` on the trained model and on a randomised copy.
+
+    `explainer` is a `TextExplainer` or an `ImageExplainer` (then `text` is an image and `grid=` may be
+    passed with the method's params); anything with `explain`, `model` and `with_model` will do.
 
     Returns {"spearman": rank correlation of the signed scores, "spearman_abs": of their
     magnitudes, "top_k_overlap": share of the k highest-|score| tokens found in both maps, "k",
@@ -39,7 +42,9 @@ def randomization_check(explainer, text: str, method: str = "ig", target: int | 
         raise UserError(f"The randomisation scope must be one of {', '.join(SCOPES)} (got {scope!r}).")
     original = explainer.explain(text, method, target, **params)
     if len(original.units) < 3:
-        raise UserError("Type a longer text: a rank correlation needs at least 3 tokens.")
+        what = "pick a finer grid: a rank correlation needs at least 3 patches" if original.modality == "patches" else \
+            "type a longer text: a rank correlation needs at least 3 tokens"
+        raise UserError(what[0].upper() + what[1:] + ".")
     twin = explainer.with_model(randomized_copy(explainer.model, scope, seed))
     randomized = twin.explain(text, method, original.target, **params)
     rho = spearman(original.scores, randomized.scores)

@@ -1,0 +1,117 @@
+"""Real-browser journey on Inspect for an image run: click a confusion-matrix cell, see that cell's
+thumbnails and a patch overlay of its first image.
+
+Playwright drives Debian's Chromium against a real `streamlit run app.py` server on 127.0.0.1, on
+the finished tiny ViT run that tests/test_image_pages.py trains once per session (submitted through
+core.jobs, not the Train page). Skipped with a reason when Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_image_pages import explainer_ready, trained_image_run  # the shared finished run (helpers, not tests)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() or shutil.which("streamlit") is None, reason="needs Debian's chromium and streamlit"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def image_run(tmp_path_factory, monkeypatch):
+    root, run_id = trained_image_run(tmp_path_factory)
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    from core.store import RunStore
+
+    return RunStore().get(run_id)
+
+
+@pytest.fixture
+def server(image_run):
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture
+def page():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1100})
+        tab.set_default_timeout(90_000)
+        yield tab
+        browser.close()
+
+
+def test_click_a_confusion_cell_and_see_its_images_and_a_patch_overlay(image_run, server, page):
+    from playwright.sync_api import expect
+
+    from core import inspect
+
+    expect.set_options(timeout=90_000)
+    frame = inspect.predictions(image_run, "test", "after")
+    names = inspect.label_names(image_run, frame)
+    counts = inspect.confusion_counts(frame, names)
+    # The smallest non-empty cell, so the click visibly narrows the gallery.
+    cells = sorted((int(counts.loc[g, p]), g, p) for g in names for p in names if counts.loc[g, p] > 0)
+    count, gold, predicted = cells[0]
+    cell = names.index(gold) * len(names) + names.index(predicted)
+
+    page.goto(server)
+    page.get_by_role("link", name="Inspect").first.click()
+    expect(page.get_by_role("heading", name="Inspect", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"{len(frame)} of {len(frame)} images")).to_be_visible()
+    points = page.locator(".js-plotly-plot").first.locator(".scatterlayer path.point")
+    expect(points).to_have_count(len(names) ** 2)
+    box = points.nth(cell).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    expect(page.get_by_text(f"{count} of {len(frame)} images")).to_be_visible()
+    gallery = page.locator(".st-key-inspect_gallery_grid img")
+    expect(gallery).to_have_count(min(count, inspect.IMAGE_PAGE_SIZE))
+    # The first image of the cell is selected: its line names the cell.
+    expect(page.get_by_text(re.compile(rf"gold {re.escape(gold)} · predicted {re.escape(predicted)}")).first).to_be_visible()
+    if not explainer_ready():
+        pytest.skip("core.explain has no image explainer yet: the overlay is not checked")
+    overlay = page.locator(".st-key-inspect_overlay_area img").first
+    expect(overlay).to_be_visible()
+    assert overlay.evaluate("image => image.naturalWidth") > 0

@@ -8,36 +8,16 @@ core.jobs, not the Train page). Skipped with a reason when Chromium or Playwrigh
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium_tab, needs_browser, streamlit_server
+
 from test_image_pages import explainer_ready, trained_image_run  # the shared finished run (helpers, not tests)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() or shutil.which("streamlit") is None, reason="needs Debian's chromium and streamlit"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = needs_browser
 
 
 @pytest.fixture
@@ -51,35 +31,14 @@ def image_run(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def server(image_run):
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    with streamlit_server() as url:
+        yield url
 
 
 @pytest.fixture
 def page():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1100})
-        tab.set_default_timeout(90_000)
+    with chromium_tab(90000, 1100) as tab:
         yield tab
-        browser.close()
 
 
 def test_click_a_confusion_cell_and_see_its_images_and_a_patch_overlay(image_run, server, page):

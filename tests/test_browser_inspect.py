@@ -7,36 +7,16 @@ test examples). Skipped with a reason when Chromium or Playwright is missing.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium_tab, needs_browser, streamlit_server
+
 from test_inspect import trained_run  # the shared finished tiny run (a helper, not a test)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists() or shutil.which("streamlit") is None, reason="needs Debian's chromium and streamlit"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = needs_browser
 
 
 @pytest.fixture
@@ -50,35 +30,14 @@ def trained(tmp_path_factory, tiny_bert, monkeypatch):
 
 @pytest.fixture
 def server(trained):
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    with streamlit_server() as url:
+        yield url
 
 
 @pytest.fixture
 def page():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1100})
-        tab.set_default_timeout(60_000)
+    with chromium_tab(60000, 1100) as tab:
         yield tab
-        browser.close()
 
 
 def test_click_a_confusion_cell_of_errors_and_see_a_token_map(trained, server, page):

@@ -4,7 +4,6 @@ The worker process and the job lifecycle around it are tested in test_jobs.py.
 """
 
 import json
-import os
 
 import pandas as pd
 import pytest

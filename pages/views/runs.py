@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import pandas as pd
 import streamlit as st
 
 from core import jobs, run_files, viz
 from core.errors import UserError
-from core.store import Run, RunStore
+from core.store import Run
 from pages import STATUS_ICONS, duration, open_store, run_label, since
 
 LIVE_REFRESH_SECONDS = 1.0

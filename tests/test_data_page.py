@@ -180,3 +180,13 @@ def test_page_renders_without_importing_torch():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(PAGE).parents[2], timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_ner_mode_shows_the_tweet_ner_set_with_entity_spans(workspace):
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.segmented_control(key="data_modality").set_value("NER").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="data_ner_dataset").value == "tweet-ner"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["train sentences"].replace(",", "").isdigit() and metrics["Tag scheme"] == "IOB2"
+    assert any("<sub" in m.value for m in at.markdown)

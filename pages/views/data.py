@@ -27,7 +27,7 @@ from core.errors import UserError
 from core.workspace import workspace_root
 
 SOURCES = ("Built-in", "Registered", "Upload")
-MODALITIES = ("Text", "Images")
+MODALITIES = ("Text", "Images", "NER")
 IMAGE_UPLOADS = ("Zip of class folders", "CSV of path,label + zip")
 THUMBNAILS_PER_CLASS = 6
 THUMBNAIL_SIZE = 96
@@ -53,7 +53,7 @@ def cached_table(filename: str, data: bytes) -> pd.DataFrame:
 def main() -> None:
     st.title("Data")
     modality = st.segmented_control("Kind of data", MODALITIES, default="Text", key="data_modality",
-                                    help="Text datasets train text classifiers; image datasets train image classifiers.")
+                                    help="Text datasets train text classifiers, image datasets image classifiers, NER datasets entity taggers.")
     MODES[modality or "Text"]()
 
 
@@ -378,7 +378,13 @@ def show_image_overview(dataset: str) -> None:
         st.dataframe(cached_image_sizes(*key), hide_index=True, key="data_image_sizes")
 
 
-MODES = {"Text": text_main, "Images": image_main}
+def ner_mode() -> None:
+    from pages.ner_data import ner_main
+
+    ner_main()
+
+
+MODES = {"Text": text_main, "Images": image_main, "NER": ner_mode}
 
 try:
     main()

@@ -84,3 +84,42 @@ def max_positions(model_source: str) -> int | None:
     limit = getattr(config, "max_position_embeddings", None)
     # Some configs (BERT, RoBERTa) reserve positions for padding offsets; the tokenizer limit is what binds.
     return int(limit) if limit else None
+
+
+# Dropout knobs have different names across architectures; a run's dropout sets whichever exist.
+DROPOUT_KEYS = (
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "classifier_dropout_prob",
+    "dropout", "attention_dropout", "seq_classif_dropout",
+)
+
+
+def with_new_head(model_config, label_names: list[str], dropout: float):
+    """The pretrained model's config pointed at a fresh head for `label_names`, with the run's dropout."""
+    model_config.num_labels = len(label_names)
+    model_config.id2label = dict(enumerate(label_names))
+    model_config.label2id = {name: index for index, name in enumerate(label_names)}
+    for key in DROPOUT_KEYS:
+        if hasattr(model_config, key):
+            setattr(model_config, key, dropout)
+    return model_config
+
+
+def load_with_new_head(model_class, source: str, model_config, purpose: str):
+    """`model_class.from_pretrained` with a freshly sized head, safely, failures said in a sentence."""
+    try:
+        return model_class.from_pretrained(source, config=model_config, ignore_mismatched_sizes=True, **SAFE_LOADING)
+    except ValueError as error:
+        raise UserError(f"The model at {source} cannot be used for {purpose}: {error}") from None
+    except OSError as error:
+        if "safetensors" in str(error).lower():
+            raise UserError(
+                f"The model at {source} has no safetensors weights; for safety only safetensors are loaded. "
+                "Convert it with save_pretrained(safe_serialization=True)."
+            ) from None
+        raise
+
+
+def check_max_length(source: str, max_length: int) -> None:
+    limit = max_positions(source)
+    if limit and max_length > limit:
+        raise UserError(f"The max length {max_length} is over this model's limit of {limit} tokens; choose {limit} or less.")

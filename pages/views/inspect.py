@@ -66,6 +66,23 @@ def get_explainer(run: Run, stage: str, modality: str = "text"):
     return None
 
 
+def explanation_settings(picker, names: list[str]) -> tuple[dict[str, Any], Any]:
+    """Method, optional second method and target class, the same for every modality; `picker` is the
+    modality's method picker. Returns the settings and the third column, for the modality's extras."""
+    settings: dict[str, Any] = {}
+    left, right, third = st.columns(3)
+    with left:
+        settings["method"], settings["params"] = picker("a", "Method")
+    with right:
+        settings["method_b"], settings["params_b"] = picker("b", "Second method, side by side (optional)", optional=True)
+    with third:
+        settings["target"] = st.selectbox(
+            "Class to explain", ["predicted", "gold", *names], key="inspect_target",
+            format_func=lambda choice: {"predicted": "the predicted class", "gold": "the gold class"}.get(choice, choice),
+        )
+    return settings, third
+
+
 def reset_page() -> None:
     st.session_state["inspect_page"] = 1
 
@@ -322,18 +339,9 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
     with st.container(key="inspect_gallery_grid"):
         image_gallery(shown, workspace, "inspect_pick")
 
-    settings: dict[str, Any] = {}
     with st.expander("Explanation settings: method, its parameters, a second method, target class, opacity", expanded=False):
-        left, right, third = st.columns(3)
-        with left:
-            settings["method"], settings["params"] = patch_method_picker("a", "Method")
-        with right:
-            settings["method_b"], settings["params_b"] = patch_method_picker("b", "Second method, side by side (optional)", optional=True)
+        settings, third = explanation_settings(patch_method_picker, names)
         with third:
-            settings["target"] = st.selectbox(
-                "Class to explain", ["predicted", "gold", *names], key="inspect_target",
-                format_func=lambda choice: {"predicted": "the predicted class", "gold": "the gold class"}.get(choice, choice),
-            )
             grid = st.number_input("Patch grid (cells per side)", min_value=2, max_value=32, value=7, step=1, key="inspect_image_grid",
                                    help="For convolutional models, the grid the map is summed over; a ViT always uses its own patches.")
     # The grid travels with each method's parameters (a ViT ignores it and uses its own patch grid).
@@ -595,18 +603,9 @@ st.dataframe(
 
 # --- 4. explanation settings -----------------------------------------------------------------
 
-settings: dict[str, Any] = {}
 with st.expander("Explanation settings: method, its parameters, a second method, target class", expanded=False):
-    left, right, third = st.columns(3)
-    with left:
-        settings["method"], settings["params"] = method_picker("a", "Method")
-    with right:
-        settings["method_b"], settings["params_b"] = method_picker("b", "Second method, side by side (optional)", optional=True)
+    settings, third = explanation_settings(method_picker, names)
     with third:
-        settings["target"] = st.selectbox(
-            "Class to explain", ["predicted", "gold", *names], key="inspect_target",
-            format_func=lambda choice: {"predicted": "the predicted class", "gold": "the gold class"}.get(choice, choice),
-        )
         settings["merge"] = st.toggle("Merge word pieces into words", key="inspect_merge",
                                       help="Sum the scores of the pieces of a word (un ##believ ##able → unbelievable).")
 try:

@@ -39,7 +39,7 @@ MINILM_L6 = BuiltinModel(
     ),
 )
 
-from core.catalog_images import MOBILENET_V2  # noqa: E402 - defined after BuiltinModel on purpose
+from core.catalog_images import MOBILENET_MINILM_CLIP, MOBILENET_V2  # noqa: E402 - defined after BuiltinModel on purpose
 
-BUILTIN_MODELS: dict[str, BuiltinModel] = {model.key: model for model in (MINILM_L6, MOBILENET_V2)}
+BUILTIN_MODELS: dict[str, BuiltinModel] = {model.key: model for model in (MINILM_L6, MOBILENET_V2, MOBILENET_MINILM_CLIP)}
 DEFAULT_TEXT_MODEL = MINILM_L6.key

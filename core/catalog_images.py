@@ -48,5 +48,27 @@ MOBILENET_V2 = ConvertedModel(
     build=mobilenet.converted_dir,
 )
 
+
+
+def build_dual_encoder(progress: Progress) -> Path:
+    from core.image_text.models import builtin_dual_encoder_dir  # late: it imports core.catalog, which imports this
+
+    return builtin_dual_encoder_dir(progress)
+
+
+MOBILENET_MINILM_CLIP = ConvertedModel(
+    key="mobilenet-minilm-clip",
+    title="MobileNetV2 + MiniLM-L6 dual encoder (CLIP-style, new projections, 26M parameters)",
+    modality="image_text",
+    hub_id="google/mobilenet_v2_1.0_224 + sentence-transformers/all-MiniLM-L6-v2",
+    description=(
+        "The two built-in encoders joined as a CLIP-style dual encoder (transformers' VisionTextDualEncoderModel): "
+        "each tower keeps its pretrained weights, and new 256-wide projections and a learnable temperature "
+        "align them. Online, the same is built from the two hub ids; any hub CLIP or SigLIP id works too."
+    ),
+    asset=mobilenet.WEIGHTS_ASSET,
+    build=build_dual_encoder,
+)
+
 BUILTIN_IMAGE_MODELS = {model.key: model for model in (MOBILENET_V2,)}
 DEFAULT_IMAGE_MODEL = MOBILENET_V2.key

@@ -21,6 +21,8 @@ STRATEGIES = ("full", "head", "freeze", "lora", "adalora")
 ADVERSARIAL = ("none", "fgm", "pgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TOWER_MODES = ("train", "freeze", "lora")
+FUSIONS = ("concat", "gated")
 
 # One sentence of help per knob, for a learner; the Train page shows these as tooltips.
 HELP: dict[str, str] = {
@@ -70,6 +72,11 @@ HELP: dict[str, str] = {
     "device": "Where to train: auto picks a GPU when there is one.",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or fp16 halve memory and speed up training on GPUs that support them.",
     "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
+    "vision_tower": "Image-text tasks: whether the image encoder trains, stays frozen, or learns small LoRA adapters (the targets must name its layers).",
+    "text_tower": "Image-text tasks: whether the text encoder trains, stays frozen, or learns small LoRA adapters (for BERT: query, value).",
+    "vision_lr": "Image-text tasks: the image encoder's own learning rate (0 = the run's learning rate, which the projections always use).",
+    "text_lr": "Image-text tasks: the text encoder's own learning rate (0 = the run's learning rate, which the projections always use).",
+    "fusion": "Image + text classification: how the two embeddings combine before the classifier — concatenated, or a learned gate that weighs one against the other.",
 }
 
 
@@ -121,6 +128,11 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     group_by_length: bool = True
+    vision_tower: str = "train"
+    text_tower: str = "train"
+    vision_lr: float = 0.0
+    text_lr: float = 0.0
+    fusion: str = "concat"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,10 +213,14 @@ class RunConfig:
             check(0 <= self.lora_dropout < 1, "LoRA dropout is a probability between 0 and 1.")
             check(bool(self.lora_targets), "Name at least one target module for LoRA (for BERT: query, value).")
         check(self.image_size >= 0, "The image size cannot be negative; use 0 for the model's own size.")
-        if self.task == "image_classification":
-            from core.images.augment import params_from_config
+        from core.images.augment import params_from_config
 
-            problems.extend(params_from_config(self).problems())
+        problems.extend(params_from_config(self).problems())
+        for tower in ("vision_tower", "text_tower"):
+            check(getattr(self, tower) in TOWER_MODES, f"Unknown {tower.replace('_', ' ')} mode '{getattr(self, tower)}'; choose one of {', '.join(TOWER_MODES)}.")
+        check(self.vision_lr >= 0 and self.text_lr >= 0, "A tower's learning rate cannot be negative; use 0 for the run's learning rate.")
+        check(self.vision_lr < 1 and self.text_lr < 1, "A tower learning rate of 1 or more will destroy the pretrained weights; use a value like 1e-5.")
+        check(self.fusion in FUSIONS, f"Unknown fusion '{self.fusion}'; choose one of {', '.join(FUSIONS)}.")
         check(self.device in DEVICES, f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
         check(self.precision in PRECISIONS, f"Unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")
         if self.device == "cpu":

@@ -74,7 +74,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     from transformers.utils import logging as transformers_logging
 
     from core.callbacks import AdaLoraBudget, CancelOnFlag, LogLines, Progress, StoreMetrics
-    from core.strategies import apply_strategy, trainable_parameters
+    from core.strategies import trainable_parameters
     from core.tasks import TASKS
 
     directory = run.directory
@@ -88,7 +88,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         # The model before any update (pretrained encoder + fresh head): the baseline Inspect compares with.
         prepared.model.save_pretrained(directory / BEFORE_MODEL)
         prepared.processor.save_pretrained(directory / BEFORE_MODEL)
-    model = apply_strategy(prepared.model, config, prepared.head_names, total_steps(config, len(prepared.datasets["train"])))
+    model = task.trainable(prepared, config, total_steps(config, len(prepared.datasets["train"])))
     trainable, total = trainable_parameters(model)
     say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
@@ -99,7 +99,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         callbacks.append(AdaLoraBudget(store, run.id))
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    trainer = trainer_class(config, task)(
+    trainer = trainer_class(config, task, prepared)(
         model=model,
         args=arguments,
         train_dataset=prepared.datasets["train"],
@@ -131,15 +131,15 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         trainer.evaluate()
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
-    save_final_model(trainer, prepared, directory / FINAL_MODEL)
+    save_final_model(task.finished_model(trainer.model), prepared, directory / FINAL_MODEL)
     store.update(run.id, step=trainer.state.global_step)
 
 
-def trainer_class(config: RunConfig, task):
-    """Hugging Face Trainer, evaluating in order, plus adversarial steps when the config asks."""
+def trainer_class(config: RunConfig, task, prepared):
+    """Hugging Face Trainer, evaluating in order, as the task adapts it, plus adversarial steps when the config asks."""
     from transformers import Trainer
 
-    trainer = in_order_trainer(Trainer)
+    trainer = task.trainer_class(in_order_trainer(Trainer), config, prepared)
     if config.adversarial == "none":
         return trainer
     if task.adversarial_space is None:
@@ -220,6 +220,7 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         metric_for_best_model=f"eval_{task.primary_metric}" if keep_best else None,
         greater_is_better=True if keep_best else None,
         dataloader_num_workers=0,
+        remove_unused_columns=task.remove_unused_columns,
     )
 
 
@@ -247,7 +248,7 @@ def evaluate_test(trainer, task, prepared, store: RunStore, run: Run, directory:
     path = directory / "predictions" / f"test_{stage}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path)
-    say(f"Test {stage} training: accuracy {output.metrics.get('test_accuracy', float('nan')):.3f}.")
+    say(f"Test {stage} training: {task.primary_metric} {output.metrics.get(f'test_{task.primary_metric}', float('nan')):.3f}.")
 
 
 def save_predictions(trainer, task, prepared, directory: Path, split: str) -> None:
@@ -255,11 +256,8 @@ def save_predictions(trainer, task, prepared, directory: Path, split: str) -> No
     task.predictions(output.predictions, output.label_ids, prepared, split).to_parquet(directory / "predictions" / f"{split}_after.parquet")
 
 
-def save_final_model(trainer, prepared, target: Path) -> None:
-    """A plain transformers folder (LoRA merged in), loadable with from_pretrained or pipeline."""
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+def save_final_model(model, prepared, target: Path) -> None:
+    """A plain transformers folder (LoRA merged in by the task), loadable with from_pretrained or pipeline."""
     model.save_pretrained(target)
     prepared.processor.save_pretrained(target)
     say(f"Saved the fine-tuned model to {target}.")

@@ -8,23 +8,28 @@ from plotly.subplots import make_subplots
 
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D")
 
-# The curves a person watches while a classifier trains: (panel title, metric names drawn in it).
+# The curves a person watches while a model trains: (panel title, metric names drawn in it).
 CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Loss", ("train_loss", "eval_loss")),
     ("Validation accuracy and macro-F1", ("eval_accuracy", "eval_f1_macro")),
+    ("Validation retrieval recall@1 and zero-shot accuracy",
+     ("eval_recall@1", "eval_image_to_text_recall@1", "eval_text_to_image_recall@1", "eval_zero_shot_accuracy")),
+    ("Temperature", ("temperature",)),
     ("Learning rate", ("learning_rate",)),
-)
-# Panels drawn only when a run logs them.
-OPTIONAL_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("AdaLoRA rank budget", ("adalora_rank_budget",)),
 )
-DASHES = {"train_loss": "solid", "eval_loss": "dash", "eval_accuracy": "solid", "eval_f1_macro": "dot", "learning_rate": "solid"}
+# Drawn even before their first value, so a starting run shows where its curves will appear.
+ALWAYS_DRAWN = ("Loss", "Learning rate")
+DASHES = {"train_loss": "solid", "eval_loss": "dash", "eval_accuracy": "solid", "eval_f1_macro": "dot", "learning_rate": "solid",
+          "eval_recall@1": "solid", "eval_image_to_text_recall@1": "dash", "eval_text_to_image_recall@1": "dot",
+          "eval_zero_shot_accuracy": "dashdot"}
 
 
 def training_curves(metrics: pd.DataFrame, labels: dict[str, str], log_loss: bool = False) -> go.Figure:
-    """Loss, accuracy/F1 and learning-rate panels; one colour per run so several runs overlay."""
+    """Loss and learning rate, plus each panel the runs log (accuracy/F1, retrieval, temperature, AdaLoRA budget);
+    one colour per run so several runs overlay."""
     logged = set(metrics["name"])
-    panels = CURVE_PANELS + tuple(panel for panel in OPTIONAL_PANELS if logged & set(panel[1]))
+    panels = tuple(panel for panel in CURVE_PANELS if panel[0] in ALWAYS_DRAWN or logged & set(panel[1]))
     figure = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for title, _ in panels])
     for column, (_, names) in enumerate(panels, start=1):
         for run_index, (run_id, label) in enumerate(labels.items()):
@@ -85,18 +90,9 @@ def robustness_table(results: dict[str, dict]) -> pd.DataFrame:
     })
 
 
-def before_after_table(before: dict | None, after: dict | None) -> pd.DataFrame:
-    """Accuracy and macro/weighted F1 before the first update and after training, side by side."""
-    def headline(report: dict | None) -> dict[str, float]:
-        if not report:
-            return {}
-        return {
-            "accuracy": report.get("accuracy"),
-            "macro F1": report.get("macro avg", {}).get("f1-score"),
-            "weighted F1": report.get("weighted avg", {}).get("f1-score"),
-        }
-
-    return pd.DataFrame({"before fine-tuning": headline(before), "after fine-tuning": headline(after)})
+def before_after_table(before: dict[str, float | None], after: dict[str, float | None]) -> pd.DataFrame:
+    """A task's headline numbers (`Task.headline` of each report) before the first update and after training."""
+    return pd.DataFrame({"before fine-tuning": before, "after fine-tuning": after})
 
 
 # --- Inspect: confusion matrix, class probabilities, token attribution maps ----------------------
@@ -307,6 +303,19 @@ def overlay_legend_html(explanation=None, *, signed: bool = True, scale: float |
     return f'<div class="overlay-legend" style="font-size:0.75em;opacity:0.75">{text}</div>'
 
 
+def modality_shares(text_share: float, image_share: float) -> go.Figure:
+    """One stacked bar: how the total attribution of a pair splits between its words and its patches."""
+    figure = go.Figure()
+    for name, share, colour in (("words", text_share, PALETTE[0]), ("patches", image_share, PALETTE[1])):
+        figure.add_trace(go.Bar(x=[share], y=["share"], orientation="h", name=f"{name} {share:.0%}", marker_color=colour,
+                                hovertemplate=f"{name}: %{{x:.1%}}<extra></extra>"))
+    figure.update_layout(barmode="stack", height=110, margin={"l": 10, "r": 10, "t": 24, "b": 10},
+                         title={"text": "Share of the total attribution", "font": {"size": 13}},
+                         xaxis={"range": [0, 1], "tickformat": ".0%"}, yaxis={"visible": False},
+                         legend={"orientation": "h", "y": -0.4})
+    return figure
+
+
 def side_by_side(images: list, gap: int = 8, background: tuple[int, int, int] = (255, 255, 255)):
     """Several PIL images in one row (same height, `gap` pixels apart), e.g. two methods' overlays."""
     from PIL import Image
@@ -355,3 +364,16 @@ def entity_spans_html(tokens: list[str], spans: list[tuple[str, int, int]], type
             parts.append(escape(tokens[index]))
             index += 1
     return '<div style="line-height:2">' + " ".join(parts) + "</div>"
+
+
+# --- image-text pairs: caption lengths --------------------------------------------------------
+
+
+def caption_lengths(frame: pd.DataFrame) -> go.Figure:
+    """Overlaid histograms of words per caption in each split (columns split, text)."""
+    words = frame["text"].str.split().str.len()
+    figure = go.Figure([go.Histogram(x=words[frame["split"] == name], name=name, opacity=0.6)
+                        for name in frame["split"].unique()])
+    figure.update_layout(barmode="overlay", title="Words per caption, by split", xaxis_title="words per caption",
+                         yaxis_title="captions", legend_title="split", height=340)
+    return figure

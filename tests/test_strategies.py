@@ -138,6 +138,7 @@ def test_lora_adds_adapters_and_trains_only_them_and_the_head(model, batch):
 def test_lora_final_model_is_merged_and_loads_as_a_plain_model(model, batch, tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from core.tasks import TASKS
     from core.trainer import save_final_model
 
     config = RunConfig(strategy="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0)
@@ -149,7 +150,7 @@ def test_lora_final_model_is_merged_and_loads_as_a_plain_model(model, batch, tin
 
     target = tmp_path / "model"
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    save_final_model(SimpleNamespace(model=peft_model), SimpleNamespace(processor=tokenizer), target)
+    save_final_model(TASKS["text_classification"].finished_model(peft_model), SimpleNamespace(processor=tokenizer), target)
     assert (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
     assert not (target / "adapter_config.json").exists()
 

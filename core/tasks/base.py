@@ -38,6 +38,13 @@ class Task(ABC):
     primary_metric: str  # the eval metric named on the Runs page and used for best checkpoints
     # Where adversarial training perturbs inputs ("embeddings" or "pixel_values"); None: not supported.
     adversarial_space: str | None = None
+    # Whether the Trainer may drop dataset columns the model's forward does not name (False when a
+    # transform builds the model's inputs from other columns).
+    remove_unused_columns: bool = True
+    # The Train page's setting groups this task uses beyond the common hyperparameters, in order:
+    # "strategy" (what trains), "subtokens" (NER labelling), "images" (size, augmentation), "towers"
+    # (per-tower train/freeze/LoRA and learning rates), "fusion" (how two embeddings combine).
+    settings: tuple[str, ...] = ("strategy",)
 
     @abstractmethod
     def datasets(self) -> list:
@@ -62,3 +69,29 @@ class Task(ABC):
     @abstractmethod
     def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
         """One row per example: the input as shown to people, gold, predicted, confidence, loss."""
+
+    def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
+        """The model to train, with `requires_grad` set or adapters added; called after the before-model is saved."""
+        from core.strategies import apply_strategy
+
+        return apply_strategy(prepared.model, config, prepared.head_names, total_steps)
+
+    def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
+        """The Trainer class this task trains with; a task with its own loss or evaluation subclasses `base`."""
+        return base
+
+    def finished_model(self, model):
+        """The model to save at the end: LoRA adapters merged in, so the folder loads with from_pretrained."""
+        return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+    def headline(self, report: dict[str, Any]) -> dict[str, float | None]:
+        """The few numbers of a held-out report that the Runs page compares before and after training."""
+        return {
+            "accuracy": report.get("accuracy"),
+            "macro F1": report.get("macro avg", {}).get("f1-score"),
+            "weighted F1": report.get("weighted avg", {}).get("f1-score"),
+        }
+
+    def class_report(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The per-class part of a held-out report (sklearn's dict shape), shown as a table."""
+        return report

@@ -31,6 +31,7 @@ class ImageClassification(Task):
     modality = "image"
     primary_metric = "accuracy"
     adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels
+    settings = ("strategy", "images")
 
     def datasets(self) -> list:
         from core.images.datasets import list_image_datasets

@@ -45,6 +45,7 @@ class TokenClassification(Task):
     title = "Named-entity recognition (token classification)"
     modality = "text"
     primary_metric = "f1"
+    settings = ("strategy", "subtokens")
     adversarial_space = "embeddings"
 
     def __init__(self) -> None:

@@ -11,6 +11,7 @@ table appear before the first model is loaded.
 from __future__ import annotations
 
 import hashlib
+import importlib
 from functools import partial
 from typing import Any
 
@@ -491,6 +492,9 @@ def compare_stages(run, stage, split, frame, stages, workspace) -> None:
 
 
 MODALITY_VIEWS = {"image": image_view}  # text is drawn by the rest of this script
+# Tasks whose runs the page hands over whole (module, function), imported only when such a run is picked.
+TASK_VIEWS = {"token_classification": ("pages.ner_view", "ner_inspector"),
+              "image_text_contrastive": ("pages.pair_view", "pair_inspector")}
 
 
 # --- 1. run, stage, split --------------------------------------------------------------------
@@ -508,10 +512,9 @@ run_id = pick_run.selectbox(
     help="A finished run, or a running one (its latest checkpoint).",
 )
 run = by_id[run_id]
-if run.task == "token_classification":
-    from pages.ner_view import ner_inspector
-
-    ner_inspector(run, pick_stage, pick_split)
+if run.task in TASK_VIEWS:  # tasks with their own view: entity tagging, image-text pairs
+    module, view = TASK_VIEWS[run.task]
+    getattr(importlib.import_module(module), view)(run, pick_stage, pick_split)
     st.stop()
 try:
     stages = inspect.stages(run)

@@ -80,17 +80,19 @@ def curves(selected: list[Run]) -> None:
 
 
 def reports(run: Run) -> None:
+    from core.tasks import TASKS
+
     before, after = run_files.test_report(run, "before"), run_files.test_report(run, "after")
-    if not before and not after:
+    if not before and not after or run.task not in TASKS:
         return
+    task = TASKS[run.task]
     st.markdown("**Test split: before vs after fine-tuning**")
-    st.dataframe(viz.before_after_table(before, after), width="content")
-    if after:
-        with st.expander("Classification report after fine-tuning"):
-            st.dataframe(viz.report_table(after), width="content")
-    if before:
-        with st.expander("Classification report before fine-tuning (step 0)"):
-            st.dataframe(viz.report_table(before), width="content")
+    st.dataframe(viz.before_after_table(task.headline(before or {}), task.headline(after or {})), width="content")
+    for stage, report in (("after fine-tuning", after), ("before fine-tuning (step 0)", before)):
+        per_class = task.class_report(report or {})
+        if per_class:
+            with st.expander(f"Classification report {stage}"):
+                st.dataframe(viz.report_table(per_class), width="content")
 
 
 def export_section(run: Run) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.catalog import BUILTIN_MODELS
-from core.config import ADVERSARIAL, HELP, PRECISIONS, SCHEDULERS, STRATEGIES, RunConfig
+from core.config import ADVERSARIAL, FUSIONS, HELP, PRECISIONS, SCHEDULERS, STRATEGIES, TOWER_MODES, RunConfig
 from core.errors import UserError
 from core.presets import PRESETS
 from pages import open_store
@@ -62,11 +62,18 @@ IMAGES = (
     ("aug_contrast", "Contrast jitter", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
     ("aug_saturation", "Saturation jitter", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
 )
+TOWERS = (
+    ("vision_tower", "Vision tower", "select", {"options": TOWER_MODES}),
+    ("text_tower", "Text tower", "select", {"options": TOWER_MODES}),
+    ("vision_lr", "Vision learning rate (0 = run's)", "number", {"min_value": 0.0, "format": "%.1e", "step": 1e-5}),
+    ("text_lr", "Text learning rate (0 = run's)", "number", {"min_value": 0.0, "format": "%.1e", "step": 1e-5}),
+)
+FUSION = (("fusion", "Fusion", "select", {"options": FUSIONS}),)
 HARDWARE = (
     ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
     ("precision", "Precision", "select", {"options": PRECISIONS}),
 )
-WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, HARDWARE) for spec in group]
+WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, TOWERS, FUSION, HARDWARE) for spec in group]
 
 
 def widget_value(field: str, value):
@@ -156,25 +163,9 @@ def build_config() -> RunConfig | None:
     values["dataset"], values["text_column"], values["label_column"] = dataset_picker(TASKS[values["task"]])
     st.subheader("Hyperparameters")
     values.update(draw(HYPERPARAMETERS))
-    st.subheader("What trains")
-    values["strategy"] = st.radio(
-        "Fine-tuning strategy", STRATEGIES, horizontal=True, key="train_strategy", help=HELP["strategy"],
-        format_func={"full": "full", "head": "head only", "freeze": "freeze bottom N layers", "lora": "LoRA", "adalora": "AdaLoRA"}.get,
-    )
-    if values["strategy"] == "freeze":
-        values["freeze_layers"] = st.number_input("Layers to freeze", min_value=0, step=1, key="train_freeze_layers", help=HELP["freeze_layers"])
-    if values["strategy"] in ("lora", "adalora"):
-        values.update(draw(LORA))
-    if values["strategy"] == "adalora":
-        values.update(draw(ADALORA))
-        st.caption("AdaLoRA keeps the full rank budget for the first 10 % of steps, prunes it in the middle, "
-                   "and fixes the ranks for the last 20 %; the Runs page draws the budget as it moves.")
-    if values["task"] == "token_classification":
-        values["label_all_subtokens"] = st.checkbox("Tag every word piece", key="train_label_all_subtokens", help=HELP["label_all_subtokens"])
-    if TASKS[values["task"]].modality == "image":
-        st.subheader("Images and augmentation")
-        values.update(draw(IMAGES))
-        augmentation_preview(values)
+    task = TASKS[values["task"]]
+    for group in task.settings:
+        values.update(SETTING_GROUPS[group](values))
     with st.expander("Robustness and regularisation"):
         values.update(draw(ROBUSTNESS))
     st.subheader("Hardware")
@@ -184,6 +175,58 @@ def build_config() -> RunConfig | None:
     except UserError as problem:
         st.error(str(problem))
         return None
+
+
+def strategy_settings(values: dict) -> dict:
+    st.subheader("What trains")
+    chosen = {"strategy": st.radio(
+        "Fine-tuning strategy", STRATEGIES, horizontal=True, key="train_strategy", help=HELP["strategy"],
+        format_func={"full": "full", "head": "head only", "freeze": "freeze bottom N layers", "lora": "LoRA", "adalora": "AdaLoRA"}.get,
+    )}
+    if chosen["strategy"] == "freeze":
+        chosen["freeze_layers"] = st.number_input("Layers to freeze", min_value=0, step=1, key="train_freeze_layers", help=HELP["freeze_layers"])
+    if chosen["strategy"] in ("lora", "adalora"):
+        chosen.update(draw(LORA))
+    if chosen["strategy"] == "adalora":
+        chosen.update(draw(ADALORA))
+        st.caption("AdaLoRA keeps the full rank budget for the first 10 % of steps, prunes it in the middle, "
+                   "and fixes the ranks for the last 20 %; the Runs page draws the budget as it moves.")
+    return chosen
+
+
+def subtoken_settings(values: dict) -> dict:
+    return {"label_all_subtokens": st.checkbox("Tag every word piece", key="train_label_all_subtokens", help=HELP["label_all_subtokens"])}
+
+
+def image_settings(values: dict) -> dict:
+    st.subheader("Images and augmentation")
+    chosen = draw(IMAGES)
+    if values["task"] == "image_classification":
+        augmentation_preview({**values, **chosen})
+    return chosen
+
+
+def tower_settings(values: dict) -> dict:
+    """Image-text tasks: each tower trains, freezes or takes LoRA; the projections always train."""
+    st.subheader("What trains: the two towers")
+    chosen = {"strategy": "full", **draw(TOWERS)}
+    if "lora" in (chosen["vision_tower"], chosen["text_tower"]):
+        st.caption("LoRA targets are looked up in each LoRA tower by name (BERT text tower: query, value; "
+                   "MobileNetV2 has convolutions such as expand_1x1.convolution).")
+        chosen.update(draw(LORA))
+    negatives = max(int(values.get("batch_size") or 1) - 1, 0)
+    st.caption(f"Contrastive loss: each pair is scored against the other {negatives} pairs of its batch (in-batch "
+               "negatives), so a larger batch gives harder training. Gradient accumulation adds optimizer steps, "
+               "not negatives: each micro-batch's loss sees only its own batch.")
+    return chosen
+
+
+def fusion_settings(values: dict) -> dict:
+    return draw(FUSION, columns=2)
+
+
+SETTING_GROUPS = {"strategy": strategy_settings, "subtokens": subtoken_settings, "images": image_settings,
+                  "towers": tower_settings, "fusion": fusion_settings}
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -1,0 +1,220 @@
+"""An image-text run's models by stage, and retrieval over a split with one of them.
+
+`load_stage_pair_model(run, stage)` gives the model with its image processor and tokenizer, as the
+run trained them (its image size). A checkpoint of a run whose towers had LoRA adapters holds the
+adapters beside the base weights; it is rebuilt with the same adapters and merged, so every stage
+loads as a plain model.
+
+Retrieval (`split_embeddings`, `search_images`, `search_captions`) embeds a split once per stage
+and keeps the embeddings under the run's inspect cache, so a typed query costs one text forward.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.assets import Progress, no_progress
+from core.checkpoints import BEFORE_MODEL, available_stages, latest_stage, stage_folder
+from core.config import RunConfig
+from core.errors import UserError
+from core.store import Run
+
+PAIR_TASKS = {"image_text_contrastive": "similarity"}
+EMBED_BATCH = 64
+
+
+@dataclass
+class PairModel:
+    model: Any
+    image_processor: Any
+    tokenizer: Any
+    kind: str  # "similarity" (dual encoder) or "classification" (fusion)
+    label_names: list[str]
+    prompt_template: str = "a {label}"
+
+
+def check_pair_run(run: Run) -> str:
+    """The run's kind of pair model; a sentence when the run is not an image-text run."""
+    if run.task not in PAIR_TASKS:
+        raise UserError(f"Run {run.id} is a {run.task.replace('_', ' ')} run; pick an image-text run for retrieval and cross-modal maps.")
+    return PAIR_TASKS[run.task]
+
+
+def pair_stages(run: Run) -> list[str]:
+    """The run's stages with a model, in training order; a sentence when there is none yet."""
+    check_pair_run(run)
+    if not run.directory.is_dir():
+        raise UserError(f"The directory of run {run.id} was deleted, so its models are gone. Pick another run.")
+    found = available_stages(run)
+    if not found:
+        raise UserError(f"Run {run.id} ({run.status}) has no model to inspect yet: it saves one before its first update. "
+                        "Wait until it is running, or pick a finished run.")
+    return found
+
+
+def run_config(run: Run) -> RunConfig:
+    return RunConfig.load(run.directory / "config.yaml")
+
+
+def summary_of(run: Run) -> dict[str, Any]:
+    path = run.directory / "summary.json"
+    if not path.is_file():
+        raise UserError(f"Run {run.id} has not written its summary yet; wait until it starts training.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_stage_pair_model(run: Run, stage: str | None = None) -> PairModel:
+    """The run's model at `stage` (None: the latest) in eval mode, with the processors it trained with."""
+    from core.image_text.models import load_dual_encoder, load_tokenizer
+    from core.tasks.image_classification import load_processor
+
+    kind = check_pair_run(run)
+    stage = stage or latest_stage(run)
+    if stage not in available_stages(run):
+        raise UserError(f"Run {run.id} has no '{stage}' model; available: {', '.join(available_stages(run)) or 'none'}.")
+    config = run_config(run)
+    before = run.directory / BEFORE_MODEL
+    folder = stage_folder(run, stage)
+    if has_adapters(folder):
+        model = with_merged_adapters(load_dual_encoder(str(before)), config, folder)
+    else:
+        model = load_dual_encoder(str(folder))
+    summary = summary_of(run)
+    return PairModel(
+        model=model.eval(),
+        image_processor=load_processor(str(before), int(config.image_size or 0)),
+        tokenizer=load_tokenizer(str(before)),
+        kind=kind,
+        label_names=list(summary.get("label_names", [])),
+        prompt_template=prompt_template_of(summary),
+    )
+
+
+def prompt_template_of(summary: dict[str, Any]) -> str:
+    return summary.get("prompt_template") or "a {label}"
+
+
+def has_adapters(folder) -> bool:
+    from safetensors import safe_open
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return False
+    with safe_open(str(weights), "pt") as handle:
+        return any("lora_" in key for key in handle.keys())
+
+
+def with_merged_adapters(model, config: RunConfig, folder):
+    """The before-model with the run's LoRA adapters injected, the checkpoint's weights loaded, then merged."""
+    from safetensors.torch import load_file
+
+    from core.image_text.models import merge_adapters
+    from core.tasks.image_text_contrastive import with_tower_modes
+
+    model = with_tower_modes(model, config)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    return merge_adapters(model)
+
+
+# --- Retrieval ------------------------------------------------------------------------------------
+
+
+def split_frame(run: Run, split: str) -> pd.DataFrame:
+    """The split's pairs as the run saw them (image reference, text, label), in order."""
+    from core.image_text.data import load_pair_splits
+
+    config = run_config(run)
+    splits = load_pair_splits(config.dataset, kind=dataset_kind(run), seed=config.seed, max_rows=config.max_rows or None)
+    return splits.frame(split)
+
+
+def dataset_kind(run: Run) -> str:
+    from core.image_text.data import CONTRASTIVE, FUSION
+
+    return CONTRASTIVE if PAIR_TASKS.get(run.task) == "similarity" else FUSION
+
+
+def embed_images(pair: PairModel, images: list, batch_size: int = EMBED_BATCH) -> np.ndarray:
+    import torch
+
+    from core.image_text.models import image_embeddings
+
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            pixels = pair.image_processor(images=images[start:start + batch_size], return_tensors="pt")["pixel_values"]
+            parts.append(image_embeddings(pair.model, pixels).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def embed_texts(pair: PairModel, texts: list[str], batch_size: int = EMBED_BATCH) -> np.ndarray:
+    import torch
+
+    from core.image_text.models import text_embeddings
+
+    if any(not text.strip() for text in texts):
+        raise UserError("Type some words to search for, such as 'blue square'.")
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            encoded = pair.tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt")
+            parts.append(text_embeddings(pair.model, **encoded).numpy())
+    return np.concatenate(parts)
+
+
+def split_embeddings(run: Run, pair: PairModel, stage: str, split: str, progress: Progress = no_progress) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(pairs frame, image embeddings, caption embeddings) of a split at a stage, cached beside the run."""
+    from core.image_text.data import open_pair_record
+
+    frame = split_frame(run, split)
+    cache = run.directory / "inspect" / f"embeddings_{split}_{stage}.npz"
+    if cache.is_file() and cache.stat().st_mtime >= stage_folder(run, stage).stat().st_mtime:
+        stored = np.load(cache)
+        if len(stored["images"]) == len(frame):
+            return frame, stored["images"], stored["texts"]
+    progress(0.1, f"Embedding the {len(frame)} {split} images and captions")
+    images = [open_pair_record(ref)["image"] for ref in frame["image"]]
+    image_embeds, text_embeds = embed_images(pair, images), embed_texts(pair, frame["text"].tolist())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, images=image_embeds, texts=text_embeds)
+    progress(1.0, "Embedded")
+    return frame, image_embeds, text_embeds
+
+
+def search_images(pair: PairModel, frame: pd.DataFrame, image_embeds: np.ndarray, query: str, k: int = 8) -> pd.DataFrame:
+    """The k images most similar to a typed query: image reference, its caption, score (cosine)."""
+    scores = image_embeds @ embed_texts(pair, [query])[0]
+    order = np.argsort(-scores)[:k]
+    return frame.iloc[order][["image", "text", "label"]].assign(score=scores[order]).reset_index(drop=True)
+
+
+def search_captions(pair: PairModel, frame: pd.DataFrame, text_embeds: np.ndarray, image, k: int = 8) -> pd.DataFrame:
+    """The k captions of the split most similar to one image, deduplicated: caption, score (cosine)."""
+    scores = text_embeds @ embed_images(pair, [image])[0]
+    ranked = frame.assign(score=scores).sort_values("score", ascending=False)
+    ranked = ranked.drop_duplicates(subset="text")
+    return ranked.head(k)[["text", "label", "score"]].reset_index(drop=True)
+
+
+def zero_shot(pair: PairModel, image) -> pd.DataFrame:
+    """Each class prompt's probability for one image (softmax over the scaled cosines)."""
+    import torch
+
+    from core.image_text.models import logit_scale
+
+    if not pair.label_names:
+        raise UserError("This dataset has no class labels, so there are no class prompts to classify with.")
+    prompts = [pair.prompt_template.format(label=name) for name in pair.label_names]
+    scores = embed_texts(pair, prompts) @ embed_images(pair, [image])[0]
+    with torch.no_grad():
+        scale = float(logit_scale(pair.model))
+    logits = scores * scale
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    return pd.DataFrame({"class": pair.label_names, "prompt": prompts, "probability": probabilities}).sort_values(
+        "probability", ascending=False, ignore_index=True)

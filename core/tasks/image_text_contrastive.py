@@ -1,0 +1,296 @@
+"""Image-text alignment (CLIP-style): a dual encoder trained on image-caption pairs with its own loss.
+
+The built-in dual encoder and CLIP use the symmetric InfoNCE loss with a learnable temperature
+(each image must pick its caption among the batch's captions and each caption its image); SigLIP
+models use their sigmoid loss. Every other pair in the batch is a negative, so the batch size sets
+the number of negatives: `batch_size - 1` per example. Gradient accumulation adds steps, not
+negatives: each micro-batch's loss sees only its own batch, and the Trainer averages the
+micro-batch losses (`loss_is_scaled_for_ga = False`).
+
+Evaluation embeds every validation image and caption and reports recall@1/5/10 and the median
+rank in both directions (`core.image_text.metrics`), plus zero-shot classification from class
+prompts ("a {label}") when the dataset has labels; all of it at step 0 too, so before-vs-after is
+visible. The towers train, freeze or take LoRA adapters each on its own, at their own learning rates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.assets import Progress
+from core.config import RunConfig
+from core.errors import UserError
+from core.tasks.base import Prepared, Task
+
+EMBEDDING_COLUMNS = ("image_embedding", "text_embedding")
+
+
+class ImageTextContrastive(Task):
+    key = "image_text_contrastive"
+    title = "Image-text alignment (CLIP-style)"
+    modality = "image_text"
+    primary_metric = "recall@1"
+    remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
+    settings = ("towers", "images")
+
+    def datasets(self) -> list:
+        from core.image_text.data import CONTRASTIVE, list_pair_datasets
+
+        return list_pair_datasets(CONTRASTIVE)
+
+    def preflight(self, config: RunConfig) -> None:
+        from core.image_text.data import CONTRASTIVE
+
+        check_pair_config(config, CONTRASTIVE)
+        from core.image_text.models import dual_encoder_config, resolve_dual_encoder
+
+        dual_encoder_config(resolve_dual_encoder(config.model))
+
+    def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
+        from core.image_text.data import CONTRASTIVE
+        from core.image_text.models import load_dual_encoder, resolve_dual_encoder
+
+        self.preflight(config)
+        splits, source, image_processor, tokenizer = load_pairs_and_processors(config, CONTRASTIVE, progress)
+        model = load_dual_encoder(source)
+        label_ids = {name: index for index, name in enumerate(splits.label_names)}
+        datasets = {split: encode_pairs(splits.split(split), image_processor, tokenizer, config, label_ids, augmenting=split == "train")
+                    for split in ("train", "validation", "test")}
+        return Prepared(
+            model=model,
+            processor=pair_processor_for(image_processor, tokenizer),
+            datasets=datasets,
+            raw={split: splits.frame(split) for split in ("train", "validation", "test")},
+            collator=PairCollator(tokenizer),
+            label_names=splits.label_names,
+            head_names=(),
+            extras={
+                "data_source": splits.source,
+                "model_source": source,
+                "prompt_template": splits.prompt_template,
+                "in_batch_negatives": config.batch_size - 1,
+                "gradient_accumulation": "adds optimizer steps, not negatives: each loss sees only its own batch",
+                "towers": f"vision {config.vision_tower}, text {config.text_tower}",
+            },
+        )
+
+    def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
+        return with_tower_modes(prepared.model, config)
+
+    def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
+        prompts = [prepared.extras["prompt_template"].format(label=name) for name in prepared.label_names]
+        tokenizer = prepared.processor.tokenizer
+        prompt_inputs = tokenizer(prompts, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt") if prompts else None
+        return contrastive_trainer(base, prompt_inputs, {"vision": config.vision_lr, "text": config.text_lr})
+
+    def compute_metrics(self, logits, labels: np.ndarray) -> dict[str, float]:
+        from core.image_text.metrics import retrieval_metrics, zero_shot_metrics
+
+        image_embeds, text_embeds, zero_shot = logits
+        metrics = retrieval_metrics(image_embeds @ text_embeds.T, groups=labels[:, 0])
+        metrics.update(zero_shot_metrics(zero_shot, labels[:, 1]))
+        return metrics
+
+    def report(self, logits, labels: np.ndarray, prepared: Prepared) -> dict[str, Any]:
+        """Retrieval metrics, chance level, and the zero-shot classification report (when the data has labels)."""
+        from core.image_text.metrics import chance_recall
+        from core.metrics import classification_report
+
+        image_embeds, text_embeds, zero_shot = logits
+        labelled = labels[:, 1] >= 0
+        zero_shot_report = (classification_report(zero_shot[labelled], labels[labelled, 1], prepared.label_names)
+                            if prepared.label_names and labelled.any() else {})
+        return {
+            "retrieval": self.compute_metrics(logits, labels),
+            "chance_recall@1": chance_recall(labels[:, 0], 1),
+            "pairs": int(len(labels)),
+            "zero_shot": zero_shot_report,
+        }
+
+    def headline(self, report: dict[str, Any]) -> dict[str, float | None]:
+        retrieval = report.get("retrieval", {})
+        names = {"recall@1": "R@1 (mean of both directions)", "image_to_text_recall@1": "image→text R@1",
+                 "text_to_image_recall@1": "text→image R@1", "recall@5": "R@5", "recall@10": "R@10",
+                 "image_to_text_median_rank": "image→text median rank", "text_to_image_median_rank": "text→image median rank",
+                 "zero_shot_accuracy": "zero-shot accuracy"}
+        return {label: retrieval.get(key) for key, label in names.items() if key in retrieval}
+
+    def class_report(self, report: dict[str, Any]) -> dict[str, Any]:
+        return report.get("zero_shot") or {}
+
+    def predictions(self, logits, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
+        """One row per pair: its image and caption, where each finds the other, zero-shot class, and both embeddings."""
+        from core.image_text.metrics import match_ranks
+        from core.metrics import softmax
+
+        image_embeds, text_embeds, zero_shot = logits
+        similarity = image_embeds @ text_embeds.T
+        raw = prepared.raw[split]
+        frame = pd.DataFrame({
+            "image": raw["image"].tolist(),
+            "text": raw["text"].tolist(),
+            "gold": raw["label"].tolist(),
+            "image_to_text_rank": match_ranks(similarity, labels[:, 0]),
+            "text_to_image_rank": match_ranks(similarity.T, labels[:, 0]),
+            "top_caption": raw["text"].to_numpy()[similarity.argmax(axis=1)],
+            "similarity": np.diag(similarity).astype(float),
+        })
+        if zero_shot.shape[-1]:
+            probabilities = softmax(zero_shot)
+            frame["predicted"] = [prepared.label_names[i] for i in probabilities.argmax(axis=1)]
+            frame["confidence"] = probabilities.max(axis=1)
+            frame["correct"] = frame["predicted"] == frame["gold"]
+        for column, embeds in zip(EMBEDDING_COLUMNS, (image_embeds, text_embeds)):
+            frame[column] = list(embeds.astype(np.float32))
+        return frame
+
+    def finished_model(self, model):
+        from core.image_text.models import merge_adapters
+
+        return merge_adapters(model)
+
+
+# --- Shared by the image-text tasks -------------------------------------------------------------
+
+
+def check_pair_config(config: RunConfig, kind: str) -> None:
+    """Cheap checks: the dataset exists, the per-tower settings are used instead of the strategy."""
+    from core.image_text.data import is_pair_dataset, list_pair_datasets
+
+    if not is_pair_dataset(config.dataset, kind):
+        known = ", ".join(info.key for info in list_pair_datasets(kind))
+        raise UserError(f"There is no image-text dataset '{config.dataset}' for this task. Choose one of {known}, "
+                        "or upload a CSV with a zip of images on the Data page (Image + text).")
+    if config.strategy != "full":
+        raise UserError("Image-text tasks choose what trains per tower: set the vision tower and the text tower to train, "
+                        "freeze or lora, and leave the strategy at full.")
+    if config.adversarial != "none":
+        raise UserError("Adversarial training is not available for image-text tasks yet; set adversarial to none.")
+
+
+def load_pairs_and_processors(config: RunConfig, kind: str, progress: Progress):
+    """(splits, model source, image processor, tokenizer) for a run on a pair dataset."""
+    from core.image_text.data import load_pair_splits
+    from core.image_text.models import load_tokenizer, resolve_dual_encoder
+    from core.tasks.image_classification import load_processor
+
+    splits = load_pair_splits(config.dataset, kind=kind, seed=config.seed, max_rows=config.max_rows or None, progress=progress)
+    source = resolve_dual_encoder(config.model, progress)
+    return splits, source, load_processor(source, int(config.image_size or 0)), load_tokenizer(source)
+
+
+def with_tower_modes(model, config: RunConfig):
+    from core.image_text.models import apply_tower_modes
+
+    lora = {"targets": list(config.lora_targets), "r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
+    return apply_tower_modes(model, {"vision": config.vision_tower, "text": config.text_tower}, lora)
+
+
+def pair_processor_for(image_processor, tokenizer):
+    from core.image_text.models import pair_processor
+
+    return pair_processor(image_processor, tokenizer)
+
+
+def encode_pairs(split, image_processor, tokenizer, config: RunConfig, label_ids: dict[str, int], augmenting: bool):
+    """Rows of (pixel_values, input_ids, attention_mask, labels) made on the fly from the stored pairs.
+
+    `labels` is [caption group, class id] per pair: the group marks equal captions for the retrieval
+    metrics and the class id (-1 without labels) scores zero-shot classification. Neither reaches
+    the model's forward: the contrastive loss needs no labels beyond the pairing itself.
+    """
+    from core.image_text.metrics import caption_groups
+    from core.images.augment import augment, params_from_config
+
+    table = split.select_columns(["image", "text", "label"])
+    texts = table["text"]
+    group_of = dict(zip((text.strip().lower() for text in texts), caption_groups(texts).tolist()))
+    params = params_from_config(config)
+    augmenting = augmenting and params.active
+    rng = np.random.default_rng(config.seed)
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        images = [augment(image, params, rng) for image in batch["image"]] if augmenting else batch["image"]
+        encoded = tokenizer(batch["text"], truncation=True, max_length=config.max_length)
+        return {
+            "pixel_values": image_processor(images=images, return_tensors="pt")["pixel_values"],
+            **{name: encoded[name] for name in encoded},
+            "labels": [[group_of[text.strip().lower()], label_ids.get(label, -1)] for text, label in zip(batch["text"], batch["label"])],
+        }
+
+    return table.with_transform(transform)
+
+
+class PairCollator:
+    """Stacks pixels, pads token ids to the batch's longest caption, keeps labels as (B, 2)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        text_keys = [key for key in features[0] if key not in ("pixel_values", "labels")]
+        batch = self.tokenizer.pad([{key: feature[key] for key in text_keys} for feature in features], return_tensors="pt")
+        batch["pixel_values"] = torch.stack([feature["pixel_values"] for feature in features])
+        batch["labels"] = torch.tensor([list(feature["labels"]) for feature in features], dtype=torch.long)
+        return dict(batch)
+
+
+def contrastive_trainer(base: type, prompt_inputs, tower_lrs: dict[str, float]) -> type:
+    """`base` Trainer that trains with the model's own contrastive loss and evaluates into embeddings.
+
+    Evaluation returns (image embeddings, text embeddings, zero-shot logits) per batch instead of
+    logits; the class prompts are embedded once per evaluation with the current weights.
+    """
+    import torch
+
+    from core.image_text.models import logit_scale, parameter_groups, temperature, text_embeddings
+
+    class ContrastiveTrainer(base):
+        loss_is_scaled_for_ga = False  # the model's loss is a per-batch mean: the Trainer averages over accumulation
+        prompt_embeddings = None
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {key: value for key, value in inputs.items() if key != "labels"}
+            outputs = model(**inputs, return_loss=True)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+            if prediction_loss_only:
+                return loss.detach(), None, None
+            images = outputs.image_embeds.detach()
+            zero_shot = (images @ self.prompt_embeddings.T * logit_scale(model).detach()
+                         if self.prompt_embeddings is not None else images[:, :0])
+            return loss.detach(), (images, outputs.text_embeds.detach(), zero_shot), inputs["labels"]
+
+        def evaluation_loop(self, *args, **kwargs):
+            if prompt_inputs is not None:
+                model = self.model
+                was_training = model.training
+                model.eval()
+                with torch.no_grad():
+                    self.prompt_embeddings = text_embeddings(model, **{k: v.to(self.args.device) for k, v in prompt_inputs.items()})
+                model.train(was_training)
+            return super().evaluation_loop(*args, **kwargs)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                groups = parameter_groups(self.model, self.args.learning_rate, tower_lrs, self.args.weight_decay)
+                optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+                optimizer_kwargs.pop("lr", None)
+                self.optimizer = optimizer_class(groups, **optimizer_kwargs)
+            return self.optimizer
+
+        def log(self, logs, *args, **kwargs):
+            if "loss" in logs:  # a training log line: the temperature moves with every step
+                logs["temperature"] = temperature(self.model)
+            return super().log(logs, *args, **kwargs)
+
+    return ContrastiveTrainer

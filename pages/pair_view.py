@@ -1,0 +1,212 @@
+"""The Inspect page's view of an image-text run: retrieval metrics, a retrieval browser, cross-modal maps.
+
+Type a query and see the split's best-matching images; pick an image and see its best captions and
+zero-shot classes; then explain one (image, text) pair: which words and which patches raise its
+score, drawn side by side with each modality's share. Logic lives in `core.image_text.runs` and
+`core.explain.pairs`; this file only draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import viz
+from core.errors import UserError
+from core.store import Run
+
+SPLITS = ("test", "validation", "train")
+RESULTS = 8
+GALLERY_COLUMNS = 4
+THUMBNAIL = 112
+OVERLAY = 256
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def pair_model(run_id: str, stage: str, written_at: int | None):
+    """One loaded model per (run, stage, time its model was written)."""
+    from core.image_text.runs import load_stage_pair_model
+    from pages import open_store
+
+    return load_stage_pair_model(open_store().get(run_id), stage)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def thumbnail(workspace: str, reference: str, size: int) -> bytes:
+    from core.image_text.data import open_pair_record
+
+    return viz.thumbnail_png(open_pair_record(reference)["image"], size)
+
+
+def pair_inspector(run: Run, stage_column, split_column) -> None:
+    """Stage and split pickers for an image-text run, then retrieval and cross-modal attribution."""
+    from core import inspect
+    from core.image_text.runs import pair_stages, split_embeddings
+    from core.workspace import workspace_root
+
+    try:
+        stages = pair_stages(run)
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    stage = stage_column.selectbox("Stage", stages, index=len(stages) - 1, key=f"inspect_pair_stage_{run.id}",
+                                   help="'before' is the pretrained towers with untrained projections, 'after' the final model.")
+    split = split_column.selectbox("Split", SPLITS, key="inspect_pair_split", help="The pairs to search and explain.")
+    if run.status == "running":
+        st.caption(f"This run is still training; you are looking at its '{stage}' model.")
+    try:
+        pair = pair_model(run.id, stage, inspect.stage_stamp(run, stage))
+        bar = st.progress(0.0, text="Embedding the split (once per stage; kept for next time)…")
+        frame, image_embeds, text_embeds = split_embeddings(
+            run, pair, stage, split, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+        bar.empty()
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    workspace = str(workspace_root())
+    retrieval_summary(frame, image_embeds, text_embeds)
+    st.subheader("Retrieval browser")
+    search_by_text(pair, frame, image_embeds, workspace)
+    picked = search_by_image(pair, frame, text_embeds, workspace)
+    st.subheader("Cross-modal attribution")
+    cross_modal_map(run, stage, pair, frame, picked)
+
+
+def retrieval_summary(frame: pd.DataFrame, image_embeds, text_embeds) -> None:
+    from core.image_text.metrics import caption_groups, chance_recall, retrieval_metrics
+
+    groups = caption_groups(frame["text"].tolist())
+    metrics = retrieval_metrics(image_embeds @ text_embeds.T, groups=groups)
+    columns = st.columns(5)
+    columns[0].metric("Pairs", f"{len(frame):,}")
+    columns[1].metric("Image→text R@1", f"{metrics['image_to_text_recall@1']:.1%}")
+    columns[2].metric("Text→image R@1", f"{metrics['text_to_image_recall@1']:.1%}")
+    columns[3].metric("R@5 (mean)", f"{metrics['recall@5']:.1%}")
+    columns[4].metric("Median rank (image→text)", f"{metrics['image_to_text_median_rank']:.0f}")
+    st.caption(f"Chance level for R@1 on this split: {chance_recall(groups, 1):.1%}. Equal captions count as matches "
+               "of each other, so a repeated caption does not cap recall.")
+
+
+def search_by_text(pair, frame: pd.DataFrame, image_embeds, workspace: str) -> None:
+    from core.image_text.runs import search_images
+
+    query = st.text_input("Search the images with words", key="inspect_pair_query", placeholder="blue square",
+                          help="Your words are embedded by the text tower and compared with every image of the split.")
+    if not query.strip():
+        st.caption("Type a query such as 'blue square' to see the images the model finds for it.")
+        return
+    try:
+        found = search_images(pair, frame, image_embeds, query, k=RESULTS)
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    st.caption(f"The {len(found)} images most similar to '{query}' (cosine similarity of the embeddings).")
+    for start in range(0, len(found), GALLERY_COLUMNS):
+        for column, (_, row) in zip(st.columns(GALLERY_COLUMNS), found.iloc[start:start + GALLERY_COLUMNS].iterrows()):
+            column.image(thumbnail(workspace, row["image"], THUMBNAIL), width=THUMBNAIL,
+                         caption=f"{row['score']:.3f} · {row['text']}")
+            column.button("Explain with the query", key=f"inspect_pair_use_{row['image']}", on_click=choose_pair,
+                          args=(row["image"], query))
+
+
+def choose_pair(reference: str, text: str) -> None:
+    """A search result's button: explain that image with the query instead of its own caption."""
+    st.session_state["inspect_pair_image"] = reference
+    st.session_state["inspect_pair_for"] = reference
+    st.session_state["inspect_pair_text"] = text
+
+
+def search_by_image(pair, frame: pd.DataFrame, text_embeds, workspace: str) -> str:
+    """Pick an image of the split; its best captions and zero-shot classes. Returns the picked reference."""
+    from core.image_text.data import open_pair_record
+    from core.image_text.runs import search_captions, zero_shot
+
+    references = frame["image"].tolist()
+    if st.session_state.get("inspect_pair_image") not in references:
+        st.session_state["inspect_pair_image"] = references[0]
+    captions = dict(zip(frame["image"], frame["text"]))
+    left, right = st.columns([1, 2])
+    with left:
+        reference = st.selectbox("Pick an image", references, key="inspect_pair_image",
+                                 format_func=lambda ref: f"{ref} · {captions[ref][:40]}")
+        st.image(thumbnail(workspace, reference, 2 * THUMBNAIL), width=2 * THUMBNAIL, caption=f"its caption: {captions[reference]}")
+    picture = open_pair_record(reference)["image"]
+    with right:
+        st.markdown("**Captions of the split that fit it best**")
+        st.dataframe(search_captions(pair, frame, text_embeds, picture, k=RESULTS), hide_index=True, width="stretch",
+                     column_config={"score": st.column_config.NumberColumn("score", format="%.3f")})
+        if pair.label_names:
+            st.markdown("**Zero-shot classes** (class prompts such as "
+                        f"'{pair.prompt_template.format(label=pair.label_names[0])}')")
+            st.dataframe(zero_shot(pair, picture).head(5), hide_index=True, width="stretch",
+                         column_config={"probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0)})
+    return reference
+
+
+def pair_methods() -> dict:
+    from core.explain import methods_for
+
+    return dict(methods_for("pairs"))
+
+
+def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: str) -> None:
+    """Which words and which patches raise the pair's score: token map beside patch overlay, with shares."""
+    from core import inspect
+    from core.image_text.data import open_pair_record
+
+    if st.session_state.get("inspect_pair_for") != reference:  # a newly picked image starts from its own caption
+        st.session_state["inspect_pair_text"] = dict(zip(frame["image"], frame["text"]))[reference]
+        st.session_state["inspect_pair_for"] = reference
+    text = st.text_input("Text of the pair", key="inspect_pair_text",
+                         help="The picked image's own caption, the query you explained with, or any words you type.")
+    methods = pair_methods()
+    left, middle, right = st.columns(3)
+    method = left.selectbox("Method", list(methods), format_func=lambda key: methods[key].title, key="inspect_pair_method")
+    grid = int(middle.number_input("Patch grid (cells a side)", min_value=2, max_value=16, value=4, step=1, key="inspect_pair_grid"))
+    opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="inspect_pair_opacity")
+    st.caption(methods[method].description)
+    if not st.button("Explain this pair", type="primary", key="inspect_pair_explain"):
+        shown = st.session_state.get("inspect_pair_result")
+        if shown and shown[0] == (run.id, stage, reference, text, method, grid):
+            draw_pair_explanation(shown[1], open_pair_record(reference)["image"], opacity)
+        return
+    try:
+        explainer = pair_explainer(run.id, stage, inspect.stage_stamp(run, stage), pair)
+        picture = open_pair_record(reference)["image"]
+        with st.spinner("Attributing the score to words and patches…"):
+            explanation = explainer.explain(picture, text, method=method, grid=grid)
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    st.session_state["inspect_pair_result"] = ((run.id, stage, reference, text, method, grid), explanation)
+    draw_pair_explanation(explanation, picture, opacity)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def pair_explainer(run_id: str, stage: str, written_at: int | None, _pair):
+    from core.explain.pairs import PairExplainer
+
+    return PairExplainer(_pair.model, _pair.image_processor, _pair.tokenizer, kind=_pair.kind, label_names=_pair.label_names)
+
+
+def draw_pair_explanation(explanation, picture, opacity: float) -> None:
+    words, patches = st.columns([3, 2])
+    with words:
+        st.markdown("**Words**")
+        st.html(viz.token_attribution_html(explanation.tokens, explanation.token_scores, signed=explanation.signed,
+                                           caption=f"text share {explanation.text_share:.0%}"))
+    with patches:
+        st.markdown("**Patches**")
+        st.image(viz.patch_overlay(picture, scores=explanation.patch_scores, grid=explanation.grid, signed=explanation.signed,
+                                   opacity=opacity, size=OVERLAY),
+                 caption=f"image share {explanation.image_share:.0%}", width=OVERLAY, output_format="PNG")
+    st.plotly_chart(viz.modality_shares(explanation.text_share, explanation.image_share), key="inspect_pair_shares",
+                    config={"displayModeBar": False})
+    score_text = f"score {explanation.score:.3f}"
+    if explanation.baseline_score is not None:
+        score_text += f" (baseline pair {explanation.baseline_score:.3f})"
+    if explanation.delta is not None:
+        score_text += f" · convergence delta {explanation.delta:+.2e}"
+    st.caption(score_text)

@@ -23,11 +23,12 @@ from core.data import (
     register_dataset,
 )
 from core import viz
+from core.data.info import TEXT_CLASSIFICATION
 from core.errors import UserError
 from core.workspace import workspace_root
 
 SOURCES = ("Built-in", "Registered", "Upload")
-MODALITIES = ("Text", "Images", "NER")
+MODALITIES = ("Text", "Images", "NER", "Image + text")
 IMAGE_UPLOADS = ("Zip of class folders", "CSV of path,label + zip")
 THUMBNAILS_PER_CLASS = 6
 THUMBNAIL_SIZE = 96
@@ -53,7 +54,8 @@ def cached_table(filename: str, data: bytes) -> pd.DataFrame:
 def main() -> None:
     st.title("Data")
     modality = st.segmented_control("Kind of data", MODALITIES, default="Text", key="data_modality",
-                                    help="Text datasets train text classifiers, image datasets image classifiers, NER datasets entity taggers.")
+                                    help="Text datasets train text classifiers, image datasets image classifiers, NER datasets entity taggers; "
+                                         "image + text datasets align or fuse the two.")
     MODES[modality or "Text"]()
 
 
@@ -79,7 +81,8 @@ def choose_builtin() -> str:
 
 
 def choose_registered() -> str | None:
-    registered = {info.key: info for info in list_datasets() if not info.builtin}
+    # The registry lists every upload (images, NER, pairs too); this mode loads only text tables.
+    registered = {info.key: info for info in list_datasets() if not info.builtin and info.task == TEXT_CLASSIFICATION}
     if not registered:
         st.info("No datasets are registered yet: choose Upload above to add a CSV, TSV, JSON lines or Parquet file.")
         return None
@@ -384,7 +387,13 @@ def ner_mode() -> None:
     ner_main()
 
 
-MODES = {"Text": text_main, "Images": image_main, "NER": ner_mode}
+def pair_mode() -> None:
+    from pages.pair_data import pair_main
+
+    pair_main()
+
+
+MODES = {"Text": text_main, "Images": image_main, "NER": ner_mode, "Image + text": pair_mode}
 
 try:
     main()

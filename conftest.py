@@ -51,18 +51,31 @@ def shared_pypi_downloads(tmp_path_factory, workspace):
     shutil.copytree(local, shared, dirs_exist_ok=True)
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory):
-    """A random 2-layer BERT (hidden 32) with the MiniLM tokenizer, saved as a local model folder."""
-    from core.scratch_models import write_random_bert
-
+def with_asset_cache(tmp_path_factory, build):
+    """Run `build` with a throwaway workspace for the assets it fetches (the MiniLM tokenizer)."""
     cache = tmp_path_factory.mktemp("asset-cache")
     previous = os.environ.get("WORKBENCH_WORKSPACE")
     os.environ["WORKBENCH_WORKSPACE"] = str(cache)
     try:
-        return write_random_bert(tmp_path_factory.mktemp("tiny-bert"), "tiny")
+        return build()
     finally:
         if previous is None:
             os.environ.pop("WORKBENCH_WORKSPACE", None)
         else:
             os.environ["WORKBENCH_WORKSPACE"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_dual_encoder(tmp_path_factory):
+    """A random CLIP-style dual encoder (tiny ViT + tiny BERT) with its processor, saved as a local model folder."""
+    from core.scratch_models import write_random_dual_encoder
+
+    return with_asset_cache(tmp_path_factory, lambda: write_random_dual_encoder(tmp_path_factory.mktemp("tiny-dual")))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A random 2-layer BERT (hidden 32) with the MiniLM tokenizer, saved as a local model folder."""
+    from core.scratch_models import write_random_bert
+
+    return with_asset_cache(tmp_path_factory, lambda: write_random_bert(tmp_path_factory.mktemp("tiny-bert"), "tiny"))

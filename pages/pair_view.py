@@ -8,7 +8,6 @@ score, drawn side by side with each modality's share. Logic lives in `core.image
 
 from __future__ import annotations
 
-from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -43,7 +42,7 @@ def thumbnail(workspace: str, reference: str, size: int) -> bytes:
 def pair_inspector(run: Run, stage_column, split_column) -> None:
     """Stage and split pickers for an image-text run, then retrieval and cross-modal attribution."""
     from core import inspect
-    from core.image_text.runs import pair_stages, split_embeddings
+    from core.image_text.runs import pair_stages
     from core.workspace import workspace_root
 
     try:
@@ -58,20 +57,70 @@ def pair_inspector(run: Run, stage_column, split_column) -> None:
         st.caption(f"This run is still training; you are looking at its '{stage}' model.")
     try:
         pair = pair_model(run.id, stage, inspect.stage_stamp(run, stage))
-        bar = st.progress(0.0, text="Embedding the split (once per stage; kept for next time)…")
-        frame, image_embeds, text_embeds = split_embeddings(
-            run, pair, stage, split, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
-        bar.empty()
+        frame, picked = KIND_VIEWS[pair.kind](run, stage, split, pair, str(workspace_root()))
     except UserError as problem:
         st.error(str(problem))
         return
-    workspace = str(workspace_root())
+    st.subheader("Cross-modal attribution")
+    cross_modal_map(run, stage, pair, frame, picked)
+
+
+def progress_bar(text: str):
+    bar = st.progress(0.0, text=text)
+    return bar, lambda fraction, message: bar.progress(min(1.0, fraction), text=message)
+
+
+def retrieval_view(run: Run, stage: str, split: str, pair, workspace: str) -> tuple[pd.DataFrame, str]:
+    """Alignment runs: retrieval metrics on the split, search by words, search by image."""
+    from core.image_text.runs import split_embeddings
+
+    bar, progress = progress_bar("Embedding the split (once per stage; kept for next time)…")
+    frame, image_embeds, text_embeds = split_embeddings(run, pair, stage, split, progress=progress)
+    bar.empty()
     retrieval_summary(frame, image_embeds, text_embeds)
     st.subheader("Retrieval browser")
     search_by_text(pair, frame, image_embeds, workspace)
-    picked = search_by_image(pair, frame, text_embeds, workspace)
-    st.subheader("Cross-modal attribution")
-    cross_modal_map(run, stage, pair, frame, picked)
+    return frame, search_by_image(pair, frame, text_embeds, workspace)
+
+
+def classification_view(run: Run, stage: str, split: str, pair, workspace: str) -> tuple[pd.DataFrame, str]:
+    """Fusion runs: accuracy, confusion matrix and report on the split, then one pair to explain."""
+    from core import inspect
+    from core.image_text.runs import fusion_predictions
+
+    bar, progress = progress_bar("Classifying the split (once per stage; kept for next time)…")
+    frame = fusion_predictions(run, pair, stage, split, progress=progress)
+    bar.empty()
+    names = pair.label_names
+    headline = inspect.headline(frame, names)
+    columns = st.columns(4)
+    columns[0].metric("Accuracy", f"{headline['accuracy']:.1%}")
+    columns[1].metric("Macro F1", f"{headline['macro F1']:.3f}")
+    columns[2].metric("Pairs", f"{headline['examples']:,}")
+    columns[3].metric("Errors", f"{headline['errors']:,}")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(viz.confusion_matrix(inspect.confusion_counts(frame, names)), key=f"inspect_pair_confusion_{stage}_{split}",
+                      config={"displayModeBar": False})
+    right.dataframe(viz.report_table(inspect.classification_report(frame, names)), width="stretch")
+    errors_only = st.toggle("Errors only", key="inspect_pair_errors", help="List only the pairs the model gets wrong, hardest first.")
+    shown = frame[~frame["correct"]] if errors_only else frame
+    shown = shown.sort_values("loss", ascending=False)
+    if shown.empty:
+        st.info("No pairs to show: the model gets every pair of this split right.")
+        shown = frame
+    references = shown["image"].tolist()
+    if st.session_state.get("inspect_pair_image") not in references:
+        st.session_state["inspect_pair_image"] = references[0]
+    rows = shown.set_index("image")
+    reference = st.selectbox(
+        "Pick a pair", references, key="inspect_pair_image",
+        format_func=lambda ref: f"{'✅' if rows.loc[ref, 'correct'] else '❌'} {ref} · {rows.loc[ref, 'text'][:40]} · "
+                                f"{rows.loc[ref, 'gold']} → {rows.loc[ref, 'predicted']} ({rows.loc[ref, 'confidence']:.0%})")
+    st.image(thumbnail(workspace, reference, 2 * THUMBNAIL), width=2 * THUMBNAIL, caption=rows.loc[reference, "text"])
+    return frame, reference
+
+
+KIND_VIEWS = {"similarity": retrieval_view, "classification": classification_view}
 
 
 def retrieval_summary(frame: pd.DataFrame, image_embeds, text_embeds) -> None:
@@ -161,6 +210,11 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
         st.session_state["inspect_pair_for"] = reference
     text = st.text_input("Text of the pair", key="inspect_pair_text",
                          help="The picked image's own caption, the query you explained with, or any words you type.")
+    target = None
+    if pair.kind == "classification":
+        choice = st.selectbox("Explain the class", ["predicted", *pair.label_names], key="inspect_pair_target",
+                              help="Which class score to attribute: the model's prediction, or any class by name.")
+        target = None if choice == "predicted" else choice
     methods = pair_methods()
     left, middle, right = st.columns(3)
     method = left.selectbox("Method", list(methods), format_func=lambda key: methods[key].title, key="inspect_pair_method")
@@ -169,18 +223,18 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
     st.caption(methods[method].description)
     if not st.button("Explain this pair", type="primary", key="inspect_pair_explain"):
         shown = st.session_state.get("inspect_pair_result")
-        if shown and shown[0] == (run.id, stage, reference, text, method, grid):
+        if shown and shown[0] == (run.id, stage, reference, text, method, grid, target):
             draw_pair_explanation(shown[1], open_pair_record(reference)["image"], opacity)
         return
     try:
         explainer = pair_explainer(run.id, stage, inspect.stage_stamp(run, stage), pair)
         picture = open_pair_record(reference)["image"]
         with st.spinner("Attributing the score to words and patches…"):
-            explanation = explainer.explain(picture, text, method=method, grid=grid)
+            explanation = explainer.explain(picture, text, method=method, target=target, grid=grid)
     except UserError as problem:
         st.error(str(problem))
         return
-    st.session_state["inspect_pair_result"] = ((run.id, stage, reference, text, method, grid), explanation)
+    st.session_state["inspect_pair_result"] = ((run.id, stage, reference, text, method, grid, target), explanation)
     draw_pair_explanation(explanation, picture, opacity)
 
 

@@ -82,14 +82,21 @@ def dual_encoder_config(source: str):
     return model_config
 
 
-def load_dual_encoder(source: str):
-    """The dual encoder at `source` (a folder or hub id), safely; failures said in a sentence."""
+def load_dual_encoder(source: str, dropout: float | None = None):
+    """The dual encoder at `source` (a folder or hub id), safely, with the run's dropout in both towers when given."""
     from transformers import AutoModel, VisionTextDualEncoderModel
 
+    from core.models import DROPOUT_KEYS
+
     model_config = dual_encoder_config(source)
+    if dropout is not None:
+        for tower_config in (model_config.vision_config, model_config.text_config):
+            for key in DROPOUT_KEYS:
+                if hasattr(tower_config, key):
+                    setattr(tower_config, key, dropout)
     model_class = VisionTextDualEncoderModel if model_config.model_type == "vision-text-dual-encoder" else AutoModel
     try:
-        return model_class.from_pretrained(source, **SAFE_LOADING)
+        return model_class.from_pretrained(source, config=model_config, **SAFE_LOADING)
     except (OSError, ValueError) as error:
         raise UserError(f"The dual encoder at {source} could not be loaded ({error}); save it again with save_pretrained.") from None
 
@@ -176,16 +183,16 @@ def apply_tower_modes(model, modes: dict[str, str], lora: dict[str, Any]):
         targets = []
         for tower in lora_towers:
             prefix = TOWERS[tower]
-            tower_names = [name for name, module in model.named_modules() if name.startswith(prefix + ".")]
+            tower_names = [name for name, module in model.named_modules() if tower_of(name + ".") == tower]
             found = [target for target in lora["targets"] if any(name.split(".")[-1] == target for name in tower_names)]
             if not found:
                 layers = sorted({name.split(".")[-1] for name, module in model.named_modules()
-                                 if name.startswith(prefix + ".") and isinstance(module, (nn.Linear, nn.Conv2d))})
+                                 if tower_of(name + ".") == tower and isinstance(module, (nn.Linear, nn.Conv2d))})
                 raise UserError(
                     f"None of the LoRA target modules ({', '.join(lora['targets'])}) is in the {tower} tower; its linear and "
                     f"convolution layers are named: {', '.join(layers[:20])}. Add one to the LoRA targets, or train or freeze that tower."
                 )
-            targets += [rf"{prefix}\..*\.{target}" for target in found]
+            targets += [rf"(.*\.)?{prefix}\..*\.{target}" for target in found]  # a fusion model nests the towers in `encoder`
         pattern = "^(" + "|".join(targets) + ")$"
         inject_adapter_in_model(LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                            target_modules=pattern), model)

@@ -24,7 +24,7 @@ from core.config import RunConfig
 from core.errors import UserError
 from core.store import Run
 
-PAIR_TASKS = {"image_text_contrastive": "similarity"}
+PAIR_TASKS = {"image_text_contrastive": "similarity", "image_text_fusion": "classification"}
 EMBED_BATCH = 64
 
 
@@ -70,7 +70,7 @@ def summary_of(run: Run) -> dict[str, Any]:
 
 def load_stage_pair_model(run: Run, stage: str | None = None) -> PairModel:
     """The run's model at `stage` (None: the latest) in eval mode, with the processors it trained with."""
-    from core.image_text.models import load_dual_encoder, load_tokenizer
+    from core.image_text.models import load_tokenizer
     from core.tasks.image_classification import load_processor
 
     kind = check_pair_run(run)
@@ -80,10 +80,9 @@ def load_stage_pair_model(run: Run, stage: str | None = None) -> PairModel:
     config = run_config(run)
     before = run.directory / BEFORE_MODEL
     folder = stage_folder(run, stage)
-    if has_adapters(folder):
-        model = with_merged_adapters(load_dual_encoder(str(before)), config, folder)
-    else:
-        model = load_dual_encoder(str(folder))
+    model = load_pair_folder(before if is_checkpoint(folder) else folder, kind)
+    if is_checkpoint(folder):  # the Trainer's checkpoint: weights only (adapters too, when a tower had LoRA)
+        model = with_checkpoint_weights(model, config, folder)
     summary = summary_of(run)
     return PairModel(
         model=model.eval(),
@@ -99,26 +98,33 @@ def prompt_template_of(summary: dict[str, Any]) -> str:
     return summary.get("prompt_template") or "a {label}"
 
 
-def has_adapters(folder) -> bool:
+def load_pair_folder(folder, kind: str):
+    """A saved dual encoder, or a fusion classifier (a dual encoder folder plus its head)."""
+    from core.image_text.fusion import FusionClassifier
+    from core.image_text.models import load_dual_encoder
+
+    return FusionClassifier.from_pretrained(folder) if kind == "classification" else load_dual_encoder(str(folder))
+
+
+def is_checkpoint(folder) -> bool:
+    return folder.parent.name == "checkpoints"
+
+
+def with_checkpoint_weights(model, config: RunConfig, folder):
+    """The before-model with the checkpoint's weights; LoRA adapters injected first when it holds any, then merged."""
     from safetensors import safe_open
-
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        return False
-    with safe_open(str(weights), "pt") as handle:
-        return any("lora_" in key for key in handle.keys())
-
-
-def with_merged_adapters(model, config: RunConfig, folder):
-    """The before-model with the run's LoRA adapters injected, the checkpoint's weights loaded, then merged."""
     from safetensors.torch import load_file
 
     from core.image_text.models import merge_adapters
-    from core.tasks.image_text_contrastive import with_tower_modes
+    from core.image_text.training import with_tower_modes
 
-    model = with_tower_modes(model, config)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
-    return merge_adapters(model)
+    weights = folder / "model.safetensors"
+    with safe_open(str(weights), "pt") as handle:
+        adapters = any("lora_" in key for key in handle.keys())
+    if adapters:
+        model = with_tower_modes(model, config)
+    model.load_state_dict(load_file(str(weights)), strict=False)
+    return merge_adapters(model) if adapters else model
 
 
 # --- Retrieval ------------------------------------------------------------------------------------
@@ -218,3 +224,45 @@ def zero_shot(pair: PairModel, image) -> pd.DataFrame:
     probabilities /= probabilities.sum()
     return pd.DataFrame({"class": pair.label_names, "prompt": prompts, "probability": probabilities}).sort_values(
         "probability", ascending=False, ignore_index=True)
+
+
+# --- Fusion classification ------------------------------------------------------------------------
+
+
+def fusion_predictions(run: Run, pair: PairModel, stage: str, split: str, progress: Progress = no_progress) -> pd.DataFrame:
+    """One row per pair (image, text, gold, predicted, confidence, loss, correct, p(class)…): the trainer's
+    stored predictions when it wrote this split and stage, else predicted once and kept beside the run."""
+    stored = run.directory / "predictions" / f"{split}_{stage}.parquet"
+    cache = run.directory / "inspect" / f"fusion_{split}_{stage}.parquet"
+    for path in (stored, cache):
+        if path.is_file() and path.stat().st_mtime >= stage_folder(run, stage).stat().st_mtime:
+            return pd.read_parquet(path)
+    frame = split_frame(run, split)
+    logits = classify(pair, frame, progress)
+    from core.tasks.text_classification import prediction_frame
+
+    label_ids = {name: index for index, name in enumerate(pair.label_names)}
+    predicted = prediction_frame(frame["text"].tolist(), logits, np.array([label_ids[label] for label in frame["label"]]), pair.label_names)
+    predicted.insert(0, "image", frame["image"].tolist())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    predicted.to_parquet(cache)
+    return predicted
+
+
+def classify(pair: PairModel, frame: pd.DataFrame, progress: Progress = no_progress, batch_size: int = EMBED_BATCH) -> np.ndarray:
+    """The fusion model's logits for every (image, text) row of a frame."""
+    import torch
+
+    from core.image_text.data import open_pair_record
+
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(frame), batch_size):
+            rows = frame.iloc[start:start + batch_size]
+            progress(start / max(1, len(frame)), f"Classifying pairs {start + 1}–{start + len(rows)} of {len(frame)}")
+            images = [open_pair_record(ref)["image"] for ref in rows["image"]]
+            pixels = pair.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            text = pair.tokenizer(rows["text"].tolist(), padding=True, truncation=True, max_length=64, return_tensors="pt")
+            parts.append(pair.model(pixel_values=pixels, **text).logits.numpy())
+    progress(1.0, "Classified")
+    return np.concatenate(parts)

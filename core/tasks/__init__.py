@@ -3,12 +3,13 @@
 from core.tasks.base import Prepared, Task
 from core.tasks.image_classification import ImageClassification
 from core.tasks.image_text_contrastive import ImageTextContrastive
+from core.tasks.image_text_fusion import ImageTextFusion
 from core.tasks.text_classification import TextClassification
 from core.tasks.token_classification import TokenClassification
 
 TASKS: dict[str, Task] = {
     task.key: task
-    for task in (TextClassification(), ImageClassification(), TokenClassification(), ImageTextContrastive())
+    for task in (TextClassification(), ImageClassification(), TokenClassification(), ImageTextContrastive(), ImageTextFusion())
 }
 
 __all__ = ["TASKS", "Prepared", "Task"]

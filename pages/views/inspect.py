@@ -494,7 +494,8 @@ def compare_stages(run, stage, split, frame, stages, workspace) -> None:
 MODALITY_VIEWS = {"image": image_view}  # text is drawn by the rest of this script
 # Tasks whose runs the page hands over whole (module, function), imported only when such a run is picked.
 TASK_VIEWS = {"token_classification": ("pages.ner_view", "ner_inspector"),
-              "image_text_contrastive": ("pages.pair_view", "pair_inspector")}
+              "image_text_contrastive": ("pages.pair_view", "pair_inspector"),
+              "image_text_fusion": ("pages.pair_view", "pair_inspector")}
 
 
 # --- 1. run, stage, split --------------------------------------------------------------------

@@ -81,7 +81,13 @@ def measure_quantization(run: Run, max_examples: int = 200) -> QuantizationRepor
 
     from core.data import load_splits
 
+    from core.tasks import TASKS
+
     config = run_config(run)
+    task = TASKS[config.task]
+    if not task.quantizable:
+        raise UserError(f"int8 quantization is measured for text classification runs; this is {task.title.lower()}. "
+                        "Export the fp32 folder instead.")
     model, tokenizer = load_sequence_classifier(run, "after")
     int8 = quantize(copy.deepcopy(model))
     splits = load_splits(config.dataset, text_column=config.text_column or None, label_column=config.label_column or None,
@@ -147,25 +153,30 @@ def export_zip(run_id: str, int8: bool = False, store: RunStore | None = None) -
         return buffer.getvalue()
 
 
+def number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def model_card(run: Run, quantization: QuantizationReport | None = None) -> str:
     config = run_config(run)
     facts = summary(run) or {}
     report = test_report(run, "after") or {}
     before = test_report(run, "before") or {}
+    from core.tasks import TASKS
+
+    task = TASKS[config.task]
     lines = [
         f"# {run.name}",
         "",
-        f"Fine-tuned with the fine-tune & explain workbench (run `{run.id}`) for {config.task.replace('_', ' ')}.",
+        f"Fine-tuned with the fine-tune & explain workbench (run `{run.id}`) for {task.title.lower()}.",
         "",
         "## Data",
         f"- dataset: `{config.dataset}` — {facts.get('data_source', '')}",
         f"- labels: {', '.join(facts.get('label_names', []))}",
         f"- rows: {facts.get('rows', {})}",
         "",
-        "## Results on the held-out test split",
-        f"- accuracy before fine-tuning: {before.get('accuracy', float('nan')):.3f}",
-        f"- accuracy after fine-tuning: {report.get('accuracy', float('nan')):.3f}",
-        f"- macro F1 after: {report.get('macro avg', {}).get('f1-score', float('nan')):.3f}",
+        "## Results on the held-out test split (before → after fine-tuning)",
+        *[f"- {name}: {number(value)} → {number(task.headline(report).get(name))}" for name, value in task.headline(before).items()],
         "",
     ]
     if quantization:
@@ -181,7 +192,6 @@ def model_card(run: Run, quantization: QuantizationReport | None = None) -> str:
             "",
         ]
     else:
-        lines += ["Load it:", "", "```python", "from transformers import pipeline",
-                  'classify = pipeline("text-classification", model="PATH/TO/THIS/FOLDER")', "```", ""]
+        lines += ["Load it:", "", "```python", task.loading_snippet.replace("FOLDER", '"PATH/TO/THIS/FOLDER"'), "```", ""]
     lines += ["## Training config", "", "```yaml", config.to_yaml().rstrip(), "```", ""]
     return "\n".join(lines)

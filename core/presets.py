@@ -29,6 +29,8 @@ class Preset:
 
 
 SEED = dict(model="minilm-l6", dataset="movie-reviews", batch_size=16, epochs=3.0, eval_steps=50, logging_steps=10)
+SHAPES = dict(task="image_text_contrastive", model="mobilenet-minilm-clip", dataset="shapes-captions", batch_size=32,
+              learning_rate=1e-4, epochs=3.0, image_size=64, max_length=32, eval_steps=10, logging_steps=5)
 
 PRESETS: dict[str, Preset] = {
     preset.key: preset
@@ -74,6 +76,25 @@ PRESETS: dict[str, Preset] = {
             "under attack drops much less for the adversarially trained model.",
             {**SEED, "epochs": 2.0, "learning_rate": 5e-5},
             {"FGM": {"adversarial": "fgm", "adv_epsilon": 0.05}, "plain": {"adversarial": "none"}},
+        ),
+        Preset(
+            "align-shapes", "Align images and captions (CLIP-style)",
+            "The built-in dual encoder (MobileNetV2 sees, MiniLM reads) learns that 'a red circle in the top left' "
+            "goes with its picture. Step 0 shows retrieval near chance: the new projections map both towers to "
+            "unrelated places. Watch recall@1 climb in both directions while the contrastive loss falls from "
+            "about ln(32), each image picking its caption among the 31 others of its batch. Then open Inspect, "
+            "type 'blue square' and see which images come back, and which words and patches drove a match.",
+            SHAPES,
+        ),
+        Preset(
+            "towers-frozen-vs-trained", "Frozen towers vs trained towers",
+            "Two alignment runs on the same captions: one trains only the projections and the temperature (both "
+            "towers frozen: a cheap linear alignment of fixed features), the other trains the towers too. Overlay "
+            "them: the frozen run moves quickly but plateaus lower, because MobileNetV2's ImageNet features and "
+            "MiniLM's sentence features were never trained to agree on colours and positions.",
+            {**SHAPES, "epochs": 2.0},
+            {"towers frozen": {"vision_tower": "freeze", "text_tower": "freeze", "learning_rate": 1e-3},
+             "towers trained": {"vision_tower": "train", "text_tower": "train"}},
         ),
     )
 }

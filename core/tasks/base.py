@@ -45,6 +45,10 @@ class Task(ABC):
     # "strategy" (what trains), "subtokens" (NER labelling), "images" (size, augmentation), "towers"
     # (per-tower train/freeze/LoRA and learning rates), "fusion" (how two embeddings combine).
     settings: tuple[str, ...] = ("strategy",)
+    # Whether the export can measure and write an int8 variant (dynamic quantization of a text classifier).
+    quantizable: bool = False
+    # How the exported folder loads, for its model card (FOLDER stands for the folder's path).
+    loading_snippet: str = ""
 
     @abstractmethod
     def datasets(self) -> list:

@@ -35,6 +35,12 @@ class ImageTextContrastive(Task):
     title = "Image-text alignment (CLIP-style)"
     modality = "image_text"
     primary_metric = "recall@1"
+    loading_snippet = (
+        "from transformers import AutoModel, AutoProcessor\n"
+        "model = AutoModel.from_pretrained(FOLDER)  # a VisionTextDualEncoderModel (or CLIP / SigLIP)\n"
+        "processor = AutoProcessor.from_pretrained(FOLDER)\n"
+        "scores = model(**processor(text=captions, images=images, return_tensors=\"pt\", padding=True)).logits_per_image"
+    )
     remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
     settings = ("towers", "images")
 

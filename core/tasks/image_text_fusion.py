@@ -27,6 +27,12 @@ class ImageTextFusion(Task):
     title = "Image + text classification (fusion)"
     modality = "image_text"
     primary_metric = "accuracy"
+    loading_snippet = (
+        "from transformers import AutoProcessor\n"
+        "from core.image_text.fusion import FusionClassifier  # the workbench's module: dual encoder + fusion head\n"
+        "model = FusionClassifier.from_pretrained(FOLDER)\n"
+        "processor = AutoProcessor.from_pretrained(FOLDER)"
+    )
     remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
     settings = ("towers", "fusion", "images")
 

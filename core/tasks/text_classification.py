@@ -19,6 +19,8 @@ class TextClassification(Task):
     title = "Text classification"
     modality = "text"
     primary_metric = "accuracy"
+    quantizable = True
+    loading_snippet = 'from transformers import pipeline\nclassify = pipeline("text-classification", model=FOLDER)'
     adversarial_space = "embeddings"
 
     def datasets(self) -> list:

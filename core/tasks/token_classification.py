@@ -45,6 +45,7 @@ class TokenClassification(Task):
     title = "Named-entity recognition (token classification)"
     modality = "text"
     primary_metric = "f1"
+    loading_snippet = 'from transformers import pipeline\ntag = pipeline("token-classification", model=FOLDER, aggregation_strategy="simple")'
     settings = ("strategy", "subtokens")
     adversarial_space = "embeddings"
 

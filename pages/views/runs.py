@@ -96,23 +96,26 @@ def reports(run: Run) -> None:
 
 
 def export_section(run: Run) -> None:
-    """Download the final model (and an int8 variant whose cost and benefit are measured first)."""
+    """Download the final model (and, for text classifiers, an int8 variant whose cost and benefit are measured first)."""
     from core.export import export_zip, measure_quantization
+    from core.tasks import TASKS
 
     with st.expander("Export for deployment"):
-        st.caption("A Hugging Face model folder with a model card; it loads with `transformers.pipeline`. "
+        st.caption("A Hugging Face model folder with a model card that shows how to load it. "
                    f"Same as `python -m core export {run.id} OUT_DIR [--int8]`.")
         report_key, zip_key = f"runs_int8_{run.id}", f"runs_zip_{run.id}"
-        left, right = st.columns(2)
-        if left.button("Measure int8 quantization", key=f"runs_measure_{run.id}",
-                       help="Quantize the Linear layers to int8 and time both models on this CPU, on the test split."):
-            with st.spinner("Quantizing and timing fp32 vs int8…"):
-                st.session_state[report_key] = measure_quantization(run)
-        report = st.session_state.get(report_key)
-        if report:
-            st.dataframe(viz.quantization_table(report), width="content")
-        with_int8 = right.checkbox("Include the int8 variant", key=f"runs_with_int8_{run.id}", disabled=report is None,
-                                   help="Measure it first, so you know what you trade.")
+        with_int8 = False
+        if TASKS[run.task].quantizable:
+            left, right = st.columns(2)
+            if left.button("Measure int8 quantization", key=f"runs_measure_{run.id}",
+                           help="Quantize the Linear layers to int8 and time both models on this CPU, on the test split."):
+                with st.spinner("Quantizing and timing fp32 vs int8…"):
+                    st.session_state[report_key] = measure_quantization(run)
+            report = st.session_state.get(report_key)
+            if report:
+                st.dataframe(viz.quantization_table(report), width="content")
+            with_int8 = right.checkbox("Include the int8 variant", key=f"runs_with_int8_{run.id}", disabled=report is None,
+                                       help="Measure it first, so you know what you trade.")
         if st.button("Prepare download", key=f"runs_prepare_{run.id}"):
             try:
                 with st.spinner("Writing the model folder and zipping it…"):

@@ -152,12 +152,13 @@ def search_by_text(pair, frame: pd.DataFrame, image_embeds, workspace: str) -> N
         st.error(str(problem))
         return
     st.caption(f"The {len(found)} images most similar to '{query}' (cosine similarity of the embeddings).")
-    for start in range(0, len(found), GALLERY_COLUMNS):
-        for column, (_, row) in zip(st.columns(GALLERY_COLUMNS), found.iloc[start:start + GALLERY_COLUMNS].iterrows()):
-            column.image(thumbnail(workspace, row["image"], THUMBNAIL), width=THUMBNAIL,
-                         caption=f"{row['score']:.3f} · {row['text']}")
-            column.button("Explain with the query", key=f"inspect_pair_use_{row['image']}", on_click=choose_pair,
-                          args=(row["image"], query))
+    with st.container(key="inspect_pair_results"):
+        for start in range(0, len(found), GALLERY_COLUMNS):
+            for column, (_, row) in zip(st.columns(GALLERY_COLUMNS), found.iloc[start:start + GALLERY_COLUMNS].iterrows()):
+                column.image(thumbnail(workspace, row["image"], THUMBNAIL), width=THUMBNAIL,
+                             caption=f"{row['score']:.3f} · {row['text']}")
+                column.button("Explain with the query", key=f"inspect_pair_use_{row['image']}", on_click=choose_pair,
+                              args=(row["image"], query))
 
 
 def choose_pair(reference: str, text: str) -> None:
@@ -247,11 +248,11 @@ def pair_explainer(run_id: str, stage: str, written_at: int | None, _pair):
 
 def draw_pair_explanation(explanation, picture, opacity: float) -> None:
     words, patches = st.columns([3, 2])
-    with words:
+    with words.container(key="inspect_pair_words"):
         st.markdown("**Words**")
         st.html(viz.token_attribution_html(explanation.tokens, explanation.token_scores, signed=explanation.signed,
                                            caption=f"text share {explanation.text_share:.0%}"))
-    with patches:
+    with patches.container(key="inspect_pair_patches"):
         st.markdown("**Patches**")
         st.image(viz.patch_overlay(picture, scores=explanation.patch_scores, grid=explanation.grid, signed=explanation.signed,
                                    opacity=opacity, size=OVERLAY),

@@ -278,3 +278,17 @@ def test_an_aligned_model_exports_as_a_folder_that_auto_classes_load(aligned, tm
     assert model(**inputs).logits_per_image.shape == (1, 2)
     with pytest.raises(UserError, match="int8 quantization is measured for text classification runs"):
         measure_quantization(aligned["run"])
+
+
+def test_training_keeps_batchnorm_statistics_averaging(aligned):
+    """MobileNetV2's TensorFlow momentum would make the running statistics those of the last (maybe tiny) batch."""
+    from torch import nn
+
+    from core.image_text.models import load_dual_encoder, resolve_dual_encoder
+    from core.image_text.training import trainable_pair_model
+
+    model = load_dual_encoder(resolve_dual_encoder(BUILTIN))
+    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
+    assert norms and all(norm.momentum > 0.5 for norm in norms)
+    trainable_pair_model(model, pair_config())
+    assert all(norm.momentum == 0.1 for norm in norms)

@@ -23,7 +23,7 @@ import pandas as pd
 from core.assets import Progress
 from core.config import RunConfig
 from core.image_text.training import (
-    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, with_tower_modes,
+    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, trainable_pair_model,
 )
 from core.tasks.base import Prepared, Task
 
@@ -87,7 +87,7 @@ class ImageTextContrastive(Task):
         )
 
     def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
-        return with_tower_modes(prepared.model, config)
+        return trainable_pair_model(prepared.model, config)
 
     def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
         prompts = [prepared.extras["prompt_template"].format(label=name) for name in prepared.label_names]

@@ -16,7 +16,7 @@ import pandas as pd
 from core.assets import Progress
 from core.config import RunConfig
 from core.image_text.training import (
-    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, with_tower_modes,
+    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, trainable_pair_model,
 )
 from core.metrics import classification_metrics, classification_report
 from core.tasks.base import Prepared, Task
@@ -73,7 +73,7 @@ class ImageTextFusion(Task):
         )
 
     def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
-        return with_tower_modes(prepared.model, config)
+        return trainable_pair_model(prepared.model, config)
 
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return classification_metrics(logits, labels)

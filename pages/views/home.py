@@ -30,7 +30,10 @@ st.subheader("Start here")
 st.page_link("pages/views/data.py", label="1 · Data — look at a built-in dataset or upload your own", icon="📄")
 st.page_link("pages/views/train.py", label="2 · Train — MiniLM on movie reviews is ready to go", icon="🏋️")
 st.page_link("pages/views/runs.py", label="3 · Runs — live curves, cancel, resume, compare", icon="📈")
+st.page_link("pages/views/inspect.py", label="4 · Inspect — errors, attributions, and for image-text runs a retrieval browser", icon="🔎")
 st.caption(
     "Built in and offline: the all-MiniLM-L6-v2 encoder (hub: sentence-transformers/all-MiniLM-L6-v2) and "
-    "4,000 Pang & Lee movie-review sentences (hub: cornell-movie-review-data/rotten_tomatoes)."
+    "4,000 Pang & Lee movie-review sentences (hub: cornell-movie-review-data/rotten_tomatoes); ImageNet "
+    "MobileNetV2 (hub: google/mobilenet_v2_1.0_224) with image datasets; and both joined as a CLIP-style dual "
+    "encoder that learns to match images with captions (Train → preset 'Align images and captions')."
 )

@@ -18,36 +18,28 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import inspect, jobs, viz
+from core import inspect, viz
 from core.config import RunConfig
 from core.store import RunStore
+from finished_runs import finished_run
 
 TIMEOUT = 120
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 DATA_PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "views" / "data.py")
 INSPECT = "pages/views/inspect.py"
-_TRAINED: dict[str, object] = {}
+
+
+def tiny_image_config(scratch: Path) -> RunConfig:
+    from core.images.scratch import write_random_vit
+
+    vit = write_random_vit(scratch, "tiny")
+    return RunConfig(name="tiny image inspect", task="image_classification", model=str(vit), dataset="planted-squares",
+                     max_rows=200, max_steps=12, batch_size=16, learning_rate=3e-3, eval_steps=6, logging_steps=3, device="cpu")
 
 
 def trained_image_run(tmp_path_factory) -> tuple[Path, str]:
     """(workspace folder, run id) of one finished tiny ViT run on planted-squares, trained once per session."""
-    if "root" not in _TRAINED:
-        from core.images.scratch import write_random_vit
-
-        root = tmp_path_factory.mktemp("image-pages-workspace")
-        vit = write_random_vit(tmp_path_factory.mktemp("image-pages-vit"), "tiny")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("WORKBENCH_WORKSPACE", str(root))
-            patch.setenv("OMP_NUM_THREADS", "1")
-            config = RunConfig(name="tiny image inspect", task="image_classification", model=str(vit), dataset="planted-squares",
-                               max_rows=200, max_steps=12, batch_size=16, learning_rate=3e-3, eval_steps=6, logging_steps=3,
-                               device="cpu")
-            store = RunStore()
-            run = jobs.submit(config, store)
-            finished = jobs.wait(run.id, store, timeout=240)
-            assert finished.status == "completed", jobs.log_tail(run.id, 40)
-        _TRAINED.update(root=root, run_id=run.id)
-    return _TRAINED["root"], _TRAINED["run_id"]
+    return finished_run(tmp_path_factory, "image-pages", tiny_image_config, timeout=240)
 
 
 @pytest.fixture

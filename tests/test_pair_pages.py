@@ -16,28 +16,22 @@ from streamlit.testing.v1 import AppTest
 from core import jobs
 from core.config import RunConfig
 from core.store import RunStore
+from finished_runs import finished_run
 from test_pages import open_page
 
 TIMEOUT = 180
 INSPECT = "pages/views/inspect.py"
-_TRAINED: dict[str, object] = {}
+
+
+def alignment_config(scratch: Path) -> RunConfig:
+    return RunConfig(name="shapes alignment", task="image_text_contrastive", model="mobilenet-minilm-clip",
+                     dataset="shapes-captions", max_rows=240, max_steps=6, batch_size=32, learning_rate=1e-4,
+                     image_size=64, max_length=24, eval_steps=3, logging_steps=2, device="cpu")
 
 
 def trained_pair_run(tmp_path_factory) -> tuple[Path, str]:
     """(workspace folder, run id) of one finished alignment run on shapes captions, trained once per session."""
-    if "root" not in _TRAINED:
-        root = tmp_path_factory.mktemp("pair-pages-workspace")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("WORKBENCH_WORKSPACE", str(root))
-            config = RunConfig(name="shapes alignment", task="image_text_contrastive", model="mobilenet-minilm-clip",
-                               dataset="shapes-captions", max_rows=240, max_steps=6, batch_size=32, learning_rate=1e-4,
-                               image_size=64, max_length=24, eval_steps=3, logging_steps=2, device="cpu")
-            store = RunStore()
-            run = jobs.submit(config, store)
-            finished = jobs.wait(run.id, store, timeout=600)
-            assert finished.status == "completed", jobs.log_tail(run.id, 40)
-        _TRAINED.update(root=root, run_id=run.id)
-    return _TRAINED["root"], _TRAINED["run_id"]
+    return finished_run(tmp_path_factory, "pair-pages", alignment_config)
 
 
 @pytest.fixture

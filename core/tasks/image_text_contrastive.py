@@ -20,20 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.assets import Progress
 from core.config import RunConfig
-from core.image_text.training import (
-    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, trainable_pair_model,
-)
-from core.tasks.base import Prepared, Task
+from core.image_text.data import CONTRASTIVE
+from core.tasks.base import Prepared
+from core.tasks.pair_task import PairTask
 
 EMBEDDING_COLUMNS = ("image_embedding", "text_embedding")
 
 
-class ImageTextContrastive(Task):
+class ImageTextContrastive(PairTask):
     key = "image_text_contrastive"
     title = "Image-text alignment (CLIP-style)"
-    modality = "image_text"
     primary_metric = "recall@1"
     loading_snippet = (
         "from transformers import AutoModel, AutoProcessor\n"
@@ -41,53 +38,17 @@ class ImageTextContrastive(Task):
         "processor = AutoProcessor.from_pretrained(FOLDER)\n"
         "scores = model(**processor(text=captions, images=images, return_tensors=\"pt\", padding=True)).logits_per_image"
     )
-    remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
     settings = ("towers", "images")
+    with_caption_groups = True
 
-    def datasets(self) -> list:
-        from core.image_text.data import CONTRASTIVE, list_pair_datasets
+    dataset_kind = CONTRASTIVE
 
-        return list_pair_datasets(CONTRASTIVE)
-
-    def preflight(self, config: RunConfig) -> None:
-        from core.image_text.data import CONTRASTIVE
-
-        check_pair_config(config, CONTRASTIVE)
-        from core.image_text.models import dual_encoder_config, resolve_dual_encoder
-
-        dual_encoder_config(resolve_dual_encoder(config.model))
-
-    def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
-        from core.image_text.data import CONTRASTIVE
-        from core.image_text.models import load_dual_encoder
-
-        self.preflight(config)
-        splits, source, image_processor, tokenizer = load_pairs_and_processors(config, CONTRASTIVE, progress)
-        model = load_dual_encoder(source, config.dropout)
-        label_ids = {name: index for index, name in enumerate(splits.label_names)}
-        datasets = {split: encode_pairs(splits.split(split), image_processor, tokenizer, config, label_ids,
-                                        augmenting=split == "train", with_caption_groups=True)
-                    for split in ("train", "validation", "test")}
-        return Prepared(
-            model=model,
-            processor=pair_processor_for(image_processor, tokenizer),
-            datasets=datasets,
-            raw={split: splits.frame(split) for split in ("train", "validation", "test")},
-            collator=PairCollator(tokenizer),
-            label_names=splits.label_names,
-            head_names=(),
-            extras={
-                "data_source": splits.source,
-                "model_source": source,
-                "prompt_template": splits.prompt_template,
-                "in_batch_negatives": config.batch_size - 1,
-                "gradient_accumulation": "adds optimizer steps, not negatives: each loss sees only its own batch",
-                "towers": f"vision {config.vision_tower}, text {config.text_tower}",
-            },
-        )
-
-    def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
-        return trainable_pair_model(prepared.model, config)
+    def extras(self, config: RunConfig, splits) -> dict[str, Any]:
+        return {
+            "prompt_template": splits.prompt_template,
+            "in_batch_negatives": config.batch_size - 1,
+            "gradient_accumulation": "adds optimizer steps, not negatives: each loss sees only its own batch",
+        }
 
     def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
         prompts = [prepared.extras["prompt_template"].format(label=name) for name in prepared.label_names]
@@ -155,11 +116,6 @@ class ImageTextContrastive(Task):
         for column, embeds in zip(EMBEDDING_COLUMNS, (image_embeds, text_embeds)):
             frame[column] = list(embeds.astype(np.float32))
         return frame
-
-    def finished_model(self, model):
-        from core.image_text.models import merge_adapters
-
-        return merge_adapters(model)
 
 
 def contrastive_trainer(base: type, prompt_inputs, tower_lrs: dict[str, float]) -> type:

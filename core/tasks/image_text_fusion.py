@@ -13,19 +13,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.assets import Progress
 from core.config import RunConfig
-from core.image_text.training import (
-    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, trainable_pair_model,
-)
+from core.image_text.data import FUSION
 from core.metrics import classification_metrics, classification_report
-from core.tasks.base import Prepared, Task
+from core.tasks.base import Prepared
+from core.tasks.pair_task import PairTask
 
 
-class ImageTextFusion(Task):
+class ImageTextFusion(PairTask):
     key = "image_text_fusion"
     title = "Image + text classification (fusion)"
-    modality = "image_text"
     primary_metric = "accuracy"
     loading_snippet = (
         "from transformers import AutoProcessor\n"
@@ -33,47 +30,18 @@ class ImageTextFusion(Task):
         "model = FusionClassifier.from_pretrained(FOLDER)\n"
         "processor = AutoProcessor.from_pretrained(FOLDER)"
     )
-    remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
     settings = ("towers", "fusion", "images")
+    with_caption_groups = False
 
-    def datasets(self) -> list:
-        from core.image_text.data import FUSION, list_pair_datasets
+    dataset_kind = FUSION
 
-        return list_pair_datasets(FUSION)
-
-    def preflight(self, config: RunConfig) -> None:
-        from core.image_text.data import FUSION
-        from core.image_text.models import dual_encoder_config, resolve_dual_encoder
-
-        check_pair_config(config, FUSION)
-        dual_encoder_config(resolve_dual_encoder(config.model))
-
-    def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
-        from core.image_text.data import FUSION
+    def build_model(self, encoder, config: RunConfig, label_names: list[str]):
         from core.image_text.fusion import FusionClassifier
-        from core.image_text.models import load_dual_encoder
 
-        self.preflight(config)
-        splits, source, image_processor, tokenizer = load_pairs_and_processors(config, FUSION, progress)
-        model = FusionClassifier(load_dual_encoder(source, config.dropout), splits.label_names, config.fusion, config.dropout)
-        label_ids = {name: index for index, name in enumerate(splits.label_names)}
-        datasets = {split: encode_pairs(splits.split(split), image_processor, tokenizer, config, label_ids,
-                                        augmenting=split == "train", with_caption_groups=False)
-                    for split in ("train", "validation", "test")}
-        return Prepared(
-            model=model,
-            processor=pair_processor_for(image_processor, tokenizer),
-            datasets=datasets,
-            raw={split: splits.frame(split) for split in ("train", "validation", "test")},
-            collator=PairCollator(tokenizer),
-            label_names=splits.label_names,
-            head_names=(),
-            extras={"data_source": splits.source, "model_source": source, "fusion": config.fusion,
-                    "towers": f"vision {config.vision_tower}, text {config.text_tower}"},
-        )
+        return FusionClassifier(encoder, label_names, config.fusion, config.dropout)
 
-    def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
-        return trainable_pair_model(prepared.model, config)
+    def extras(self, config: RunConfig, splits) -> dict[str, Any]:
+        return {"fusion": config.fusion}
 
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return classification_metrics(logits, labels)
@@ -89,8 +57,3 @@ class ImageTextFusion(Task):
         frame = prediction_frame(raw["text"].tolist(), logits, labels, prepared.label_names)
         frame.insert(0, "image", raw["image"].tolist())
         return frame
-
-    def finished_model(self, model):
-        from core.image_text.models import merge_adapters
-
-        return merge_adapters(model)

@@ -1,0 +1,72 @@
+"""What the two image-text tasks share as tasks: their datasets, checks, preparation and model handling.
+
+A subclass names its dataset kind, builds its model from the loaded dual encoder (`build_model`),
+and says whether its labels carry caption groups (alignment) or class ids (fusion).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.assets import Progress
+from core.config import RunConfig
+from core.image_text.training import (
+    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, trainable_pair_model,
+)
+from core.tasks.base import Prepared, Task
+
+
+class PairTask(Task):
+    modality = "image_text"
+    remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
+    dataset_kind: str  # core.image_text.data.CONTRASTIVE or FUSION
+    with_caption_groups: bool  # labels as [caption group, class id] (alignment) or the class id (fusion)
+
+    def datasets(self) -> list:
+        from core.image_text.data import list_pair_datasets
+
+        return list_pair_datasets(self.dataset_kind)
+
+    def preflight(self, config: RunConfig) -> None:
+        from core.image_text.models import dual_encoder_config, resolve_dual_encoder
+
+        check_pair_config(config, self.dataset_kind)
+        dual_encoder_config(resolve_dual_encoder(config.model))
+
+    def build_model(self, encoder, config: RunConfig, label_names: list[str]):
+        """The model to train on top of the loaded dual encoder (the dual encoder itself by default)."""
+        return encoder
+
+    def extras(self, config: RunConfig, splits) -> dict[str, Any]:
+        """Facts for the run's summary beyond the data and model sources."""
+        return {}
+
+    def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
+        from core.image_text.models import load_dual_encoder
+
+        self.preflight(config)
+        splits, source, image_processor, tokenizer = load_pairs_and_processors(config, self.dataset_kind, progress)
+        model = self.build_model(load_dual_encoder(source, config.dropout), config, splits.label_names)
+        label_ids = {name: index for index, name in enumerate(splits.label_names)}
+        datasets = {split: encode_pairs(splits.split(split), image_processor, tokenizer, config, label_ids,
+                                        augmenting=split == "train", with_caption_groups=self.with_caption_groups)
+                    for split in ("train", "validation", "test")}
+        return Prepared(
+            model=model,
+            processor=pair_processor_for(image_processor, tokenizer),
+            datasets=datasets,
+            raw={split: splits.frame(split) for split in ("train", "validation", "test")},
+            collator=PairCollator(tokenizer),
+            label_names=splits.label_names,
+            head_names=(),
+            extras={"data_source": splits.source, "model_source": source,
+                    "towers": f"vision {config.vision_tower}, text {config.text_tower}", **self.extras(config, splits)},
+        )
+
+    def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
+        return trainable_pair_model(prepared.model, config)
+
+    def finished_model(self, model):
+        from core.image_text.models import merge_adapters
+
+        return merge_adapters(model)

@@ -120,4 +120,4 @@ def test_inspect_explains_a_pair_with_words_patches_and_shares(pair_run):
     assert token_map, "the token map is drawn"
     shares = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
     assert any(chart["layout"]["title"]["text"] == "Share of the total attribution" for chart in shares)
-    assert any("image share" in (image.proto.imgs[0].caption if image.proto.imgs else "") for image in app.get("imgs"))
+    assert any("image share" in picture.caption for image in app.get("image") for picture in image.proto.imgs)

@@ -6,11 +6,13 @@
     randomization_check(explainer, text)                    # does the map depend on the learned weights?
     images = load_image_explainer(run_id)                   # an image run: the same verbs over patches
     images.explain(image, method="occlusion", grid=7)       # units "r0c0", "r0c1", ... row-major
+    pairs = load_pair_explainer(run_id)                     # an image-text run: tokens and patches at once
+    pairs.explain(image, "a red circle", method="ig")       # a PairExplanation (token and patch scores, shares)
 
 Methods live in one registry per modality (`methods_for("tokens")` is `METHODS`, `methods_for("patches")`
-the image methods; one class each, one verb `attribute`); the text modality in `text.py`, the image
-modality in `image.py` (pixel maps onto a grid in `patches.py`); the randomisation sanity check in
-`sanity.py`; the `explain` command in `cli.py`.
+the image methods, `methods_for("pairs")` the image-text ones; one class each, one verb `attribute`);
+the text modality in `text.py`, the image modality in `image.py` (pixel maps onto a grid in `patches.py`),
+image-text pairs in `pairs.py`; the randomisation sanity check in `sanity.py`; the `explain` command in `cli.py`.
 Importing this package does not import torch or captum: they load on the first explanation.
 """
 
@@ -30,6 +32,14 @@ from core.explain.methods import (
     get_method,
     methods_for,
 )
+from core.explain.pairs import (
+    PAIR_METHODS,
+    PairExplainer,
+    PairExplanation,
+    clear_pair_explainer_cache,
+    load_pair_explainer,
+    pair_randomization_check,
+)
 from core.explain.sanity import randomization_check, randomized_copy
 from core.explain.text import (
     EncodedText,
@@ -47,16 +57,22 @@ __all__ = [
     "Explanation",
     "IMAGE_METHODS",
     "ImageExplainer",
+    "PAIR_METHODS",
+    "PairExplainer",
+    "PairExplanation",
     "TextExplainer",
     "clear_explainer_cache",
     "clear_image_explainer_cache",
+    "clear_pair_explainer_cache",
     "describe",
     "get_method",
     "load_image_classifier",
     "load_image_explainer",
+    "load_pair_explainer",
     "load_text_explainer",
     "merge_word_pieces",
     "methods_for",
+    "pair_randomization_check",
     "randomization_check",
     "randomized_copy",
 ]

@@ -445,13 +445,14 @@ METHODS: dict[str, AttributionMethod] = {
 
 
 # One registry per modality (Captum Insights' features): "tokens" here, "patches" registered by
-# core/explain/image.py when first asked for, so importing this module stays free of torch.
+# core/explain/image.py and "pairs" (image and text together) by core/explain/pairs.py when first asked
+# for, so importing this module stays free of torch.
 REGISTRIES: dict[str, dict[str, AttributionMethod]] = {"tokens": METHODS}
-MODALITY_MODULES = {"patches": "core.explain.image"}
+MODALITY_MODULES = {"patches": "core.explain.image", "pairs": "core.explain.pairs"}
 
 
 def methods_for(modality: str = "tokens") -> dict[str, AttributionMethod]:
-    """The method registry of a modality: "tokens" (text, `METHODS`) or "patches" (images)."""
+    """The method registry of a modality: "tokens" (text, `METHODS`), "patches" (images) or "pairs" (image and text)."""
     if modality not in REGISTRIES and modality in MODALITY_MODULES:
         import importlib
 

@@ -1,0 +1,771 @@
+"""The pair modality: a model that reads an image and a text together, explained token by token and patch by patch.
+
+    explainer = PairExplainer(model, image_processor, tokenizer, kind="similarity")
+    explanation = explainer.explain(image, "a red circle in the top left", method="ig", grid=7)
+    explanation.top_tokens(3), explanation.top_patches(3), explanation.text_share
+    explainer.explain_word(image, "a red circle in the top left", "red")   # which patches make "red" count here
+    pair_randomization_check(explainer, image, caption, scope="all")       # do the maps depend on the weights?
+    methods_for("pairs")                                                    # the pair methods, one class each
+
+Two kinds of model, both with a `vision_model` and a `text_model` tower:
+- "similarity": a dual encoder (VisionTextDualEncoderModel, CLIP, SigLIP); f(x) is the pair's scaled cosine
+  (`core.image_text.models.pair_scores`).
+- "classification": a fusion classifier called with pixel_values and the text; f(x) is the target class logit.
+
+Every method works on what the towers see: the processed image x_i (1, 3, H, W) and the text tower's word
+embeddings x_t (1, L, D). The embeddings go in by replacing the output of `text_model.get_input_embeddings()`
+with a forward hook rather than through `inputs_embeds`, so towers that also read input_ids (CLIP pools at the
+end-of-text token) keep working. Pixel scores are summed over channels and then over the cells of a rows x cols
+grid (`core/explain/patches.py`: cell sums keep Integrated Gradients' completeness), token scores over D.
+
+Baselines, what "absent" means for each half: for the text [PAD] / [MASK] at every shown token, or zero
+vectors (as in `core/explain/text.py`); for the image its mean colour, black, or a blur (as in
+`core/explain/image.py`), or "grey", the image without its colours. The same code does it: a `TextExplainer`
+over the text tower and an `ImageExplainer` over the vision tower tokenise, preprocess and make baselines;
+they never run their own forward. Special tokens keep their embedding in every baseline, so they get no
+attribution and are not shown.
+
+The image baseline decides what a map can show, so the default is "blur", not the image modality's "mean":
+from a flat colour every background pixel changes, and on a convolutional tower (the built-in MobileNetV2)
+the map of a caption is then spread over the background (on the synthetic shapes its top patch fell on the
+shape in under 5% of correctly matched pairs). A blur removes shapes and keeps colours and layout, so it
+suits shape and object words; "grey" removes colours only, so it suits colour words
+(tests/test_explain_pairs.py measures both, against an untrained model as the control).
+
+Nothing here imports torch, transformers or captum at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from core.errors import UserError
+from core.explain import patches
+from core.explain.cache import LRUCache
+from core.explain.image import (
+    IMAGE_BASELINES,
+    PIXELS_PER_BATCH,
+    ImageExplainer,
+    PreparedImage,
+)
+from core.explain.methods import (
+    BASELINES,
+    TOKENS_PER_BATCH,
+    AttributionMethod,
+    Explanation,
+    get_method,
+    register_methods,
+)
+from core.explain.sanity import (
+    PASS_BELOW,
+    SCOPES,
+    randomized_copy,
+    spearman,
+    top_positions,
+)
+from core.explain.text import EncodedText, TextExplainer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+KINDS = ("similarity", "classification")
+TOWER_NAMES = ("vision_model", "text_model")
+DEFAULT_CACHE_SIZE = 128
+EXPLAINER_CACHE_SIZE = 2
+SIMILARITY_LABEL = "match"  # what the one "class" of a similarity model is called in the per-half views
+# The image modality's baselines plus "grey": the same image without its colours, the absence of colour words.
+PAIR_IMAGE_BASELINES = (*IMAGE_BASELINES, "grey")
+
+
+@dataclass
+class PreparedPair:
+    """One image and one text, batch of one, as the towers see them. `outputs` is filled by the first forward."""
+
+    image: PreparedImage
+    text: EncodedText
+    outputs: "torch.Tensor | None" = None  # (C,) logits of a classifier, (1,) the score of a similarity model
+
+
+@dataclass(frozen=True)
+class PairExplanation:
+    """One attribution of a pair's score to both inputs at once: plain data, JSON-ready through `to_dict()`.
+
+    `token_scores[i]` belongs to `tokens[i]` (word pieces, special tokens left out); `patch_scores` are the
+    cells of a `grid` [rows, cols] over the model input, row-major ("r0c0", "r0c1", ...). Positive means the
+    unit raises the score. `score` is f(x) (the scaled cosine, or the target logit), `baseline_score` f(b) for
+    methods with a baseline pair; `delta` is Integrated Gradients' convergence error
+    sum(token_scores) + sum(patch_scores) - (f(x) - f(b)). `text_share` and `image_share` are each half's part of
+    the total |attribution| (they add up to 1; an all-zero map is split evenly). Classification only (None for
+    a similarity model): `target`, `target_label`, `predicted`, `predicted_label`, `probabilities`.
+    """
+
+    tokens: list[str]
+    token_scores: list[float]
+    patch_scores: list[float]
+    grid: list[int]
+    method: str
+    kind: str
+    score: float
+    baseline_score: float | None
+    delta: float | None
+    output_difference: float | None
+    text_share: float
+    image_share: float
+    target: int | None
+    target_label: str | None
+    predicted: int | None
+    predicted_label: str | None
+    probabilities: list[float] | None
+    seconds: float
+    params: dict
+    signed: bool = True
+    text: str = ""
+    image: str = ""  # the image's path or reference when it had one
+    truncated: bool = False
+    modality: str = "pairs"
+
+    # Same serialisation and the same delta rule as a one-modality Explanation: its functions, not copies.
+    to_dict = Explanation.to_dict
+    from_dict = classmethod(Explanation.from_dict.__func__)
+    delta_is_large = Explanation.delta_is_large
+
+    @property
+    def patch_units(self) -> list[str]:
+        return patches.unit_names(tuple(self.grid))
+
+    def token_explanation(self) -> Explanation:
+        """The text half as a token `Explanation`, for the code that ranks or highlights tokens."""
+        return self._half(self.tokens, self.token_scores, "tokens", {})
+
+    def patch_explanation(self) -> Explanation:
+        """The image half as a patch `Explanation`: `core.viz.patch_overlay(input_image, explanation)` draws it."""
+        return self._half(self.patch_units, self.patch_scores, "patches", {"grid": list(self.grid)})
+
+    def top_tokens(self, k: int = 3) -> list[tuple[str, float]]:
+        return self.token_explanation().top(k)
+
+    def top_patches(self, k: int = 3) -> list[tuple[str, float]]:
+        return self.patch_explanation().top(k)
+
+    def _half(self, units: list[str], scores: list[float], modality: str, extra: dict) -> Explanation:
+        # delta and f(x) - f(b) belong to the pair, not to one half, so the views carry neither.
+        return half_explanation(self.__dict__, units, scores, modality, {**self.params, **extra})
+
+
+def half_explanation(values: dict[str, Any], units: list[str], scores, modality: str, params: dict,
+                     delta: float | None = None, difference: float | None = None) -> Explanation:
+    """A one-modality `Explanation` from a pair's fields (method, target, target_label, predicted, predicted_label,
+    probabilities, seconds, truncated, signed, text); a similarity model's one output is the class "match"."""
+    return Explanation(
+        units=list(units), scores=[float(score) for score in scores], method=values["method"],
+        target=values["target"] or 0, target_label=values["target_label"] or SIMILARITY_LABEL,
+        predicted=values["predicted"] or 0, predicted_label=values["predicted_label"] or SIMILARITY_LABEL,
+        probabilities=list(values["probabilities"] or []), delta=delta, output_difference=difference,
+        seconds=values["seconds"], params=params, truncated=values["truncated"], modality=modality,
+        signed=values["signed"], text=values["text"],
+    )
+
+
+def modality_shares(token_scores: np.ndarray, patch_scores: np.ndarray) -> tuple[float, float]:
+    """(text share, image share) of the total |attribution|; (0.5, 0.5) when there is none at all."""
+    text, image = float(np.abs(token_scores).sum()), float(np.abs(patch_scores).sum())
+    total = text + image
+    return (0.5, 0.5) if total == 0 else (text / total, 1.0 - text / total)
+
+
+def tower_problem(model) -> str | None:
+    """None for a model with both towers and a word-embedding layer, else the sentence why it cannot be explained."""
+    missing = [name for name in TOWER_NAMES if getattr(model, name, None) is None]
+    if missing:
+        return (f"This {type(model).__name__} is not a dual encoder or fusion model: it has no {' or '.join(missing)}; "
+                "pick an image-text model (a dual encoder such as CLIP, or a fusion classifier).")
+    if getattr(model.text_model, "get_input_embeddings", lambda: None)() is None:
+        return f"The text tower of this {type(model).__name__} has no word-embedding layer to attribute to."
+    return None
+
+
+@contextlib.contextmanager
+def replaced_output(module, value: "torch.Tensor"):
+    """Within the block, `module` returns `value` instead of its output: word embeddings that carry gradients."""
+    handle = module.register_forward_hook(lambda _module, _inputs, _output: value)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods (one class each, one verb)
+
+
+class PairMethod(AttributionMethod):
+    """An attribution method over a pair's tokens and patches together.
+
+    `attribute(explainer, prepared, target, grid, **params)` returns (image values, token scores (L,), delta,
+    difference): the image values are an (H, W) pixel map (channels summed) or a (rows, cols) map already one
+    score per cell; token scores cover every position, special ones included (they are dropped when shown).
+    """
+
+    modality = "pairs"
+
+    def applies_to(self, model) -> str | None:
+        return tower_problem(model)
+
+    def attribute(self, explainer: "PairExplainer", prepared: PreparedPair, target: int | None,
+                  grid: tuple[int, int], **params):
+        raise NotImplementedError
+
+
+class PairIntegratedGradients(PairMethod):
+    """Integrated Gradients (Sundararajan et al., 2017) over both inputs along one straight path.
+
+    With x = (x_i, x_t) and b = (b_i, b_t): scores = (x - b) * integral_0^1 grad f(b + a (x - b)) da, the image
+    and the text moving together (Captum's `IntegratedGradients` on the tuple of inputs, Gauss-Legendre over
+    `steps` points). Completeness: the token and patch scores together add up to f(x) - f(b) up to the
+    reported delta, so the two halves' totals say how the change splits between image and text.
+    """
+
+    key = "ig"
+    title = "Integrated Gradients"
+    description = (
+        "Fades the picture and the text in together, in small steps, from a neutral pair (a blurred copy of the "
+        "picture and a text of blank tokens) and adds up how much each word and each patch moved the score: all the "
+        "scores add up to the change in the score, so they also show how much of it came from the picture and how "
+        "much from the words."
+    )
+    defaults = {"steps": 32, "text_baseline": "pad", "image_baseline": "blur"}
+    choices = {"text_baseline": BASELINES, "image_baseline": PAIR_IMAGE_BASELINES}
+
+    def attribute(self, explainer, prepared, target, grid, steps=32, text_baseline="pad", image_baseline="blur"):
+        from captum.attr import IntegratedGradients
+
+        inputs = explainer.inputs(prepared)
+        baselines = explainer.baselines(prepared, image_baseline, text_baseline)
+        score, reference = explainer.scores_of(prepared, target, [inputs, baselines])
+        pixels, tokens = IntegratedGradients(explainer.scorer(prepared, target)).attribute(
+            inputs, baselines=baselines, n_steps=steps, internal_batch_size=explainer.internal_batch_size(prepared, steps))
+        pixel_map, token_scores = pixels[0].sum(0).double().cpu().numpy(), tokens[0].sum(-1).double().cpu().numpy()
+        difference = float(score - reference)
+        return pixel_map, token_scores, float(pixel_map.sum() + token_scores.sum()) - difference, difference
+
+
+class PairOcclusion(PairMethod):
+    """Occlusion (Zeiler & Fergus, 2014), one unit at a time, the other input left whole.
+
+    token_i = f(x) - f(x with token i's embedding replaced by the text baseline's), and
+    patch_c = f(x) - f(x with cell c's pixels replaced by the image baseline's). Every occluded copy runs in
+    batches. Scores do not add up to f(x) - f(b): hiding two units is not the sum of hiding each.
+    """
+
+    key = "occlusion"
+    title = "Occlusion"
+    description = (
+        "Hides one word at a time behind a blank token, and one patch at a time behind a blurred copy of itself, "
+        "and measures how much the score drops: a big drop means the model relied on that word or patch."
+    )
+    defaults = {"text_baseline": "pad", "image_baseline": "blur"}
+    choices = {"text_baseline": BASELINES, "image_baseline": PAIR_IMAGE_BASELINES}
+    needs_gradients = False
+
+    def attribute(self, explainer, prepared, target, grid, text_baseline="pad", image_baseline="blur"):
+        import torch
+
+        pixels, embeddings = explainer.inputs(prepared)
+        blank_pixels, blank_embeddings = explainer.baselines(prepared, image_baseline, text_baseline)
+        score, reference = explainer.scores_of(prepared, target, [(pixels, embeddings), (blank_pixels, blank_embeddings)])
+        cell = torch.from_numpy(patches.cell_mask(*prepared.image.size, grid)).to(pixels.device)
+        count = grid[0] * grid[1]
+        step = explainer.internal_batch_size(prepared, count)
+        hidden_cells = (  # made one batch at a time, so a fine grid on a large image does not hold every copy at once
+            (torch.where((cell == torch.arange(start, min(start + step, count), device=cell.device)[:, None, None])[:, None],
+                         blank_pixels, pixels), embeddings)
+            for start in range(0, count, step))
+        shown = prepared.text.shown
+        hidden_tokens = embeddings.repeat(len(shown), 1, 1)
+        hidden_tokens[range(len(shown)), shown] = blank_embeddings[0, shown]
+        token_scores = np.zeros(embeddings.shape[1])
+        token_scores[shown] = score - explainer.scores_of(prepared, target, [(pixels, hidden_tokens)])
+        cell_scores = score - explainer.scores_of(prepared, target, hidden_cells)
+        return cell_scores.reshape(grid), token_scores, None, float(score - reference)
+
+
+class PairInputXGradient(PairMethod):
+    """Gradient times input on both halves: x * grad f(x) (Captum's `InputXGradient` on the tuple of inputs).
+
+    The first-order term of f around a zero input: zero pixel values are the processor's mean colour and zero
+    vectors the "zero" text baseline, so it is one-step Integrated Gradients from (mean image, zero text).
+    """
+
+    key = "gradient_x_input"
+    title = "Gradient × Input"
+    description = (
+        "Multiplies each pixel and each word's embedding by the gradient of the score: a cheap, one-step estimate "
+        "of how much each patch and each word pushes the score up or down."
+    )
+    defaults = {}
+
+    def attribute(self, explainer, prepared, target, grid):
+        from captum.attr import InputXGradient
+
+        inputs = tuple(side.clone().requires_grad_(True) for side in explainer.inputs(prepared))
+        pixels, tokens = InputXGradient(explainer.scorer(prepared, target)).attribute(inputs)
+        return pixels[0].detach().sum(0).double().cpu().numpy(), tokens[0].detach().sum(-1).double().cpu().numpy(), None, None
+
+
+PAIR_METHODS: dict[str, PairMethod] = register_methods("pairs", {
+    method.key: method for method in (PairIntegratedGradients(), PairOcclusion(), PairInputXGradient())
+})
+
+
+# ---------------------------------------------------------------------------------------------
+# The explainer
+
+
+class PairExplainer:
+    """Explanations for one image-text model: `explain(image, text, method, grid=...)` returns a `PairExplanation`.
+
+    `model` has a `vision_model` and a `text_model` (put in eval mode here); `image_processor` makes its
+    pixel_values (PIL backend), `tokenizer` its text input; texts are cut to `max_length` tokens.
+    `kind` "similarity" scores a pair by its scaled cosine; "classification" by a class logit, with
+    `label_names[i]` naming class i. `cache_size` 0 turns the explanation cache off.
+    """
+
+    modality = "pairs"
+
+    def __init__(self, model, image_processor, tokenizer, kind: str = "similarity", label_names: Sequence[str] | None = None,
+                 max_length: int = 64, cache_size: int = DEFAULT_CACHE_SIZE, name: str = ""):
+        problem = tower_problem(model)
+        if problem:
+            raise UserError(problem)
+        if kind not in KINDS:
+            raise UserError(f"The kind of pair model must be {' or '.join(KINDS)} (got {kind!r}).")
+        if kind == "classification" and not label_names:
+            raise UserError("A fusion classifier needs its class names (label_names) to be explained.")
+        self.model = model.eval()
+        self.kind = kind
+        self.label_names = [str(label) for label in label_names] if kind == "classification" else [SIMILARITY_LABEL]
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+        # Tokenising, preprocessing and baselines only, from the one-modality explainers: the towers carry a config.
+        self.texts = TextExplainer(model.text_model, tokenizer, self.label_names, max_length, cache_size=0)
+        self.images = ImageExplainer(model.vision_model, image_processor, self.label_names, cache_size=0)
+        self.max_length = self.texts.max_length
+        self.word_embedding_layer = model.text_model.get_input_embeddings()
+        self.name, self.run_id, self.stage = name, None, None  # load_pair_explainer sets the run and stage
+        self._cache, self._lock = LRUCache(cache_size), threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"PairExplainer({self.name or type(self.model).__name__}, {self.kind})"
+
+    # -- the public verbs ------------------------------------------------------------------------
+
+    def explain(self, image, text: str, method: str = "ig", target: int | str | None = None,
+                grid: int | Sequence[int] = 7, **params) -> PairExplanation:
+        """Attribution scores for every shown token of `text` and every cell of a grid over `image`, together.
+
+        `image` is a PIL image, an (H, W, 3) uint8 array, a file path, or a pair reference like
+        "shapes-captions#12". `target` (classification only) names a class or gives its index; None explains
+        the predicted class. `params` are the method's (see `PAIR_METHODS[method].defaults`). Cached.
+        """
+        attribution = get_method(method, "pairs")
+        used = attribution.check_params(params)
+        target_index = self.target_index(target)
+        with self._lock:
+            prepared = self.prepare(image, text)
+            cells = patches.as_grid(grid, *prepared.image.size)
+            key = ("pair", prepared.image.key, prepared.text.text, attribution.key, target_index, cells, tuple(sorted(used.items())))
+            found = self._cache.get(key)
+            if found is None:
+                found = self._cache.put(key, self._compute(prepared, attribution, target_index, cells, used))
+            return found
+
+    def explain_word(self, image, text: str, word: str, target: int | str | None = None, grid: int | Sequence[int] = 7,
+                     **params) -> Explanation:
+        """Which patches make `word` count in this caption: a patch `Explanation` (draw it with `patch_overlay`).
+
+        With c the caption and c-w the caption with every piece of `word` replaced by the text baseline, the
+        word's effect on an image is g(image) = f(image, c) - f(image, c-w); the map is Integrated Gradients of g
+        over the image, from the image baseline to the image, the text held fixed (`params` as for "ig": steps,
+        text_baseline for the hidden word, image_baseline). A patch scores high when its pixels are what makes
+        this word raise the score, and by completeness the patch scores add up to g(x) - g(b)
+        (`output_difference`), up to `delta`. The baseline should remove what the word names: "grey" for a
+        colour word (a blur keeps colours), the default "blur" for a shape or object word.
+        Why this and not the alternatives: the joint map of the full caption gives each patch one number for all
+        words together (completeness splits the score over units, not over word-patch pairs), and the map of
+        the pair (image, the word alone) asks the model about a one-word text it was never trained on, away from
+        the caption it actually read.
+        """
+        attribution = get_method("ig", "pairs")
+        used = attribution.check_params(params)
+        target_index = self.target_index(target)
+        with self._lock:
+            prepared = self.prepare(image, text)
+            cells = patches.as_grid(grid, *prepared.image.size)
+            positions = self.word_positions(prepared.text, word)
+            key = ("word", prepared.image.key, prepared.text.text, tuple(positions), target_index, cells, tuple(sorted(used.items())))
+            found = self._cache.get(key)
+            if found is None:
+                found = self._cache.put(key, self._word_map(prepared, word, positions, target_index, cells, used))
+            return found
+
+    def score(self, image, text: str, target: int | str | None = None) -> float:
+        """f(image, text): the scaled cosine of a similarity model; a classifier's logit of `target` (None: predicted)."""
+        with self._lock:
+            prepared = self.prepare(image, text)
+            outputs = self.outputs(prepared)
+            return float(outputs[self.resolve_target(prepared, self.target_index(target)) or 0])
+
+    def probabilities(self, image, text: str) -> dict[str, float]:
+        """Class name -> probability for a fusion classifier (a similarity model has no classes)."""
+        if self.kind != "classification":
+            raise UserError("A similarity model scores a pair, it has no classes; use score() for its scaled cosine.")
+        with self._lock:
+            probabilities = self.outputs(self.prepare(image, text)).float().softmax(-1).cpu().numpy()
+        return {label: float(p) for label, p in zip(self.label_names, probabilities)}
+
+    def input_image(self, image) -> "Image.Image":
+        """The image resized and cropped exactly as the model sees it, for `core.viz.patch_overlay`."""
+        return self.images.input_image(self.picture(image)[0])
+
+    def with_model(self, model, cache_size: int = 0) -> "PairExplainer":
+        """The same processors, kind and labels around another model (e.g. a randomised copy)."""
+        twin = PairExplainer(model, self.image_processor, self.tokenizer, self.kind,
+                             self.label_names if self.kind == "classification" else None, self.max_length, cache_size, self.name)
+        twin.run_id, twin.stage = self.run_id, self.stage
+        return twin
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def target_index(self, target: int | str | None) -> int | None:
+        """A class index for a classifier (same rules and sentences as text); a similarity model has no target."""
+        return self.texts.target_index(target) if self.kind == "classification" else None
+
+    # -- what the methods call -------------------------------------------------------------------
+
+    def prepare(self, image, text: str) -> PreparedPair:
+        if not isinstance(text, str) or not text.strip():
+            raise UserError("The text is empty; type a caption or question to pair with the image.")
+        picture, reference = self.picture(image)
+        prepared_image = self.images.prepare(picture)
+        prepared_image.reference = reference
+        encoded = self.texts.encode(text)
+        if not encoded.shown:
+            raise UserError("The text has no tokens once tokenised; type words to pair with the image.")
+        return PreparedPair(prepared_image, encoded)
+
+    def picture(self, image) -> tuple[Any, str]:
+        """(the image, its path or reference): a file path or a pair reference is opened here; a PIL image or an
+        array is passed on as it is, for the image modality's own rules and sentences."""
+        if not isinstance(image, (str, Path)):
+            return image, ""
+        reference = str(image)
+        if Path(reference).is_file():
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(reference) as opened:
+                    return opened.convert("RGB"), reference
+            except (UnidentifiedImageError, OSError):
+                raise UserError(f"{reference} is not an image that can be read; pick a PNG or JPEG file.") from None
+        if "#" in reference:
+            from core.image_text.data import open_pair_record
+
+            return open_pair_record(reference)["image"], reference
+        raise UserError(f"There is no image file {reference}; give the path of a PNG or JPEG file.")
+
+    def inputs(self, prepared: PreparedPair) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(pixel_values (1, 3, H, W), word embeddings (1, L, D)), without gradient history."""
+        return prepared.image.pixels, self.texts.embeddings(prepared.text)
+
+    def baselines(self, prepared: PreparedPair, image_kind: str, text_kind: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """The baseline pair: the image's (mean / black / blur / grey) and the text's (pad / mask / zero)."""
+        return self.image_baseline(prepared.image, image_kind), self.texts.baseline_embeddings(prepared.text, text_kind)
+
+    def image_baseline(self, prepared: PreparedImage, kind: str) -> "torch.Tensor":
+        """(1, 3, H, W): the image modality's baselines, and "grey", the image desaturated by the processor's own path."""
+        if kind != "grey":
+            return self.images.baseline(prepared, kind)
+        if kind not in prepared.baselines:
+            from PIL import ImageOps
+
+            grey = ImageOps.grayscale(prepared.image).convert("RGB")
+            prepared.baselines[kind] = self.image_processor(images=grey, return_tensors="pt")["pixel_values"].to(prepared.pixels)
+        return prepared.baselines[kind]
+
+    def forward(self, pixel_values: "torch.Tensor", embeddings: "torch.Tensor", encoded: EncodedText) -> "torch.Tensor":
+        """Scores (N,) of a similarity model or logits (N, C) of a classifier for N pairs; a batch of one is repeated."""
+        from core.image_text.models import pair_scores
+
+        rows = max(pixel_values.shape[0], embeddings.shape[0])
+        text = {"input_ids": encoded.input_ids.expand(rows, -1), "attention_mask": encoded.attention_mask.expand(rows, -1)}
+        if encoded.token_type_ids is not None:
+            text["token_type_ids"] = encoded.token_type_ids.expand(rows, -1)
+        pixel_values = pixel_values.expand(rows, -1, -1, -1)
+        with replaced_output(self.word_embedding_layer, embeddings.expand(rows, -1, -1)):
+            if self.kind == "similarity":
+                return pair_scores(self.model, pixel_values, **text)
+            return self.model(pixel_values=pixel_values, **text).logits
+
+    def scorer(self, prepared: PreparedPair, target: int | None):
+        """f as Captum wants it: (pixel_values, embeddings) -> (N,) scores of this text's pairs."""
+
+        def score(pixel_values, embeddings):
+            outputs = self.forward(pixel_values, embeddings, prepared.text)
+            return outputs if target is None else outputs[:, target]
+
+        return score
+
+    def scores_of(self, prepared: PreparedPair, target: int | None, pairs: Iterable[tuple]) -> np.ndarray:
+        """f of each (pixel_values, embeddings) batch in `pairs`, concatenated, without gradients, in batches."""
+        import torch
+
+        forward = self.scorer(prepared, target)
+        results = []
+        with torch.no_grad():
+            for pixel_values, embeddings in pairs:
+                rows = max(pixel_values.shape[0], embeddings.shape[0])
+                batch = self.internal_batch_size(prepared, rows)
+                for start in range(0, rows, batch):
+                    part = [side if side.shape[0] == 1 else side[start:start + batch] for side in (pixel_values, embeddings)]
+                    results.append(forward(*part).double().cpu())
+        return torch.cat(results).numpy()
+
+    def outputs(self, prepared: PreparedPair) -> "torch.Tensor":
+        """(C,) logits of a classifier, (1,) the score of a similarity model; computed once per prepared pair."""
+        import torch
+
+        if prepared.outputs is None:
+            with torch.no_grad():
+                prepared.outputs = self.forward(*self.inputs(prepared), prepared.text).reshape(-1).detach()
+        return prepared.outputs
+
+    def resolve_target(self, prepared: PreparedPair, target: int | None) -> int | None:
+        if self.kind == "similarity":
+            return None
+        return int(self.outputs(prepared).argmax()) if target is None else int(target)
+
+    def internal_batch_size(self, prepared: PreparedPair, rows: int) -> int:
+        height, width = prepared.image.size
+        length = prepared.text.input_ids.shape[1]
+        return max(1, min(rows, PIXELS_PER_BATCH // max(height * width, 1), TOKENS_PER_BATCH // max(length, 1)))
+
+    def word_positions(self, encoded: EncodedText, word: str) -> list[int]:
+        """Positions of every piece of every occurrence of `word` in the text (as it starts a word or stands alone)."""
+        if not isinstance(word, str) or not word.strip():
+            raise UserError("Type a word of the text to see which patches match it.")
+        ids = encoded.input_ids[0].tolist()
+        shown = set(encoded.shown)
+        found: set[int] = set()
+        for variant in (word.strip(), " " + word.strip()):  # byte-level BPE spells a word after a space differently
+            pieces = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
+            for start in range(len(ids) - len(pieces) + 1) if pieces else ():
+                span = range(start, start + len(pieces))
+                if ids[start:start + len(pieces)] == pieces and shown.issuperset(span):
+                    found.update(span)
+        if not found:
+            raise UserError(f"'{word.strip()}' is not a word of the text '{encoded.text}'; pick one of its words.")
+        return sorted(found)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _compute(self, prepared: PreparedPair, attribution: PairMethod, target: int | None, grid: tuple[int, int],
+                 used: dict[str, Any]) -> PairExplanation:
+        import torch
+
+        started = time.perf_counter()
+        target = self.resolve_target(prepared, target)
+        with torch.enable_grad():  # a caller inside torch.no_grad() still gets gradients
+            values, token_scores, delta, difference = attribution.attribute(self, prepared, target, grid, **used)
+        values = np.asarray(values, dtype=np.float64)
+        cells = values if values.shape == grid else patches.aggregate(values, grid)  # a pixel map, or already cells
+        shown = prepared.text.shown
+        token_scores = np.asarray(token_scores, dtype=np.float64)[shown]
+        text_share, image_share = modality_shares(token_scores, cells)
+        score = float(self.outputs(prepared)[target or 0])
+        return PairExplanation(
+            tokens=[prepared.text.tokens[i] for i in shown], token_scores=[float(s) for s in token_scores],
+            patch_scores=[float(s) for s in cells.ravel()], grid=[grid[0], grid[1]], method=attribution.key,
+            kind=self.kind, score=score, baseline_score=None if difference is None else score - difference,
+            delta=None if delta is None else float(delta), output_difference=None if difference is None else float(difference),
+            text_share=text_share, image_share=image_share, seconds=time.perf_counter() - started,
+            params={**used, "input_size": list(prepared.image.size)}, signed=attribution.signed, text=prepared.text.text,
+            image=prepared.image.reference, truncated=prepared.text.truncated, **self._target_fields(prepared, target),
+        )
+
+    def _word_map(self, prepared: PreparedPair, word: str, positions: list[int], target: int | None,
+                  grid: tuple[int, int], used: dict[str, Any]) -> Explanation:
+        import torch
+        from captum.attr import IntegratedGradients
+
+        started = time.perf_counter()
+        target = self.resolve_target(prepared, target)
+        pixels, embeddings = self.inputs(prepared)
+        blank_pixels, blank_embeddings = self.baselines(prepared, used["image_baseline"], used["text_baseline"])
+        without = embeddings.clone()
+        without[0, positions] = blank_embeddings[0, positions]
+        both_texts = torch.cat([embeddings, without])
+        forward = self.scorer(prepared, target)
+
+        def effect(pixel_values):  # g: the word's effect on the score, for each image in the batch
+            rows = pixel_values.shape[0]
+            scores = forward(pixel_values.repeat(2, 1, 1, 1), both_texts.repeat_interleave(rows, dim=0))
+            return scores[:rows] - scores[rows:]
+
+        with torch.no_grad():
+            real, blank = effect(torch.cat([pixels, blank_pixels])).double().tolist()
+        with torch.enable_grad():
+            attributions = IntegratedGradients(effect).attribute(
+                pixels, baselines=blank_pixels, n_steps=used["steps"],
+                internal_batch_size=max(1, self.internal_batch_size(prepared, used["steps"]) // 2))
+        cells = patches.aggregate(attributions[0].detach().double().cpu().numpy(), grid)
+        difference = real - blank
+        values = {"method": "ig", "seconds": time.perf_counter() - started, "truncated": prepared.text.truncated,
+                  "signed": True, "text": prepared.text.text, **self._target_fields(prepared, target)}
+        params = {**used, "grid": list(grid), "input_size": list(prepared.image.size), "word": word.strip(),
+                  "word_tokens": [prepared.text.tokens[i] for i in positions], "effect_on_image": real}
+        return half_explanation(values, patches.unit_names(grid), cells.ravel(), "patches", params,
+                                float(cells.sum()) - difference, difference)
+
+    def _target_fields(self, prepared: PreparedPair, target: int | None) -> dict[str, Any]:
+        if self.kind == "similarity":
+            return dict.fromkeys(("target", "target_label", "predicted", "predicted_label", "probabilities"))
+        probabilities = self.outputs(prepared).float().softmax(-1).cpu().numpy()
+        predicted = int(probabilities.argmax())
+        return {"target": target, "target_label": self.label_names[target], "predicted": predicted,
+                "predicted_label": self.label_names[predicted], "probabilities": [float(p) for p in probabilities]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The randomisation sanity check, both halves
+
+
+def randomized_pair_copy(model, scope: str = "head", seed: int = 0):
+    """A copy of `model` with everything above the towers ("head": projections, fusion head) or every layer
+    ("all") re-initialised; the original is not touched.
+
+    `randomized_copy`'s own "head" would take a dual encoder's towers for its head (the model is its own base),
+    so for "head" each module outside the two towers is randomised on its own.
+    """
+    import copy
+
+    if scope not in SCOPES:
+        raise UserError(f"The randomisation scope must be one of {', '.join(SCOPES)} (got {scope!r}).")
+    if scope == "all":
+        return randomized_copy(model, "all", seed)
+    twin = copy.deepcopy(model).eval()
+    heads = modules_above_towers(twin, (twin.vision_model, twin.text_model))
+    if not heads:
+        raise UserError("This model has no layers above its two towers to randomise; use scope 'all'.")
+    for parent, name in heads:
+        setattr(parent, name, randomized_copy(getattr(parent, name), "all", seed))
+    return twin
+
+
+def modules_above_towers(module, towers: tuple) -> list[tuple[Any, str]]:
+    """(parent, name) of each submodule with weights that neither is nor holds a tower; a fusion model keeps its
+    dual encoder as one child, so children that hold a tower are searched too."""
+    found = []
+    for name, child in module.named_children():
+        if any(child is tower for tower in towers):
+            continue
+        if any(part is tower for part in child.modules() for tower in towers):
+            found += modules_above_towers(child, towers)
+        elif any(True for _ in child.parameters()):
+            found.append((module, name))
+    return found
+
+
+def pair_randomization_check(explainer: PairExplainer, image, text: str, method: str = "ig", target: int | str | None = None,
+                             scope: str = "head", seed: int = 0, top_k: int = 3, grid: int | Sequence[int] = 7,
+                             **params) -> dict[str, Any]:
+    """Compare `method`'s patch map and token map on the trained model and on a randomised copy (Adebayo et al., 2018).
+
+    Returns {"patches": {"spearman", "spearman_abs", "top_k_overlap"}, "tokens": the same, "k", "original",
+    "randomized" (PairExplanations), "scope", "seed", "verdict": a sentence}. A half passes when the rank
+    correlations of its signed scores and of their magnitudes both fall under `PASS_BELOW`.
+    """
+    prepared = explainer.prepare(image, text)
+    rows, cols = patches.as_grid(grid, *prepared.image.size)
+    if rows * cols < 3 or len(prepared.text.shown) < 3:
+        raise UserError("A rank correlation needs at least 3 patches and 3 tokens: pick a finer grid or a longer text.")
+    twin = explainer.with_model(randomized_pair_copy(explainer.model, scope, seed))
+    original = explainer.explain(image, text, method, target, grid=grid, **params)
+    randomized = twin.explain(image, text, method, original.target, grid=grid, **params)
+    halves = {name: rank_agreement(getattr(original, field), getattr(randomized, field), top_k)
+              for name, field in (("patches", "patch_scores"), ("tokens", "token_scores"))}
+    return {**halves, "k": top_k, "original": original, "randomized": randomized, "scope": scope, "seed": seed,
+            "verdict": pair_verdict(method, halves, scope)}
+
+
+def rank_agreement(first: list[float], second: list[float], top_k: int) -> dict[str, float]:
+    k = min(top_k, len(first))
+    return {"spearman": spearman(first, second),
+            "spearman_abs": spearman([abs(s) for s in first], [abs(s) for s in second]),
+            "top_k_overlap": len(top_positions(first, k) & top_positions(second, k)) / k}
+
+
+def pair_verdict(method: str, halves: dict[str, dict[str, float]], scope: str) -> str:
+    """One sentence: which maps changed after randomisation (both signed and magnitude ranks under PASS_BELOW)."""
+    what = "the layers above the towers" if scope == "head" else "every layer"
+    nouns = {"patches": "patch", "tokens": "token"}
+    figures = "; ".join(f"{name} {half['spearman']:+.2f}, their magnitudes {half['spearman_abs']:+.2f}"
+                        for name, half in halves.items())
+    kept = [name for name, half in halves.items() if abs(half["spearman"]) >= PASS_BELOW or abs(half["spearman_abs"]) >= PASS_BELOW]
+    if not kept:
+        return (f"After re-initialising {what}, both {method} maps changed a lot (rank correlation of {figures}): they "
+                "depend on the learned weights, as a faithful explanation should.")
+    subject = " and ".join(f"the {nouns[name]} map" for name in kept)
+    return (f"After re-initialising {what}, {subject} barely changed (rank correlation of {figures}), so "
+            f"{'they' if len(kept) > 1 else 'it'} may show properties of the input rather than what the model learned.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a run's model
+
+
+_EXPLAINERS = LRUCache(EXPLAINER_CACHE_SIZE)
+
+
+def load_pair_explainer(run_id: str, stage: str | None = None) -> PairExplainer:
+    """The explainer for an image-text run's model at `stage` (None: the latest), kept for the next call.
+
+    Cached per (workspace, run, stage, time the stage's model was written), like the other modalities.
+    """
+    from core.checkpoints import latest_stage, stage_folder
+    from core.image_text.runs import check_pair_run, load_stage_pair_model
+    from core.store import RunStore
+    from core.workspace import workspace_root
+
+    run = RunStore().get(run_id)
+    if run is None:
+        raise UserError(f"There is no run '{run_id}' in this workspace; `python -m core runs` lists the runs there are.")
+    check_pair_run(run)
+    stage = stage or latest_stage(run)
+    written = stage_folder(run, stage) / "config.json"
+    key = (str(workspace_root()), run_id, stage, written.stat().st_mtime_ns if written.exists() else None)
+    found = _EXPLAINERS.get(key)
+    if found is not None:
+        return found
+    pair = load_stage_pair_model(run, stage)
+    for parameter in pair.model.parameters():  # only input gradients are needed
+        parameter.requires_grad_(False)
+    explainer = PairExplainer(pair.model, pair.image_processor, pair.tokenizer, pair.kind, pair.label_names or None,
+                              name=f"{run.name} ({run.id}, {stage})")
+    explainer.run_id, explainer.stage = run_id, stage
+    return _EXPLAINERS.put(key, explainer)
+
+
+def clear_pair_explainer_cache() -> None:
+    _EXPLAINERS.clear()
+
+
+__all__ = ["KINDS", "PAIR_METHODS", "PairExplainer", "PairExplanation", "PairMethod", "PreparedPair", "clear_pair_explainer_cache",
+           "load_pair_explainer", "pair_randomization_check", "randomized_pair_copy"]

@@ -8,6 +8,7 @@ Keeping the page scripts one level down leaves app.py's `st.navigation` the only
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import streamlit as st
 
@@ -43,3 +44,24 @@ def duration(seconds: float | None) -> str:
 
 def since(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "—"
+
+
+def method_params(method, key_prefix: str) -> dict[str, Any]:
+    """One widget per parameter of an attribution method (from its defaults and choices), keyed `key_prefix_name`."""
+    choices = getattr(method, "choices", {}) or {}
+    params: dict[str, Any] = {}
+    for name, default in (method.defaults or {}).items():
+        key = f"{key_prefix}_{name}"
+        if name in choices:
+            params[name] = st.selectbox(name, list(choices[name]), index=list(choices[name]).index(default), key=key)
+        elif isinstance(default, bool):
+            params[name] = st.toggle(name, value=default, key=key)
+        elif isinstance(default, int):
+            params[name] = int(st.number_input(name, min_value=int(method.minimum(name) or 0), value=default, step=1, key=key))
+        elif isinstance(default, float):
+            params[name] = float(st.number_input(name, min_value=float(method.minimum(name) or 0.0), value=default, format="%.4f", key=key))
+        elif isinstance(default, (list, tuple)):
+            continue  # a pair such as a fixed grid: the method's own default
+        else:
+            params[name] = st.text_input(name, value=str(default), key=key)
+    return params

@@ -15,6 +15,7 @@ import streamlit as st
 from core import viz
 from core.errors import UserError
 from core.store import Run
+from pages import method_params
 
 SPLITS = ("test", "validation", "train")
 RESULTS = 8
@@ -202,7 +203,8 @@ def pair_methods() -> dict:
 
 
 def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: str) -> None:
-    """Which words and which patches raise the pair's score: token map beside patch overlay, with shares."""
+    """Which words and which patches raise the pair's score: token map beside patch overlay, with shares;
+    then, for one word, the patches that make it count."""
     from core import inspect
     from core.image_text.data import open_pair_record
 
@@ -222,21 +224,51 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
     grid = int(middle.number_input("Patch grid (cells a side)", min_value=2, max_value=16, value=4, step=1, key="inspect_pair_grid"))
     opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="inspect_pair_opacity")
     st.caption(methods[method].description)
-    if not st.button("Explain this pair", type="primary", key="inspect_pair_explain"):
-        shown = st.session_state.get("inspect_pair_result")
-        if shown and shown[0] == (run.id, stage, reference, text, method, grid, target):
-            draw_pair_explanation(shown[1], open_pair_record(reference)["image"], opacity)
-        return
+    with st.expander("Method settings"):
+        params = method_params(methods[method], f"inspect_pair_param_{method}")
     try:
         explainer = pair_explainer(run.id, stage, inspect.stage_stamp(run, stage), pair)
-        picture = open_pair_record(reference)["image"]
-        with st.spinner("Attributing the score to words and patches…"):
-            explanation = explainer.explain(picture, text, method=method, target=target, grid=grid)
+        picture = explainer.input_image(open_pair_record(reference)["image"])  # as the model sees it, so patches line up
     except UserError as problem:
         st.error(str(problem))
         return
-    st.session_state["inspect_pair_result"] = ((run.id, stage, reference, text, method, grid, target), explanation)
-    draw_pair_explanation(explanation, picture, opacity)
+    settings = (run.id, stage, reference, text, method, grid, target, tuple(sorted(params.items())))
+    if st.button("Explain this pair", type="primary", key="inspect_pair_explain"):
+        try:
+            with st.spinner("Attributing the score to words and patches…"):
+                st.session_state["inspect_pair_result"] = (settings, explainer.explain(picture, text, method=method, target=target,
+                                                                                        grid=grid, **params))
+        except UserError as problem:
+            st.error(str(problem))
+            return
+    shown = st.session_state.get("inspect_pair_result")
+    if shown and shown[0] == settings:
+        draw_pair_explanation(shown[1], picture, opacity)
+        word_map(explainer, picture, text, grid, target, opacity)
+
+
+def word_map(explainer, picture, text: str, grid: int, target, opacity: float) -> None:
+    """The patches that make one word of the text count: IG of the score's change when that word is hidden."""
+    words = list(dict.fromkeys(word.strip(".,:;!?\"'()").lower() for word in text.split()))
+    words = [word for word in words if word]
+    st.markdown("**Patches for one word** — where in the image is what this word names?")
+    left, middle, right = st.columns([2, 2, 1])
+    word = left.selectbox("Word", words, key="inspect_pair_word")
+    baseline = middle.selectbox("Image baseline", ("grey", "blur", "mean", "black"), key="inspect_pair_word_baseline",
+                                help="What the image fades in from: grey removes colours (for colour words), blur removes "
+                                     "shapes and edges (for shape and object words).")
+    if not right.button("Show", key="inspect_pair_word_show"):
+        return
+    try:
+        with st.spinner(f"Finding the patches that make '{word}' count…"):
+            explanation = explainer.explain_word(picture, text, word, target=target, grid=grid, image_baseline=baseline)
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    with st.container(key="inspect_pair_word_map"):
+        st.image(viz.patch_overlay(picture, explanation, opacity, size=OVERLAY), width=OVERLAY, output_format="PNG",
+                 caption=f"'{word}' adds {explanation.output_difference:+.3f} to the score here")
+        st.html(viz.overlay_legend_html(explanation))
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)

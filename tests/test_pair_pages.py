@@ -121,3 +121,10 @@ def test_inspect_explains_a_pair_with_words_patches_and_shares(pair_run):
     shares = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
     assert any(chart["layout"]["title"]["text"] == "Share of the total attribution" for chart in shares)
     assert any("image share" in picture.caption for image in app.get("image") for picture in image.proto.imgs)
+    # The patches that make one word of the caption count.
+    words = app.selectbox(key="inspect_pair_word").options
+    assert words and all(word == word.lower() for word in words)
+    app.selectbox(key="inspect_pair_word").set_value(words[1]).run()
+    app.button(key="inspect_pair_word_show").click().run()
+    assert not app.error, [error.value for error in app.error]
+    assert any(f"'{words[1]}' adds" in picture.caption for image in app.get("image") for picture in image.proto.imgs)

@@ -374,4 +374,5 @@ def _check_text_task(run) -> None:
 
     task = TASKS.get(run.task)
     if task is not None and task.modality != "text":
-        raise UserError(f"Run {run.id} is a {task.title.lower()} run; token explanations need a text classification run.")
+        hint = " For an image-text run, give an image too: --image PATH --text WORDS." if task.modality == "image_text" else ""
+        raise UserError(f"Run {run.id} is a run of the task '{task.title}'; token explanations need a text classification run.{hint}")

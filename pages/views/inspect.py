@@ -21,7 +21,7 @@ import streamlit as st
 from core import inspect, viz
 from core.errors import UserError
 from core.store import Run
-from pages import open_store, run_label
+from pages import method_params, open_store, run_label
 
 FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence", "inspect_contains", "inspect_lengths")
 
@@ -135,20 +135,7 @@ def method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | 
         return None, {}
     method = METHODS[key]
     st.caption(method.description)
-    params: dict[str, Any] = {}
-    for name, default in method.defaults.items():
-        widget_key = f"inspect_param_{slot}_{key}_{name}"
-        if name in method.choices:
-            params[name] = st.selectbox(name, list(method.choices[name]), key=widget_key)
-        elif isinstance(default, bool):
-            params[name] = st.toggle(name, value=default, key=widget_key)
-        elif isinstance(default, int):
-            params[name] = int(st.number_input(name, min_value=int(method.minimum(name)), value=default, step=1, key=widget_key))
-        elif isinstance(default, float):
-            params[name] = float(st.number_input(name, min_value=float(method.minimum(name)), value=default, format="%.4f", key=widget_key))
-        else:
-            params[name] = st.text_input(name, value=str(default), key=widget_key)
-    return key, params
+    return key, method_params(method, f"inspect_param_{slot}_{key}")
 
 
 def explain(explainer, text: str, method: str, target: str | None, params: dict[str, Any], merge: bool):
@@ -235,24 +222,7 @@ def patch_method_picker(slot: str, label: str, optional: bool = False) -> tuple[
         return None, {}
     method = methods[key]
     st.caption(method.description)
-    choices = getattr(method, "choices", {}) or {}
-    params: dict[str, Any] = {}
-    for name, default in (method.defaults or {}).items():
-        widget_key = f"inspect_image_param_{slot}_{key}_{name}"
-        minimum = method.minimum(name) if hasattr(method, "minimum") else 0
-        if name in choices:
-            params[name] = st.selectbox(name, list(choices[name]), key=widget_key)
-        elif isinstance(default, bool):
-            params[name] = st.toggle(name, value=default, key=widget_key)
-        elif isinstance(default, int):
-            params[name] = int(st.number_input(name, min_value=int(minimum or 0), value=default, step=1, key=widget_key))
-        elif isinstance(default, float):
-            params[name] = float(st.number_input(name, min_value=float(minimum or 0.0), value=default, format="%.4f", key=widget_key))
-        elif isinstance(default, (list, tuple)):
-            continue  # a pair such as a fixed grid: the method's own default
-        else:
-            params[name] = st.text_input(name, value=str(default), key=widget_key)
-    return key, params
+    return key, method_params(method, f"inspect_image_param_{slot}_{key}")
 
 
 def model_view(explainer, picture):

@@ -6,7 +6,7 @@ processor to --sizes (default 96 and 224 px, as `image_size` does for a run) and
 explanation cache off so that every call computes:
 
   ig                joint Integrated Gradients over pixels and word embeddings, default parameters
-                    (32 steps, blur and [PAD] baselines): 32 pair forward and backward passes in batches
+                    (128 steps, blur and [PAD] baselines): 128 pair forward and backward passes in batches
   occlusion         one token at a time and one grid cell at a time, every occluded copy batched
   gradient_x_input  one forward and backward pass
   word              `explain_word`: Integrated Gradients of the word's effect over the image (twice the

@@ -297,3 +297,6 @@ def draw_pair_explanation(explanation, picture, opacity: float) -> None:
     if explanation.delta is not None:
         score_text += f" · convergence delta {explanation.delta:+.2e}"
     st.caption(score_text)
+    if explanation.delta_is_large():
+        st.warning("The convergence delta is large next to the change in the score: the integral is too coarse, so these "
+                   "scores are approximate. Raise the steps under Method settings and explain again.")

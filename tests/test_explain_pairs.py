@@ -120,7 +120,7 @@ def test_pair_methods_are_registered_with_descriptions():
     for method in PAIR_METHODS.values():
         assert method.modality == "pairs" and method.signed and len(method.description) > 60
     assert describe("ig", PAIR_METHODS["ig"].defaults, "pairs") == \
-        "Integrated Gradients (steps 32, text_baseline pad, image_baseline blur)"
+        "Integrated Gradients (steps 128, text_baseline pad, image_baseline blur)"
 
 
 def test_ig_scores_add_up_to_the_change_in_score(untrained):

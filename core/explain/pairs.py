@@ -241,10 +241,12 @@ class PairIntegratedGradients(PairMethod):
         "scores add up to the change in the score, so they also show how much of it came from the picture and how "
         "much from the words."
     )
-    defaults = {"steps": 32, "text_baseline": "pad", "image_baseline": "blur"}
+    # 128 steps, not the 32 of the other modalities: along a path through MobileNetV2 and a text tower at once the
+    # integral converges slowly (convergence delta often 10-100 % of the score change at 32 steps, 5-20 % at 128).
+    defaults = {"steps": 128, "text_baseline": "pad", "image_baseline": "blur"}
     choices = {"text_baseline": BASELINES, "image_baseline": PAIR_IMAGE_BASELINES}
 
-    def attribute(self, explainer, prepared, target, grid, steps=32, text_baseline="pad", image_baseline="blur"):
+    def attribute(self, explainer, prepared, target, grid, steps=128, text_baseline="pad", image_baseline="blur"):
         from captum.attr import IntegratedGradients
 
         inputs = explainer.inputs(prepared)

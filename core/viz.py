@@ -175,7 +175,8 @@ def attribution_colour(score: float, scale: float, signed: bool = True) -> str:
     return f"rgba({red},{green},{blue},{0.85 * strength:.3f})"
 
 
-def token_attribution_html(units: list[str], scores: list[float], *, caption: str = "", signed: bool = True) -> str:
+def token_attribution_html(units: list[str], scores: list[float], *, caption: str = "", signed: bool = True,
+                           explained: str = "the class") -> str:
     """The text as coloured units, scaled by the largest |score|, with the exact value on hover.
 
     Signed scores use a diverging scale (red supports the explained class, blue speaks against
@@ -202,7 +203,7 @@ def token_attribution_html(units: list[str], scores: list[float], *, caption: st
         return f'<span style="background-color:rgba({colour[0]},{colour[1]},{colour[2]},0.85);padding:0 6px;border-radius:3px">&nbsp;</span>'
 
     if signed:
-        legend = f"{swatch(ATTRIBUTION_POSITIVE)} supports the class {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
+        legend = f"{swatch(ATTRIBUTION_POSITIVE)} supports {escape(explained)} {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
     else:
         legend = f"{swatch(ATTRIBUTION_MAGNITUDE)} influence (no direction)"
     legend += f" · full colour = {scale:.3g} · hover a token for its exact value"
@@ -282,7 +283,7 @@ def patch_overlay(image, explanation=None, opacity: float = 0.5, *, scores=None,
     return Image.alpha_composite(base, layer).convert("RGB")
 
 
-def overlay_legend_html(explanation=None, *, signed: bool = True, scale: float | None = None) -> str:
+def overlay_legend_html(explanation=None, *, signed: bool = True, scale: float | None = None, explained: str = "the class") -> str:
     """One line under an overlay: what red and blue mean and the value of full colour."""
     import math
 
@@ -295,7 +296,7 @@ def overlay_legend_html(explanation=None, *, signed: bool = True, scale: float |
         return f'<span style="background-color:rgb({colour[0]},{colour[1]},{colour[2]});padding:0 6px;border-radius:3px">&nbsp;</span>'
 
     if signed:
-        text = f"{swatch(ATTRIBUTION_POSITIVE)} supports the class {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
+        text = f"{swatch(ATTRIBUTION_POSITIVE)} supports {explained} {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
     else:
         text = f"{swatch(ATTRIBUTION_MAGNITUDE)} influence (no direction)"
     if scale is not None:

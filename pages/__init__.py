@@ -46,11 +46,12 @@ def since(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "—"
 
 
-def method_params(method, key_prefix: str) -> dict[str, Any]:
-    """One widget per parameter of an attribution method (from its defaults and choices), keyed `key_prefix_name`."""
+def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One widget per parameter of an attribution method (from its defaults and choices), keyed `key_prefix_name`;
+    `preferred` replaces some of the method's defaults where a view knows better."""
     choices = getattr(method, "choices", {}) or {}
     params: dict[str, Any] = {}
-    for name, default in (method.defaults or {}).items():
+    for name, default in {**(method.defaults or {}), **{k: v for k, v in (preferred or {}).items() if k in (method.defaults or {})}}.items():
         key = f"{key_prefix}_{name}"
         if name in choices:
             params[name] = st.selectbox(name, list(choices[name]), index=list(choices[name]).index(default), key=key)

@@ -22,6 +22,9 @@ RESULTS = 8
 GALLERY_COLUMNS = 4
 THUMBNAIL = 112
 OVERLAY = 256
+# The grey copy of the picture as the joint map's starting point: on the trained shapes run the top IG patch
+# lay on the shape for 20 of 20 test pairs from grey, 11-13 of 20 from a blur and 1 of 20 from the mean colour.
+JOINT_MAP_DEFAULTS = {"image_baseline": "grey"}
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
@@ -225,7 +228,7 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
     opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="inspect_pair_opacity")
     st.caption(methods[method].description)
     with st.expander("Method settings"):
-        params = method_params(methods[method], f"inspect_pair_param_{method}")
+        params = method_params(methods[method], f"inspect_pair_param_{method}", preferred=JOINT_MAP_DEFAULTS)
     try:
         explainer = pair_explainer(run.id, stage, inspect.stage_stamp(run, stage), pair)
         picture = explainer.input_image(open_pair_record(reference)["image"])  # as the model sees it, so patches line up
@@ -268,7 +271,12 @@ def word_map(explainer, picture, text: str, grid: int, target, opacity: float) -
     with st.container(key="inspect_pair_word_map"):
         st.image(viz.patch_overlay(picture, explanation, opacity, size=OVERLAY), width=OVERLAY, output_format="PNG",
                  caption=f"'{word}' adds {explanation.output_difference:+.3f} to the score here")
-        st.html(viz.overlay_legend_html(explanation))
+        st.html(viz.overlay_legend_html(explanation, explained=f"'{word}' in the match"))
+
+
+def explained_by(explanation) -> str:
+    """What red stands for: the pair's match (a dual encoder) or the explained class (a fusion classifier)."""
+    return f"the class '{explanation.target_label}'" if explanation.kind == "classification" else "the match"
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -283,12 +291,14 @@ def draw_pair_explanation(explanation, picture, opacity: float) -> None:
     with words.container(key="inspect_pair_words"):
         st.markdown("**Words**")
         st.html(viz.token_attribution_html(explanation.tokens, explanation.token_scores, signed=explanation.signed,
-                                           caption=f"text share {explanation.text_share:.0%}"))
+                                           caption=f"text share {explanation.text_share:.0%}", explained=explained_by(explanation)))
     with patches.container(key="inspect_pair_patches"):
         st.markdown("**Patches**")
         st.image(viz.patch_overlay(picture, scores=explanation.patch_scores, grid=explanation.grid, signed=explanation.signed,
                                    opacity=opacity, size=OVERLAY),
                  caption=f"image share {explanation.image_share:.0%}", width=OVERLAY, output_format="PNG")
+        st.html(viz.overlay_legend_html(signed=explanation.signed, scale=max(map(abs, explanation.patch_scores), default=0.0),
+                                        explained=explained_by(explanation)))
     st.plotly_chart(viz.modality_shares(explanation.text_share, explanation.image_share), key="inspect_pair_shares",
                     config={"displayModeBar": False})
     score_text = f"score {explanation.score:.3f}"

@@ -24,7 +24,6 @@ from core.config import RunConfig
 from core.errors import UserError
 from core.store import Run
 
-PAIR_TASKS = {"image_text_contrastive": "similarity", "image_text_fusion": "classification"}
 EMBED_BATCH = 64
 
 
@@ -38,11 +37,20 @@ class PairModel:
     prompt_template: str = "a {label}"
 
 
-def check_pair_run(run: Run) -> str:
-    """The run's kind of pair model; a sentence when the run is not an image-text run."""
-    if run.task not in PAIR_TASKS:
+def pair_task(run: Run):
+    """The run's image-text task; a sentence when the run is of another task."""
+    from core.tasks import TASKS
+    from core.tasks.pair_task import PairTask
+
+    task = TASKS.get(run.task)
+    if not isinstance(task, PairTask):
         raise UserError(f"Run {run.id} is a {run.task.replace('_', ' ')} run; pick an image-text run for retrieval and cross-modal maps.")
-    return PAIR_TASKS[run.task]
+    return task
+
+
+def check_pair_run(run: Run) -> str:
+    """The run's kind of pair model ("similarity" or "classification"); a sentence when it is not an image-text run."""
+    return pair_task(run).pair_kind
 
 
 def pair_stages(run: Run) -> list[str]:
@@ -140,9 +148,7 @@ def split_frame(run: Run, split: str) -> pd.DataFrame:
 
 
 def dataset_kind(run: Run) -> str:
-    from core.image_text.data import CONTRASTIVE, FUSION
-
-    return CONTRASTIVE if PAIR_TASKS.get(run.task) == "similarity" else FUSION
+    return pair_task(run).dataset_kind
 
 
 def embed_images(pair: PairModel, images: list, batch_size: int = EMBED_BATCH) -> np.ndarray:

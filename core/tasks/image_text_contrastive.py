@@ -41,6 +41,7 @@ class ImageTextContrastive(PairTask):
     settings = ("towers", "images")
     with_caption_groups = True
 
+    pair_kind = "similarity"
     dataset_kind = CONTRASTIVE
 
     def extras(self, config: RunConfig, splits) -> dict[str, Any]:

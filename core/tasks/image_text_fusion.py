@@ -33,6 +33,7 @@ class ImageTextFusion(PairTask):
     settings = ("towers", "fusion", "images")
     with_caption_groups = False
 
+    pair_kind = "classification"
     dataset_kind = FUSION
 
     def build_model(self, encoder, config: RunConfig, label_names: list[str]):

@@ -20,6 +20,7 @@ class PairTask(Task):
     modality = "image_text"
     remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
     dataset_kind: str  # core.image_text.data.CONTRASTIVE or FUSION
+    pair_kind: str  # what its model scores: "similarity" (a dual encoder) or "classification" (a fusion classifier)
     with_caption_groups: bool  # labels as [caption group, class id] (alignment) or the class id (fusion)
 
     def datasets(self) -> list:

@@ -7,11 +7,13 @@ written at most once a second; the cancel check is a file-existence test.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from core.errors import UserError
 from core.store import RunStore
 
 
@@ -20,12 +22,19 @@ class StoreMetrics(TrainerCallback):
 
     def __init__(self, store: RunStore, run_id: str):
         self.store, self.run_id = store, run_id
+        self.start_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         numbers = {key: value for key, value in (logs or {}).items() if isinstance(value, (int, float))}
         # The end-of-training summary's "train_loss" is the mean over all steps, not a point on the curve.
         if "train_loss" in numbers:
             numbers["train_loss_mean"] = numbers.pop("train_loss")
+            if state.global_step == self.start_step:
+                # Resumed from the final checkpoint: no step ran, and Trainer reports a mean of 0.0.
+                numbers.pop("train_loss_mean")
         # Trainer names the per-step train loss plain "loss"; say which split it is, like the eval metrics.
         if "loss" in numbers:
             numbers["train_loss"] = numbers.pop("loss")
@@ -36,25 +45,109 @@ class StoreMetrics(TrainerCallback):
 
 
 class Progress(TrainerCallback):
-    """Write step / max steps to the store, throttled, so the Runs page can show progress and ETA."""
+    """Write step / max steps to the store, throttled, so the Runs page can show progress and ETA.
+
+    It is also the trainer's heartbeat: evaluation batches and saves count as signs of life too,
+    so a long evaluation is not mistaken for a stall (`core.jobs.stall_of`).
+    """
 
     def __init__(self, store: RunStore, run_id: str, every_seconds: float = 1.0):
         self.store, self.run_id, self.every = store, run_id, every_seconds
         self.last_write = 0.0
+        self.last_beat = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         now = time.time()
         self.store.update(
             self.run_id, step=state.global_step, max_steps=state.max_steps,
-            train_started_at=now, train_start_step=state.global_step, progress_at=now,
+            train_started_at=now, train_start_step=state.global_step, progress_at=now, heartbeat_at=now,
         )
-        self.last_write = now
+        self.last_write = self.last_beat = now
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
         if now - self.last_write >= self.every or state.global_step >= state.max_steps:
-            self.store.update(self.run_id, step=state.global_step, progress_at=now)
-            self.last_write = now
+            self.store.update(self.run_id, step=state.global_step, progress_at=now, heartbeat_at=now)
+            self.last_write = self.last_beat = now
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self._beat()
+
+    def on_save(self, args, state, control, **kwargs):
+        self._beat()
+
+    def _beat(self) -> None:
+        now = time.time()
+        if now - self.last_beat >= self.every:
+            self.store.update(self.run_id, heartbeat_at=now)
+            self.last_beat = now
+
+
+class LossHealth(TrainerCallback):
+    """Say in words when training goes wrong instead of letting a run end "completed" on nonsense.
+
+    - A loss that is NaN or infinite stops the run at once (every later step would be NaN too).
+    - Divergence: the training loss above `FACTOR` times its first logged value (and at least one
+      nat above it) for `PATIENCE` logs in a row. It warns, or stops the run when asked to.
+    - Chance level after training (`judge_final`): the validation metric no better than a model
+      that learned nothing.
+    Warnings go to the run's `warning` in the store (the Runs page shows it) and to its summary.
+    """
+
+    FACTOR = 2.0
+    MARGIN = 1.0
+    PATIENCE = 3
+    CHANCE_TOLERANCE = 0.02
+
+    def __init__(self, store: RunStore, run_id: str, stop_on_divergence: bool = False):
+        self.store, self.run_id, self.stop_on_divergence = store, run_id, stop_on_divergence
+        self.warnings: list[str] = []
+        self.above: list[tuple[int, float]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        for key, what in (("loss", "training loss"), ("eval_loss", "validation loss")):
+            value = logs.get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise UserError(
+                    f"The {what} became {'NaN' if math.isnan(value) else 'infinite'} at step {state.global_step}; "
+                    "lower the learning rate or turn gradient clipping on (max_grad_norm 1.0), then start a new run "
+                    "(resuming would repeat the same steps)."
+                )
+        if isinstance(logs.get("loss"), (int, float)):
+            self._watch_divergence(state, float(logs["loss"]))
+
+    def _watch_divergence(self, state, loss: float) -> None:
+        start = next((entry["loss"] for entry in state.log_history if "loss" in entry), loss)
+        if loss <= max(self.FACTOR * start, start + self.MARGIN):
+            self.above = []
+            return
+        self.above.append((state.global_step, loss))
+        if len(self.above) != self.PATIENCE:
+            return
+        sentence = (
+            f"The training loss diverged: it started at {start:.3g} and stayed above {self.FACTOR:g}× that for "
+            f"{self.PATIENCE} logs (steps {self.above[0][0]}–{self.above[-1][0]}, last {loss:.3g}). Lower the learning "
+            "rate (fine-tuning wants about 2e-5 to 5e-5) or turn gradient clipping on (max_grad_norm 1.0)."
+        )
+        if self.stop_on_divergence:
+            raise UserError(sentence + " The run was stopped because 'stop when the loss diverges' is on.")
+        self.warn(sentence)
+
+    def judge_final(self, metrics: dict, primary: str, chance: float | None) -> None:
+        value = metrics.get(f"eval_{primary}")
+        if chance is None or not isinstance(value, (int, float)) or value > chance + self.CHANCE_TOLERANCE:
+            return
+        self.warn(
+            f"After training, the validation {primary} is {value:.3f}, no better than chance ({chance:.3f}, always "
+            "answering the most common class): the model learned nothing useful. Check the loss curve and the labels, "
+            "and try a lower learning rate or more steps."
+        )
+
+    def warn(self, sentence: str) -> None:
+        self.warnings.append(sentence)
+        self.store.update(self.run_id, warning=" ".join(self.warnings))
+        print(f"[{time.strftime('%H:%M:%S')}] Warning: {sentence}", flush=True)
 
 
 class CancelledRun(Exception):

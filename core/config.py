@@ -58,6 +58,7 @@ HELP: dict[str, str] = {
     "max_grad_norm": "Clip the gradient norm to this value each step (0 turns clipping off); guards against loss spikes.",
     "early_stopping_patience": "Stop when the validation metric has not improved for this many evaluations (0 = never stop early).",
     "best_checkpoint": "At the end, keep the checkpoint with the best validation metric instead of the last one.",
+    "stop_on_divergence": "Stop the run (as failed, with the reason) when the training loss stays far above where it started; otherwise the run only warns.",
     "adversarial": "Train on adversarially perturbed inputs as well (FGM: one gradient step; PGD: several), for robustness.",
     "adv_epsilon": "Size of the adversarial perturbation relative to the input's own size (0.05 = 5 %; on word embeddings for text, on pixels for images).",
     "adv_steps": "PGD only: how many gradient steps build each perturbation.",
@@ -114,6 +115,7 @@ class RunConfig:
     max_grad_norm: float = 1.0
     early_stopping_patience: int = 0
     best_checkpoint: bool = False
+    stop_on_divergence: bool = False
     adversarial: str = "none"
     adv_epsilon: float = 0.05
     adv_steps: int = 3

@@ -5,32 +5,45 @@ Streamlit server can restart, or two tabs can act at once, without losing or dou
 A trainer process is started in a new session (it survives the server), writes its own status
 when it ends, and starts the next queued job on its device. `reconcile()` catches the trainer
 that could not report: a process that is gone while its run still says "running" is marked
-failed, with its last log lines as the reason.
+failed, with its last log lines as the reason, and the queue moves on. The workspace's
+supervisor (`core.supervisor`) calls it every second while anything is queued or running, so a
+lost trainer is found even when no page or CLI is looking.
+
+A trainer is identified by its pid plus its start in clock ticks since boot, which no wall-clock
+jump (a suspended VM, an NTP step) changes; the wall-clock start time is kept for display.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from core.config import RunConfig
 from core.errors import UserError
-from core.store import Run, RunStore, new_run_id, run_directory
+from core.store import LOST_REASON, Run, RunStore, new_run_id, run_directory
 from core.workspace import WORKSPACE_ENV, workspace_root
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SLOTS_ENV = "WORKBENCH_JOBS_PER_DEVICE"
 CANCEL_FLAG = "CANCEL"
 LOG_FILE = "train.log"
+# The ending a trainer writes into its run directory before it tells the store (see `read_ending`).
+ENDING_FILE = "ending.json"
 # A claimed run gets this long to report its pid before it is presumed lost.
 START_GRACE_SECONDS = 60
+# A trainer is stalled after this many seconds without a sign of life, or this many of its own step
+# times, whichever is longer (evaluations and saves beat too, so slow phases are not stalls).
+STALL_MIN_SECONDS = 60.0
+STALL_STEP_TIMES = 20
 
 
 def slots_per_device() -> int:
@@ -81,7 +94,11 @@ def submit(config: RunConfig, store: RunStore | None = None, *, preflight: bool 
 def dispatch(store: RunStore | None = None) -> list[Run]:
     """Start queued runs on every device that has a free slot; returns the runs started."""
     store = store or RunStore()
-    reconcile(store)
+    reconcile(store, start_queued=False)
+    return _start_queued(store)
+
+
+def _start_queued(store: RunStore) -> list[Run]:
     started = []
     for device in store.queued_devices():
         while (run := store.claim_next(device, slots_per_device())) is not None:
@@ -102,9 +119,14 @@ def _spawn(run: Run, store: RunStore) -> None:
         cwd=REPO_ROOT, env=env, start_new_session=True,
     )
     log.close()
-    store.update(run.id, pid=process.pid, pid_started_at=_process_start_time(process.pid))
+    store.update(
+        run.id, pid=process.pid, pid_started_at=_process_start_time(process.pid), pid_ticks=process_start_ticks(process.pid),
+    )
     # Reap the child when it exits so it does not linger as a zombie under a long-lived server.
     threading.Thread(target=process.wait, daemon=True).start()
+    from core.supervisor import ensure_supervisor
+
+    ensure_supervisor()
 
 
 def _process_start_time(pid: int) -> float | None:
@@ -112,6 +134,21 @@ def _process_start_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (Linux /proc); None where that is not known.
+
+    Unlike a wall-clock start time (psutil's create_time is boot time + ticks, and the boot time is
+    re-derived from the wall clock), this does not move when the clock jumps.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 else None
 
 
 def is_alive(run: Run) -> bool:
@@ -122,16 +159,76 @@ def is_alive(run: Run) -> bool:
         process = psutil.Process(run.pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        if run.pid_started_at and abs(process.create_time() - run.pid_started_at) > 1.0:
-            return False
-        return True
+    except psutil.Error:
+        return False
+    if run.pid_ticks is not None:
+        ticks = process_start_ticks(run.pid)
+        return ticks is None or ticks == run.pid_ticks
+    # Stores written before ticks were recorded: the wall-clock start, with room for clock jumps of
+    # up to a few minutes (a reused pid is new and differs by far more on any machine that ran long).
+    try:
+        return not run.pid_started_at or abs(process.create_time() - run.pid_started_at) <= 600.0
     except psutil.Error:
         return False
 
 
-def reconcile(store: RunStore | None = None) -> list[str]:
+@dataclass(frozen=True)
+class Stall:
+    """A running trainer that shows no sign of life."""
+
+    seconds: float  # since its last sign of life
+    reason: str
+
+    def sentence(self) -> str:
+        return f"Stalled: no step for {_plain_duration(self.seconds)} ({self.reason}). Cancel it, or wait if you know why."
+
+
+def stall_of(run: Run, now: float | None = None) -> Stall | None:
+    """Whether a running run's trainer has stopped making progress, judged by its own pace."""
+    if run.status != "running" or run.pid is None:
+        return None
+    now = now or time.time()
+    last = max(filter(None, (run.heartbeat_at, run.progress_at, run.train_started_at, run.started_at)), default=now)
+    silent = max(0.0, now - last)
+    try:
+        if is_alive(run) and psutil.Process(run.pid).status() == psutil.STATUS_STOPPED:
+            return Stall(silent, "the trainer process is suspended (SIGSTOP or a debugger); send it SIGCONT to go on")
+    except psutil.Error:
+        return None
+    if not run.train_started_at:
+        return None  # preparing: downloads and conversions have no steps to judge by
+    pace = run.seconds_per_step() or 0.0
+    if silent > max(STALL_MIN_SECONDS, STALL_STEP_TIMES * pace):
+        return Stall(silent, f"a step usually takes {pace:.2g} s" if pace else "no step has finished yet")
+    return None
+
+
+def _plain_duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def write_ending(run_id: str, status: str, error: str | None, pid: int) -> None:
+    """The trainer's ending, in its run directory first: it survives a store that cannot be written."""
+    path = run_directory(run_id) / ENDING_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"status": status, "error": error, "pid": pid, "finished_at": time.time()}), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def read_ending(run: Run) -> dict | None:
+    """The ending this run's current trainer wrote, if it wrote one (an older attempt's does not count)."""
+    try:
+        ending = json.loads((run.directory / ENDING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return ending if ending.get("pid") == run.pid and ending.get("status") in ("completed", "failed", "cancelled") else None
+
+
+def reconcile(store: RunStore | None = None, *, start_queued: bool = True) -> list[str]:
     """Mark runs whose trainer vanished as failed, with the log's last lines (or as cancelled when a
-    cancel was asked for); returns their ids."""
+    cancel was asked for, or as the trainer's own ending when it wrote one the store never got);
+    then start what was queued behind them. Returns the ids marked."""
     store = store or RunStore()
     lost = []
     now = time.time()
@@ -144,18 +241,26 @@ def reconcile(store: RunStore | None = None) -> list[str]:
         fresh = store.get(run.id)
         if fresh is None or fresh.status != "running":
             continue
-        if (run.directory / CANCEL_FLAG).exists():
-            # Asked to cancel, and gone: a SIGTERM that landed before the worker set its handler ends here.
-            if store.transition(run.id, ("running",), status="cancelled", error=None, finished_at=now):
-                lost.append(run.id)
-            continue
-        reason = "The trainer process stopped without reporting (it was killed or crashed)."
-        tail = log_tail(run.id, 5)
-        if tail:
-            reason += " Last log lines:\n" + tail
-        if store.transition(run.id, ("running",), status="failed", error=reason, finished_at=now):
+        if store.transition(run.id, ("running",), **_lost_ending(fresh, now)):
             lost.append(run.id)
+    if lost and start_queued:
+        _start_queued(store)
     return lost
+
+
+def _lost_ending(run: Run, now: float) -> dict:
+    """The status and reason to record for a run whose trainer is gone."""
+    ending = read_ending(run)
+    if ending:  # it ended on its own, but could not tell the store (read-only or full at the time)
+        return {"status": ending["status"], "error": ending["error"], "finished_at": ending["finished_at"]}
+    if (run.directory / CANCEL_FLAG).exists():
+        # Asked to cancel, and gone: a SIGTERM that landed before the worker set its handler ends here.
+        return {"status": "cancelled", "error": None, "finished_at": now}
+    reason = f"{LOST_REASON} (it was killed or crashed). Resume continues from its last complete checkpoint."
+    tail = log_tail(run.id, 5)
+    if tail:
+        reason += " Last log lines:\n" + tail
+    return {"status": "failed", "error": reason, "finished_at": now}
 
 
 def cancel(run_id: str, store: RunStore | None = None) -> Run:
@@ -167,8 +272,10 @@ def cancel(run_id: str, store: RunStore | None = None) -> Run:
     elif run.status == "running":
         (run.directory / CANCEL_FLAG).touch()
         if run.pid and is_alive(run):
-            # The worker turns SIGTERM into the same polite stop as the flag.
+            # The worker turns SIGTERM into the same polite stop as the flag; a suspended trainer
+            # must be woken to act on it. One that still does not stop is killed by the supervisor.
             os.kill(run.pid, signal.SIGTERM)
+            os.kill(run.pid, signal.SIGCONT)
         reconcile(store)
     else:
         raise UserError(f"Run {run_id} is {run.status}; only queued or running runs can be cancelled.")
@@ -182,8 +289,10 @@ def resume(run_id: str, store: RunStore | None = None) -> Run:
     if run.status not in ("failed", "cancelled"):
         raise UserError(f"Run {run_id} is {run.status}; only failed or cancelled runs can be resumed.")
     (run.directory / CANCEL_FLAG).unlink(missing_ok=True)
+    (run.directory / ENDING_FILE).unlink(missing_ok=True)
     store.transition(
-        run_id, ("failed", "cancelled"), status="queued", resume=1, error=None, finished_at=None, pid=None,
+        run_id, ("failed", "cancelled"), status="queued", resume=1, error=None, warning=None, finished_at=None,
+        pid=None, pid_ticks=None, heartbeat_at=None,
     )
     dispatch(store)
     return store.get(run_id)

@@ -7,6 +7,7 @@ WAL mode lets a trainer write while several browser sessions read, without block
 
 from __future__ import annotations
 
+import math
 import secrets
 import sqlite3
 import time
@@ -15,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from core.errors import UserError
 from core.workspace import runs_dir, workspace_root
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+# The first words of the error a reader records for a trainer that vanished without reporting.
+LOST_REASON = "The trainer process stopped without reporting"
 FINISHED = ("completed", "failed", "cancelled")
 
 _SCHEMA = """
@@ -41,7 +45,10 @@ CREATE TABLE IF NOT EXISTS runs (
     progress_at REAL,
     error TEXT,
     resume INTEGER NOT NULL DEFAULT 0,
-    config TEXT NOT NULL
+    config TEXT NOT NULL,
+    pid_ticks INTEGER,
+    heartbeat_at REAL,
+    warning TEXT
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL,
@@ -52,6 +59,12 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, name, step);
 """
+# Columns added after the first release: (name, SQL type) appended to older stores when they open.
+_ADDED_COLUMNS = (("pid_ticks", "INTEGER"), ("heartbeat_at", "REAL"), ("warning", "TEXT"))
+
+
+class StoreError(UserError):
+    """The run store cannot be written (read-only, full disk, locked): nothing was changed."""
 
 
 @dataclass
@@ -76,6 +89,12 @@ class Run:
     error: str | None
     resume: int
     config: str
+    # The trainer's start in clock ticks since boot: an identity that survives wall-clock jumps.
+    pid_ticks: int | None = None
+    # The trainer's last sign of life (a step, an evaluation batch, a save).
+    heartbeat_at: float | None = None
+    # Something the user should know about a run that did not fail (a diverging loss, chance-level accuracy).
+    warning: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -89,14 +108,25 @@ class Run:
     def progress(self) -> float:
         return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
 
+    def seconds_per_step(self) -> float | None:
+        """The pace of the steps done since this (re)start, up to the last progress report."""
+        done = self.step - self.train_start_step
+        if not self.train_started_at or not self.progress_at or done <= 0:
+            return None
+        return (self.progress_at - self.train_started_at) / done
+
     def eta_seconds(self, now: float | None = None) -> float | None:
-        """Seconds left at the pace of the steps done since this (re)start; None until it is known."""
+        """Seconds left at the pace since this (re)start; None until it is known.
+
+        The pace is measured up to now, not to the last report, so a trainer that stops stepping
+        sees its ETA grow instead of freezing at its last value.
+        """
         if self.status != "running" or not self.train_started_at or not self.max_steps:
             return None
         done = self.step - self.train_start_step
         if done <= 0:
             return None
-        elapsed = (self.progress_at or now or time.time()) - self.train_started_at
+        elapsed = max(now or time.time(), self.progress_at or 0.0) - self.train_started_at
         return elapsed / done * (self.max_steps - self.step)
 
 
@@ -112,18 +142,39 @@ class RunStore:
     def __init__(self, path: Path | None = None):
         self.path = path or workspace_root() / "runs.db"
         with self._connect() as db:
-            db.executescript(_SCHEMA)
+            if not _has_current_schema(db):
+                db.executescript(_SCHEMA)
+                _add_missing_columns(db)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
         try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as error:
+            raise self._sentence(error) from None
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
             yield db
+        except sqlite3.OperationalError as error:
+            raise self._sentence(error) from None
         finally:
             db.close()
+
+    def _sentence(self, error: sqlite3.Error) -> StoreError:
+        """What a storage failure means for the user, and what to do about it."""
+        text = str(error).lower()
+        if "readonly" in text or "read-only" in text:
+            return StoreError(
+                f"The run store {self.path} is read-only ({error}), so nothing was changed. Make the file and its "
+                "folder writable again (or point WORKBENCH_WORKSPACE at a writable folder), then reload."
+            )
+        if "full" in text:
+            return StoreError(f"The disk holding the run store {self.path} is full ({error}); free some space, then reload.")
+        if "locked" in text:
+            return StoreError(f"The run store {self.path} stayed locked by another process for 30 s ({error}); try again.")
+        return StoreError(f"The run store {self.path} cannot be used ({error}); check the file and its folder.")
 
     def create(self, run_id: str, *, name: str, task: str, model: str, dataset: str, device: str, config_yaml: str) -> Run:
         with self._connect() as db:
@@ -183,8 +234,8 @@ class RunStore:
                     ).fetchone()
                 if row:
                     db.execute(
-                        "UPDATE runs SET status = 'running', started_at = ?, pid = NULL, error = NULL,"
-                        " finished_at = NULL WHERE id = ?",
+                        "UPDATE runs SET status = 'running', started_at = ?, pid = NULL, pid_ticks = NULL, heartbeat_at = NULL,"
+                        " error = NULL, warning = NULL, finished_at = NULL WHERE id = ?",
                         (time.time(), row["id"]),
                     )
                 db.execute("COMMIT")
@@ -198,10 +249,20 @@ class RunStore:
             return [r[0] for r in db.execute("SELECT DISTINCT device FROM runs WHERE status = 'queued'")]
 
     def log_metrics(self, run_id: str, step: int, values: Mapping[str, float]) -> None:
+        """Record values at a step; a value logged again at the same step replaces the old one.
+
+        Non-finite values are left out: SQLite stores NaN as NULL, and a curve cannot draw them
+        anyway (the trainer's loss-health check says in words when the loss stops being finite).
+        """
         now = time.time()
-        rows = [(run_id, step, name, float(value), now) for name, value in values.items()]
+        rows = [(run_id, step, name, float(value), now) for name, value in values.items() if math.isfinite(value)]
+        if not rows:
+            return
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM metrics WHERE run_id = ? AND step = ? AND name = ?", [row[:3] for row in rows])
             db.executemany("INSERT INTO metrics (run_id, step, name, value, recorded_at) VALUES (?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
 
     def metrics(self, run_ids: list[str] | str):
         """Long-form metrics (run_id, step, name, value, recorded_at) as a pandas DataFrame."""
@@ -222,7 +283,35 @@ class RunStore:
         with self._connect() as db:
             db.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step))
 
+    def finish(self, run_id: str, pid: int, **values) -> bool:
+        """A trainer records its own ending: from running, or from the failure a reader wrongly declared
+        while this very trainer (same pid, not resumed since) was still alive; True when recorded."""
+        assignments = ", ".join(f"{key} = ?" for key in values)
+        with self._connect() as db:
+            cursor = db.execute(
+                f"UPDATE runs SET {assignments} WHERE id = ? AND (status = 'running'"
+                " OR (status = 'failed' AND pid = ? AND error LIKE ?))",
+                (*values.values(), run_id, pid, LOST_REASON + "%"),
+            )
+            return cursor.rowcount == 1
+
     def delete(self, run_id: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+
+def _has_current_schema(db: sqlite3.Connection) -> bool:
+    """True when nothing needs creating, so a read-only store can still be opened and read."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"runs", "metrics"} <= tables:
+        return False
+    columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    return all(name in columns for name, _ in _ADDED_COLUMNS)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in columns:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")

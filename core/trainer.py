@@ -10,6 +10,7 @@ sentence) and then starts the next queued job on its device.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from typing import Any
 from core.checkpoints import BEFORE_MODEL, FINAL_MODEL
 from core.config import RunConfig
 from core.errors import UserError
-from core.jobs import CANCEL_FLAG, dispatch
+from core.jobs import CANCEL_FLAG, dispatch, process_start_ticks, write_ending
 from core.store import Run, RunStore
 
 
@@ -39,9 +40,10 @@ def run_worker(run_id: str) -> int:
         return 2
     flag = run.directory / CANCEL_FLAG
     signal.signal(signal.SIGTERM, lambda *_: flag.touch())
-    store.update(run_id, pid=os.getpid())
     outcome, error = "failed", None
     try:
+        store.update(run_id, pid=os.getpid(), pid_ticks=process_start_ticks(os.getpid()), heartbeat_at=time.time())
+        run = store.get(run_id)
         config = RunConfig.load(run.directory / "config.yaml")
         train(config, run, store)
         outcome = "cancelled" if flag.exists() else "completed"
@@ -56,24 +58,46 @@ def run_worker(run_id: str) -> int:
             traceback.print_exc()
             error = describe_failure(problem)
     say(f"Run {outcome}." + (f" {error}" if error else ""))
-    store.transition(run_id, ("running",), status=outcome, error=error, finished_at=time.time())
-    dispatch(store)
+    record_ending(store, run_id, outcome, error)
     return 0 if outcome != "failed" else 1
+
+
+def record_ending(store: RunStore, run_id: str, outcome: str, error: str | None) -> None:
+    """Tell the store how the run ended, and start the next queued run.
+
+    The ending goes into the run directory first: if the store cannot be written now, the next
+    reconcile (once it can) records it from there. `finish` also overrides a "lost" verdict that a
+    reader reached while this trainer was in fact alive (see `core.jobs.is_alive`).
+    """
+    try:
+        write_ending(run_id, outcome, error, os.getpid())
+    except OSError as problem:
+        say(f"Could not write the run's ending into its directory ({problem}).")
+    try:
+        store.finish(run_id, os.getpid(), status=outcome, error=error, finished_at=time.time())
+        dispatch(store)
+    except UserError as problem:
+        say(f"The run store could not record this ending: {problem}")
 
 
 def describe_failure(problem: Exception) -> str:
     text = str(problem)
     if "out of memory" in text.lower():
         return "The device ran out of memory. Lower the batch size or the max length, or use gradient accumulation."
+    if isinstance(problem, OSError) and problem.errno == errno.ENOSPC or "no space left" in text.lower():
+        return (
+            "The disk is full: a save could not be written. Free some space (the run's folder is "
+            f"{os.environ.get('WORKBENCH_WORKSPACE', 'workspace')}/runs), then resume: it continues from the last complete checkpoint."
+        )
     return f"Training stopped with an error ({type(problem).__name__}: {text[:300]}). The log has the full traceback."
 
 
 def train(config: RunConfig, run: Run, store: RunStore) -> None:
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as transformers_logging
 
-    from core.callbacks import AdaLoraBudget, CancelOnFlag, LogLines, Progress, StoreMetrics
+    from core.callbacks import AdaLoraBudget, CancelOnFlag, LogLines, LossHealth, Progress, StoreMetrics
+    from core.checkpoints import publish_folder
     from core.strategies import trainable_parameters
     from core.tasks import TASKS
 
@@ -86,15 +110,15 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     prepared = task.prepare(config, progress=lambda fraction, message: say(f"{message} ({fraction:.0%})"))
     if not run.resume or not (directory / BEFORE_MODEL).exists():
         # The model before any update (pretrained encoder + fresh head): the baseline Inspect compares with.
-        prepared.model.save_pretrained(directory / BEFORE_MODEL)
-        prepared.processor.save_pretrained(directory / BEFORE_MODEL)
+        publish_folder(lambda folder: save_model_folder(prepared.model, prepared.processor, folder), directory / BEFORE_MODEL)
     model = task.trainable(prepared, config, total_steps(config, len(prepared.datasets["train"])))
     trainable, total = trainable_parameters(model)
     say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
     arguments = training_arguments(config, run, directory, task)
     cancel = CancelOnFlag(directory / CANCEL_FLAG)
-    callbacks = [StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel]
+    health = LossHealth(store, run.id, stop_on_divergence=config.stop_on_divergence)
+    callbacks = [StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel, health]
     if config.strategy == "adalora":
         callbacks.append(AdaLoraBudget(store, run.id))
     if config.early_stopping_patience:
@@ -110,29 +134,59 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)
-    checkpoint = get_last_checkpoint(str(directory / "checkpoints")) if (directory / "checkpoints").exists() else None
-    if run.resume and checkpoint:
-        step = int(Path(checkpoint).name.split("-")[-1])
-        store.forget_metrics_after(run.id, step)
-        say(f"Resuming from {Path(checkpoint).name} (optimizer, scheduler and data order restored).")
+    checkpoint = resume_point(directory) if run.resume else None
+    if checkpoint:
+        store.forget_metrics_after(run.id, checkpoint_step(checkpoint))
     else:
-        checkpoint = None
         store.forget_metrics_after(run.id, -1)
         say("Evaluating before the first update (step 0).")
         trainer.evaluate()
         evaluate_test(trainer, task, prepared, store, run, directory, stage="before")
     write_json(directory / "summary.json", summary(config, prepared, trainable, total, arguments))
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if cancel.requested:
         say("Cancelled; the last checkpoint is kept for resume.")
         return
     say(f"Trained {result.global_step} steps at {result.metrics.get('train_samples_per_second', 0):.1f} samples/s.")
-    if not evaluated_at(trainer.state, trainer.state.global_step):
-        trainer.evaluate()
+    final_eval = last_evaluation(trainer.state) if evaluated_at(trainer.state, trainer.state.global_step) else trainer.evaluate()
+    health.judge_final(final_eval, task.primary_metric, task.chance_level(prepared))
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
-    save_final_model(task.finished_model(trainer.model), prepared, directory / FINAL_MODEL)
+    publish_folder(lambda folder: save_model_folder(task.finished_model(trainer.model), prepared.processor, folder), directory / FINAL_MODEL)
+    say(f"Saved the fine-tuned model to {directory / FINAL_MODEL}.")
+    if health.warnings:
+        write_json(directory / "summary.json", {**json.loads((directory / "summary.json").read_text()), "health": health.warnings})
     store.update(run.id, step=trainer.state.global_step)
+
+
+def resume_point(directory: Path) -> Path | None:
+    """The newest complete checkpoint, after clearing torn ones; says in the log what resuming restores."""
+    from core.checkpoints import complete_checkpoints, lost_state, remove_torn_checkpoints
+
+    torn = remove_torn_checkpoints(directory)
+    if torn:
+        say(f"Removed {', '.join(torn)}: its writing was interrupted (a kill or a full disk), so it is incomplete.")
+    complete = complete_checkpoints(directory)
+    if not complete:
+        say("No complete checkpoint to resume from: training starts again from the pretrained model.")
+        return None
+    checkpoint = complete[-1]
+    lost = lost_state(checkpoint)
+    if lost:
+        say(f"Resuming from {checkpoint.name}; not restored, because its files are missing: {'; '.join(lost)}. "
+            "Training goes on from its weights, with those parts starting fresh.")
+    else:
+        say(f"Resuming from {checkpoint.name} (optimizer, scheduler and data order restored).")
+    return checkpoint
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
+def last_evaluation(state) -> dict[str, float]:
+    """The metrics of the newest validation evaluation in the Trainer's log history."""
+    return next((entry for entry in reversed(state.log_history) if "eval_loss" in entry), {})
 
 
 def trainer_class(config: RunConfig, task, prepared):
@@ -167,6 +221,14 @@ def in_order_trainer(base):
     from torch.utils.data import SequentialSampler
 
     class InOrderTrainer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Trainer assumes a model whose forward takes **kwargs normalises its loss by the batch's
+            # token count (`num_items_in_batch`) and so skips dividing by the accumulation steps. The
+            # heads here average over their batch: left as it was, gradient accumulation N made the
+            # logged train loss (and the gradients) N times too large.
+            self.model_accepts_loss_kwargs = False
+
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is None or self.args.world_size > 1:
                 return None  # what transformers does without length grouping
@@ -214,6 +276,9 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         train_sampling_strategy="group_by_length" if config.group_by_length and task.modality == "text" else "random",
         label_smoothing_factor=config.label_smoothing,
         max_grad_norm=config.max_grad_norm,  # 0 turns clipping off
+        # Trainer would replace a NaN or infinite step loss by the running mean: a curve that lies, and
+        # a divergence nobody sees. The loss-health callback turns a non-finite loss into a sentence.
+        logging_nan_inf_filter=False,
         # Early stopping needs the best checkpoint to go back to. Without either, no metric is named:
         # Trainer would otherwise keep the best checkpoint too, not only the latest ones.
         load_best_model_at_end=keep_best,
@@ -256,11 +321,10 @@ def save_predictions(trainer, task, prepared, directory: Path, split: str) -> No
     task.predictions(output.predictions, output.label_ids, prepared, split).to_parquet(directory / "predictions" / f"{split}_after.parquet")
 
 
-def save_final_model(model, prepared, target: Path) -> None:
+def save_model_folder(model, processor, target: Path) -> None:
     """A plain transformers folder (LoRA merged in by the task), loadable with from_pretrained or pipeline."""
     model.save_pretrained(target)
-    prepared.processor.save_pretrained(target)
-    say(f"Saved the fine-tuned model to {target}.")
+    processor.save_pretrained(target)
 
 
 def summary(config: RunConfig, prepared, trainable: int, total: int, arguments) -> dict[str, Any]:

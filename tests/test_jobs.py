@@ -342,16 +342,17 @@ def test_reconcile_sees_a_reused_pid_as_dead(workspace, stand_in):
     store = RunStore()
     run = claimed_run(store)
     me = stand_in
-    store.update(run.id, pid=me.pid, pid_started_at=me.create_time())
+    ticks = jobs.process_start_ticks(me.pid)
+    store.update(run.id, pid=me.pid, pid_started_at=me.create_time(), pid_ticks=ticks)
     assert jobs.is_alive(store.get(run.id))
     assert jobs.reconcile(store) == []
-    # Same pid number, but a process that started at another time: not our trainer.
-    store.update(run.id, pid_started_at=me.create_time() - 100)
+    # Same pid number, but a process that started at another moment since boot: not our trainer.
+    store.update(run.id, pid_ticks=ticks - 1)
     assert not jobs.is_alive(store.get(run.id))
     (run.directory / jobs.LOG_FILE).write_text("line one\nprogress 10%\rprogress 90%\n\nthe end\n")
     assert jobs.reconcile(store) == [run.id]
     error = store.get(run.id).error
-    assert "stopped without reporting" in error
+    assert "stopped without reporting" in error and "last complete checkpoint" in error
     assert error.endswith("Last log lines:\nline one\nprogress 90%\nthe end")
 
 

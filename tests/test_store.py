@@ -165,7 +165,10 @@ def test_progress_fraction():
 def test_eta_from_pace_since_this_start():
     # 20 steps (10 -> 30) took 10 s: 0.5 s a step, 80 steps left.
     run = run_with(step=30, max_steps=110, train_started_at=100.0, train_start_step=10, progress_at=110.0)
-    assert run.eta_seconds() == pytest.approx(40.0)
+    assert run.eta_seconds(now=110.0) == pytest.approx(40.0)
+    assert run.seconds_per_step() == pytest.approx(0.5)
+    # No step for 20 s more: the pace so far is 1.5 s a step, and the ETA grows instead of freezing.
+    assert run.eta_seconds(now=130.0) == pytest.approx(120.0)
     # Without a progress time, the caller's clock counts.
     run = run_with(step=30, max_steps=110, train_started_at=100.0, train_start_step=10, progress_at=None)
     assert run.eta_seconds(now=120.0) == pytest.approx(80.0)

@@ -1,6 +1,5 @@
 """Strategies: which weights train (full / head / freeze N / LoRA), checked with real optimizer steps."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -139,7 +138,7 @@ def test_lora_final_model_is_merged_and_loads_as_a_plain_model(model, batch, tin
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from core.tasks import TASKS
-    from core.trainer import save_final_model
+    from core.trainer import save_model_folder
 
     config = RunConfig(strategy="lora", lora_r=4, lora_alpha=8, lora_dropout=0.0)
     peft_model = apply_strategy(model, config, HEAD)
@@ -150,7 +149,7 @@ def test_lora_final_model_is_merged_and_loads_as_a_plain_model(model, batch, tin
 
     target = tmp_path / "model"
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    save_final_model(TASKS["text_classification"].finished_model(peft_model), SimpleNamespace(processor=tokenizer), target)
+    save_model_folder(TASKS["text_classification"].finished_model(peft_model), tokenizer, target)
     assert (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
     assert not (target / "adapter_config.json").exists()
 

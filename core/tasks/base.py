@@ -88,6 +88,16 @@ class Task(ABC):
         """The model to save at the end: LoRA adapters merged in, so the folder loads with from_pretrained."""
         return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
+    def chance_level(self, prepared: Prepared) -> float | None:
+        """The primary metric a model that learned nothing reaches on validation; None where not judged.
+
+        For accuracy that is the majority class's share: always answering it scores exactly that.
+        """
+        frame = prepared.raw.get("validation")
+        if self.primary_metric != "accuracy" or frame is None or frame.empty or "label" not in frame:
+            return None
+        return float(frame["label"].value_counts(normalize=True).iloc[0])
+
     def headline(self, report: dict[str, Any]) -> dict[str, float | None]:
         """The few numbers of a held-out report that the Runs page compares before and after training."""
         return {

@@ -14,11 +14,14 @@ st.markdown(
 
 try:
     store = RunStore()
-    reconcile(store)
-    runs = store.list()
 except UserError as problem:
     st.error(str(problem))
     st.stop()
+try:
+    reconcile(store)
+except UserError as problem:  # a read-only store: the runs can still be read and counted
+    st.warning(str(problem))
+runs = store.list()
 
 active = sum(run.status in ("queued", "running") for run in runs)
 left, middle, right = st.columns(3)

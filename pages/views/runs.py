@@ -19,10 +19,19 @@ st.title("Runs")
 store = open_store()
 
 
+def status_text(run: Run) -> str:
+    text = f"{STATUS_ICONS.get(run.status, '')} {run.status}"
+    if jobs.stall_of(run):
+        text += " · stalled"
+    if run.warning:
+        text += " · warning"
+    return text
+
+
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "status": [f"{STATUS_ICONS.get(r.status, '')} {r.status}" for r in runs],
+            "status": [status_text(r) for r in runs],
             "name": [r.name for r in runs],
             "id": [r.id for r in runs],
             "progress": [r.progress for r in runs],
@@ -60,12 +69,17 @@ def run_details(run: Run) -> None:
     if run.status == "running":
         eta = run.eta_seconds()
         st.progress(run.progress, text=f"step {run.step} of {run.max_steps or '?'} · ETA {duration(eta)}")
+        stall = jobs.stall_of(run)
+        if stall:
+            st.warning(stall.sentence())
     elif run.status == "queued":
         st.info("Queued: it starts when the device is free.")
     if run.status == "failed" and run.error:
         st.error(f"This run failed. {run.error}")
     elif run.error:
         st.warning(run.error)
+    if run.warning:
+        st.warning(run.warning)
     actions(run)
 
 
@@ -152,8 +166,16 @@ def robustness_section(run: Run) -> None:
             st.dataframe(viz.robustness_table(results), width="content")
 
 
+def reconcile_or_warn() -> None:
+    """Mark lost trainers; a store that cannot be written is said once, and the runs are still shown."""
+    try:
+        jobs.reconcile(store)
+    except UserError as problem:
+        st.warning(str(problem))
+
+
 def live_view(selected_ids: list[str]) -> None:
-    jobs.reconcile(store)
+    reconcile_or_warn()
     runs = store.list()
     st.dataframe(
         runs_table(runs), hide_index=True, width="stretch",

@@ -39,6 +39,7 @@ ROBUSTNESS = (
     ("max_grad_norm", "Clip gradient norm (0 = off)", "number", {"min_value": 0.0, "step": 0.5}),
     ("early_stopping_patience", "Early-stopping patience (0 = off)", "number", {"min_value": 0, "step": 1}),
     ("best_checkpoint", "Keep the best checkpoint", "check", {}),
+    ("stop_on_divergence", "Stop when the loss diverges", "check", {}),
     ("adversarial", "Adversarial training", "select", {"options": ADVERSARIAL}),
     ("adv_epsilon", "Adversarial epsilon (relative)", "number", {"min_value": 0.0, "step": 0.01, "format": "%.3f"}),
     ("adv_steps", "PGD steps", "number", {"min_value": 1, "step": 1}),

@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOWER_MODES = ("train", "freeze", "lora")
 FUSIONS = ("concat", "gated")
+MAX_SEED = 2**32 - 1  # numpy's random generators take no larger seed
 
 # One sentence of help per knob, for a learner; the Train page shows these as tooltips.
 HELP: dict[str, str] = {
@@ -170,9 +171,19 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{path} is a folder, not a config file; give the path of a YAML file such as run.yaml.")
         if not path.is_file():
             raise UserError(f"There is no config file at {path}; download one from the Train page or write one by hand.")
-        return cls.from_yaml(path.read_text(encoding="utf-8"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(
+                f"{path} is not a text YAML file (it is not UTF-8 text); give a config downloaded from the Train page."
+            ) from None
+        except OSError as error:
+            raise UserError(f"The config file {path} cannot be read ({error.strerror or error}); fix its permissions.") from None
+        return cls.from_yaml(text)
 
     def validate(self) -> list[str]:
         """Every problem with the values, as sentences; an empty list means the config is usable."""
@@ -194,6 +205,7 @@ class RunConfig:
         check(0 <= self.dropout < 1, f"Dropout is a probability between 0 and 1 (got {self.dropout}).")
         check(self.max_length >= 8, f"The max length must be at least 8 tokens (got {self.max_length}).")
         check(self.grad_accum >= 1, "Gradient accumulation must be at least 1.")
+        check(0 <= self.seed <= MAX_SEED, f"The seed must be a whole number from 0 to {MAX_SEED} (got {self.seed}); any number in that range repeats a run exactly.")
         check(self.eval_steps >= 1, "Evaluate at least every 1 step (eval steps ≥ 1).")
         check(self.logging_steps >= 1, "Log at least every 1 step (logging steps ≥ 1).")
         check(self.max_rows >= 0, "Max rows cannot be negative; use 0 for all rows.")

@@ -37,8 +37,15 @@ def workspace_root() -> Path:
 
 
 def subdir(name: str) -> Path:
+    """A folder of the workspace, made if missing; raises UserError when it cannot be (a file in its place, say)."""
     path = workspace_root() / name
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"The workspace folder {path} cannot be made ({error.strerror or error}). Move whatever is in its way, "
+            f"or point {WORKSPACE_ENV} at another folder."
+        ) from None
     return path
 
 

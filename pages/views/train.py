@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.catalog import BUILTIN_MODELS
-from core.config import ADVERSARIAL, FUSIONS, HELP, PRECISIONS, SCHEDULERS, STRATEGIES, TOWER_MODES, RunConfig
+from core.config import ADVERSARIAL, FUSIONS, HELP, MAX_SEED, PRECISIONS, SCHEDULERS, STRATEGIES, TOWER_MODES, RunConfig
 from core.errors import UserError
 from core.presets import PRESETS
 from pages import open_store
@@ -28,7 +28,7 @@ HYPERPARAMETERS = (
     ("dropout", "Dropout", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
     ("max_length", "Max sequence length", "number", {"min_value": 8, "step": 16}),
     ("grad_accum", "Gradient accumulation", "number", {"min_value": 1, "step": 1}),
-    ("seed", "Seed", "number", {"min_value": 0, "step": 1}),
+    ("seed", "Seed", "number", {"min_value": 0, "max_value": MAX_SEED, "step": 1}),
     ("max_rows", "Max rows (0 = all)", "number", {"min_value": 0, "step": 100}),
     ("eval_steps", "Evaluate every N steps", "number", {"min_value": 1, "step": 10}),
     ("logging_steps", "Log every N steps", "number", {"min_value": 1, "step": 5}),
@@ -138,7 +138,12 @@ def model_picker(task) -> str:
 
 
 def dataset_picker(task) -> tuple[str, str, str]:
-    datasets = {info.key: info for info in task.datasets()}
+    try:
+        datasets = {info.key: info for info in task.datasets()}
+    except UserError as problem:
+        # The registered datasets live in the workspace: when it cannot be used, nothing below can run either.
+        st.error(str(problem))
+        st.stop()
     if st.session_state.get("train_dataset") not in [*datasets, FILE_PATH]:
         st.session_state["train_dataset"] = next(iter(datasets), FILE_PATH)
     choice = st.selectbox(

@@ -7,6 +7,7 @@ of retrying for half a minute.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -39,6 +40,7 @@ def resolve_model(spec: str, progress: Progress = no_progress) -> str:
                 f"The folder {path} is not a model: it has no config.json. Point at a folder written by "
                 "save_pretrained, or choose a built-in model."
             )
+        refuse_remote_code(str(path), config_values(str(path)))
         return str(path.resolve())
     if not _HUB_ID.match(spec):
         raise UserError(f"'{spec}' is neither a built-in model, a local folder, nor a hub id like owner/name.")
@@ -76,11 +78,66 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def max_positions(model_source: str) -> int | None:
-    """The longest input the model accepts, from its config, when the config says."""
+def config_values(source: str) -> dict:
+    """The raw values of a model's config.json (a local folder or a resolved hub id), read as data only."""
+    folder = Path(source)
+    if folder.is_dir():
+        return _read_config_json(folder / "config.json")
+    from transformers import PretrainedConfig
+
+    try:
+        return PretrainedConfig.get_config_dict(source)[0]
+    except (OSError, ValueError) as error:
+        raise UserError(f"The config of the model '{source}' cannot be read ({error}); try again or use a local model.") from None
+
+
+def _read_config_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"The model's {path} is not a text file; save the model again with save_pretrained.") from None
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"The model's {path} is not valid JSON (line {error.lineno}: {error.msg}); fix that line, or save the "
+            "model again with save_pretrained."
+        ) from None
+    except OSError as error:
+        raise UserError(f"The model's {path} cannot be read ({error.strerror or error}); fix its permissions.") from None
+    if not isinstance(values, dict):
+        raise UserError(f"The model's {path} must hold a JSON object of settings; save the model again with save_pretrained.")
+    return values
+
+
+def refuse_remote_code(source: str, values: dict) -> None:
+    """UserError when the model's architecture exists only as code shipped with it (`auto_map`), which is never run.
+
+    A config that names custom code but whose model type transformers knows still loads with transformers' own class,
+    as `trust_remote_code=False` does; only a type transformers cannot build needs the shipped code.
+    """
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if "auto_map" in values and values.get("model_type") not in CONFIG_MAPPING_NAMES:
+        raise UserError(
+            f"The model at {source} needs remote code (auto_map in its config.json, model type "
+            f"{values.get('model_type')!r}), which the workbench does not run; choose a model that transformers "
+            "supports without custom code, such as a built-in one."
+        )
+
+
+def load_model_config(source: str):
+    """The transformers config of a resolved model source, built without running code shipped with the model."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(model_source, trust_remote_code=False)
+    refuse_remote_code(source, config_values(source))
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"The model at {source} cannot be used: {error}") from None
+
+
+def max_positions(model_source: str) -> int | None:
+    """The longest input the model accepts, from its config, when the config says."""
+    config = load_model_config(model_source)
     limit = getattr(config, "max_position_embeddings", None)
     # Some configs (BERT, RoBERTa) reserve positions for padding offsets; the tokenizer limit is what binds.
     return int(limit) if limit else None

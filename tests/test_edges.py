@@ -3,6 +3,7 @@
 The CLI exits 2 with `error: <sentence>` and no traceback; a page shows the sentence with st.error and no exception.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from test_cli import core_cli
 
 from core.config import MAX_SEED, RunConfig
 from core.errors import UserError
+from core.store import RunStore
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 90
@@ -45,6 +47,72 @@ def test_a_workspace_folder_blocked_by_a_file_is_a_sentence(workspace):
     (workspace / "datasets").write_text("in the way", encoding="utf-8")
     with pytest.raises(UserError, match=r"The workspace folder .*datasets cannot be made .*Move whatever is in its way"):
         datasets_dir()
+
+
+# 2. A local model folder whose config.json is broken or asks for remote code
+
+
+def model_folder(root: Path, config_text: str) -> Path:
+    """A folder with `config_text` as its config.json and Python files that leave a mark if anything imports them."""
+    root.mkdir()
+    (root / "config.json").write_text(config_text, encoding="utf-8")
+    marker = root / "REMOTE-CODE-RAN"
+    for module in ("configuration_custom", "modeling_custom"):
+        (root / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').close()\n", encoding="utf-8")
+    return root
+
+
+REMOTE_CODE = json.dumps({
+    "model_type": "custom-x",
+    "auto_map": {"AutoConfig": "configuration_custom.CustomConfig", "AutoModel": "modeling_custom.CustomModel",
+                 "AutoModelForSequenceClassification": "modeling_custom.CustomModel"},
+})
+
+
+def run_yaml(tmp_path: Path, **values) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(RunConfig(**values).to_yaml(), encoding="utf-8")
+    return path
+
+
+def test_train_refuses_a_model_whose_config_is_not_json(workspace, tmp_path):
+    folder = model_folder(tmp_path / "broken", '{"model_type": "bert",\n  "hidden_size": 32,,\n}')
+    result = core_cli("train", str(run_yaml(tmp_path, model=str(folder), dataset="planted-keywords")), "--detach",
+                      workspace=workspace)
+    assert_refused(result, f"{folder / 'config.json'} is not valid JSON (line 2:", "save_pretrained")
+    assert RunStore().list() == []
+
+
+def test_train_refuses_a_model_that_needs_remote_code_without_running_it(workspace, tmp_path):
+    folder = model_folder(tmp_path / "remote", REMOTE_CODE)
+    result = core_cli("train", str(run_yaml(tmp_path, model=str(folder), dataset="planted-keywords")), "--detach",
+                      workspace=workspace)
+    assert_refused(result, "needs remote code (auto_map", "which the workbench does not run")
+    assert not (folder / "REMOTE-CODE-RAN").exists()
+    assert RunStore().list() == []
+
+
+def test_every_task_refuses_remote_code_in_preflight(workspace, tmp_path):
+    from core.tasks import TASKS
+
+    folder = model_folder(tmp_path / "remote", REMOTE_CODE)
+    for key, task in TASKS.items():
+        config = RunConfig(task=key, model=str(folder), dataset=task.datasets()[0].key)
+        with pytest.raises(UserError, match="needs remote code"):
+            task.preflight(config)
+    assert not (folder / "REMOTE-CODE-RAN").exists()
+
+
+def test_train_page_shows_the_remote_code_refusal(workspace, tmp_path):
+    folder = model_folder(tmp_path / "remote", REMOTE_CODE)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.switch_page("pages/views/train.py").run()
+    app.radio(key="train_model_source").set_value("Local folder").run()
+    app.text_input(key="train_model_text").set_value(str(folder)).run()
+    app.button(key="train_start").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert any("needs remote code" in e.value for e in app.error), [e.value for e in app.error]
+    assert not (folder / "REMOTE-CODE-RAN").exists()
 
 
 # 3. A config that is not a text YAML file

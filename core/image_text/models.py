@@ -16,7 +16,7 @@ from typing import Any
 
 from core.assets import Progress, no_progress
 from core.errors import UserError
-from core.models import SAFE_LOADING, resolve_model
+from core.models import SAFE_LOADING, load_model_config, resolve_model
 from core.workspace import cache_dir
 
 BUILTIN_KEY = "mobilenet-minilm-clip"  # core.catalog lists it; resolve_model builds it on first use
@@ -71,9 +71,7 @@ def builtin_dual_encoder_dir(progress: Progress = no_progress) -> Path:
 
 def dual_encoder_config(source: str):
     """The model's config, refusing anything that is not an image-text dual encoder."""
-    from transformers import AutoConfig
-
-    model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    model_config = load_model_config(source)
     if model_config.model_type not in DUAL_ENCODER_TYPES:
         raise UserError(
             f"The model at {source} is a {model_config.model_type} model, not an image-text dual encoder; choose the "

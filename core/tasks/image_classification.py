@@ -18,7 +18,7 @@ from core.config import RunConfig
 from core.errors import UserError
 from core.images.augment import AugmentParams, augment, params_from_config
 from core.metrics import classification_metrics, classification_report
-from core.models import load_with_new_head, resolve_model, with_new_head
+from core.models import load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.tasks.base import Prepared, Task
 
 # Dropout knobs have different names across architectures; set whichever the config has.
@@ -102,10 +102,9 @@ def image_size_of(config: RunConfig) -> int:
 
 def image_model_config(source: str):
     """The model's config, refusing models that are not image classifiers (a text model, say)."""
-    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-    model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    model_config = load_model_config(source)
     if model_config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
         raise UserError(
             f"The model at {source} is a {model_config.model_type} model, which cannot classify images; choose an image "

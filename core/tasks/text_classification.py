@@ -11,7 +11,7 @@ from core.assets import Progress
 from core.config import RunConfig
 from core.errors import UserError
 from core.metrics import classification_metrics, classification_report, per_example_loss, softmax
-from core.models import check_max_length, load_with_new_head, resolve_model, with_new_head
+from core.models import check_max_length, load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.tasks.base import Prepared, Task
 
 class TextClassification(Task):
@@ -82,9 +82,9 @@ def check_dataset_exists(dataset: str) -> None:
 
 
 def load_model(source: str, label_names: list[str], dropout: float):
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model_config = with_new_head(AutoConfig.from_pretrained(source, trust_remote_code=False), label_names, dropout)
+    model_config = with_new_head(load_model_config(source), label_names, dropout)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     return tokenizer, load_with_new_head(AutoModelForSequenceClassification, source, model_config, "text classification")
 

@@ -30,7 +30,7 @@ from core.assets import Progress
 from core.config import RunConfig
 from core.errors import UserError
 from core.metrics import softmax
-from core.models import check_max_length, load_with_new_head, resolve_model, with_new_head
+from core.models import check_max_length, load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.ner.align import IGNORE_INDEX, encode_sentences
 from core.ner.data import BIOES, IOB2, NER_SUFFIXES, OUTSIDE, TOKEN_CLASSIFICATION, entity_types
 from core.tasks.base import Prepared, Task
@@ -151,10 +151,10 @@ def check_ner_dataset(dataset: str) -> None:
 
 def load_model(source: str, label_names: list[str], dropout: float):
     """The fast tokenizer and a token-classification model with a fresh head of len(label_names) tags."""
-    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
 
-    model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    model_config = load_model_config(source)
     if model_config.model_type not in MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES:
         raise UserError(
             f"The model at {source} is a {model_config.model_type} model, which cannot tag tokens; choose a text "

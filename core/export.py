@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import tempfile
 import time
 import warnings
 import zipfile
@@ -121,9 +122,7 @@ def export_run(run_id: str, target: Path, int8: bool = False, store: RunStore | 
     import torch
 
     run = exportable_run(run_id, store)
-    target = Path(target)
-    if target.exists() and any(target.iterdir()):
-        raise UserError(f"The folder {target} is not empty; choose a new folder so nothing is overwritten.")
+    target = writable_empty_folder(Path(target))
     shutil.copytree(run.directory / FINAL_MODEL, target, dirs_exist_ok=True)
     (target / "README.md").write_text(model_card(run), encoding="utf-8")
     if int8:
@@ -139,10 +138,26 @@ def export_run(run_id: str, target: Path, int8: bool = False, store: RunStore | 
     return target
 
 
+def writable_empty_folder(target: Path) -> Path:
+    """`target`, made if missing, once it is known to be an empty folder this process can write; UserError otherwise."""
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} is a file, not a folder; choose a new folder to export into.")
+    if target.exists() and any(target.iterdir()):
+        raise UserError(f"The folder {target} is not empty; choose a new folder so nothing is overwritten.")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        # Creating a file is the only honest test of writability (mode bits lie for root).
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"The export folder {target} cannot be created or written ({error.strerror or error}); choose a folder you can write to."
+        ) from None
+    return target
+
+
 def export_zip(run_id: str, int8: bool = False, store: RunStore | None = None) -> bytes:
     """The exported folder as zip bytes, for a download button."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as scratch:
         folder = export_run(run_id, Path(scratch) / run_id, int8=int8, store=store)
         buffer = io.BytesIO()

@@ -137,6 +137,31 @@ def test_an_unreadable_config_is_a_sentence(tmp_path, monkeypatch):
         RunConfig.load(path)
 
 
+# 5. An export folder that cannot be made
+
+
+def completed_run_with_a_model(run_id: str = "20990101-000000-done") -> str:
+    """A run the store calls completed, with a final model folder: enough for export's checks, no training."""
+    from core.checkpoints import FINAL_MODEL
+
+    store = RunStore()
+    store.create(run_id, name="done", task="text_classification", model="m", dataset="d", device="cpu", config_yaml="")
+    store.update(run_id, status="completed")
+    final = store.get(run_id).directory / FINAL_MODEL
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}", encoding="utf-8")
+    return run_id
+
+
+def test_export_to_a_folder_that_cannot_be_made_exits_2(workspace, tmp_path):
+    run_id = completed_run_with_a_model()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    result = core_cli("export", run_id, str(blocker / "out"), workspace=workspace)
+    assert_refused(result, f"The export folder {blocker / 'out'} cannot be created or written", "choose a folder you can write to")
+    assert_refused(core_cli("export", run_id, str(blocker), workspace=workspace), f"{blocker} is a file, not a folder")
+
+
 # 7. A seed the trainer could not use
 
 

@@ -47,7 +47,7 @@ def since(timestamp: float | None) -> str:
 
 
 def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One widget per parameter of an attribution method (from its defaults and choices), keyed `key_prefix_name`;
+    """One widget per parameter of an attribution method (from its defaults, choices and bounds), keyed `key_prefix_name`;
     `preferred` replaces some of the method's defaults where a view knows better."""
     choices = getattr(method, "choices", {}) or {}
     params: dict[str, Any] = {}
@@ -58,9 +58,12 @@ def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = No
         elif isinstance(default, bool):
             params[name] = st.toggle(name, value=default, key=key)
         elif isinstance(default, int):
-            params[name] = int(st.number_input(name, min_value=int(method.minimum(name) or 0), value=default, step=1, key=key))
+            low, high = method.bounds(name)
+            params[name] = int(st.number_input(name, min_value=int(low), max_value=int(high), value=default, step=1, key=key))
         elif isinstance(default, float):
-            params[name] = float(st.number_input(name, min_value=float(method.minimum(name) or 0.0), value=default, format="%.4f", key=key))
+            low, high = method.bounds(name)
+            params[name] = float(st.number_input(name, min_value=float(low), max_value=float(high), value=default,
+                                                 format="%.4f", key=key))
         elif isinstance(default, (list, tuple)):
             continue  # a pair such as a fixed grid: the method's own default
         else:

@@ -3,13 +3,16 @@
 The CLI exits 2 with `error: <sentence>` and no traceback; a page shows the sentence with st.error and no exception.
 """
 
+import argparse
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_cli import core_cli
 
+from core import cli
 from core.config import MAX_SEED, RunConfig
 from core.errors import UserError
 from core.store import RunStore
@@ -137,6 +140,46 @@ def test_an_unreadable_config_is_a_sentence(tmp_path, monkeypatch):
         RunConfig.load(path)
 
 
+# 4. Explanation parameters outside their documented range
+
+
+def test_explain_refuses_an_out_of_range_parameter_before_loading_a_model(workspace):
+    # No run is needed: the bound is checked before the run's model is looked up.
+    result = core_cli("explain", "no-such-run", "--text", "a film", "--param", "steps=100000000", workspace=workspace)
+    assert_refused(result, "'steps' must be at most 1000 (got 100000000); choose a value from 1 to 1000")
+    result = core_cli("explain", "no-such-run", "--image", "x.png", "--text", "a red circle", "--param", "steps=0",
+                      workspace=workspace)
+    assert_refused(result, "'steps' must be at least 1 (got 0)")
+
+
+def test_every_numeric_method_parameter_has_a_range_holding_its_default():
+    from core.explain.methods import methods_for
+
+    for modality in ("tokens", "patches", "pairs"):
+        for method in methods_for(modality).values():
+            for name, default in method.defaults.items():
+                if isinstance(default, (int, float)) and not isinstance(default, bool):
+                    low, high = method.bounds(name)
+                    assert low <= default <= high, (modality, method.key, name)
+                    with pytest.raises(UserError, match=f"'{name}' must be at most {high}"):
+                        method.check_params({name: high * 10 + 1})
+
+
+def test_method_parameter_inputs_stop_at_the_range():
+    def script():
+        from core.explain.methods import METHODS
+        from pages import method_params
+
+        method_params(METHODS["gradient_shap"], "edge")
+
+    app = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert not app.exception, [e.message for e in app.exception]
+    inputs = {widget.key: widget for widget in app.number_input}
+    assert (inputs["edge_n_samples"].min, inputs["edge_n_samples"].max) == (1, 2000)
+    assert (inputs["edge_stdevs"].min, inputs["edge_stdevs"].max) == (0.0, 10.0)
+    assert inputs["edge_seed"].max == 2**32 - 1
+
+
 # 5. An export folder that cannot be made
 
 
@@ -162,6 +205,21 @@ def test_export_to_a_folder_that_cannot_be_made_exits_2(workspace, tmp_path):
     assert_refused(core_cli("export", run_id, str(blocker), workspace=workspace), f"{blocker} is a file, not a folder")
 
 
+# 6. Run names that would forge terminal lines
+
+
+def test_runs_escapes_control_characters_in_names(workspace):
+    name = "evil\x1b[31m red\nfake-run   completed  100% cpu    forged \u202e é 日本 🙂"
+    RunStore().create("20990101-000000-abcd", name=name, task="text_classification", model="m", dataset="d",
+                      device="cpu", config_yaml="")
+    result = core_cli("runs", workspace=workspace)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, lines  # the header and the one run: the newline in the name did not add a line
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert lines[1].endswith("evil\\x1b[31m red\\nfake-run   completed  100% cpu    forged \\u202e é 日本 🙂")
+
+
 # 7. A seed the trainer could not use
 
 
@@ -173,3 +231,58 @@ def test_a_seed_outside_0_to_2_32_is_refused_in_validate(seed):
 
 def test_the_largest_seed_is_accepted():
     assert not [problem for problem in RunConfig(seed=MAX_SEED).validate() if "seed" in problem]
+
+
+# 8. The machine's own failures in any command
+
+
+def test_a_broken_run_store_is_a_sentence_naming_the_log(tmp_path, monkeypatch, capsys):
+    # Not the `workspace` fixture: its clean-up opens the store, which is broken here on purpose.
+    workspace = tmp_path / "workspace"
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(workspace))
+    workspace.mkdir()
+    (workspace / "runs.db").write_bytes(b"this is not an SQLite file" * 200)
+    assert cli.main(["runs"]) == 2
+    error = capsys.readouterr().err
+    log = workspace / cli.ERROR_LOG
+    assert error.startswith("error: `runs` stopped on an unexpected error (DatabaseError: file is not a database)")
+    assert f"the full traceback is in {log}" in error and "Traceback" not in error
+    assert "Traceback" in log.read_text(encoding="utf-8") and "file is not a database" in log.read_text(encoding="utf-8")
+
+
+def test_an_os_error_in_a_command_is_a_sentence(workspace, capsys):
+    def full_disk(arguments):
+        raise OSError(28, "No space left on device", str(workspace / "runs" / "x"))
+
+    assert cli.run_command(argparse.Namespace(command="cancel", handler=full_disk)) == 2
+    error = capsys.readouterr().err
+    assert "stopped on an unexpected error (OSError: [Errno 28] No space left on device" in error
+    assert str(workspace / cli.ERROR_LOG) in error
+
+
+def test_a_bug_keeps_its_traceback(workspace):
+    def bug(arguments):
+        raise KeyError("a real bug")
+
+    with pytest.raises(KeyError):
+        cli.run_command(argparse.Namespace(command="runs", handler=bug))
+
+
+def test_the_trainer_keeps_its_traceback_for_its_run_log(workspace):
+    def read_only(arguments):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    with pytest.raises(sqlite3.OperationalError):
+        cli.run_command(argparse.Namespace(command="worker", handler=read_only))
+
+
+def test_ctrl_c_while_following_stops_following_not_the_run(workspace, capsys, monkeypatch):
+    RunStore().create("r1", name="n", task="text_classification", model="m", dataset="d", device="cpu", config_yaml="")
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", interrupt)
+    assert cli.follow("r1") == 130
+    assert "stopped following run r1; it keeps going (`python -m core cancel r1` stops it)" in capsys.readouterr().err
+    assert RunStore().get("r1").status == "queued"

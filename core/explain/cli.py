@@ -30,7 +30,7 @@ def add_explain_parser(subparsers) -> argparse.ArgumentParser:
 
     epilog = "methods:\n" + "\n".join(
         f"  {key:17} {method.title}; parameters: "
-        + (", ".join(f"{name}={value}" for name, value in method.defaults.items()) or "none")
+        + (", ".join(shown_param(method, name, value) for name, value in method.defaults.items()) or "none")
         for key, method in METHODS.items()
     )
     parser = subparsers.add_parser(
@@ -58,10 +58,22 @@ def add_explain_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def shown_param(method, name: str, default) -> str:
+    """`steps=50 (1-1000)`: a parameter's default, and its range when it is a number."""
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        low, high = method.bounds(name)
+        return f"{name}={default} ({low}-{high})"
+    return f"{name}={default}"
+
+
 def command_explain(arguments) -> int:
+    from core.explain.methods import get_method
     from core.explain.text import load_text_explainer
 
     params = parse_params(arguments.param)
+    # Refuse unknown or out-of-range parameters before a model loads (seconds) or an explanation runs (maybe forever).
+    method = "ig" if arguments.image is not None and arguments.word else arguments.method
+    get_method(method, "pairs" if arguments.image is not None else "tokens").check_params(params)
     quiet_transformers()
     if arguments.image is not None:
         return explain_pair(arguments, params)
@@ -234,11 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core")
     add_explain_parser(parser.add_subparsers(dest="command", required=True))
     arguments = parser.parse_args(["explain", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return arguments.handler(arguments)
-    except UserError as problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    from core.cli import run_command
+
+    return run_command(arguments)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,18 @@ BASELINES = ("pad", "mask", "zero")
 # Captum batches the n_steps interpolated copies of the input; cap the tokens in one batch so long
 # texts do not need gigabytes for the saved activations.
 TOKENS_PER_BATCH = 8192
+# The allowed range of every numeric method parameter, whatever the method or modality; the CLI refuses
+# values outside it and Inspect's number inputs stop at it. The maximums keep one explanation to seconds
+# or minutes instead of hours and petabytes: IG costs `steps` forward and backward passes, the sampling
+# methods `n_samples` each; a window wider than the text or grid is cut to it anyway; numpy's generators
+# take no seed of 2**32 or more.
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "steps": (1, 1000),
+    "window": (1, 512),
+    "n_samples": (1, 2000),
+    "stdevs": (0.0, 10.0),
+    "seed": (0, 2**32 - 1),
+}
 
 
 @dataclass(frozen=True)
@@ -150,12 +162,16 @@ class AttributionMethod:
             if used[name] not in allowed:
                 raise UserError(f"{self.title}: '{name}' must be one of {', '.join(map(str, allowed))} (got {used[name]!r}).")
         for name, value in used.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < self.minimum(name):
-                raise UserError(f"{self.title}: '{name}' must be at least {self.minimum(name)} (got {value}).")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                low, high = self.bounds(name)
+                if not low <= value <= high:
+                    limit = f"at least {low}" if value < low else f"at most {high}"
+                    raise UserError(f"{self.title}: '{name}' must be {limit} (got {value}); choose a value from {low} to {high}.")
         return used
 
-    def minimum(self, name: str) -> float:
-        return 0 if name in ("seed", "stdevs") else 1
+    def bounds(self, name: str) -> tuple[float, float]:
+        """(minimum, maximum) of a numeric parameter, from `PARAM_RANGES`."""
+        return PARAM_RANGES[name]
 
     def attribute(self, explainer: "TextExplainer", encoded: "EncodedText", target: int | None, **params):
         """(scores (L,) for every position, special tokens included; delta or None; f(x) - f(b) or None).
@@ -495,8 +511,8 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["AttributionMethod", "BASELINES", "Explanation", "METHODS", "REGISTRIES", "describe", "get_method",
-           "methods_for", "register_methods"]
+__all__ = ["AttributionMethod", "BASELINES", "Explanation", "METHODS", "PARAM_RANGES", "REGISTRIES", "describe",
+           "get_method", "methods_for", "register_methods"]
 
 
 def explain_each(explain_one: Callable[[Any, Any], "Explanation"], inputs: Sequence, target, progress, noun: str) -> list:

@@ -87,8 +87,8 @@ class LossHealth(TrainerCallback):
     """Say in words when training goes wrong instead of letting a run end "completed" on nonsense.
 
     - A loss that is NaN or infinite stops the run at once (every later step would be NaN too).
-    - Divergence: the training loss above `FACTOR` times its first logged value (and at least one
-      nat above it) for `PATIENCE` logs in a row. It warns, or stops the run when asked to.
+    - Divergence: the training loss above `FACTOR` times where it started (and at least one nat
+      above it) for `PATIENCE` logs in a row. It warns, or stops the run when asked to.
     - Chance level after training (`judge_final`): the validation metric no better than a model
       that learned nothing.
     Warnings go to the run's `warning` in the store (the Runs page shows it) and to its summary.
@@ -99,8 +99,12 @@ class LossHealth(TrainerCallback):
     PATIENCE = 3
     CHANCE_TOLERANCE = 0.02
 
-    def __init__(self, store: RunStore, run_id: str, stop_on_divergence: bool = False):
+    def __init__(self, store: RunStore, run_id: str, stop_on_divergence: bool = False, start: float | None = None):
         self.store, self.run_id, self.stop_on_divergence = store, run_id, stop_on_divergence
+        # Where the loss started: the step-0 validation loss (seen in on_log, or passed in on resume).
+        # The first logged training loss is no reference: it already averages `logging_steps` updates,
+        # which at a far too high learning rate have blown up.
+        self.start = start
         self.warnings: list[str] = []
         self.above: list[tuple[int, float]] = []
 
@@ -114,11 +118,15 @@ class LossHealth(TrainerCallback):
                     "lower the learning rate or turn gradient clipping on (max_grad_norm 1.0), then start a new run "
                     "(resuming would repeat the same steps)."
                 )
+        if state.global_step == 0 and isinstance(logs.get("eval_loss"), (int, float)):
+            self.start = float(logs["eval_loss"])
         if isinstance(logs.get("loss"), (int, float)):
             self._watch_divergence(state, float(logs["loss"]))
 
     def _watch_divergence(self, state, loss: float) -> None:
-        start = next((entry["loss"] for entry in state.log_history if "loss" in entry), loss)
+        if self.start is None:
+            self.start = loss
+        start = self.start
         if loss <= max(self.FACTOR * start, start + self.MARGIN):
             self.above = []
             return

@@ -188,7 +188,8 @@ def stall_of(run: Run, now: float | None = None) -> Stall | None:
     if run.status != "running" or run.pid is None:
         return None
     now = now or time.time()
-    last = max(filter(None, (run.heartbeat_at, run.progress_at, run.train_started_at, run.started_at)), default=now)
+    beats = [moment for moment in (run.heartbeat_at, run.progress_at) if moment]
+    last = max(beats) if beats else (run.train_started_at or run.started_at or now)
     silent = max(0.0, now - last)
     try:
         if is_alive(run) and psutil.Process(run.pid).status() == psutil.STATUS_STOPPED:

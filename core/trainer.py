@@ -117,7 +117,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
     arguments = training_arguments(config, run, directory, task)
     cancel = CancelOnFlag(directory / CANCEL_FLAG)
-    health = LossHealth(store, run.id, stop_on_divergence=config.stop_on_divergence)
+    health = LossHealth(store, run.id, stop_on_divergence=config.stop_on_divergence, start=stored_start_loss(store, run.id))
     callbacks = [StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel, health]
     if config.strategy == "adalora":
         callbacks.append(AdaLoraBudget(store, run.id))
@@ -178,6 +178,13 @@ def resume_point(directory: Path) -> Path | None:
     else:
         say(f"Resuming from {checkpoint.name} (optimizer, scheduler and data order restored).")
     return checkpoint
+
+
+def stored_start_loss(store: RunStore, run_id: str) -> float | None:
+    """The step-0 validation loss of an earlier attempt of this run (a resume does not evaluate step 0 again)."""
+    metrics = store.metrics(run_id)
+    start = metrics[(metrics["name"] == "eval_loss") & (metrics["step"] == 0)]["value"]
+    return float(start.iloc[0]) if len(start) else None
 
 
 def checkpoint_step(checkpoint: Path) -> int:

@@ -162,15 +162,25 @@ def command_runs(arguments) -> int:
     from core.store import RunStore
 
     store = RunStore()
-    reconcile(store)
+    try:
+        reconcile(store)
+    except UserError as problem:  # a read-only store: say so, and still list what it holds
+        print(f"warning: {problem}", file=sys.stderr)
     runs = store.list()
     if not runs:
         print("no runs yet; start one with `python -m core train CONFIG.yaml` or from the Train page")
         return 0
     print(f"{'id':22} {'status':10} {'progress':>9} {'device':6} name")
     for run in runs:
-        print(f"{run.id:22} {run.status:10} {run.progress:9.0%} {run.device:6} {shown(run.name)}")
+        print(f"{run.id:22} {status_word(run):10} {run.progress:9.0%} {run.device:6} {shown(run.name)}")
     return 0
+
+
+def status_word(run) -> str:
+    """The status, with "stalled" for a running trainer that stopped making progress."""
+    from core.jobs import stall_of
+
+    return "stalled" if stall_of(run) else run.status
 
 
 def command_cancel(arguments) -> int:

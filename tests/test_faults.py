@@ -24,7 +24,6 @@ from core.store import LOST_REASON, RunStore, StoreError
 from test_jobs import RUN_TIMEOUT, claimed_run, log_of, poll, stand_in, tiny_config  # noqa: F401 - stand_in is a fixture
 
 FAULTS = Path(__file__).parent / "faults"
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -59,6 +58,7 @@ def assert_stages_load(run) -> None:
         assert load_file(weights), f"{stage} lists weights that do not load"
 
 
+@pytest.mark.slow
 def test_twenty_kills_at_random_moments_and_inside_saves_and_the_run_still_completes(tiny_bert, fault_plan):
     store = RunStore()
     rng = random.Random(16)
@@ -109,6 +109,7 @@ def test_twenty_kills_at_random_moments_and_inside_saves_and_the_run_still_compl
     print(f"faults tried {faults}, survived {faults} ({resumes} resumes)")
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_with_a_sentence_and_resumes_once_space_is_freed(tiny_bert, fault_plan, tmp_path):
     store = RunStore()
     disk_full = tmp_path / "disk-full"
@@ -133,6 +134,7 @@ def test_a_full_disk_fails_with_a_sentence_and_resumes_once_space_is_freed(tiny_
     assert f"Resuming from {kept} (optimizer, scheduler and data order restored)." in log
 
 
+@pytest.mark.slow
 def test_a_queued_run_starts_when_its_predecessor_is_killed_with_nobody_looking(tiny_bert, workspace, monkeypatch):
     monkeypatch.setenv(jobs.SLOTS_ENV, "1")
     store = RunStore()
@@ -150,6 +152,7 @@ def test_a_queued_run_starts_when_its_predecessor_is_killed_with_nobody_looking(
     assert ended(store, second.id).status == "cancelled"
 
 
+@pytest.mark.slow
 def test_a_suspended_trainer_is_shown_stalled_its_eta_grows_and_cancel_stops_it(tiny_bert, workspace):
     store = RunStore()
     run = jobs.submit(tiny_config(tiny_bert, name="stopped", epochs=0, max_steps=100_000), store)
@@ -360,3 +363,13 @@ def test_resuming_says_what_a_checkpoint_cannot_restore(tmp_path, capsys):
     assert "Removed checkpoint-10" in said and not (tmp_path / "checkpoints" / "checkpoint-10").exists()
     assert "Resuming from checkpoint-5; not restored" in said and "optimizer state" in said
     assert "(optimizer, scheduler and data order restored)" not in said
+
+
+def test_cli_runs_with_a_read_only_store_warns_and_still_lists(read_only_store, capsys):
+    from core.cli import main
+
+    store, run = read_only_store
+    assert main(["runs"]) == 0
+    out, err = capsys.readouterr()
+    assert "is read-only" in err and "Traceback" not in err
+    assert run.id in out

@@ -373,3 +373,25 @@ def test_cli_runs_with_a_read_only_store_warns_and_still_lists(read_only_store, 
     out, err = capsys.readouterr()
     assert "is read-only" in err and "Traceback" not in err
     assert run.id in out
+
+
+def test_runs_page_shows_a_suspended_trainer_as_stalled(workspace, stand_in):
+    from streamlit.testing.v1 import AppTest
+
+    from test_pages import APP, TIMEOUT
+
+    store = RunStore()
+    run = claimed_run(store)
+    now = time.time()
+    store.update(run.id, pid=stand_in.pid, pid_ticks=jobs.process_start_ticks(stand_in.pid), step=10, max_steps=100,
+                 train_started_at=now - 20, train_start_step=0, progress_at=now - 10, heartbeat_at=now - 10)
+    os.kill(stand_in.pid, signal.SIGSTOP)
+    try:
+        page = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+        page.switch_page("pages/views/runs.py").run()
+    finally:
+        os.kill(stand_in.pid, signal.SIGCONT)
+    assert not page.exception
+    assert any(warning.value.startswith("Stalled: no step for") for warning in page.warning)
+    assert "stalled" in page.dataframe[0].value["status"].iloc[0]
+    assert [button.label for button in page.button if button.key == f"runs_cancel_{run.id}"] == ["Cancel"]

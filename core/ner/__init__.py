@@ -1,4 +1,4 @@
-"""Named-entity recognition: NER datasets and tag schemes (`data`), word-piece alignment (`align`).
+"""Token classification data: NER and plain-tag datasets and tag schemes (`data`), word-piece alignment (`align`).
 
 The task itself (model, metrics, report, predictions) is `core.tasks.token_classification`.
 """
@@ -9,12 +9,14 @@ from core.ner.data import (
     BUILTIN_NER_DATASETS,
     IOB2,
     NER_SUFFIXES,
+    PLAIN,
     TOKEN_CLASSIFICATION,
     TWEET_NER,
     TWEET_NER_ASSET,
     NerSplits,
     check_tags,
     detect_scheme,
+    is_entity_scheme,
     is_ner_dataset,
     list_ner_datasets,
     load_ner_splits,
@@ -22,6 +24,8 @@ from core.ner.data import (
     parse_ner,
     read_ner_file,
     register_ner_dataset,
+    scheme_sentence,
+    word_spans,
 )
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "IGNORE_INDEX",
     "IOB2",
     "NER_SUFFIXES",
+    "PLAIN",
     "TOKEN_CLASSIFICATION",
     "TWEET_NER",
     "TWEET_NER_ASSET",
@@ -39,6 +44,7 @@ __all__ = [
     "detect_scheme",
     "encode_sentences",
     "first_positions",
+    "is_entity_scheme",
     "is_ner_dataset",
     "list_ner_datasets",
     "load_ner_splits",
@@ -47,5 +53,7 @@ __all__ = [
     "piece_tags",
     "read_ner_file",
     "register_ner_dataset",
+    "scheme_sentence",
     "tokenize_words",
+    "word_spans",
 ]

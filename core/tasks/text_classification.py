@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.assets import Progress
+from core.assets import Progress, no_progress
 from core.config import RunConfig
 from core.errors import UserError
 from core.metrics import classification_metrics, classification_report, per_example_loss, softmax
@@ -29,21 +29,15 @@ class TextClassification(Task):
         return [info for info in list_datasets() if info.task == self.key]
 
     def preflight(self, config: RunConfig) -> None:
-        check_dataset_exists(config.dataset)
-        check_max_length(resolve_model(config.model), config.max_length)
+        from core.data import BUILTIN_DATASETS
+
+        check_names_and_limits(config)
+        if config.dataset not in BUILTIN_DATASETS:  # built-ins are known good, and may need a download first
+            load_text_splits(config)  # every data check the trainer makes, so a bad file is refused before it is queued
 
     def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
-        from core.data import load_splits
-
-        self.preflight(config)
-        splits = load_splits(
-            config.dataset,
-            text_column=config.text_column or None,
-            label_column=config.label_column or None,
-            seed=config.seed,
-            max_rows=config.max_rows or None,
-            progress=progress,
-        )
+        check_names_and_limits(config)
+        splits = load_text_splits(config, progress)  # the preflight's data checks, run once more on the data trained on
         source = resolve_model(config.model, progress)
         tokenizer, model = load_model(source, splits.label_names, config.dropout)
         label_ids = {name: index for index, name in enumerate(splits.label_names)}
@@ -72,8 +66,28 @@ class TextClassification(Task):
         return prediction_frame(prepared.raw[split]["text"].tolist(), logits, labels, prepared.label_names)
 
 
+def check_names_and_limits(config: RunConfig) -> None:
+    """The checks that need no data: the dataset exists, the max length fits the model."""
+    check_dataset_exists(config.dataset)
+    check_max_length(resolve_model(config.model), config.max_length)
+
+
+def load_text_splits(config: RunConfig, progress: Progress = no_progress):
+    """The run's checked splits: the one loader both the submit-time checks and the trainer use."""
+    from core.data import load_splits
+
+    return load_splits(
+        config.dataset,
+        text_column=config.text_column or None,
+        label_column=config.label_column or None,
+        seed=config.seed,
+        max_rows=config.max_rows or None,
+        progress=progress,
+    )
+
+
 def check_dataset_exists(dataset: str) -> None:
-    """Catch a mistyped dataset before queueing; the full checks run in the trainer."""
+    """Catch a mistyped dataset name first, with the list to choose from."""
     from pathlib import Path
 
     known = [info.key for info in TextClassification().datasets()]

@@ -258,6 +258,28 @@ def test_text_classification_refuses_a_bad_file_at_submit_too(workspace, tiny_be
     assert RunStore().list() == []
 
 
+def test_image_and_pair_tasks_check_a_stored_sets_splits_at_submit(workspace, tiny_dual_encoder, tmp_path):
+    """A row limit the stored labels cannot split is refused by submit, from the labels alone (no image is opened)."""
+    from core.config import RunConfig
+    from core.image_text import data as pairs
+    from core.images.datasets import register_image_dataset
+    from core.images.scratch import write_random_vit
+    from core.jobs import submit
+    from core.store import RunStore
+    from tests.test_image_text_data import csv, fusion_lines, photos
+    from tests.test_images import class_folders, make_zip
+
+    register_image_dataset("pets", "pets.zip", make_zip(class_folders()))
+    pairs.register_pair_dataset("pairs", pairs.FUSION, "shots.zip", make_zip(photos()), "pairs.csv", csv("image,text,label", fusion_lines()))
+    vit = write_random_vit(tmp_path / "tiny-vit", "tiny")
+    for config in (RunConfig(name="pets", task="image_classification", model=str(vit), dataset="pets", max_rows=3, device="cpu"),
+                   RunConfig(name="pairs", task="image_text_fusion", model=str(tiny_dual_encoder), dataset="pairs", max_rows=3,
+                             device="cpu")):
+        with pytest.raises(UserError, match=r"^The image(-text)? dataset '(pets|pairs)' has too few rows \(4\) to fill the validation and test split"):
+            submit(config)
+    assert RunStore().list() == []
+
+
 def test_cli_refuses_a_bad_file_with_the_sentence(workspace, tiny_bert):
     path = workspace.parent / "bad.conll"
     path.write_text("Mary NNP\nreads VBZ\n\nthe DT\ndog\n", encoding="utf-8")

@@ -40,7 +40,7 @@ class ImageClassification(Task):
         return list_image_datasets()
 
     def preflight(self, config: RunConfig) -> None:
-        from core.images.datasets import is_image_dataset, list_image_datasets
+        from core.images.datasets import BUILTIN_IMAGE_DATASETS, is_image_dataset, list_image_datasets, load_image_splits
 
         if not is_image_dataset(config.dataset):
             known = ", ".join(info.key for info in list_image_datasets())
@@ -50,6 +50,10 @@ class ImageClassification(Task):
             raise UserError(" ".join(problems))
         model_config = image_model_config(resolve_model(config.model))
         check_image_size(model_config, image_size_of(config))
+        if config.dataset not in BUILTIN_IMAGE_DATASETS:  # built-ins are known good, and may need building first
+            # The split checks (classes, row limit) read only the stored labels: cheap. The images were all
+            # decoded when the set was stored, so no image is opened here.
+            load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None)
 
     def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
         from core.images.datasets import load_image_splits

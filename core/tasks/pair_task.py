@@ -29,10 +29,15 @@ class PairTask(Task):
         return list_pair_datasets(self.dataset_kind)
 
     def preflight(self, config: RunConfig) -> None:
+        from core.image_text.data import BUILTIN_PAIR_DATASETS, load_pair_splits
         from core.image_text.models import dual_encoder_config, resolve_dual_encoder
 
         check_pair_config(config, self.dataset_kind)
         dual_encoder_config(resolve_dual_encoder(config.model))
+        if config.dataset not in BUILTIN_PAIR_DATASETS:  # built-ins are known good, and may need building first
+            # The split checks (classes, row limit) read only the stored labels: cheap. Every image and caption
+            # was checked when the set was stored, so no image is opened here.
+            load_pair_splits(config.dataset, kind=self.dataset_kind, seed=config.seed, max_rows=config.max_rows or None)
 
     def build_model(self, encoder, config: RunConfig, label_names: list[str]):
         """The model to train on top of the loaded dual encoder (the dual encoder itself by default)."""

@@ -3,12 +3,15 @@
 An upload is parsed and split in memory with the same checks `load_splits` applies, and only a
 table that passes is written, so a registered dataset always loads. Names and file names are
 sanitised (no path parts) and the dataset folder is claimed with an exclusive mkdir, so an
-existing dataset is never overwritten, not even by two saves racing each other.
+existing dataset is never overwritten, not even by two saves racing each other. No upload of any
+kind may take a built-in's name (`builtin_dataset_names`), and `delete_dataset` removes one.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,8 +96,8 @@ def list_registered() -> list[DatasetInfo]:
     """Registered datasets by name; one with a damaged spec is listed with the reason instead of hidden."""
     infos = []
     for folder in sorted(datasets_dir().iterdir()):
-        if not (folder / SPEC_FILE).is_file():
-            continue  # a half-written registration, or something the user put there
+        if folder.name != safe_name(folder.name, fallback="") or not (folder / SPEC_FILE).is_file():
+            continue  # a hidden staging or deleting folder, a half-written registration, or something the user put there
         try:
             infos.append(read_spec(folder.name).info())
         except UserError as error:
@@ -130,11 +133,21 @@ def register_dataset(name: str, filename: str, data: bytes, text_column: str, la
     return spec.info()
 
 
+def builtin_dataset_names() -> set[str]:
+    """The built-in keys of every kind (text, images, NER, image-text): a run names a dataset by key alone, so an
+    upload under one of them would make that name mean two datasets."""
+    from core.image_text.data import BUILTIN_PAIR_DATASETS
+    from core.images.datasets import BUILTIN_IMAGE_DATASETS
+    from core.ner.data import BUILTIN_NER_DATASETS
+
+    return {*BUILTIN_DATASETS, *BUILTIN_IMAGE_DATASETS, *BUILTIN_NER_DATASETS, *BUILTIN_PAIR_DATASETS}
+
+
 def _new_dataset_key(name: str) -> str:
     key = safe_name(name.strip(), fallback="")
     if not key:
         raise UserError("Give the dataset a name made of letters, digits, dots, dashes or underscores.")
-    if key in BUILTIN_DATASETS:
+    if key in builtin_dataset_names():
         raise UserError(f"{key!r} is the name of a built-in dataset; choose another name, such as {_free_name(key)!r}.")
     if (datasets_dir() / key).exists():
         raise UserError(f"A dataset named {key!r} already exists; choose another name, such as {_free_name(key)!r}.")
@@ -142,8 +155,8 @@ def _new_dataset_key(name: str) -> str:
 
 
 def _free_name(key: str) -> str:
-    number = 2
-    while f"{key}-{number}" in BUILTIN_DATASETS or (datasets_dir() / f"{key}-{number}").exists():
+    number, taken = 2, builtin_dataset_names()
+    while f"{key}-{number}" in taken or (datasets_dir() / f"{key}-{number}").exists():
         number += 1
     return f"{key}-{number}"
 
@@ -164,3 +177,35 @@ def _store(spec: DatasetSpec, data: bytes) -> None:
     (folder / spec.file).write_bytes(data)
     # The spec is written last: a folder without one is ignored, so a crash leaves no broken entry.
     (folder / SPEC_FILE).write_text(yaml.safe_dump(asdict(spec), sort_keys=False), encoding="utf-8")
+
+
+def read_named_file(path: str | Path) -> bytes:
+    """The bytes of a file named on the command line or in a run config, or a sentence saying why they cannot be read."""
+    path = Path(path).expanduser()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"There is no file at {path}; check the path.") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a file; give the path of the file itself (zip a folder of images first).") from None
+    except OSError as error:
+        raise UserError(f"The file {path} cannot be read ({error.strerror or error}); fix its permissions.") from None
+
+
+def delete_dataset(name: str) -> None:
+    """Remove the registered dataset `name` (of any kind) from workspace/datasets/.
+
+    The folder is first renamed to a hidden name, which no listing reads, and only then removed, so
+    nobody ever loads half a dataset. Built-ins cannot be deleted; they are remade on first use anyway.
+    """
+    if name in builtin_dataset_names():
+        raise UserError(f"{name!r} is a built-in dataset and cannot be deleted; only datasets you registered can.")
+    folder = datasets_dir() / name
+    if name != safe_name(name, fallback="") or not folder.is_dir():
+        registered = ", ".join(sorted(path.name for path in datasets_dir().iterdir()
+                                      if path.is_dir() and path.name == safe_name(path.name, fallback="")))
+        raise UserError(f"There is no registered dataset called {name!r}; "
+                        + (f"the registered ones are {registered}." if registered else "none is registered in this workspace."))
+    doomed = Path(tempfile.mkdtemp(prefix=f".deleting-{name}-", dir=datasets_dir()))
+    folder.rename(doomed / name)  # one atomic step: the dataset is there whole, or gone
+    shutil.rmtree(doomed, ignore_errors=True)

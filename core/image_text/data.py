@@ -11,7 +11,9 @@ take a pair dataset for one of its own.
 Splits are 80/10/10 and seeded: stratified by label through `core.data.splits.make_splits` when
 the dataset has labels, a seeded random split otherwise. Uploads are a zip of images plus a CSV
 naming each image's caption (and label); every row and image is checked, exact duplicate pairs are
-dropped and counted, and nothing is written until all of it passed.
+dropped and counted, and nothing is written until all of it passed. A run config may name the same
+files by path ("captions.csv + images.zip"): `pair_files_key` reads them with the same checks and
+stores them once in the cache under a key made from their kind and checksum.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from PIL import Image, ImageDraw
 
 from core.assets import Progress, no_progress
 from core.data.info import DatasetInfo
-from core.data.registry import is_registered, max_upload_bytes, read_spec
+from core.data.registry import is_registered, read_named_file, read_spec
 from core.data.splits import (
     SPLIT_NAMES,
     _check_not_empty,
@@ -52,22 +54,27 @@ from core.images.datasets import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_HUB_ID,
     FASHION_MNIST_LABELS,
+    FILE_KEY_PREFIX,
+    FILES_FOLDER,
     META_FILE,
     SPEC_FILE,
     STORE_VERSION,
     ImageSplits,
+    _check_sizes,
+    _checksum,
     _open_zip,
     _read_image,
     _usable_members,
     fashion_mnist_records,
     image_features,
+    named_files,
     planted_squares_image,
     png_bytes,
     reference,
     write_table,
 )
 from core.images.datasets import _new_key as _new_image_key
-from core.workspace import cache_dir, datasets_dir
+from core.workspace import cache_dir, datasets_dir, safe_name
 
 CONTRASTIVE = "image_text_contrastive"
 FUSION = "image_text_fusion"
@@ -109,8 +116,9 @@ class PairSplits(ImageSplits):
 
 def load_pair_splits(dataset: str, *, kind: str, seed: int = 42, max_rows: int | None = None,
                      progress: Progress = no_progress) -> PairSplits:
-    """Seeded 80/10/10 splits of a built-in or registered pair dataset of `kind`."""
+    """Seeded 80/10/10 splits of a built-in or registered pair dataset of `kind`, or of pair files named by path."""
     _checked_kind(kind)
+    dataset = pair_dataset_key(dataset, kind, progress)
     folder, found = _locate(dataset, progress)
     if found != kind:
         raise UserError(f"{dataset!r} is a {KIND_NAMES[found]}, not a {KIND_NAMES[kind]}; "
@@ -164,8 +172,23 @@ def list_pair_datasets(kind: str) -> list[DatasetInfo]:
 
 
 def is_pair_dataset(key: str, kind: str) -> bool:
+    """Whether `key` is a pair dataset of `kind`: built in, registered, or pair files named by path — which are read and
+    stored here, so a path to a missing file or a broken zip is refused with the upload's own sentence."""
     builtin = BUILTIN_PAIR_DATASETS.get(key)
-    return builtin.kind == kind if builtin is not None else _registered_kind(key) == kind
+    if builtin is not None:
+        return builtin.kind == kind
+    found = _registered_kind(key) or _stored_files_kind(key)
+    if found is not None:
+        return found == kind
+    return pair_files_key(key, kind) is not None
+
+
+def pair_dataset_key(dataset: str, kind: str, progress: Progress = no_progress) -> str:
+    """The stored dataset `dataset` means: itself when it is a built-in, registered or stored-file key (these come
+    first, so a dataset registered as "shots.zip" is never taken for a path), else the key of the files it names."""
+    if dataset in BUILTIN_PAIR_DATASETS or _registered_kind(dataset) or _stored_files_kind(dataset):
+        return dataset
+    return pair_files_key(dataset, kind, progress) or dataset  # an unknown name: _locate says so
 
 
 def version_stamp(dataset: str) -> float:
@@ -188,9 +211,12 @@ def _locate(dataset: str, progress: Progress = no_progress) -> tuple[Path, str]:
     kind = _registered_kind(dataset)
     if kind is not None:
         return datasets_dir() / dataset / TABLE_FOLDER, kind
+    kind = _stored_files_kind(dataset)
+    if kind is not None:
+        return _files_folder() / dataset, kind
     known = ", ".join(info.key for each in KIND_NAMES for info in list_pair_datasets(each))
-    raise UserError(f"There is no image-text dataset called {dataset!r}; choose one of {known}, "
-                    "or upload a zip of images with a CSV of captions on the Data page.")
+    raise UserError(f"There is no image-text dataset called {dataset!r}; choose one of {known}, give the paths of a CSV "
+                    "and a zip of images as 'captions.csv + images.zip', or upload them on the Data page.")
 
 
 def _open_table(folder: Path):
@@ -444,34 +470,19 @@ def register_pair_dataset(name: str, kind: str, zip_filename: str, zip_data: byt
                           progress: Progress = no_progress) -> DatasetInfo:
     """Check a zip of images and a CSV of pairs fully, then store them as datasets/<name>/ (nothing is written before)."""
     _checked_kind(kind)
-    original, csv_name = (Path(filename.replace("\\", "/")).name for filename in (zip_filename, csv_filename))
-    limit = max_upload_bytes()
-    for label, size in ((original, len(zip_data)), (csv_name, len(csv_data))):
-        if size > limit:
-            raise UserError(f"{label} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB upload limit; "
-                            "upload a smaller sample or raise WORKBENCH_MAX_UPLOAD_MB.")
-    key = _new_key(name)
-    archive = _open_zip(zip_data, original)
-    members = _usable_members(archive, original)
-    pairs, dropped = _pairs_from_csv(csv_data, csv_name, kind, _member_lookup(members), original)
-    labels = [label for _, _, label in pairs]
-    # The checks load_pair_splits applies (classes, every split gets rows), so a registered dataset always loads.
-    split_rows(labels, where=f"the upload {csv_name}", source=csv_name)
-    images: dict[str, bytes] = {}  # an image with several captions is read (and checked) once
-    for member, _, _ in pairs:
-        if member not in images:
-            images[member] = _read_image(archive, members[member], member, original)
-    records = [{"image": images[member], "text": text, "label": label} for member, text, label in pairs]
-    source = f"uploaded {original} with pairs from {csv_name} (workspace/datasets/{key}/{TABLE_FOLDER}/{DATA_FILE})"
-    meta = {"key": key, "kind": kind, "source": source, "prompt_template": DEFAULT_PROMPT, "label_names": sorted(set(labels) - {""}),
-            "images": len(images), "duplicates_dropped": dropped, "original_filename": original, "csv_filename": csv_name}
+    _check_sizes(((zip_filename, len(zip_data)), (csv_filename, len(csv_data))))
+    key = _new_image_key(name)  # the naming rules of every upload: sanitised, no built-in of any kind, not taken
+    upload = _checked_pairs(kind, zip_filename, zip_data, csv_filename, csv_data)
+    source = (f"uploaded {upload.meta['original_filename']} with pairs from {upload.meta['csv_filename']} "
+              f"(workspace/datasets/{key}/{TABLE_FOLDER}/{DATA_FILE})")
     spec = {  # the fields core.data.registry.DatasetSpec reads, so the registry lists it under its task
         "name": key, "file": f"{TABLE_FOLDER}/{DATA_FILE}", "text_column": REQUIRED_COLUMNS[kind][1], "label_column": "label",
-        "original_filename": original, "rows": len(records),
+        "original_filename": upload.meta["original_filename"], "rows": len(upload.records),
         "registered_at": datetime.now(UTC).isoformat(timespec="seconds"), "task": kind,
     }
     with _staging(datasets_dir(), key) as staging:
-        write_table(staging / TABLE_FOLDER, records, pair_features(), meta, progress, total=len(records))
+        write_table(staging / TABLE_FOLDER, upload.records, pair_features(), {"key": key, "source": source, **upload.meta},
+                    progress, total=len(upload.records))
         (staging / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         try:
             staging.rename(datasets_dir() / key)  # fails if another save claimed the name meanwhile
@@ -480,14 +491,76 @@ def register_pair_dataset(name: str, kind: str, zip_filename: str, zip_data: byt
     return _registered_info(key)
 
 
-def _new_key(name: str) -> str:
-    """The image datasets' naming rules (sanitised, not a text or image built-in, not taken) plus the pair and NER built-ins."""
-    from core.ner.data import BUILTIN_NER_DATASETS
+def pair_files_key(dataset: str, kind: str, progress: Progress = no_progress) -> str | None:
+    """The key of the pair files `dataset` names by path, "captions.csv + images.zip", or None when it names none.
 
-    key = _new_image_key(name)
-    if key in BUILTIN_PAIR_DATASETS or key in BUILTIN_NER_DATASETS:
-        raise UserError(f"{key!r} is the name of a built-in dataset; choose another name, such as {key + '-2'!r}.")
+    The files are read exactly as a Data page upload of `kind` (the same checks, sentences and limits) and
+    stored once under workspace/cache/image_text/files/<key>/, the key made from the kind and the files'
+    checksum, so a run config can name them by path and a run's pair references stay valid.
+    """
+    named = named_files(dataset)
+    if named is None:
+        return None
+    archive, table = named
+    header = ",".join(REQUIRED_COLUMNS[_checked_kind(kind)])
+    if table is None:
+        raise UserError(f"A zip alone is not an image-text dataset; name the CSV of pairs ({header}) with it, "
+                        f"as 'pairs.csv + {archive.name}'.")
+    zip_data, csv_data = read_named_file(archive), read_named_file(table)
+    key = FILE_KEY_PREFIX + _checksum(kind.encode(), zip_data, csv_data)
+    target = _files_folder() / key
+    if not _is_current(target):
+        _check_sizes(((archive.name, len(zip_data)), (table.name, len(csv_data))))
+        upload = _checked_pairs(kind, archive.name, zip_data, table.name, csv_data)
+        source = (f"file {archive.resolve()} with pairs from {table.resolve()} "
+                  f"(stored as workspace/cache/image_text/{FILES_FOLDER}/{key})")
+        meta = {"key": key, "source": source, "pair_version": PAIR_STORE_VERSION, **upload.meta}
+        with _staging(target.parent, key) as staging:
+            write_table(staging, upload.records, pair_features(), meta, progress, total=len(upload.records))
+            try:
+                staging.rename(target)
+            except OSError:
+                if not _is_current(target):  # else another process stored the same files meanwhile: the same dataset
+                    raise
     return key
+
+
+def _files_folder() -> Path:
+    return cache_dir() / "image_text" / FILES_FOLDER
+
+
+def _stored_files_kind(dataset: str) -> str | None:
+    """The kind of the pair files stored from a path under the key `dataset`, else None."""
+    folder = _files_folder() / dataset
+    if not dataset.startswith(FILE_KEY_PREFIX) or dataset != safe_name(dataset, fallback="") or not _is_current(folder):
+        return None
+    return _read_meta(folder, dataset).get("kind")
+
+
+@dataclass(frozen=True)
+class _CheckedPairs:
+    """A zip of images and a CSV of pairs that passed every check, decoded and ready to store."""
+
+    records: list[dict[str, Any]]  # {"image": bytes as stored, "text": str, "label": str}
+    meta: dict[str, Any]  # kind, labels, counts and file names for meta.json (the writer adds key and source)
+
+
+def _checked_pairs(kind: str, zip_filename: str, zip_data: bytes, csv_filename: str, csv_data: bytes) -> _CheckedPairs:
+    original, csv_name = (Path(filename.replace("\\", "/")).name for filename in (zip_filename, csv_filename))
+    archive = _open_zip(zip_data, original)
+    members = _usable_members(archive, original)
+    pairs, dropped = _pairs_from_csv(csv_data, csv_name, kind, _member_lookup(members), original)
+    labels = [label for _, _, label in pairs]
+    # The checks load_pair_splits applies (classes, every split gets rows), so a stored dataset always loads.
+    split_rows(labels, where=f"the upload {csv_name}", source=csv_name)
+    images: dict[str, bytes] = {}  # an image with several captions is read (and checked) once
+    for member, _, _ in pairs:
+        if member not in images:
+            images[member] = _read_image(archive, members[member], member, original)
+    records = [{"image": images[member], "text": text, "label": label} for member, text, label in pairs]
+    meta = {"kind": kind, "prompt_template": DEFAULT_PROMPT, "label_names": sorted(set(labels) - {""}), "images": len(images),
+            "duplicates_dropped": dropped, "original_filename": original, "csv_filename": csv_name}
+    return _CheckedPairs(records=records, meta=meta)
 
 
 def _member_lookup(members: dict[str, Any]) -> dict[str, str]:

@@ -15,7 +15,9 @@ images with a CSV of `path,label`. The zip is read in memory and never extracted
 hidden files and non-image files are skipped; paths with `..` or a leading `/`, a zip whose
 unpacked size is far beyond its packed size, an empty or undecodable image, a CSV path missing
 from the zip, or a single class are refused with a sentence, and nothing is written until every
-image has been read.
+image has been read. A run config may name the same files by path instead ("images.zip", or
+"labels.csv + images.zip"): `image_files_key` reads them with the same checks and stores them once
+in the cache under a key made from their checksum.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from PIL import Image, ImageDraw
 
 from core.assets import no_progress, PipAsset, prepare, Progress, sha256_of
 from core.data.info import DatasetInfo
+from core.data.registry import builtin_dataset_names, max_upload_bytes, read_named_file
 from core.data.splits import SPLIT_NAMES, make_splits
 from core.errors import UserError
 from core.workspace import cache_dir, datasets_dir, safe_name
@@ -61,6 +64,8 @@ DEFAULT_MAX_UNPACKED_MB = 1024.0
 MAX_PACKING_RATIO = 100
 RATIO_CHECK_FROM = 64 * 2**20
 WRITE_BATCH = 500
+FILES_FOLDER = "files"  # cache/images/files/<key>/: image files a run config names by path
+FILE_KEY_PREFIX = "file-"  # such a key is "file-" and 16 hex digits of the files' checksum
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +109,27 @@ class ImageSplits:
         full = pd.MultiIndex.from_product([list(SPLIT_NAMES), self.label_names], names=["split", "label"])
         return counts.reindex(full, fill_value=0).rename("count").reset_index()
 
+    def examples_per_class(self, per_class: int, split: str = "train") -> dict[str, list[str]]:
+        """References of the first `per_class` images of each class in `split`: the Data page's thumbnails."""
+        chosen: dict[str, list[str]] = {name: [] for name in self.label_names}
+        part = self.split(split)
+        for label, row in zip(part["label"], part["row"]):
+            if len(chosen[label]) < per_class:
+                chosen[label].append(reference(self.dataset, row))
+        return chosen
+
+    def image_sizes(self, sample: int) -> dict[str, int]:
+        """How many of the first `sample` images (train first) have each "width×height", most common first."""
+        counts: dict[str, int] = {}
+        left = sample
+        for name in SPLIT_NAMES:
+            part = self.split(name)
+            for image in part.select(range(min(len(part), left)))["image"]:
+                size = f"{image.width}×{image.height}"
+                counts[size] = counts.get(size, 0) + 1
+            left -= min(len(part), left)
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
 
 def reference(dataset: str, row: int) -> str:
     """How a prediction names its image: '<dataset>#<row>'; `open_image` turns it back into the image."""
@@ -136,7 +162,8 @@ def load_image_splits(
     max_rows: int | None = None,
     progress: Progress = no_progress,
 ) -> ImageSplits:
-    """Stratified, seeded splits of a built-in or registered image dataset."""
+    """Stratified, seeded splits of a built-in or registered image dataset, or of image files named by path."""
+    dataset = image_dataset_key(dataset, progress)
     table = stored_table(dataset, progress)
     meta = read_meta(dataset)
     labels = table.data.column("label").to_pylist()
@@ -159,12 +186,31 @@ def stored_table(dataset: str, progress: Progress = no_progress):
 
 
 def stored_folder(dataset: str, progress: Progress = no_progress) -> Path:
+    """The folder of a built-in, registered or stored-file key (`image_dataset_key` turns file paths into one)."""
     if dataset in BUILTIN_IMAGE_DATASETS:
         return BUILTIN_IMAGE_DATASETS[dataset].folder(progress)
     if is_registered_image_dataset(dataset):
         return datasets_dir() / dataset
+    if _is_stored_files(dataset):
+        return cache_dir() / "images" / FILES_FOLDER / dataset
+    raise _no_such_dataset(dataset)
+
+
+def image_dataset_key(dataset: str, progress: Progress = no_progress) -> str:
+    """The stored dataset `dataset` means: itself when it is a built-in, registered or stored-file key (these come
+    first, so a dataset registered as "pets.zip" is never taken for a path), else the key of the files it names."""
+    if dataset in BUILTIN_IMAGE_DATASETS or is_registered_image_dataset(dataset) or _is_stored_files(dataset):
+        return dataset
+    key = image_files_key(dataset, progress)
+    if key is None:
+        raise _no_such_dataset(dataset)
+    return key
+
+
+def _no_such_dataset(dataset: str) -> UserError:
     known = ", ".join(info.key for info in list_image_datasets())
-    raise UserError(f"There is no image dataset called {dataset!r}; choose one of {known}, or upload a zip of images on the Data page.")
+    return UserError(f"There is no image dataset called {dataset!r}; choose one of {known}, give the path of a zip of class "
+                     "folders (or 'labels.csv + images.zip'), or upload a zip of images on the Data page.")
 
 
 def read_meta(dataset: str) -> dict[str, Any]:
@@ -482,7 +528,11 @@ def list_image_datasets() -> list[DatasetInfo]:
 
 
 def is_image_dataset(dataset: str) -> bool:
-    return dataset in BUILTIN_IMAGE_DATASETS or is_registered_image_dataset(dataset)
+    """A built-in, registered or stored-file key, or image files named by path — which are read and stored here, so a
+    path to a missing file or a broken zip is refused with the upload's own sentence rather than called unknown."""
+    if dataset in BUILTIN_IMAGE_DATASETS or is_registered_image_dataset(dataset) or _is_stored_files(dataset):
+        return True
+    return image_files_key(dataset) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,17 +574,89 @@ def register_image_dataset(name: str, filename: str, data: bytes, *, csv_filenam
     Every image is decoded before anything is written; the folder appears (renamed from a hidden
     staging folder inside the workspace) only once its spec is complete.
     """
-    from core.data.registry import max_upload_bytes
+    _check_sizes(((filename, len(data)), (csv_filename or "the CSV", len(csv_data or b""))))
+    key = _new_key(name)
+    upload = _checked_upload(filename, data, csv_filename, csv_data)
+    try:
+        _write_upload(datasets_dir() / key, upload, f"uploaded {upload.how} (workspace/datasets/{key}/{DATA_FILE})", progress)
+    except FileExistsError:
+        raise UserError(f"A dataset named {key!r} already exists; choose another name.") from None
+    return _registered_info(key)
 
+
+def image_files_key(dataset: str, progress: Progress = no_progress) -> str | None:
+    """The key of the image files `dataset` names by path — "images.zip" (one folder per class) or
+    "labels.csv + images.zip" — or None when it names no such files.
+
+    The files are read exactly as a Data page upload (the same checks, sentences and limits) and stored
+    once under workspace/cache/images/files/<key>/, the key made from their checksum: a run config can
+    name them by path, and a run's image references stay valid even if the files change later.
+    """
+    named = named_files(dataset)
+    if named is None:
+        return None
+    archive, table = named
+    data = read_named_file(archive)
+    csv_data = read_named_file(table) if table is not None else None
+    key = FILE_KEY_PREFIX + _checksum(data, *([] if csv_data is None else [csv_data]))  # a zip alone differs from zip + empty CSV
+    target = cache_dir() / "images" / FILES_FOLDER / key
+    if not (target / META_FILE).is_file():
+        _check_sizes(((archive.name, len(data)), (table.name if table else "the CSV", len(csv_data or b""))))
+        upload = _checked_upload(archive.name, data, table and table.name, csv_data)
+        how = f"{archive.resolve()}" + (f" with labels from {table.resolve()}" if table else " (one folder per class)")
+        try:
+            _write_upload(target, upload, f"file {how} (stored as workspace/cache/images/{FILES_FOLDER}/{key})", progress)
+        except FileExistsError:
+            pass  # another process stored the same files meanwhile: theirs is the same dataset
+    return key
+
+
+def named_files(dataset: str) -> tuple[Path, Path | None] | None:
+    """(zip, CSV or None) when `dataset` names a zip by path, alone or with a CSV as "labels.csv + images.zip"
+    (either order); None otherwise. A path that exists as it is is never split at a "+"."""
+    whole = dataset.strip()
+    parts = [whole] if "+" not in whole or Path(whole).expanduser().is_file() else [part.strip() for part in whole.split("+")]
+    zips = [part for part in parts if part.lower().endswith(".zip")]
+    tables = [part for part in parts if part.lower().endswith(".csv")]
+    if len(zips) != 1 or len(tables) > 1 or len(zips) + len(tables) != len(parts):
+        return None
+    return Path(zips[0]).expanduser(), Path(tables[0]).expanduser() if tables else None
+
+
+def _checksum(*contents: bytes) -> str:
+    """16 hex digits of SHA-256 over the contents' own digests (so no two splits of the bytes collide)."""
+    return hashlib.sha256(b"".join(hashlib.sha256(content).digest() for content in contents)).hexdigest()[:16]
+
+
+def _is_stored_files(dataset: str) -> bool:
+    return (dataset.startswith(FILE_KEY_PREFIX) and dataset == safe_name(dataset, fallback="")
+            and (cache_dir() / "images" / FILES_FOLDER / dataset / META_FILE).is_file())
+
+
+def _check_sizes(files: Iterable[tuple[str, int]]) -> None:
     limit = max_upload_bytes()
-    for label, size in ((filename, len(data)), (csv_filename or "the CSV", len(csv_data or b""))):
+    for label, size in files:
         if size > limit:
             raise UserError(f"{Path(label).name} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB upload limit; "
                             "upload a smaller sample or raise WORKBENCH_MAX_UPLOAD_MB.")
-    key = _new_key(name)
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """A zip of images (with its labels CSV, if any) that passed every check, decoded and ready to store."""
+
+    records: list[dict[str, Any]]  # {"image": bytes as stored, "label": str}
+    label_names: list[str]
+    original: str  # the zip's file name
+    csv_name: str | None
+    how: str  # for the source line: "pets.zip (one folder per class)" or "images.zip with labels from labels.csv"
+
+
+def _checked_upload(filename: str, data: bytes, csv_filename: str | None, csv_data: bytes | None) -> _Upload:
     original = Path(filename.replace("\\", "/")).name
     archive = _open_zip(data, original)
     members = _usable_members(archive, original)
+    csv_name = None
     if csv_data is not None:
         csv_name = Path((csv_filename or "labels.csv").replace("\\", "/")).name
         entries = _entries_from_csv(csv_data, csv_name, members, original)
@@ -542,43 +664,45 @@ def register_image_dataset(name: str, filename: str, data: bytes, *, csv_filenam
     else:
         entries = _entries_from_folders(members, original)
         how = f"{original} (one folder per class)"
-    _check_classes([label for _, label in entries], original)
-    # The checks load_image_splits applies (every split gets rows), so a registered dataset always loads.
-    make_splits(pd.DataFrame({"text": [str(i) for i in range(len(entries))], "label": [label for _, label in entries]}),
+    labels = [label for _, label in entries]
+    _check_classes(labels, original)
+    # The checks load_image_splits applies (every split gets rows), so a stored dataset always loads.
+    make_splits(pd.DataFrame({"text": [str(i) for i in range(len(entries))], "label": labels}),
                 where=f"the upload {original}", source=original)
     records = [{"image": _read_image(archive, members[member], member, original), "label": label} for member, label in entries]
-    datasets_dir().mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=datasets_dir()))
-    staging.chmod(0o755)  # mkdtemp makes it private; the registered dataset is an ordinary folder
+    return _Upload(records=records, label_names=sorted(set(labels)), original=original, csv_name=csv_name, how=how)
+
+
+def _write_upload(target: Path, upload: _Upload, source: str, progress: Progress) -> None:
+    """Store a checked upload as `target`/ (images.arrow, meta.json, spec.yaml), written in a hidden staging folder
+    beside it and renamed into place; FileExistsError when `target` exists by then."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the stored dataset is an ordinary folder
     try:
-        label_names = sorted({label for _, label in entries})
-        source = f"uploaded {how} (workspace/datasets/{key}/{DATA_FILE})"
-        rows = write_table(staging, records, image_features(), {
-            "key": key, "source": source, "label_names": label_names, "original_filename": original,
-            "csv_filename": csv_filename and Path(csv_filename).name, "official_split": False,
-        }, progress, total=len(records))
+        rows = write_table(staging, upload.records, image_features(), {
+            "key": target.name, "source": source, "label_names": upload.label_names, "original_filename": upload.original,
+            "csv_filename": upload.csv_name, "official_split": False,
+        }, progress, total=len(upload.records))
         spec = {  # the fields core.data.registry.DatasetSpec reads, so the Data page lists it with its task
-            "name": key, "file": DATA_FILE, "text_column": "image", "label_column": "label",
-            "original_filename": original, "rows": rows,
+            "name": target.name, "file": DATA_FILE, "text_column": "image", "label_column": "label",
+            "original_filename": upload.original, "rows": rows,
             "registered_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "task": IMAGE_CLASSIFICATION,
         }
         (staging / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         try:
-            staging.rename(datasets_dir() / key)
+            staging.rename(target)
         except OSError:
-            raise UserError(f"A dataset named {key!r} already exists; choose another name.") from None
+            raise FileExistsError(target) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return _registered_info(key)
 
 
 def _new_key(name: str) -> str:
-    from core.data.builtin import BUILTIN_DATASETS
-
     key = safe_name(name.strip(), fallback="")
     if not key:
         raise UserError("Give the dataset a name made of letters, digits, dots, dashes or underscores.")
-    if key in BUILTIN_DATASETS or key in BUILTIN_IMAGE_DATASETS:
+    if key in builtin_dataset_names():
         raise UserError(f"{key!r} is the name of a built-in dataset; choose another name, such as {key + '-2'!r}.")
     if (datasets_dir() / key).exists():
         raise UserError(f"A dataset named {key!r} already exists; choose another name, such as {key + '-2'!r}.")

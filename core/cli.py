@@ -5,7 +5,8 @@
     python -m core cancel RUN_ID                 cancel a queued or running run
     python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
     python -m core export RUN_ID OUT_DIR [--int8]  export a completed run (model folder + card, int8 variant)
-    python -m core explain RUN_ID --text "…" | --split test --index N  [--method ig] [--json]
+    python -m core explain RUN_ID --text "…" | --image FILE | --split test --index N  [--token K] [--method ig] [--json]
+    python -m core data add FILE --task TASK [--images ZIP] | list | show NAME [--json] | delete NAME   datasets
     python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
 """
 
@@ -86,7 +87,7 @@ def shown(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Fine-tune & explain workbench (headless).")
     # The worker command is the job manager's, not a person's: leave it out of the listing.
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,cancel,resume,explain,export}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,cancel,resume,explain,export,data}")
 
     train = commands.add_parser("train", help="queue a run from a YAML config (as downloaded from the Train page)")
     train.add_argument("config")
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core.explain.cli import add_explain_parser
 
     add_explain_parser(commands)
+    from core.data_cli import add_data_parser
+
+    add_data_parser(commands)
 
     runs = commands.add_parser("runs", help="list runs")
     runs.set_defaults(handler=command_runs)

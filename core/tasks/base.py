@@ -45,6 +45,8 @@ class Task(ABC):
     # "strategy" (what trains), "subtokens" (NER labelling), "images" (size, augmentation), "towers"
     # (per-tower train/freeze/LoRA and learning rates), "fusion" (how two embeddings combine).
     settings: tuple[str, ...] = ("strategy",)
+    # The Train page's common hyperparameters this task's inputs give no meaning to; the page hides them.
+    unused_knobs: tuple[str, ...] = ()
     # Whether the export can measure and write an int8 variant (dynamic quantization of a text classifier).
     quantizable: bool = False
     # How the exported folder loads, for its model card (FOLDER stands for the folder's path).

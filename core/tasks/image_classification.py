@@ -33,6 +33,7 @@ class ImageClassification(Task):
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("image-classification", model=FOLDER)'
     adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels
     settings = ("strategy", "images")
+    unused_knobs = ("max_length", "group_by_length")  # no text to cut or to batch by length
 
     def datasets(self) -> list:
         from core.images.datasets import list_image_datasets

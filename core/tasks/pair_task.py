@@ -19,6 +19,7 @@ from core.tasks.base import Prepared, Task
 class PairTask(Task):
     modality = "image_text"
     remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
+    unused_knobs = ("group_by_length",)  # captions are cut to the max length, but batches are never grouped by it
     dataset_kind: str  # core.image_text.data.CONTRASTIVE or FUSION
     pair_kind: str  # what its model scores: "similarity" (a dual encoder) or "classification" (a fusion classifier)
     with_caption_groups: bool  # labels as [caption group, class id] (alignment) or the class id (fusion)

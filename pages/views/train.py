@@ -10,7 +10,7 @@ from core.catalog import BUILTIN_MODELS
 from core.config import ADVERSARIAL, FUSIONS, HELP, MAX_SEED, PRECISIONS, SCHEDULERS, STRATEGIES, TOWER_MODES, RunConfig
 from core.errors import UserError
 from core.presets import PRESETS
-from pages import open_store
+from pages import PAGE_ICONS, open_store
 
 DEFAULTS = RunConfig()
 FILE_PATH = "__file__"
@@ -163,13 +163,16 @@ def build_config() -> RunConfig | None:
     from core.tasks import TASKS
 
     values: dict = {}
-    values["name"] = st.text_input("Run name", key="train_name", help=HELP["name"])
+    name_slot = st.container()  # the name comes first on the page but follows the task and dataset picked below
     values["task"] = st.selectbox("Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task", help=HELP["task"])
-    values["model"] = model_picker(TASKS[values["task"]])
-    values["dataset"], values["text_column"], values["label_column"] = dataset_picker(TASKS[values["task"]])
-    st.subheader("Hyperparameters")
-    values.update(draw(HYPERPARAMETERS))
     task = TASKS[values["task"]]
+    values["model"] = model_picker(task)
+    values["dataset"], values["text_column"], values["label_column"] = dataset_picker(task)
+    follow_suggested_name(suggested_name(task, values["dataset"]))
+    values["name"] = name_slot.text_input("Run name", key="train_name", help=HELP["name"])
+    st.subheader("Hyperparameters")
+    keep_hidden_knobs(task)
+    values.update(draw([spec for spec in HYPERPARAMETERS if spec[0] not in task.unused_knobs]))
     for group in task.settings:
         values.update(SETTING_GROUPS[group](values))
     with st.expander("Robustness and regularisation"):
@@ -181,6 +184,31 @@ def build_config() -> RunConfig | None:
     except UserError as problem:
         st.error(str(problem))
         return None
+
+
+def keep_hidden_knobs(task) -> None:
+    """Keep the values of the knobs this task hides: Streamlit forgets a widget's value on a run that does not
+    draw it, so going back to a text task would find max length at its minimum and length grouping off."""
+    for field in task.unused_knobs:
+        key = f"train_{field}"
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]  # a value set by the script outlives its widget
+
+
+def suggested_name(task, dataset: str) -> str:
+    """The run name the page offers: the dataset and the task, e.g. 'fashion-mnist · image classification'."""
+    task_name = task.title.split(" (")[0].lower()  # titles explain themselves in parentheses; a name needs no more
+    return f"{Path(dataset).name or 'my data'} · {task_name}"
+
+
+def follow_suggested_name(suggestion: str) -> None:
+    """Keep the run name in step with the task and dataset until the user types a name of their own.
+
+    Must run before the name's widget is drawn: Streamlit allows setting a widget's value only then.
+    """
+    if st.session_state.get("train_name", "") in ("", st.session_state.get("train_name_suggested")):
+        st.session_state["train_name"] = suggestion
+    st.session_state["train_name_suggested"] = suggestion
 
 
 def strategy_settings(values: dict) -> dict:
@@ -278,13 +306,14 @@ def queue(configs: list[RunConfig]) -> None:
         st.success(f"Run {run.id} ({run.name}) is {run.status} on {run.device}.")
     if started:
         st.session_state["runs_selected_ids"] = [run.id for run in started]
-        st.page_link("pages/views/runs.py", label="Watch it on the Runs page", icon="📈")
+        st.page_link("pages/views/runs.py", label="Watch it on the Runs page", icon=PAGE_ICONS["pages/views/runs.py"])
 
 
 st.title("Train")
 st.caption("Every knob has a one-sentence explanation: hover the question mark next to it.")
 if "train_learning_rate" not in st.session_state:
     fill_form(DEFAULTS)
+    st.session_state["train_name_suggested"] = DEFAULTS.name  # the default name is no name of the user's
 presets()
 config = build_config()
 if config is not None:

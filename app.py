@@ -2,14 +2,19 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="Fine-tune & explain workbench", page_icon="🧪", layout="wide")
+from pages import PAGE_ICONS
+
+st.set_page_config(page_title="Fine-tune & explain workbench", page_icon=":material/science:", layout="wide")
 
 PAGES = [
-    st.Page("pages/views/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/views/data.py", title="Data", icon="📄"),
-    st.Page("pages/views/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/views/runs.py", title="Runs", icon="📈"),
-    st.Page("pages/views/inspect.py", title="Inspect", icon="🔍"),
+    st.Page(path, title=title, icon=PAGE_ICONS[path], default=path == "pages/views/home.py")
+    for path, title in (
+        ("pages/views/home.py", "Home"),
+        ("pages/views/data.py", "Data"),
+        ("pages/views/train.py", "Train"),
+        ("pages/views/runs.py", "Runs"),
+        ("pages/views/inspect.py", "Inspect"),
+    )
 ]
 
 st.navigation(PAGES).run()

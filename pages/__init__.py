@@ -15,7 +15,19 @@ import streamlit as st
 from core.errors import UserError
 from core.store import Run, RunStore
 
-STATUS_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "failed": "❌", "cancelled": "⛔"}
+# Material icons (Streamlit's own icon font): emoji need a colour-emoji font that a stock browser
+# may lack, and then show as empty boxes. For st.navigation, st.page_link, headings and markdown.
+PAGE_ICONS = {
+    "pages/views/home.py": ":material/home:",
+    "pages/views/data.py": ":material/table_chart:",
+    "pages/views/train.py": ":material/model_training:",
+    "pages/views/runs.py": ":material/monitoring:",
+    "pages/views/inspect.py": ":material/search_insights:",
+}
+# Plain-text places (table cells, select options, image captions) cannot draw Material icons:
+# these marks are in WGL4, which the common fonts (Liberation, DejaVu, Arial, Segoe) all cover.
+STATUS_ICONS = {"queued": "…", "running": "►", "completed": "●", "failed": "×", "cancelled": "■"}
+VERDICTS = {True: "right", False: "wrong"}  # a prediction, in image captions
 
 
 def open_store() -> RunStore:

@@ -21,7 +21,7 @@ import streamlit as st
 from core import inspect, viz
 from core.errors import UserError
 from core.store import Run
-from pages import method_params, open_store, run_label
+from pages import PAGE_ICONS, VERDICTS, method_params, open_store, run_label
 
 FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence", "inspect_contains", "inspect_lengths")
 
@@ -264,7 +264,7 @@ def image_gallery(shown: pd.DataFrame, workspace: str, key_prefix: str, selectab
     for start in range(0, len(rows), GALLERY_COLUMNS):
         for column, row in zip(st.columns(GALLERY_COLUMNS), rows[start:start + GALLERY_COLUMNS]):
             record = shown.loc[row]
-            mark = "✅" if record["correct"] else "❌"
+            mark = VERDICTS[bool(record["correct"])]
             column.image(image_png(workspace, record["image"], THUMBNAIL), width=THUMBNAIL,
                          caption=f"{mark} #{row} {record['gold']} → {record['predicted']} · {record['confidence']:.0%}")
             if selectable:
@@ -342,7 +342,7 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
     )
     example = frame.loc[example_id]
     st.markdown(f"**#{example_id}** · gold **{example['gold']}** · predicted **{example['predicted']}** "
-                f"({example['confidence']:.1%}) · loss {example['loss']:.3f}" + ("" if example["correct"] else " · ❌ misclassified"))
+                f"({example['confidence']:.1%}) · loss {example['loss']:.3f}" + ("" if example["correct"] else " · :material/close: misclassified"))
     picture = open_picture(example["image"])
     probabilities_column, map_column = st.columns([1, 2])
     with probabilities_column:
@@ -427,7 +427,7 @@ def selection_overlays(run, stage, split, frame, filtered, settings, opacity) ->
     with st.container(key="inspect_selection_overlays"):
         for start in range(0, len(items), 4):
             for column, (row, picture, explanation) in zip(st.columns(4), items[start:start + 4]):
-                mark = "✅" if rows.at[row, "correct"] else "❌"
+                mark = VERDICTS[bool(rows.at[row, "correct"])]
                 column.image(viz.patch_overlay(model_view(explainer, picture), explanation, opacity, size=160), width=160, output_format="PNG",
                              caption=f"{mark} #{row} · gold {rows.at[row, 'gold']} → {rows.at[row, 'predicted']} · explaining '{explanation.target_label}'")
 
@@ -473,7 +473,7 @@ TASK_VIEWS = {"token_classification": ("pages.ner_view", "ner_inspector"),
 runs = store.list()
 if not runs:
     st.info("No runs yet. Train a model on the Train page; then come back here to see where it errs and why.")
-    st.page_link("pages/views/train.py", label="Go to Train", icon="🏋️")
+    st.page_link("pages/views/train.py", label="Go to Train", icon=PAGE_ICONS["pages/views/train.py"])
     st.stop()
 
 by_id = {run.id: run for run in runs}
@@ -609,7 +609,7 @@ with example_tab:
     if example_id is not None:
         example = frame.loc[example_id]
         st.markdown(f"**#{example_id}** · gold **{example['gold']}** · predicted **{example['predicted']}** "
-                    f"({example['confidence']:.1%}) · loss {example['loss']:.3f}" + ("" if example["correct"] else " · ❌ misclassified"))
+                    f"({example['confidence']:.1%}) · loss {example['loss']:.3f}" + ("" if example["correct"] else " · :material/close: misclassified"))
         probabilities_column, map_column = st.columns([1, 2])
         with probabilities_column:
             st.plotly_chart(
@@ -717,7 +717,7 @@ with gallery_tab:
                 gallery = []
             bar.empty()
             for row, explanation in zip(rows.index, gallery):
-                mark = "✅" if rows.at[row, "correct"] else "❌"
+                mark = VERDICTS[bool(rows.at[row, "correct"])]
                 draw_explanation(explanation, f"{mark} #{row} · gold {rows.at[row, 'gold']}")
 
 # --- 8. compare two stages or two runs on the same split -------------------------------------

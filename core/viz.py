@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import hex_to_rgb, sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D")
@@ -26,35 +27,66 @@ DASHES = {"train_loss": "solid", "eval_loss": "dash", "eval_accuracy": "solid", 
 
 
 def training_curves(metrics: pd.DataFrame, labels: dict[str, str], log_loss: bool = False) -> go.Figure:
-    """Loss and learning rate, plus each panel the runs log (accuracy/F1, retrieval, temperature, AdaLoRA budget);
-    one colour per run so several runs overlay."""
+    """Loss and learning rate, plus each panel the runs log (accuracy/F1, retrieval, temperature, AdaLoRA budget).
+
+    One run: one colour per metric, so train and eval loss differ at a glance (dashes stay, for
+    print). Several runs: one colour per run, the dash telling the metrics apart. Each panel has its
+    own legend under it, listing only what that panel draws.
+    """
     logged = set(metrics["name"])
     panels = tuple(panel for panel in CURVE_PANELS if panel[0] in ALWAYS_DRAWN or logged & set(panel[1]))
     figure = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for title, _ in panels])
+    metric_colours = colours_by_metric([name for _, names in panels for name in names if name in logged])
+    entries = [0] * len(panels)
     for column, (_, names) in enumerate(panels, start=1):
         for run_index, (run_id, label) in enumerate(labels.items()):
-            colour = PALETTE[run_index % len(PALETTE)]
             for name in names:
                 series = metrics[(metrics["run_id"] == run_id) & (metrics["name"] == name)]
                 if series.empty:
                     continue
                 # A resumed run may log a step twice; the latest value is the true one.
                 series = series.drop_duplicates("step", keep="last")
+                colour = metric_colours[name] if len(labels) == 1 else PALETTE[run_index % len(PALETTE)]
                 figure.add_trace(
                     go.Scatter(
                         x=series["step"], y=series["value"], mode="lines+markers" if len(series) < 30 else "lines",
                         name=f"{label} · {name}" if len(labels) > 1 else name,
                         line={"color": colour, "dash": DASHES.get(name, "solid")},
-                        legendgroup=run_id,
+                        legend=legend_name(column),
                         hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.4g}}<extra>{label}</extra>",
                     ),
                     row=1, col=column,
                 )
+                entries[column - 1] += 1
     if log_loss:
         figure.update_yaxes(type="log", row=1, col=1)
     figure.update_xaxes(title_text="step")
-    figure.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})
+    legend_room = LEGEND_ENTRY_PX * max(entries, default=0)
+    figure.update_layout(height=CURVES_PLOT_PX + legend_room, margin={"l": 10, "r": 10, "t": 40, "b": 70 + legend_room})
+    for column in range(1, len(panels) + 1):
+        figure.update_layout({legend_name(column): panel_legend(figure, column)})
     return figure
+
+
+LEGEND_ENTRY_PX = 20  # the height one legend line takes under the curves
+CURVES_PLOT_PX = 320  # the curves' own height, titles and axes included, without their legends
+
+
+def colours_by_metric(names: list[str]) -> dict[str, str]:
+    """A distinct palette colour for each metric drawn, in panel order (the first eight never repeat)."""
+    return {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(dict.fromkeys(names))}
+
+
+def legend_name(column: int) -> str:
+    """Plotly's name for the legend of one subplot column: legend, legend2, legend3…"""
+    return "legend" if column == 1 else f"legend{column}"
+
+
+def panel_legend(figure: go.Figure, column: int) -> dict:
+    """A vertical legend just under one panel's x axis title, aligned with the panel's left edge."""
+    axis = figure.layout["xaxis" if column == 1 else f"xaxis{column}"]
+    return {"x": axis.domain[0], "xanchor": "left", "y": -0.25, "yanchor": "top", "orientation": "v",
+            "bgcolor": "rgba(0,0,0,0)"}
 
 
 def report_table(report: dict) -> pd.DataFrame:
@@ -104,6 +136,33 @@ ATTRIBUTION_NEGATIVE = (67, 147, 195)
 ATTRIBUTION_MAGNITUDE = (153, 112, 171)  # unsigned methods (saliency): how much, not which way
 
 
+CONFUSION_COLOURSCALE = "Blues"
+DARK_TEXT, LIGHT_TEXT = "#1f2d3d", "#ffffff"
+
+
+def relative_luminance(colour: str) -> float:
+    """WCAG 2 relative luminance (0 black … 1 white) of an 'rgb(r, g, b)' or '#rrggbb' colour."""
+    red, green, blue = hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
+
+    def linear(channel: float) -> float:
+        channel /= 255
+        return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def contrast_ratio(first: str, second: str) -> float:
+    """WCAG 2 contrast ratio of two colours, from 1 (same) to 21 (black on white)."""
+    lighter, darker = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def readable_text_colour(fill: str) -> str:
+    """Dark or light text, whichever stands out more against `fill` (a fixed count threshold left
+    white numbers on mid-blue cells that white barely contrasts with)."""
+    return max((DARK_TEXT, LIGHT_TEXT), key=lambda text: contrast_ratio(text, fill))
+
+
 def confusion_matrix(counts: pd.DataFrame) -> go.Figure:
     """A clickable confusion matrix: one square scatter marker per (gold, predicted) cell.
 
@@ -123,12 +182,13 @@ def confusion_matrix(counts: pd.DataFrame) -> go.Figure:
     height = int(min(720, max(300, 90 + 64 * n)))
     cell = (height - 110) / n
     top = max(values) if values and max(values) > 0 else 1
-    text_colours = ["white" if value > 0.55 * top else "#1f2d3d" for value in values]
+    fills = sample_colorscale(CONFUSION_COLOURSCALE, [value / top for value in values])
+    text_colours = [readable_text_colour(fill) for fill in fills]
     figure = go.Figure(
         go.Scatter(
             x=xs, y=ys, mode="markers+text", text=[str(v) for v in values],
             textfont={"color": text_colours, "size": int(max(9, min(16, cell * 0.3)))},
-            marker={"symbol": "square", "size": max(8, cell * 0.92), "color": values, "colorscale": "Blues",
+            marker={"symbol": "square", "size": max(8, cell * 0.92), "color": values, "colorscale": CONFUSION_COLOURSCALE,
                     "cmin": 0, "cmax": top, "line": {"width": 1, "color": "#c8d1dc"}, "showscale": False},
             customdata=[[y, x] for x, y in zip(xs, ys)],
             hovertemplate="gold %{y}<br>predicted %{x}<br>%{text} example(s): click to list them<extra></extra>",

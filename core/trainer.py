@@ -93,6 +93,7 @@ def describe_failure(problem: Exception) -> str:
 
 
 def train(config: RunConfig, run: Run, store: RunStore) -> None:
+    from datasets import disable_progress_bars as disable_datasets_progress_bars
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
     from transformers.utils import logging as transformers_logging
 
@@ -102,8 +103,13 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     from core.tasks import TASKS
 
     directory = run.directory
-    # The log is read by people on the Runs page: one line per logged step, no progress bars.
+    # The log is read by people on the Runs page: one line per logged step, no progress bars
+    # (neither Trainer's nor datasets' "Map: 21%|██…" while encoding), and no transformers load
+    # reports: the new head is missing from every checkpoint by design, and the strategy line
+    # below says what trains. Errors (a size mismatch stops the load) still come through.
     transformers_logging.disable_progress_bar()
+    disable_datasets_progress_bars()
+    transformers_logging.set_verbosity_error()
     set_seed(config.seed)
     task = TASKS[config.task]
     say(f"Preparing {task.title}: model {config.model}, dataset {config.dataset}.")

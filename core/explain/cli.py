@@ -1,14 +1,19 @@
-"""The `explain` command: which tokens a run's model relied on, from the shell.
+"""The `explain` command: which tokens, patches or words a run's model relied on, from the shell.
 
     python -m core explain RUN_ID --text "a superb film" [--method ig] [--target positive] [--stage after] [--json]
     python -m core explain RUN_ID --split test --index 17 --method occlusion --param window=2
+    python -m core explain IMAGE_RUN_ID --image photo.png | --split test --index 3  [--grid 7] [--method grad_cam]
+    python -m core explain NER_RUN_ID --split test --index 4 --token 2   (or --text "Ada lives in Paris" --token 3)
     python -m core explain PAIR_RUN_ID --image photo.png --text "a red circle" [--grid 7] [--word red]
 
-`--split/--index` takes the row from the run's own data split (the dataset arguments the trainer
-used), so index 17 is row 17 of that split and its gold label is shown. Without --json it prints
-the prediction, each token with its score, and the convergence delta where the method has one.
-`--image` explains an image-text run's score of the pair (image, --text): tokens and patches at once,
-or with `--word` which patches make that word of the text count.
+What is explained follows the run's task: a text classifier's class over the tokens; an image
+classifier's class over a grid of patches (`core.explain.image`); a NER model's tag for the word
+`--token` picks, over the sentence's tokens (`core.explain.tags`); an image-text run's score of the
+pair (image, --text) over tokens and patches at once, or with `--word` which patches make that word
+count (`core.explain.pairs`). `--split/--index` takes the row from the run's own data split (the
+dataset arguments the trainer used), so index 17 is row 17 of that split and its gold label or tag
+is shown. Without --json it prints the prediction, each unit with its score, and the convergence
+delta where the method has one.
 `add_explain_parser(subparsers)` plugs the command into `core/cli.py`; `main()` runs it alone.
 """
 
@@ -23,32 +28,49 @@ import sys
 from core.errors import UserError
 
 SPLITS = ("train", "validation", "test")
+# What each kind of explanation attributes over, as core.explain.methods names its method registries.
+REGISTRIES = {"tokens": "tokens", "tags": "tokens", "patches": "patches", "pairs": "pairs"}
+# The flags that only some kinds of run take, and which runs those are (the flag is refused elsewhere).
+FLAG_KINDS = {
+    "--image": (("patches", "pairs"), "image classification and image-text runs"),
+    "--token": (("tags",), "named-entity runs"),
+    "--word": (("pairs",), "image-text runs"),
+    "--merge-words": (("tokens", "tags"), "text classification and named-entity runs"),
+}
+METHOD_RUNS = {"tokens": "text classification and named-entity runs", "patches": "image classification runs",
+               "pairs": "image-text runs (--image with --text)"}
+LISTED_WORDS = 30  # words named in the sentence asking which --token to explain
 
 
 def add_explain_parser(subparsers) -> argparse.ArgumentParser:
     from core.explain.methods import METHODS, methods_for
 
-    epilog = "methods:\n" + "\n".join(
+    epilog = "\n\n".join(f"methods for {runs}:\n" + "\n".join(
         f"  {key:17} {method.title}; parameters: "
         + (", ".join(shown_param(method, name, value) for name, value in method.defaults.items()) or "none")
-        for key, method in METHODS.items()
-    )
+        for key, method in methods_for(modality).items()
+    ) for modality, runs in METHOD_RUNS.items())
     parser = subparsers.add_parser(
-        "explain", help="show which tokens a run's model relied on for one text",
-        description="Attribute a run's prediction for one text to its tokens.", epilog=epilog,
+        "explain", help="show which tokens, patches or words a run's model relied on for one example",
+        description="Attribute a run's prediction for one example to its tokens (text), patches (images), the tokens "
+                    "around one word (NER) or both (image-text).", epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_id")
-    source = parser.add_argument_group("the text (give --text, or --split with --index; --image with --text for an image-text run)")
-    source.add_argument("--text", help="the text to explain")
-    source.add_argument("--split", choices=SPLITS, help="take the text from this split of the run's data")
+    source = parser.add_argument_group("the example (--text, --image, or --split with --index; an image-text run takes "
+                                       "--image with --text)")
+    source.add_argument("--text", help="the text (NER: a sentence, words separated by spaces) to explain")
+    source.add_argument("--split", choices=SPLITS, help="take the example from this split of the run's data")
     source.add_argument("--index", type=int, help="row number within --split (0-based)")
-    source.add_argument("--image", help="an image file: explain an image-text run's score of this image with --text")
-    parser.add_argument("--grid", type=int, default=7, help="with --image: patches per side of the image (default 7)")
+    source.add_argument("--image", help="an image file: explain an image classification run's prediction for it, or "
+                                        "with --text an image-text run's score of the pair")
+    parser.add_argument("--token", type=int, help="NER runs: the word (0-based) whose tag is explained")
+    parser.add_argument("--grid", type=int, default=7, help="image runs and --image: patches per side of the image (default 7)")
     parser.add_argument("--word", help="with --image: show which patches make this word of --text count")
     parser.add_argument("--method", default="ig", help=f"attribution method: {', '.join(METHODS)} (default ig); "
-                                                       f"with --image: {', '.join(methods_for('pairs'))}")
-    parser.add_argument("--target", help="class to explain, by name or index (default: the predicted class)")
+                                                       f"for an image run: {', '.join(methods_for('patches'))}; "
+                                                       f"with --image and --text: {', '.join(methods_for('pairs'))}")
+    parser.add_argument("--target", help="class (NER: tag) to explain, by name or index (default: the predicted one)")
     parser.add_argument("--stage", help="which model: before, checkpoint-N or after (default: the latest)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, e.g. --param steps=100 --param baseline=mask (repeatable)")
@@ -68,31 +90,97 @@ def shown_param(method, name: str, default) -> str:
 
 def command_explain(arguments) -> int:
     from core.explain.methods import get_method
-    from core.explain.text import load_text_explainer
+    from core.store import RunStore
 
     params = parse_params(arguments.param)
+    run = RunStore().get(arguments.run_id)
+    kind = explanation_kind(run, arguments)
     # Refuse unknown or out-of-range parameters before a model loads (seconds) or an explanation runs (maybe forever).
-    method = "ig" if arguments.image is not None and arguments.word else arguments.method
-    get_method(method, "pairs" if arguments.image is not None else "tokens").check_params(params)
+    method = "ig" if kind == "pairs" and arguments.word else arguments.method
+    get_method(method, REGISTRIES[kind]).check_params(params)
     quiet_transformers()
-    if arguments.image is not None:
-        return explain_pair(arguments, params)
+    return EXPLAINERS[kind](arguments, params, run)
+
+
+def explanation_kind(run, arguments) -> str:
+    """What the run's model is explained over, from its task: "tokens" (text classification), "tags" (one word's
+    NER tag), "patches" (image classification) or "pairs" (image-text). A run the store does not have is judged by
+    the flags (--image: a pair), so a bad parameter is still named first and the loader then says the run is missing."""
+    from core.ner.data import TOKEN_CLASSIFICATION
+    from core.tasks import TASKS
+
+    if run is None:
+        return "pairs" if arguments.image is not None else "tokens"
+    task = TASKS.get(run.task)
+    modality = task.modality if task is not None else "text"
+    kind = "tags" if run.task == TOKEN_CLASSIFICATION else {"image": "patches", "image_text": "pairs"}.get(modality, "tokens")
+    given = {"--image": arguments.image is not None, "--token": arguments.token is not None, "--word": bool(arguments.word),
+             "--merge-words": arguments.merge_words}
+    for flag, (kinds, runs) in FLAG_KINDS.items():
+        if given[flag] and kind not in kinds:
+            what = f"a {task.title.lower()}" if task is not None else f"a '{run.task}'"
+            raise UserError(f"{flag} is for {runs}; run {run.id} is {what} run.")
+    return kind
+
+
+def explain_text(arguments, params: dict[str, str], run) -> int:
+    """A text classifier's class, over the tokens of --text or of a row of the run's split. `run` may be None: the
+    loader then says the run is missing."""
+    from core.explain.text import load_text_explainer
+
     explainer = load_text_explainer(arguments.run_id, arguments.stage)
-    text, gold = example_text(arguments)
+    text, gold = example_text(arguments, run)
     explanation = explainer.explain(text, arguments.method, arguments.target, merge_words=arguments.merge_words, **params)
-    if arguments.json:
-        payload = explanation.to_dict()
-        payload.update(run_id=explainer.run_id, stage=explainer.stage, gold_label=gold)
-        print(json.dumps(payload, indent=2))
-    else:
-        print(render(explanation, gold=gold, stage=explainer.stage, colour=use_colour()))
+    show(arguments, explanation, run_id=explainer.run_id, stage=explainer.stage, gold_label=gold)
     return 0
 
 
-def explain_pair(arguments, params: dict[str, str]) -> int:
-    """`--image`: the image-text run's score of (image, text) attributed to tokens and patches, or one word's patches."""
+def explain_tag(arguments, params: dict[str, str], run) -> int:
+    """A NER model's tag for the word --token picks, over the sentence's tokens (core.explain.tags)."""
+    from core.checkpoints import latest_stage
+    from core.explain.tags import load_tag_explainer
+
+    words, tags = example_sentence(arguments, run)
+    word = chosen_word(arguments.token, words)
+    stage = arguments.stage or latest_stage(run)
+    explainer = load_tag_explainer(run.id, word, stage)
+    explanation = explainer.explain(" ".join(words), arguments.method, arguments.target, merge_words=arguments.merge_words,
+                                    **params)
+    show(arguments, explanation, run_id=run.id, stage=stage, gold_label=tags[word] if tags else None, word_index=word,
+         word=words[word])
+    return 0
+
+
+def explain_image(arguments, params: dict[str, str], run) -> int:
+    """An image classifier's class, over a grid of patches of --image or of a row of the run's split (core.explain.image)."""
+    from core.explain.image import load_image_explainer
+
+    if arguments.text is not None:
+        raise UserError(f"Run {run.id} is an image classification run: give --image FILE or --split with --index, not --text.")
+    image, gold = example_image(arguments, run)
+    explainer = load_image_explainer(run.id, arguments.stage)
+    explanation = explainer.explain(image, arguments.method, arguments.target, grid=arguments.grid, **params)
+    show(arguments, explanation, run_id=run.id, stage=explainer.stage, gold_label=gold,
+         image=arguments.image if arguments.image is not None else image)
+    return 0
+
+
+def show(arguments, explanation, **facts) -> None:
+    """Print an Explanation as JSON (its fields plus `facts`: run, stage, gold, …) or as readable lines."""
+    if arguments.json:
+        print(json.dumps({**explanation.to_dict(), **facts}, indent=2))
+        return
+    subject = f" of word {facts['word_index']} ({facts['word']!r})" if "word_index" in facts else ""
+    print(render(explanation, gold=facts["gold_label"], stage=facts["stage"], colour=use_colour(), subject=subject))
+
+
+def explain_pair(arguments, params: dict[str, str], run) -> int:
+    """An image-text run's score of (--image, --text) attributed to tokens and patches, or one word's patches.
+    `run` may be None: the loader then says the run is missing."""
     from core.explain.pairs import load_pair_explainer
 
+    if arguments.image is None:
+        raise UserError(f"Run {arguments.run_id} is an image-text run: explain a pair with --image FILE --text \"…\".")
     if not arguments.text or arguments.split or arguments.index is not None:
         raise UserError("With --image, give the text to pair it with as --text \"…\" (not --split/--index).")
     explainer = load_pair_explainer(arguments.run_id, arguments.stage)
@@ -129,37 +217,101 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
-def example_text(arguments) -> tuple[str, str | None]:
+def example_text(arguments, run) -> tuple[str, str | None]:
     """(text, gold label or None) from --text or from --split/--index of the run's data."""
     if arguments.text is not None:
         if arguments.split or arguments.index is not None:
             raise UserError("Give either --text or --split with --index, not both.")
         return arguments.text, None
-    if not arguments.split or arguments.index is None:
-        raise UserError("Say what to explain: --text \"…\", or --split test --index N for a row of the run's data.")
     from core.data import load_splits
     from core.run_files import run_config
-    from core.store import RunStore
 
-    run = RunStore().get(arguments.run_id)
+    split, index = chosen_row(arguments)
     config = run_config(run)
     splits = load_splits(
         config.dataset, text_column=config.text_column or None, label_column=config.label_column or None,
         seed=config.seed, max_rows=config.max_rows or None,
     )
-    frame = splits.split(arguments.split)
-    if not 0 <= arguments.index < len(frame):
-        raise UserError(f"The {arguments.split} split of run {run.id} has {len(frame)} rows; choose an index from 0 to {len(frame) - 1}.")
-    row = frame.iloc[arguments.index]
+    row = row_of(splits.split(split), split, index, run)
     return str(row["text"]), str(row["label"])
+
+
+def example_sentence(arguments, run) -> tuple[list[str], list[str] | None]:
+    """(words, gold tags or None) from --text (split at spaces) or from --split/--index of the NER run's data."""
+    if arguments.text is not None:
+        if arguments.split or arguments.index is not None:
+            raise UserError("Give either --text or --split with --index, not both.")
+        return arguments.text.split(), None
+    from core.ner.data import load_ner_splits
+    from core.run_files import run_config
+
+    split, index = chosen_row(arguments)
+    config = run_config(run)
+    splits = load_ner_splits(config.dataset, tokens_column=config.text_column or None, tags_column=config.label_column or None,
+                             seed=config.seed, max_rows=config.max_rows or None)
+    row = row_of(splits.split(split), split, index, run)
+    return [str(word) for word in row["tokens"]], [str(tag) for tag in row["tags"]]
+
+
+def example_image(arguments, run) -> tuple[object, str | None]:
+    """(PIL image or dataset reference, gold label or None) from --image FILE or --split/--index of the image run's data."""
+    if arguments.image is not None:
+        if arguments.split or arguments.index is not None:
+            raise UserError("Give either --image or --split with --index, not both.")
+        return image_file(arguments.image), None
+    from core.images.datasets import load_image_splits
+    from core.run_files import run_config
+
+    split, index = chosen_row(arguments)
+    config = run_config(run)
+    splits = load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None)
+    row = row_of(splits.frame(split), split, index, run)
+    return str(row["image"]), str(row["label"])
+
+
+def chosen_row(arguments) -> tuple[str, int]:
+    if not arguments.split or arguments.index is None:
+        raise UserError("Say what to explain: --text \"…\" (an image run: --image FILE), or --split test --index N "
+                        "for a row of the run's data.")
+    return arguments.split, arguments.index
+
+
+def row_of(frame, split: str, index: int, run):
+    if not 0 <= index < len(frame):
+        raise UserError(f"The {split} split of run {run.id} has {len(frame)} rows; choose an index from 0 to {len(frame) - 1}.")
+    return frame.iloc[index]
+
+
+def chosen_word(token: int | None, words: list[str]) -> int:
+    """--token, checked against the sentence; the sentence's words are listed when it is missing or out of range."""
+    if token is not None and 0 <= token < len(words):
+        return token
+    listed = ", ".join(f"{number} {word}" for number, word in enumerate(words[:LISTED_WORDS]))
+    listed += ", …" if len(words) > LISTED_WORDS else ""
+    asked = "Say which word's tag to explain" if token is None else f"There is no word {token} in this sentence of {len(words)} words"
+    raise UserError(f"{asked}: give --token K, 0-based ({listed}).")
+
+
+def image_file(path: str):
+    """The RGB picture in an image file, or a sentence saying why there is none."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"There is no image file {path}; give the path of a PNG or JPEG file.") from None
+    except (UnidentifiedImageError, OSError):
+        raise UserError(f"{path} is not an image that can be read; pick a PNG or JPEG file.") from None
 
 
 def use_colour() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
-def render(explanation, gold: str | None = None, stage: str | None = None, colour: bool = False) -> str:
-    """Readable lines: the prediction, `token(+0.42)` for every unit, the top tokens and the delta."""
+def render(explanation, gold: str | None = None, stage: str | None = None, colour: bool = False, subject: str = "") -> str:
+    """Readable lines: the prediction, `token(+0.42)` for every unit (a patch map one grid row per line), the top
+    units and the delta. `subject` follows the explained class, e.g. " of word 3 ('Paris')" for a NER tag."""
     from core.explain.methods import describe
 
     e = explanation
@@ -168,14 +320,20 @@ def render(explanation, gold: str | None = None, stage: str | None = None, colou
         f"prediction: {e.predicted_label} ({probability:.0%})"
         + (f" · gold: {gold}" if gold is not None else "")
         + (f" · model: {stage}" if stage else ""),
-        f"explaining: {e.target_label} with {describe(e.method, e.params)} in {e.seconds:.2f} s"
+        f"explaining: {e.target_label}{subject} with {describe(e.method, e.params)} in {e.seconds:.2f} s"
         + (" · word pieces merged into words" if e.params.get("merged_word_pieces") else "")
         + ("" if e.signed else " · unsigned: scores are magnitudes"),
     ]
     if e.truncated:
         lines.append("note: the text was longer than the model's max length and was cut; only the kept tokens are scored.")
-    lines.append(scored_units(e.units, e.scores, colour))
-    lines.append("top: " + ", ".join(f"{unit} ({score:+.{decimals_for(e.scores) + 1}f})" for unit, score in e.top(3)))
+    if e.params.get("grid_note"):
+        lines.append(f"note: {e.params['grid_note']}")
+    if e.modality == "patches":
+        lines.append(scored_units(e.units, e.scores, colour, per_line=e.params["grid"][1]))
+        lines.append(top_patches_line(e.top(3)))
+    else:
+        lines.append(scored_units(e.units, e.scores, colour))
+        lines.append("top: " + ", ".join(f"{unit} ({score:+.{decimals_for(e.scores) + 1}f})" for unit, score in e.top(3)))
     return "\n".join(lines + delta_lines(e))
 
 
@@ -208,10 +366,12 @@ def top_patches_line(top: list[tuple[str, float]]) -> str:
     return "top patches (r = row, c = column from the top left): " + ", ".join(f"{unit} ({score:+.3g})" for unit, score in top)
 
 
-def scored_units(units: list[str], scores: list[float], colour: bool) -> str:
-    """`token(+0.42)` for every unit, coloured by its score relative to the largest |score|."""
+def scored_units(units: list[str], scores: list[float], colour: bool, per_line: int | None = None) -> str:
+    """`token(+0.42)` for every unit, coloured by its score relative to the largest |score|; `per_line` units a line."""
     peak, decimals = max((abs(s) for s in scores), default=0.0) or 1.0, decimals_for(scores)
-    return " ".join(paint(unit, score, score / peak, colour, decimals) for unit, score in zip(units, scores))
+    painted = [paint(unit, score, score / peak, colour, decimals) for unit, score in zip(units, scores)]
+    width = per_line or max(len(painted), 1)
+    return "\n".join(" ".join(painted[start:start + width]) for start in range(0, len(painted), width))
 
 
 def decimals_for(scores: list[float]) -> int:
@@ -239,6 +399,9 @@ def paint(unit: str, score: float, relative: float, colour: bool, decimals: int 
     if abs(relative) >= 0.5:
         code += ";1"
     return f"\033[{code}m{text}\033[0m"
+
+
+EXPLAINERS = {"tokens": explain_text, "tags": explain_tag, "patches": explain_image, "pairs": explain_pair}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_image_pages import trained_image_run
+from test_ner import ner_run  # noqa: F401 - the fixture, trained once for this module
 
 from core.cli import main
 from core.run_files import run_config
 from core.store import RunStore
-from test_image_pages import trained_image_run
-from test_ner import ner_run  # noqa: F401 - the fixture, trained once for this module
 
 
 def cli(capsys, *arguments: str) -> tuple[int, str, str]:

@@ -47,8 +47,9 @@ class Task(ABC):
     settings: tuple[str, ...] = ("strategy",)
     # The Train page's common hyperparameters this task's inputs give no meaning to; the page hides them.
     unused_knobs: tuple[str, ...] = ()
-    # Whether the export can measure and write an int8 variant (dynamic quantization of a text classifier).
-    quantizable: bool = False
+    # The optimum ONNX Runtime class that loads this task's int8 ONNX export (its AutoModel twin loads the
+    # fp32 folder); None: the export writes no int8 variant.
+    onnx_model_class: str | None = None
     # How the exported folder loads, for its model card (FOLDER stands for the folder's path).
     loading_snippet: str = ""
 

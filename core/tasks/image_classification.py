@@ -30,6 +30,7 @@ class ImageClassification(Task):
     title = "Image classification"
     modality = "image"
     primary_metric = "accuracy"
+    onnx_model_class = "ORTModelForImageClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("image-classification", model=FOLDER)'
     adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels
     settings = ("strategy", "images")

@@ -19,7 +19,7 @@ class TextClassification(Task):
     title = "Text classification"
     modality = "text"
     primary_metric = "accuracy"
-    quantizable = True
+    onnx_model_class = "ORTModelForSequenceClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("text-classification", model=FOLDER)'
     adversarial_space = "embeddings"
 

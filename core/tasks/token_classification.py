@@ -62,6 +62,7 @@ class TokenClassification(Task):
     title = "Token classification (named entities or per-word tags)"
     modality = "text"
     primary_metric = "f1"
+    onnx_model_class = "ORTModelForTokenClassification"
     loading_snippet = 'from transformers import pipeline\ntag = pipeline("token-classification", model=FOLDER, aggregation_strategy="simple")'
     settings = ("strategy", "subtokens")
     adversarial_space = "embeddings"

@@ -110,24 +110,32 @@ def reports(run: Run) -> None:
 
 
 def export_section(run: Run) -> None:
-    """Download the final model (and, for text classifiers, an int8 variant whose cost and benefit are measured first)."""
-    from core.export import export_zip, measure_quantization
+    """Download the final model, and for tasks ONNX Runtime serves an int8 ONNX variant whose cost and
+    benefit are measured first (once per run: the figures are those of the file the download holds)."""
+    from core.export import existing_report, export_zip, measure_quantization
     from core.tasks import TASKS
 
     with st.expander("Export for deployment"):
-        st.caption("A Hugging Face model folder with a model card that shows how to load it. "
+        st.caption("A Hugging Face model folder (safetensors) with a model card that shows how to load it. "
                    f"Same as `python -m core export {run.id} OUT_DIR [--int8]`.")
         report_key, zip_key = f"runs_int8_{run.id}", f"runs_zip_{run.id}"
         with_int8 = False
-        if TASKS[run.task].quantizable:
+        if TASKS[run.task].onnx_model_class:
             left, right = st.columns(2)
-            if left.button("Measure int8 quantization", key=f"runs_measure_{run.id}",
-                           help="Quantize the Linear layers to int8 and time both models on this CPU, on the test split."):
-                with st.spinner("Quantizing and timing fp32 vs int8…"):
-                    st.session_state[report_key] = measure_quantization(run)
-            report = st.session_state.get(report_key)
+            if left.button("Measure int8 (ONNX)", key=f"runs_measure_{run.id}",
+                           help="Export the model to ONNX, quantize it to int8 with ONNX Runtime, and time and score "
+                                "both on this CPU on the run's test split (about half a minute for MiniLM)."):
+                try:
+                    with st.spinner("Exporting to ONNX, quantizing and timing fp32 vs int8…"):
+                        st.session_state[report_key] = measure_quantization(run)
+                except UserError as problem:
+                    st.error(str(problem))
+            report = st.session_state.get(report_key) or existing_report(run)
             if report:
-                st.dataframe(viz.quantization_table(report), width="content")
+                st.dataframe(report.table(), width="content")
+                st.caption(f"int8 predicts what fp32 predicts for {report.agreement:.1%} of {report.scored} test predictions. "
+                           f"Latency is the median on this CPU ({report.threads} threads); fp32 is the PyTorch folder, "
+                           f"int8 the ONNX Runtime one, which `{TASKS[run.task].onnx_model_class}` loads.")
             with_int8 = right.checkbox("Include the int8 variant", key=f"runs_with_int8_{run.id}", disabled=report is None,
                                        help="Measure it first, so you know what you trade.")
         if st.button("Prepare download", key=f"runs_prepare_{run.id}"):

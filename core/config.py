@@ -25,6 +25,24 @@ TOWER_MODES = ("train", "freeze", "lora")
 FUSIONS = ("concat", "gated")
 MAX_SEED = 2**32 - 1  # numpy's random generators take no larger seed
 
+
+@dataclass(frozen=True)
+class Tracker:
+    """An experiment tracker a run can log to beside TensorBoard (Trainer's `report_to` name is the key)."""
+
+    label: str
+    module: str  # what must import for Trainer's integration to work
+    install: str  # the pip command that makes it import
+
+
+# Opt-in: a run logs only to TensorBoard unless its config names some of these.
+TRACKERS: dict[str, Tracker] = {
+    "mlflow": Tracker("MLflow", "mlflow", "pip install mlflow-skinny==3.17.2"),
+    # trackio 0.43 wants pillow below 13, so pip replaces this stack's pillow 13 with 12.x.
+    "trackio": Tracker("Trackio", "trackio", "pip install trackio==0.43.0"),
+    "wandb": Tracker("Weights & Biases", "wandb", "pip install wandb"),
+}
+
 # One sentence of help per knob, for a learner; the Train page shows these as tooltips.
 HELP: dict[str, str] = {
     "name": "A short name to find this run again on the Runs page.",
@@ -60,6 +78,8 @@ HELP: dict[str, str] = {
     "early_stopping_patience": "Stop when the validation metric has not improved for this many evaluations (0 = never stop early).",
     "best_checkpoint": "At the end, keep the checkpoint with the best validation score on the task's metric (accuracy, F1, recall@1) instead of the last one, which may have over-fitted.",
     "stop_on_divergence": "Stop the run (as failed, with the reason) when the training loss stays far above where it started; otherwise the run only warns.",
+    "trackers": "Also log the curves to these experiment trackers, beside TensorBoard: MLflow (a file store in the workspace, or your tracking URI), Trackio (local) or W&B (offline into the run folder unless WANDB_MODE=online); none by default.",
+    "mlflow_tracking_uri": "Where MLflow logs: empty means the file store workspace/mlruns; or a tracking server such as http://localhost:5000.",
     "adversarial": "Train on adversarially perturbed inputs as well (FGM: one gradient step; PGD: several), for robustness.",
     "adv_epsilon": "Size of the adversarial perturbation relative to the input's own size (0.05 = 5 %; on word embeddings for text, on pixels for images).",
     "adv_steps": "PGD only: how many gradient steps build each perturbation.",
@@ -117,6 +137,8 @@ class RunConfig:
     early_stopping_patience: int = 0
     best_checkpoint: bool = True
     stop_on_divergence: bool = False
+    trackers: list[str] = field(default_factory=list)
+    mlflow_tracking_uri: str = ""
     adversarial: str = "none"
     adv_epsilon: float = 0.05
     adv_steps: int = 3
@@ -217,6 +239,7 @@ class RunConfig:
         check(0 <= self.label_smoothing < 1, f"Label smoothing is a fraction between 0 and 1 (got {self.label_smoothing}).")
         check(self.max_grad_norm >= 0, "The gradient clipping norm cannot be negative; use 0 to turn clipping off.")
         check(self.early_stopping_patience >= 0, "Early-stopping patience cannot be negative; use 0 to turn it off.")
+        problems.extend(self.tracker_problems())
         check(self.adversarial in ADVERSARIAL, f"Unknown adversarial training '{self.adversarial}'; choose one of {', '.join(ADVERSARIAL)}.")
         if self.adversarial != "none":
             check(self.adv_epsilon > 0, f"The adversarial epsilon must be above 0 (got {self.adv_epsilon}); try 0.05.")
@@ -242,6 +265,21 @@ class RunConfig:
         from core.tasks import TASKS  # late import: tasks import heavy libraries only when used
 
         check(self.task in TASKS, f"Unknown task '{self.task}'; choose one of {', '.join(TASKS)}.")
+        return problems
+
+    def tracker_problems(self) -> list[str]:
+        """Unknown trackers, and chosen ones whose package is missing (with the command that installs it)."""
+        from importlib.util import find_spec
+
+        problems = []
+        for name in self.trackers:
+            tracker = TRACKERS.get(name)
+            if tracker is None:
+                problems.append(f"Unknown tracker '{name}'; choose from {', '.join(TRACKERS)} (TensorBoard always logs).")
+            elif find_spec(tracker.module) is None:
+                problems.append(f"{tracker.label} is not installed here; run `{tracker.install}`, or remove {name} from the trackers.")
+        if self.mlflow_tracking_uri and "mlflow" not in self.trackers:
+            problems.append("An MLflow tracking URI is set but mlflow is not among the trackers; add it, or clear the URI.")
         return problems
 
     def raise_if_invalid(self) -> None:

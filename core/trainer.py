@@ -280,7 +280,10 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         save_strategy="steps",
         save_steps=config.eval_steps,
         save_total_limit=2,
-        report_to=["tensorboard"],
+        report_to=report_to(config, run, task.title),
+        run_name=f"{run.name} ({run.id})",
+        project=task.title,  # Trackio's project: runs of one task share their metrics
+        trackio_static_space_id=False,  # never make a Hugging Face Space of the logs
         disable_tqdm=True,
         use_cpu=run.device == "cpu",
         bf16=bf16,
@@ -300,6 +303,29 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         dataloader_num_workers=0,
         remove_unused_columns=task.remove_unused_columns,
     )
+
+
+def report_to(config: RunConfig, run: Run, experiment: str) -> list[str]:
+    """TensorBoard, plus the trackers the config names, each pointed at a local store unless the user
+    chose otherwise (an MLflow tracking URI, WANDB_MODE=online): nothing leaves the machine by default.
+    `experiment` (the task's title) groups runs whose metrics compare: MLflow's experiment, W&B's project.
+    The integrations read these variables when training starts; the worker process trains one run."""
+    from core.workspace import workspace_root
+
+    if "mlflow" in config.trackers:
+        os.environ["MLFLOW_TRACKING_URI"] = config.mlflow_tracking_uri or (workspace_root() / "mlruns").as_uri()
+        if not config.mlflow_tracking_uri:
+            # MLflow 3 keeps its file store in maintenance mode and refuses it unless allowed; plain files need
+            # no database packages (mlflow-skinny has no SQLAlchemy) and live in the workspace like everything else.
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment
+    if "trackio" in config.trackers:
+        os.environ["TRACKIO_DIR"] = str(workspace_root() / "trackio")
+    if "wandb" in config.trackers:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ["WANDB_DIR"] = str(run.directory)
+        os.environ["WANDB_PROJECT"] = experiment
+    return ["tensorboard", *config.trackers]
 
 
 def mixed_precision(precision: str, device: str) -> tuple[bool, bool]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.catalog import BUILTIN_MODELS
-from core.config import ADVERSARIAL, FUSIONS, HELP, MAX_SEED, PRECISIONS, SCHEDULERS, STRATEGIES, TOWER_MODES, RunConfig
+from core.config import ADVERSARIAL, FUSIONS, HELP, MAX_SEED, PRECISIONS, SCHEDULERS, STRATEGIES, TOWER_MODES, TRACKERS, RunConfig
 from core.errors import UserError
 from core.presets import PRESETS
 from pages import PAGE_ICONS, open_store
@@ -177,6 +177,7 @@ def build_config() -> RunConfig | None:
         values.update(SETTING_GROUPS[group](values))
     with st.expander("Robustness and regularisation"):
         values.update(draw(ROBUSTNESS))
+        values.update(tracker_settings())
     st.subheader("Hardware")
     values.update(draw(HARDWARE, columns=2))
     try:
@@ -184,6 +185,16 @@ def build_config() -> RunConfig | None:
     except UserError as problem:
         st.error(str(problem))
         return None
+
+
+def tracker_settings() -> dict:
+    """Experiment trackers beside TensorBoard (none unless chosen), and where MLflow logs when it is one."""
+    left, right = st.columns(2)
+    trackers = left.multiselect("Experiment trackers (beside TensorBoard)", list(TRACKERS), key="train_trackers",
+                                format_func=lambda name: TRACKERS[name].label, help=HELP["trackers"])
+    uri = right.text_input("MLflow tracking URI", key="train_mlflow_tracking_uri", placeholder="empty: workspace/mlruns",
+                           disabled="mlflow" not in trackers, help=HELP["mlflow_tracking_uri"])
+    return {"trackers": trackers, "mlflow_tracking_uri": uri.strip() if "mlflow" in trackers else ""}
 
 
 def keep_hidden_knobs(task) -> None:

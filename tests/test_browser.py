@@ -12,6 +12,7 @@ import pytest
 from tests.browser import chromium_tab, needs_browser, streamlit_server
 
 from core.store import RunStore
+from pages import STATUS_ICONS
 
 
 pytestmark = needs_browser
@@ -65,10 +66,10 @@ def test_start_a_run_in_the_browser_and_watch_it(server, page, tiny_bert):
     expect(page.get_by_text(" · ETA ")).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     expect(page.get_by_text("Loss", exact=True).first).to_be_visible()
-    expect(page.get_by_role("heading", name="🏃 browser run")).to_be_visible()
+    expect(page.get_by_role("heading", name=f"{STATUS_ICONS['running']} browser run")).to_be_visible()
     expect(page.get_by_role("button", name="Cancel")).to_be_visible()
     # Without any reload, the fragment shows it completed and the before/after report appears.
-    expect(page.get_by_role("heading", name="✅ browser run")).to_be_visible(timeout=180_000)
+    expect(page.get_by_role("heading", name=f"{STATUS_ICONS['completed']} browser run")).to_be_visible(timeout=180_000)
     expect(page.get_by_text("before vs after fine-tuning").first).to_be_visible()
     runs = RunStore().list()
     assert [run.status for run in runs] == ["completed"]

@@ -329,11 +329,9 @@ def test_word_maps_point_at_the_shape_the_word_describes(trained, matched):
     colour = hit_rate(trained, matched, lambda e: trained.explain_word(e.image, e.caption, e.colour, grid=GRID,
                                                                         image_baseline="grey").scores)
     shape = hit_rate(trained, matched, lambda e: trained.explain_word(e.image, e.caption, e.shape, grid=GRID).scores)
-    caption = hit_rate(trained, matched, lambda e: trained.explain(e.image, e.caption, "ig", grid=GRID).patch_scores)
-    occlusion = hit_rate(trained, matched, lambda e: trained.explain(e.image, e.caption, "occlusion", grid=GRID).patch_scores)
-    print(f"top patch on the shape, {len(matched)} matched pairs: colour word (grey) {colour:.0%}, shape word (blur) "
-          f"{shape:.0%}, caption IG (blur) {caption:.0%}, caption occlusion (blur) {occlusion:.0%}")
-    assert colour >= 0.9 and shape >= 0.8  # measured 100% and 90%; caption IG 70%, occlusion 75% (not asserted)
+    # Measured 100 % and 90 %. (Whole-caption IG and occlusion reached 70-75 %; they are not computed here,
+    # since a figure no assertion reads only costs CI time.)
+    assert colour >= 0.9 and shape >= 0.8, (colour, shape)
 
 
 def test_colour_word_picks_the_named_shape_out_of_two(trained, untrained, matched):

@@ -21,7 +21,7 @@ from core import jobs
 from core.checkpoints import available_stages, checkpoint_folders, is_complete_checkpoint, lost_state
 from core.errors import UserError
 from core.store import LOST_REASON, RunStore, StoreError
-from test_jobs import RUN_TIMEOUT, claimed_run, log_of, poll, stand_in, tiny_config  # noqa: F401 - stand_in is a fixture
+from test_jobs import RUN_TIMEOUT, claimed_run, log_of, poll, tiny_config
 
 FAULTS = Path(__file__).parent / "faults"
 

@@ -8,8 +8,6 @@ module-scoped fixture where the assertions allow it. Every wait polls against a 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
@@ -327,16 +325,6 @@ def test_reconcile_gives_a_claimed_run_time_to_report_its_pid(workspace):
     store.update(run.id, started_at=time.time() - jobs.START_GRACE_SECONDS - 1)
     assert jobs.reconcile(store) == [run.id]
     assert store.get(run.id).status == "failed"
-
-
-@pytest.fixture
-def stand_in():
-    """A live process in its own session, standing in for a trainer (never this test process:
-    the workspace fixture kills the process group of any run still running at the end)."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
-    yield psutil.Process(process.pid)
-    process.kill()
-    process.wait()
 
 
 def test_reconcile_sees_a_reused_pid_as_dead(workspace, stand_in):

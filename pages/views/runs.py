@@ -9,7 +9,7 @@ import streamlit as st
 from core import jobs, run_files, viz
 from core.errors import UserError
 from core.store import Run
-from pages import STATUS_ICONS, duration, open_store, run_label, since
+from pages import PAGE_ICONS, STATUS_ICONS, duration, open_store, run_label, since
 
 LIVE_REFRESH_SECONDS = 1.0
 # Slow ticks while idle still notice a run started from another tab or the CLI.
@@ -217,7 +217,7 @@ def live_view(selected_ids: list[str]) -> None:
 all_runs = store.list()
 if not all_runs:
     st.info("No runs yet. Start one on the Train page.")
-    st.page_link("pages/views/train.py", label="Go to Train", icon="🏋️")
+    st.page_link("pages/views/train.py", label="Go to Train", icon=PAGE_ICONS["pages/views/train.py"])
     st.stop()
 
 ids = [run.id for run in all_runs]

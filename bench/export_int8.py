@@ -36,7 +36,7 @@ def main() -> int:
 
     from core.export import (
         BATCH, ONNX_FILE, SINGLE_EXAMPLES, export_onnx, exportable_run, inputs, int8_variant, load_final_model,
-        model_input_names, predict_and_time, quantizable_task, test_rows,
+        model_input_names, predict_and_time, quantizable_task, quiet_libraries, test_rows,
     )
     from core.run_files import run_config
 
@@ -47,8 +47,9 @@ def main() -> int:
     print(report.table().round(3).to_string())
     print(f"int8 agrees with fp32 on {report.agreement:.1%} of {report.scored} predictions\n")
 
-    prepared = task.prepare(run_config(run), lambda fraction, message: None)
-    fp32 = load_final_model(run, task.onnx_model_class)
+    with quiet_libraries():
+        prepared = task.prepare(run_config(run), lambda fraction, message: None)
+        fp32 = load_final_model(run, task.onnx_model_class)
     names = model_input_names(fp32, prepared)
     rows = test_rows(prepared.datasets["test"])
     batches = [prepared.collator(rows[start:start + BATCH]) for start in range(0, len(rows), BATCH)]
@@ -60,7 +61,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         graph = Path(scratch) / "fp32.onnx"
-        export_onnx(fp32, inputs(batches[0], names), graph)
+        with quiet_libraries():
+            export_onnx(fp32, inputs(batches[0], names), graph)
         models = (torch_fp32, onnx_model(graph, names), onnx_model(folder / ONNX_FILE, names))
         in_batches = predict_and_time(models, batches)
         alone = predict_and_time(models, singles)

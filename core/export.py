@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import io
 import json
+import logging
 import shutil
 import statistics
 import tempfile
@@ -27,7 +28,7 @@ import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -135,20 +136,21 @@ def write_int8(run: Run, task, folder: Path) -> None:
     """Export the final model to ONNX, quantize it, measure both on the test split and write the folder."""
     import torch
 
-    prepared = task.prepare(run_config(run), lambda fraction, message: None)
-    fp32 = load_final_model(run, task.onnx_model_class)
-    names = model_input_names(fp32, prepared)
-    rows = test_rows(prepared.datasets["test"])
-    batches = [prepared.collator(rows[start:start + BATCH]) for start in range(0, len(rows), BATCH)]
-    singles = [prepared.collator([row]) for row in rows[:SINGLE_EXAMPLES]]
-    folder.mkdir(parents=True)
-    for path in (run.directory / FINAL_MODEL).iterdir():  # config, tokenizer or image processor: all but weights
-        if path.is_file() and ".safetensors" not in path.name:
-            shutil.copy2(path, folder / path.name)
-    with tempfile.TemporaryDirectory() as scratch:
-        fp32_onnx = Path(scratch) / "fp32.onnx"
-        export_onnx(fp32, inputs(batches[0], names), fp32_onnx)
-        quantize_onnx(fp32_onnx, folder / ONNX_FILE)
+    with quiet_libraries():
+        prepared = task.prepare(run_config(run), lambda fraction, message: None)
+        fp32 = load_final_model(run, task.onnx_model_class)
+        names = model_input_names(fp32, prepared)
+        rows = test_rows(prepared.datasets["test"])
+        batches = [prepared.collator(rows[start:start + BATCH]) for start in range(0, len(rows), BATCH)]
+        singles = [prepared.collator([row]) for row in rows[:SINGLE_EXAMPLES]]
+        folder.mkdir(parents=True)
+        for path in (run.directory / FINAL_MODEL).iterdir():  # config, tokenizer or image processor: all but weights
+            if path.is_file() and ".safetensors" not in path.name:
+                shutil.copy2(path, folder / path.name)
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32_onnx = Path(scratch) / "fp32.onnx"
+            export_onnx(fp32, inputs(batches[0], names), fp32_onnx)
+            quantize_onnx(fp32_onnx, folder / ONNX_FILE)
     session = onnx_session(folder / ONNX_FILE)
 
     def run_fp32(batch: dict) -> np.ndarray:
@@ -171,6 +173,35 @@ def write_int8(run: Run, task, folder: Path) -> None:
     )
     (folder / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
     (folder / "README.md").write_text(int8_card(run, report), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """No progress bars or notes between an export command and its answer: datasets' "Map:" bars,
+    transformers' load report (about the fresh head `prepare` builds and drops), the exporter's notes on
+    torchvision ops it skips, ONNX Runtime's advice to pre-process (which fails on this graph). Errors pass."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    map_bars = datasets.is_progress_bar_enabled()
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+        if map_bars:
+            datasets.enable_progress_bars()
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def load_final_model(run: Run, onnx_model_class: str):

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a completed run as a Hugging Face model folder (plus int8)")
     export.add_argument("run_id")
     export.add_argument("out_dir")
-    export.add_argument("--int8", action="store_true", help="also write an int8 dynamically quantized variant")
+    export.add_argument("--int8", action="store_true", help="also write an int8 ONNX variant (ONNX Runtime dynamic quantization), measured against fp32")
     export.set_defaults(handler=command_export)
 
     from core.explain.cli import add_explain_parser

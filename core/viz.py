@@ -101,18 +101,6 @@ def report_table(report: dict) -> pd.DataFrame:
     return table[[c for c in ("precision", "recall", "f1-score", "support") if c in table.columns]]
 
 
-def quantization_table(report) -> pd.DataFrame:
-    """fp32 vs int8: size, latency and accuracy, with the change, as the export section shows it."""
-    rows = {
-        "size (MB)": (report.fp32_megabytes, report.int8_megabytes),
-        "CPU latency (ms / example)": (report.fp32_ms_per_example, report.int8_ms_per_example),
-        f"accuracy ({report.examples} test examples)": (report.fp32_accuracy, report.int8_accuracy),
-    }
-    table = pd.DataFrame(rows, index=["fp32", "int8"]).T
-    table["change"] = table["int8"] - table["fp32"]
-    return table
-
-
 def robustness_table(results: dict[str, dict]) -> pd.DataFrame:
     """Clean and attacked accuracy per model stage, and how much the attack costs."""
     return pd.DataFrame({

@@ -122,6 +122,8 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
     arguments = training_arguments(config, run, directory, task)
+    if config.best_checkpoint and not reloads_best(config):
+        say("AdaLoRA prunes its ranks while it trains, so an earlier checkpoint cannot be loaded back: the last model is kept.")
     cancel = CancelOnFlag(directory / CANCEL_FLAG)
     health = LossHealth(store, run.id, stop_on_divergence=config.stop_on_divergence, start=stored_start_loss(store, run.id))
     callbacks = [StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel, health]
@@ -297,7 +299,7 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         logging_nan_inf_filter=False,
         # Early stopping needs the best checkpoint to go back to. Without either, no metric is named:
         # Trainer would otherwise keep the best checkpoint too, not only the latest ones.
-        load_best_model_at_end=keep_best,
+        load_best_model_at_end=keep_best and reloads_best(config),
         metric_for_best_model=f"eval_{task.primary_metric}" if keep_best else None,
         greater_is_better=True if keep_best else None,
         dataloader_num_workers=0,
@@ -326,6 +328,15 @@ def report_to(config: RunConfig, run: Run, experiment: str) -> list[str]:
         os.environ["WANDB_DIR"] = str(run.directory)
         os.environ["WANDB_PROJECT"] = experiment
     return ["tensorboard", *config.trackers]
+
+
+def reloads_best(config: RunConfig) -> bool:
+    """Whether the best checkpoint can be loaded back at the end.
+
+    AdaLoRA prunes its adapters' ranks as it trains, so an earlier checkpoint's adapters no longer fit
+    the final model (peft refuses the shapes): its runs keep the last model, and say so.
+    """
+    return config.strategy != "adalora"
 
 
 def mixed_precision(precision: str, device: str) -> tuple[bool, bool]:

@@ -14,6 +14,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+# Modules whose tests drive a real browser or train real (not tiny) models: the slow lane. The fast lane
+# is `python -m pytest -m "not slow"`; the README's test command runs both.
+SLOW_MODULES = {
+    "test_browser.py", "test_browser_image.py", "test_browser_inspect.py", "test_browser_pairs.py",
+    "test_explain_pairs.py", "test_image_text_training.py",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A fresh workspace folder for one test."""

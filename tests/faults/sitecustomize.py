@@ -8,6 +8,7 @@ disk would. The plan is re-read at each save, so a test can change it between at
 
 Plan keys (JSON):
 - "kill_at_save": N   write half of the N-th file this process saves, then SIGKILL itself.
+- "kill_at_step": N   SIGKILL itself right after its N-th optimizer step (a moment inside training).
 - "disk_full_flag": P while the file P exists, every save writes half its bytes and raises ENOSPC.
 """
 
@@ -54,6 +55,7 @@ def _maybe_fail(data_of, path) -> None:
 def _install() -> None:
     import safetensors.torch
     import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     torch_save, safetensors_save = torch.save, safetensors.torch.save_file
 
@@ -74,6 +76,17 @@ def _install() -> None:
 
     torch.save = save
     safetensors.torch.save_file = save_file
+    register_optimizer_step_post_hook(_count_step)
+
+
+_steps = 0
+
+
+def _count_step(optimizer, args, kwargs) -> None:
+    global _steps
+    _steps += 1
+    if _plan().get("kill_at_step") == _steps:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 if _PLAN and sys.orig_argv[-3:-1] == ["core", "worker"]:

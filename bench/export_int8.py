@@ -35,10 +35,9 @@ def main() -> int:
     import torch
 
     from core.export import (
-        BATCH, ONNX_FILE, SINGLE_EXAMPLES, export_onnx, exportable_run, inputs, int8_variant, load_final_model,
-        model_input_names, predict_and_time, quantizable_task, quiet_libraries, test_rows,
+        BATCH, ONNX_FILE, export_onnx, exportable_run, inputs, int8_variant, measurement_inputs, predict_and_time,
+        quantizable_task, quiet_libraries,
     )
-    from core.run_files import run_config
 
     run = exportable_run(args.run_id)
     task = quantizable_task(run)
@@ -48,12 +47,7 @@ def main() -> int:
     print(f"int8 agrees with fp32 on {report.agreement:.1%} of {report.scored} predictions\n")
 
     with quiet_libraries():
-        prepared = task.prepare(run_config(run), lambda fraction, message: None)
-        fp32 = load_final_model(run, task.onnx_model_class)
-    names = model_input_names(fp32, prepared)
-    rows = test_rows(prepared.datasets["test"])
-    batches = [prepared.collator(rows[start:start + BATCH]) for start in range(0, len(rows), BATCH)]
-    singles = [prepared.collator([row]) for row in rows[:SINGLE_EXAMPLES]]
+        fp32, names, _, batches, singles = measurement_inputs(run, task)
 
     def torch_fp32(batch):
         with torch.inference_mode():

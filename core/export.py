@@ -28,7 +28,7 @@ import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -137,12 +137,7 @@ def write_int8(run: Run, task, folder: Path) -> None:
     import torch
 
     with quiet_libraries():
-        prepared = task.prepare(run_config(run), lambda fraction, message: None)
-        fp32 = load_final_model(run, task.onnx_model_class)
-        names = model_input_names(fp32, prepared)
-        rows = test_rows(prepared.datasets["test"])
-        batches = [prepared.collator(rows[start:start + BATCH]) for start in range(0, len(rows), BATCH)]
-        singles = [prepared.collator([row]) for row in rows[:SINGLE_EXAMPLES]]
+        fp32, names, rows, batches, singles = measurement_inputs(run, task)
         folder.mkdir(parents=True)
         for path in (run.directory / FINAL_MODEL).iterdir():  # config, tokenizer or image processor: all but weights
             if path.is_file() and ".safetensors" not in path.name:
@@ -173,6 +168,26 @@ def write_int8(run: Run, task, folder: Path) -> None:
     )
     (folder / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
     (folder / "README.md").write_text(int8_card(run, report), encoding="utf-8")
+
+
+class MeasurementInputs(NamedTuple):
+    model: Any  # the fp32 final model
+    names: list[str]  # the input names its forward takes
+    rows: list  # the test rows measured
+    batches: list[dict]  # those rows collated BATCH at a time
+    singles: list[dict]  # the first SINGLE_EXAMPLES rows, one at a time
+
+
+def measurement_inputs(run: Run, task) -> MeasurementInputs:
+    """The fp32 model and the test split encoded by the task's own `prepare` and collator (what the trainer saw)."""
+    prepared = task.prepare(run_config(run), lambda fraction, message: None)
+    fp32 = load_final_model(run, task.onnx_model_class)
+    rows = test_rows(prepared.datasets["test"])
+    return MeasurementInputs(
+        fp32, model_input_names(fp32, prepared), rows,
+        [prepared.collator(rows[start:start + BATCH]) for start in range(0, len(rows), BATCH)],
+        [prepared.collator([row]) for row in rows[:SINGLE_EXAMPLES]],
+    )
 
 
 @contextlib.contextmanager

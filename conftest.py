@@ -12,19 +12,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Test models are tiny: one thread each avoids oversubscribing 2 cores shared by pytest, trainers and a browser.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
+# Test modules share their trained-once fixtures by importing each other (`from test_inspect import
+# trained_run`) across the three groups, and the helper modules live in tests/ itself.
+TESTS = Path(__file__).parent / "tests"
+sys.path[1:1] = [str(TESTS), *(str(TESTS / group) for group in ("core", "ui", "browser"))]
 
 
-# Modules whose tests drive a real browser or train real (not tiny) models: the slow lane. The fast lane
-# is `python -m pytest -m "not slow"`; the README's test command runs both.
-SLOW_MODULES = {
-    "test_browser.py", "test_browser_image.py", "test_browser_inspect.py", "test_browser_pairs.py",
-    "test_explain_pairs.py", "test_image_text_training.py",
-}
+# Everything in tests/browser (a real browser) and the modules that train real (not tiny) models: the
+# slow lane. The fast lane is `python -m pytest -m "not slow"`; the README's test command runs both.
+SLOW_MODULES = {"test_explain_pairs.py", "test_image_text_training.py"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        if item.path.name in SLOW_MODULES or item.path.parent.name == "browser":
             item.add_marker(pytest.mark.slow)
 
 

@@ -30,7 +30,7 @@ from a flat colour every background pixel changes, and on a convolutional tower 
 the map of a caption is then spread over the background (on the synthetic shapes its top patch fell on the
 shape in under 5% of correctly matched pairs). A blur removes shapes and keeps colours and layout, so it
 suits shape and object words; "grey" removes colours only, so it suits colour words
-(tests/test_explain_pairs.py measures both, against an untrained model as the control).
+(tests/core/test_explain_pairs.py measures both, against an untrained model as the control).
 
 Nothing here imports torch, transformers or captum at module level.
 """

@@ -23,7 +23,7 @@ from core.errors import UserError
 from core.store import RunStore
 
 TIMEOUT = 90
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/views/inspect.py"
 _TRAINED: dict[str, object] = {}
 

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.browser import chromium_tab, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 from test_image_pages import explainer_ready, trained_image_run  # the shared finished run (helpers, not tests)
 

@@ -24,8 +24,8 @@ from core.store import RunStore
 from finished_runs import finished_run
 
 TIMEOUT = 120
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-DATA_PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "views" / "data.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+DATA_PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "views" / "data.py")
 INSPECT = "pages/views/inspect.py"
 
 

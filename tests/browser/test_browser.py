@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import chromium_tab, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 from core.store import RunStore
 from pages import STATUS_ICONS

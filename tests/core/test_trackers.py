@@ -107,7 +107,7 @@ def test_the_train_page_offers_the_trackers_in_the_robustness_group(workspace):
 
     from core.config import HELP
 
-    app = AppTest.from_file("../app.py", default_timeout=60).run()
+    app = AppTest.from_file("../../app.py", default_timeout=60).run()
     app.switch_page("pages/views/train.py").run()
     chooser = app.multiselect(key="train_trackers")
     assert chooser.options == [tracker.label for tracker in TRACKERS.values()] and chooser.value == []

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.browser import chromium_tab, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 from test_inspect import trained_run  # the shared finished tiny run (a helper, not a test)
 

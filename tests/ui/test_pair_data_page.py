@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.test_images import image_bytes, make_zip  # the image upload tests' helpers
+from test_images import image_bytes, make_zip  # the image upload tests' helpers
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "views" / "data.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "views" / "data.py")
 
 pytestmark = pytest.mark.usefixtures("workspace")
 

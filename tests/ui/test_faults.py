@@ -1,7 +1,7 @@
 """Fault injection: kills at random moments and inside checkpoint writes, a full disk, a lost trainer
 with nobody looking, a suspended trainer, clock jumps, a read-only store, and loss health.
 
-Trainer processes get `tests/faults/sitecustomize.py` on their PYTHONPATH, which can cut a save
+Trainer processes get `tests/ui/faults/sitecustomize.py` on their PYTHONPATH, which can cut a save
 short (half a file, then SIGKILL, or ENOSPC) as the plan file says. Nothing here calls reconcile
 or dispatch while waiting unless it says so: the workspace's supervisor must find lost trainers.
 """

@@ -11,7 +11,7 @@ from core import cli, jobs
 from core.config import RunConfig
 from core.store import RunStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def core_cli(*arguments, workspace, timeout=120):

@@ -6,7 +6,7 @@ import torch
 from core.adversarial import EMBEDDINGS, attack, loss_on, robust_accuracy
 from core.config import RunConfig
 from core.store import RunStore
-from tests.test_training import series, tiny_config, train_here
+from test_training import series, tiny_config, train_here
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from core.explain import (
 )
 from core.store import RunStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 240  # generous for a busy 2-core machine; the run itself takes well under a minute
 TEXT = "the film was superb and the actress was wonderful"
 

@@ -453,7 +453,7 @@ def ner_run(tiny_bert, tmp_path_factory):
     """A tiny BERT tagging the synthetic names and cities, trained in this process (a few seconds)."""
     from core.config import RunConfig
     from core.store import RunStore
-    from tests.test_training import train_here
+    from test_training import train_here
 
     with pytest.MonkeyPatch.context() as patch:
         root = tmp_path_factory.mktemp("ner-training")
@@ -563,7 +563,7 @@ def test_inspect_page_shows_a_ner_run(ner_run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(ner_run["run"].directory.parent.parent))
-    app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=90).run()
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=90).run()
     app.switch_page("pages/views/inspect.py").run()
     assert not app.exception, [e.message for e in app.exception]
     assert any(m.label == "Entity F1 (micro)" for m in app.metric)

@@ -17,7 +17,7 @@ from core.config import MAX_SEED, RunConfig
 from core.errors import UserError
 from core.store import RunStore
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 90
 
 

@@ -16,9 +16,9 @@ from core.ner.align import piece_tags
 from core.ner.data import BIOES, IOB2, PLAIN, check_tags, detect_scheme, load_ner_splits, parse_conll, register_ner_dataset
 from core.tasks.base import Prepared
 from core.tasks.token_classification import TokenClassification, tag_metrics, tag_report
-from tests.test_ner import one_hot_logits
+from test_ner import one_hot_logits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["Pierre", "Vinken", "Mary", "John", "Anna", "Lucas"]
 VERBS = ["likes", "sees", "reads", "buys", "paints", "wants"]
 DETERMINERS = ["the", "a", "this", "every"]
@@ -146,7 +146,7 @@ def pos_run(tiny_bert, tmp_path_factory):
     """The tiny BERT learning the POS pattern, trained in this process through the real trainer (a few seconds)."""
     from core.config import RunConfig
     from core.store import RunStore
-    from tests.test_training import train_here
+    from test_training import train_here
 
     with pytest.MonkeyPatch.context() as patch:
         root = tmp_path_factory.mktemp("pos-training")
@@ -266,8 +266,8 @@ def test_image_and_pair_tasks_check_a_stored_sets_splits_at_submit(workspace, ti
     from core.images.scratch import write_random_vit
     from core.jobs import submit
     from core.store import RunStore
-    from tests.test_image_text_data import csv, fusion_lines, photos
-    from tests.test_images import class_folders, make_zip
+    from test_image_text_data import csv, fusion_lines, photos
+    from test_images import class_folders, make_zip
 
     register_image_dataset("pets", "pets.zip", make_zip(class_folders()))
     pairs.register_pair_dataset("pairs", pairs.FUSION, "shots.zip", make_zip(photos()), "pairs.csv", csv("image,text,label", fusion_lines()))

@@ -9,7 +9,7 @@ from core.errors import UserError
 from core.image_text import data as pairs
 from core.image_text.shapes import COLOURS, SHAPES
 from core.images import datasets as image_data
-from tests.test_images import image_bytes, make_zip  # the image upload tests' helpers
+from test_images import image_bytes, make_zip  # the image upload tests' helpers
 
 WARM, COLD = (np.array(image_data.PLANTED_SQUARE_COLOURS[square]) for square in ("red square", "blue square"))
 

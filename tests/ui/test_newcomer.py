@@ -16,7 +16,7 @@ from core.presets import PRESETS
 from core.store import RunStore
 
 TIMEOUT = 90
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 # Emoji and pictographs: a browser without a colour-emoji font draws them as empty boxes.
 EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u23E9-\u23FA\uFE0F]")

@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from core.data import list_datasets, register_dataset
 from core.workspace import datasets_dir
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "views" / "data.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "views" / "data.py")
 
 
 # Every test here gets its own workspace (the `workspace` fixture in the root conftest.py).

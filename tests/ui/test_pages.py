@@ -12,7 +12,7 @@ from core.config import RunConfig
 from core.store import RunStore
 
 TIMEOUT = 90
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 def open_page(page: str) -> AppTest:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import chromium_tab, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 from test_pair_pages import trained_pair_run  # the shared finished run (a helper, not a test)
 

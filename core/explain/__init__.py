@@ -9,15 +9,15 @@
     pairs = load_pair_explainer(run_id)                     # an image-text run: tokens and patches at once
     pairs.explain(image, "a red circle", method="ig")       # a PairExplanation (token and patch scores, shares)
 
-Methods live in one registry per modality (`methods_for("tokens")` is `METHODS`, `methods_for("patches")`
-the image methods, `methods_for("pairs")` the image-text ones; one class each, one verb `attribute`);
-the text modality in `text.py`, the image modality in `image.py` (pixel maps onto a grid in `patches.py`),
-image-text pairs in `pairs.py`; the randomisation sanity check in `sanity.py`; the `explain` command in `cli.py`.
+Methods live in one registry, `METHODS` in `methods.py`: one class each, written once over input adapters, one
+verb `attribute`; `methods_for("tokens" | "patches" | "pairs")` gives those that apply to an input, with its
+baselines. The adapters: text (and a tagger's word) in `text.py` / `tags.py`, images in `image.py` (pixel maps
+onto a grid in `patches.py`), image-text pairs in `pairs.py`; the randomisation sanity check in `sanity.py`;
+the `explain` command in `cli.py`.
 Importing this package does not import torch or captum: they load on the first explanation.
 """
 
 from core.explain.image import (
-    IMAGE_METHODS,
     ImageExplainer,
     clear_image_explainer_cache,
     load_image_classifier,
@@ -33,7 +33,6 @@ from core.explain.methods import (
     methods_for,
 )
 from core.explain.pairs import (
-    PAIR_METHODS,
     PairExplainer,
     PairExplanation,
     clear_pair_explainer_cache,
@@ -55,9 +54,7 @@ __all__ = [
     "AttributionMethod",
     "EncodedText",
     "Explanation",
-    "IMAGE_METHODS",
     "ImageExplainer",
-    "PAIR_METHODS",
     "PairExplainer",
     "PairExplanation",
     "TextExplainer",

@@ -3,7 +3,7 @@
     explainer = load_image_explainer(run_id)                     # the run's latest model (or stage="before")
     explanation = explainer.explain(image, method="ig", grid=7)  # an Explanation over grid cells "r0c0", ...
     explainer.pixel_map(image, method="ig")                      # (H, W) map in model-input pixels, for an overlay
-    methods_for("patches")                                       # the image methods, one class each
+    methods_for("patches")                                       # the methods that apply to images
 
 Every method works on what the model sees: `pixel_values` (1, 3, H, W), the image after the
 model's own processor (resize, crop, normalise). Two kinds of model:
@@ -42,7 +42,7 @@ from core.errors import UserError
 from core.explain import patches
 from core.explain.cache import LRUCache
 from core.explain.methods import (
-    AttributionMethod, Explanation, _seeded, explain_each, get_method, methods_for, register_methods,
+    AttributionMethod, Explanation, InputSpec, explain_each, get_method, methods_for, register_input, replaced_output,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,224 +106,31 @@ def last_convolution(model) -> tuple[str, Any] | None:
     return name, module
 
 
-# ---------------------------------------------------------------------------------------------
-# The methods (one class each, one verb)
+def pixels_problem(model) -> str | None:
+    """None for a model every patch method can read (it takes pixel_values), else the sentence why not."""
+    import inspect
+
+    if "pixel_values" not in inspect.signature(model.forward).parameters:
+        return "Patch explanations feed pixels to the model, and this model's forward takes no pixel_values."
+    return None
 
 
-class ImageMethod(AttributionMethod):
-    """An attribution method over image patches.
-
-    `attribute(explainer, prepared, target, grid, **params)` returns (values, delta, difference):
-    `values` is either an (H, W) pixel map (channels summed), which the explainer sums into the grid,
-    or a (rows, cols) map already one score per cell; `delta` and `difference` as for text.
-    """
-
-    modality = "patches"
-
-    def applies_to(self, model) -> str | None:
-        import inspect
-
-        if "pixel_values" not in inspect.signature(model.forward).parameters:
-            return f"{self.title} feeds pixels to the model, and this model's forward takes no pixel_values."
-        return None
-
-    def attribute(self, explainer: "ImageExplainer", prepared: PreparedImage, target: int | None, grid: tuple[int, int],
-                  **params):
-        raise NotImplementedError
+def grad_cam_problem(model) -> str | None:
+    """None when Grad-CAM has a convolutional feature map to weigh in `model`, else the sentence why not."""
+    if patch_embedding_layer(model) is not None:
+        return ("Grad-CAM needs a convolutional feature map, and this is a ViT-like model made of patch tokens; use "
+                "Integrated Gradients or Occlusion, which score its patches directly.")
+    if last_convolution(model) is None:
+        return "Grad-CAM needs a convolution layer, and this model has none."
+    return None
 
 
-class ImageIntegratedGradients(ImageMethod):
-    """Integrated Gradients (Sundararajan et al., 2017).
-
-    CNN: Captum's `IntegratedGradients` on pixel_values, (1, 3, H, W) summed over channels to an (H, W)
-    map. ViT: `LayerIntegratedGradients` on the patch embeddings, (1, N, D) summed over D to N patch
-    scores. Either way sum(scores) = f_t(x) - f_t(b) up to the reported delta.
-    """
-
-    key = "ig"
-    title = "Integrated Gradients"
-    description = (
-        "Fades the image in from a neutral baseline in small steps and adds up how much each patch moved the class "
-        "score, so the patch scores add up to the change in the score."
-    )
-    defaults = {"steps": 32, "baseline": "mean"}
-    choices = {"baseline": IMAGE_BASELINES}
-
-    def attribute(self, explainer, prepared, target, grid, steps=32, baseline="mean"):
-        from captum.attr import IntegratedGradients, LayerIntegratedGradients
-
-        reference = explainer.baseline(prepared, baseline)
-        logits, reference_logits = explainer.logits_with_reference(prepared, reference)
-        target = explainer.resolve_target(prepared, target)
-        batch = explainer.internal_batch_size(prepared, steps)
-        if explainer.is_vit:
-            attributions = LayerIntegratedGradients(explainer.forward, explainer.patch_layer).attribute(
-                prepared.pixels, baselines=reference, target=target, n_steps=steps, internal_batch_size=batch)
-            values = attributions.sum(-1)[0].detach().reshape(grid)
-        else:
-            attributions = IntegratedGradients(explainer.forward).attribute(
-                prepared.pixels, baselines=reference, target=target, n_steps=steps, internal_batch_size=batch)
-            values = attributions[0].sum(0).detach()
-        difference = float(logits[target] - reference_logits[target])
-        values = values.double().cpu().numpy()
-        return values, float(values.sum()) - difference, difference
-
-
-class ImageOcclusion(ImageMethod):
-    """Occlusion (Zeiler & Fergus, 2014) with windows of `window` x `window` grid cells, sliding one cell at a time.
-
-    drop_W = f_t(x) - f_t(x with the cells of window W replaced by the baseline's pixels), and
-    scores_c = mean of drop_W over the windows W that contain cell c (Captum's `Occlusion` rule, and the
-    text method's). With `window` 1 a cell's score is its own drop: Captum's `Occlusion` with a
-    patch-sized window and stride (or `FeatureAblation` with one feature per cell), computed here on
-    the grid's own cells so that sizes not divisible by the grid work too. On a ViT the cells are its
-    patches. Evidence spread over neighbouring cells (an object cut by a cell edge) shows better with
-    `window` 2: hiding half of it leaves the other half to speak for the class.
-    """
-
-    key = "occlusion"
-    title = "Occlusion"
-    description = (
-        "Covers one patch (or a window of patches) at a time with a neutral colour and measures how much the class "
-        "score drops: a big drop means the model relied on that patch."
-    )
-    defaults = {"window": 1, "baseline": "mean", "measure": "logit"}
-    choices = {"baseline": IMAGE_BASELINES, "measure": ("logit", "probability")}
-    needs_gradients = False
-
-    def attribute(self, explainer, prepared, target, grid, window=1, baseline="mean", measure="logit"):
-        import torch
-
-        height, width = prepared.size
-        rows, cols = grid
-        high, wide = min(window, rows), min(window, cols)
-        reference = explainer.baseline(prepared, baseline)
-        logits, reference_logits = explainer.logits_with_reference(prepared, reference)
-        target = explainer.resolve_target(prepared, target)
-        forward = explainer.forward_probability if measure == "probability" else explainer.forward
-        cell = torch.from_numpy(patches.cell_mask(height, width, grid)).to(prepared.pixels.device)
-        cell_row, cell_col = cell // cols, cell % cols
-        windows = [(r, c) for r in range(rows - high + 1) for c in range(cols - wide + 1)]
-        batch = explainer.internal_batch_size(prepared, len(windows))
-        drops = []
-        with torch.no_grad():
-            unoccluded = forward(prepared.pixels)[0, target]
-            for start in range(0, len(windows), batch):
-                masks = torch.stack([(cell_row >= r) & (cell_row < r + high) & (cell_col >= c) & (cell_col < c + wide)
-                                     for r, c in windows[start:start + batch]])
-                occluded = torch.where(masks[:, None], reference, prepared.pixels)
-                drops.append(unoccluded - forward(occluded)[:, target])
-        drops = torch.cat(drops).double().cpu().numpy()
-        totals, counts = np.zeros(grid), np.zeros(grid)
-        for (r, c), drop in zip(windows, drops):
-            totals[r:r + high, c:c + wide] += drop
-            counts[r:r + high, c:c + wide] += 1
-        if measure == "probability":
-            difference = float(logits.softmax(-1)[target] - reference_logits.softmax(-1)[target])
-        else:
-            difference = float(logits[target] - reference_logits[target])
-        return totals / counts, None, difference
-
-
-class ImageGradientShap(ImageMethod):
-    """GradientSHAP (Lundberg & Lee, 2017; Captum's `GradientShap`, or `LayerGradientShap` on a ViT's patches).
-
-    scores = E_{a ~ U(0,1), e ~ N(0, stdevs^2)} [ (x - b) * grad f_t(b + a (x + e - b)) ], from `n_samples`
-    draws with a fixed `seed`, in normalised pixel units; completeness only in expectation (delta reported).
-    """
-
-    key = "gradient_shap"
-    title = "GradientSHAP"
-    description = (
-        "Averages gradients at random points between a neutral baseline and your image (with a little noise): a "
-        "quick, approximate estimate of each patch's Shapley value."
-    )
-    defaults = {"n_samples": 20, "stdevs": 0.1, "baseline": "mean", "seed": 0}
-    choices = {"baseline": IMAGE_BASELINES}
-
-    def attribute(self, explainer, prepared, target, grid, n_samples=20, stdevs=0.1, baseline="mean", seed=0):
-        from captum.attr import GradientShap, LayerGradientShap
-
-        reference = explainer.baseline(prepared, baseline)
-        logits, reference_logits = explainer.logits_with_reference(prepared, reference)
-        target = explainer.resolve_target(prepared, target)
-        with _seeded(seed):
-            if explainer.is_vit:
-                attributions = LayerGradientShap(explainer.forward, explainer.patch_layer).attribute(
-                    prepared.pixels, baselines=reference, n_samples=n_samples, stdevs=stdevs, target=target)
-                values = attributions.sum(-1)[0].detach().reshape(grid)
-            else:
-                attributions = GradientShap(explainer.forward).attribute(
-                    prepared.pixels, baselines=reference, n_samples=n_samples, stdevs=stdevs, target=target)
-                values = attributions[0].sum(0).detach()
-        difference = float(logits[target] - reference_logits[target])
-        values = values.double().cpu().numpy()
-        return values, float(values.sum()) - difference, difference
-
-
-class ImageSaliency(ImageMethod):
-    """Saliency (Simonyan et al., 2014): |d f_t / d x| per pixel and channel (Captum's `Saliency`, abs),
-    summed over channels and then over each cell (unsigned)."""
-
-    key = "saliency"
-    title = "Saliency (gradient magnitude)"
-    description = (
-        "How sensitive the class score is to a small change in each pixel, added up per patch; it shows how much "
-        "a patch matters, not whether it speaks for or against the class."
-    )
-    defaults = {}
-    signed = False
-
-    def attribute(self, explainer, prepared, target, grid):
-        from captum.attr import Saliency
-
-        target = explainer.resolve_target(prepared, target)  # a forward pass only when no target is given
-        pixels = prepared.pixels.clone().requires_grad_(True)
-        attributions = Saliency(explainer.recording_forward(prepared)).attribute(pixels, target=target, abs=True)
-        return attributions[0].sum(0).detach().double().cpu().numpy(), None, None
-
-
-class ImageGradCam(ImageMethod):
-    """Grad-CAM (Selvaraju et al., 2017) on the last convolution (Captum's `LayerGradCam`).
-
-    With A (1, K, h, w) the layer's output: map = ReLU(sum_k mean_ij(d f_t / d A_kij) * A_k), (h, w),
-    upsampled bilinearly to (H, W) and summed into the grid. `relu` False keeps the negative part.
-    Convolutional models only: a ViT has no spatial feature map after its patch projection.
-    """
-
-    key = "grad_cam"
-    title = "Grad-CAM"
-    description = (
-        "Weighs the last convolutional feature maps by how much they raise the class score: a coarse heat map of "
-        "where the network looked."
-    )
-    defaults = {"relu": True}
-
-    def applies_to(self, model) -> str | None:
-        reason = super().applies_to(model)
-        if reason:
-            return reason
-        if patch_embedding_layer(model) is not None:
-            return ("Grad-CAM needs a convolutional feature map, and this is a ViT-like model made of patch tokens; use "
-                    "Integrated Gradients or Occlusion, which score its patches directly.")
-        if last_convolution(model) is None:
-            return "Grad-CAM needs a convolution layer, and this model has none."
-        return None
-
-    def attribute(self, explainer, prepared, target, grid, relu=True):
-        from captum.attr import LayerAttribution, LayerGradCam
-
-        target = explainer.resolve_target(prepared, target)  # a forward pass only when no target is given
-        _, layer = last_convolution(explainer.model)
-        coarse = LayerGradCam(explainer.recording_forward(prepared), layer).attribute(prepared.pixels, target=target, relu_attributions=relu)
-        fine = LayerAttribution.interpolate(coarse.detach(), prepared.size, interpolate_mode="bilinear")
-        return fine[0].sum(0).double().cpu().numpy(), None, None
-
-
-IMAGE_METHODS: dict[str, ImageMethod] = register_methods("patches", {
-    method.key: method
-    for method in (ImageIntegratedGradients(), ImageOcclusion(), ImageGradientShap(), ImageSaliency(), ImageGradCam())
-})
+# Images: the pixels (a CNN) or the patch embeddings (a ViT); baselines made by the model's processor.
+PATCHES = register_input(InputSpec(
+    modality="patches", baselines={"baseline": ("mean", IMAGE_BASELINES)},
+    preferred={"ig": {"steps": 32}, "gradient_shap": {"stdevs": 0.1}, "smoothgrad": {"stdevs": 0.1}},
+    problem=pixels_problem,
+))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,7 +211,7 @@ class ImageExplainer:
 
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""
-        return {key: method.applies_to(self.model) for key, method in methods_for("patches").items()}
+        return {key: method.applies_to(self.model) for key, method in methods_for(self.modality).items()}
 
     def with_model(self, model, cache_size: int = 0) -> "ImageExplainer":
         """The same processor and labels around another model (e.g. a randomised copy)."""
@@ -460,20 +267,58 @@ class ImageExplainer:
         """Logits (N, C) for pixel values (N, 3, H, W)."""
         return self.model(pixel_values=pixel_values).logits
 
-    def recording_forward(self, prepared: PreparedImage) -> Callable:
-        """`forward` that also keeps the logits of a batch-of-one pass on the image itself, so a method whose
-        Captum call runs the model on the unchanged image needs no extra pass for the prediction."""
+    # -- the input adapter (what every method calls; see core/explain/methods.py) ----------------
+    # A CNN is attributed in its pixels; a ViT in its patch embeddings (what LayerIntegratedGradients on the
+    # patch layer differentiates), one unit per patch token: hiding a patch's embedding is hiding its pixels.
 
-        def forward(pixel_values):
-            logits = self.forward(pixel_values)
-            if prepared.logits is None and logits.shape[0] == 1:
-                prepared.logits = logits[0].detach()
-            return logits
+    def inputs(self, prepared: PreparedImage) -> tuple["torch.Tensor"]:
+        return (self.patch_embeddings(prepared.pixels) if self.is_vit else prepared.pixels,)
 
-        return forward
+    def baseline_inputs(self, prepared: PreparedImage, used: dict[str, Any]) -> tuple["torch.Tensor"]:
+        pixels = self.baseline(prepared, used["baseline"])
+        return (self.patch_embeddings(pixels) if self.is_vit else pixels,)
 
-    def forward_probability(self, pixel_values: "torch.Tensor") -> "torch.Tensor":
-        return self.forward(pixel_values).softmax(-1)
+    def outputs(self, prepared: PreparedImage, values: "torch.Tensor") -> "torch.Tensor":
+        if not self.is_vit:
+            return self.forward(values)
+        with replaced_output(self.patch_layer, values):
+            return self.forward(prepared.pixels.expand(values.shape[0], -1, -1, -1))
+
+    def remember(self, prepared: PreparedImage, row: "torch.Tensor") -> None:
+        prepared.logits = row
+
+    def unit_maps(self, prepared: PreparedImage, grid: tuple[int, int]) -> tuple["torch.Tensor"]:
+        import torch
+
+        if self.is_vit:
+            count = grid[0] * grid[1]
+            return (torch.arange(count, device=prepared.pixels.device).view(1, count, 1),)
+        cells = torch.from_numpy(patches.cell_mask(*prepared.size, grid)).to(prepared.pixels.device)
+        return (cells.view(1, 1, *prepared.size),)
+
+    def unit_layouts(self, prepared: PreparedImage, grid: tuple[int, int]) -> tuple[tuple[int, int]]:
+        return (tuple(grid),)
+
+    def fold(self, raw: tuple, signed: bool) -> tuple[np.ndarray]:
+        """An (H, W) pixel map (channels summed, |.| first for a magnitude); a ViT's patch scores, row-major."""
+        (values,) = raw
+        if self.is_vit:
+            return ((values.sum(-1)[0] if signed else values.norm(dim=-1)[0]).double().cpu().numpy(),)
+        return ((values[0] if signed else values[0].abs()).sum(0).double().cpu().numpy(),)
+
+    def batch_rows(self, prepared: PreparedImage, rows: int) -> int:
+        height, width = prepared.size
+        return max(1, min(rows, PIXELS_PER_BATCH // max(height * width, 1)))
+
+    def feature_map_layer(self):
+        found = last_convolution(self.model)
+        return found[1] if found else None
+
+    def patch_embeddings(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        with torch.no_grad():
+            return self.patch_layer(pixels).detach()
 
     def baseline(self, prepared: PreparedImage, kind: str) -> "torch.Tensor":
         """The baseline (1, 3, H, W): the processor applied to a mean-coloured, black or blurred image."""
@@ -502,21 +347,8 @@ class ImageExplainer:
                 prepared.logits = self.forward(prepared.pixels)[0].detach()
         return prepared.logits
 
-    def logits_with_reference(self, prepared: PreparedImage, reference: "torch.Tensor"):
-        """Logits (C,) on the image and on the baseline, from one forward pass over both."""
-        import torch
-
-        with torch.no_grad():
-            both = self.forward(torch.cat([prepared.pixels, reference])).detach()
-        prepared.logits = both[0]
-        return both[0], both[1]
-
     def resolve_target(self, prepared: PreparedImage, target: int | None) -> int:
         return int(self.logits(prepared).argmax()) if target is None else int(target)
-
-    def internal_batch_size(self, prepared: PreparedImage, steps: int) -> int:
-        height, width = prepared.size
-        return max(1, min(steps, PIXELS_PER_BATCH // max(height * width, 1)))
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -536,7 +368,7 @@ class ImageExplainer:
         raise UserError(f"Pick an image to explain (a picture or a dataset reference like 'digits#12'), not {type(image).__name__}.")
 
     def _explained(self, image, method: str, target, grid, params: dict) -> tuple[Explanation, np.ndarray]:
-        attribution = get_method(method, "patches")
+        attribution = get_method(method, self.modality)
         reason = attribution.applies_to(self.model)
         if reason:
             raise UserError(reason)
@@ -563,19 +395,20 @@ class ImageExplainer:
                 return found
             return self._cache.put(key, self._compute(prepared, attribution, target_index, cells, used, note))
 
-    def _compute(self, prepared: PreparedImage, attribution: ImageMethod, target: int | None, grid: tuple[int, int],
+    def _compute(self, prepared: PreparedImage, attribution: AttributionMethod, target: int | None, grid: tuple[int, int],
                  used: dict[str, Any], note: str) -> tuple[Explanation, np.ndarray]:
         import torch
 
         started = time.perf_counter()
         height, width = prepared.size
         with torch.enable_grad():  # a caller inside torch.no_grad() still gets gradients
-            values, delta, difference = attribution.attribute(self, prepared, target, grid, **used)
+            (values,), delta, difference = attribution.attribute(self, prepared, target, grid, **used)
         values = np.asarray(values, dtype=np.float64)
         if values.shape == (height, width):
             pixel_map, scores = values, patches.aggregate(values, grid)
-        elif values.shape == grid:
-            pixel_map, scores = patches.spread(values, grid, height, width), values
+        elif values.size == grid[0] * grid[1]:  # one score per cell already (row-major)
+            scores = values.reshape(grid)
+            pixel_map = patches.spread(scores, grid, height, width)
         else:  # pragma: no cover - a method broke its contract
             raise RuntimeError(f"{attribution.key} returned a map of shape {values.shape}, neither {(height, width)} nor {grid}")
         target = self.resolve_target(prepared, target)
@@ -680,5 +513,5 @@ def clear_image_explainer_cache() -> None:
     _EXPLAINERS.clear()
 
 
-__all__ = ["IMAGE_BASELINES", "IMAGE_METHODS", "ImageExplainer", "ImageMethod", "PreparedImage", "clear_image_explainer_cache",
+__all__ = ["IMAGE_BASELINES", "ImageExplainer", "PreparedImage", "clear_image_explainer_cache", "grad_cam_problem",
            "last_convolution", "load_image_classifier", "load_image_explainer", "patch_embedding_layer"]

@@ -1,19 +1,29 @@
-"""Attribution methods behind one verb, and the plain-data result they produce.
+"""Attribution methods, each written once over input adapters, and the plain-data result they produce.
 
-One class per method, one line in `METHODS` per class (Captum's shape: switch method by switching
-key, nothing else). Every method works in the same space: the word-embedding vectors of the input,
-fed to the model as `inputs_embeds`. That is exactly what Captum's `LayerIntegratedGradients` on
-`embeddings.word_embeddings` differentiates (position and segment embeddings are added after it),
-and it lets every method share one baseline: the same text with each non-special token replaced
-by [PAD] or [MASK], or its embedding set to zero. Special tokens ([CLS], [SEP]) keep their own
-embedding in every baseline, so their attribution is zero for path methods and they are left out
-of what is shown.
+One class per method and one line in `METHODS` per class (Captum's shape: switch method by switching key,
+nothing else). A method never knows the modality. It asks an *input adapter* (Captum's own split: a method
+takes a forward function and inputs) for what it needs:
 
-Notation for one text of L tokens, hidden size H, and a target class t:
-    x      (1, L, H)  word embeddings of the text        b (1, L, H) baseline embeddings
-    f_t(.)            the target logit (occlusion may use the target probability instead)
-    scores (L,)       one number per token: a (1, L, H) attribution reduced over H
-                      (summed for signed methods, L2 norm for saliency)
+    adapter.inputs(prepared)                -> (x_1, ..., x_k)  the tensors attributed to, batch of one
+    adapter.baseline_inputs(prepared, used) -> (b_1, ..., b_k)  "absent", by the baseline names in `used`
+    adapter.outputs(prepared, *tensors)     -> (N, C)           the model's outputs for N copies of the input
+    adapter.remember(prepared, row)                             keeps f(x) so the prediction needs no extra pass
+    adapter.resolve_target(prepared, target)-> int | None       the class explained (None: the one output)
+    adapter.unit_maps(prepared, grid)       -> (m_1, ..., m_k)  per input, the unit (token, patch) of each
+                                                                element, ids unique across inputs
+    adapter.unit_layouts(prepared, grid)    -> ((L,), (rows, cols), ...)  how each input's units are laid out
+    adapter.fold(raw, signed)               -> per input, the element attributions reduced to a map: (L,)
+                                               for tokens, an (H, W) pixel map or (rows, cols) for patches
+    adapter.batch_rows(prepared, n)         -> how many copies fit in one batch
+    adapter.feature_map_layer()             -> a convolutional feature map for Grad-CAM, or None
+
+The adapters are the explainers of each input (`TextExplainer` and `TagExplainer` over tokens,
+`ImageExplainer` over patches, `PairExplainer` over tokens and patches together); each registers an
+`InputSpec` naming its baselines, the defaults it prefers, and which models it can read. `methods_for(modality)`
+gives every method that applies to that input, with the input's parameters filled in.
+
+Notation for one input x = (x_1, ..., x_k), a baseline b and a target t: f_t(.) the target output (occlusion may
+use the target probability instead); delta = sum(scores) - (f_t(x) - f_t(b)) for methods that keep completeness.
 
 Nothing here imports torch or captum at module level: `import core.explain` stays cheap for pages
 and the CLI, and the heavy imports happen on the first explanation.
@@ -23,14 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+import contextlib
+import copy
+import importlib
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from core.errors import UserError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from core.explain.text import EncodedText, TextExplainer
 
 BASELINES = ("pad", "mask", "zero")
 # Captum batches the n_steps interpolated copies of the input; cap the tokens in one batch so long
@@ -46,6 +56,7 @@ PARAM_RANGES: dict[str, tuple[float, float]] = {
     "window": (1, 512),
     "n_samples": (1, 2000),
     "stdevs": (0.0, 10.0),
+    "nt_samples": (1, 500),
     "seed": (0, 2**32 - 1),
 }
 
@@ -121,11 +132,58 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# The seam
+# The seam: what an input declares, what a method is
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one kind of input (a modality) tells every method, registered by the module of its adapter.
+
+    `baselines` maps each baseline parameter to (default, choices): {"baseline": ("pad", BASELINES)} for text,
+    {"text_baseline": ..., "image_baseline": ...} for pairs. `preferred` overrides a method's defaults for this
+    input (method key -> {parameter: value}), e.g. more IG steps where the integral converges slowly.
+    `problem(model)` is None when the adapter can read `model`, else the sentence why not.
+    """
+
+    modality: str
+    baselines: dict[str, tuple[str, tuple[str, ...]]]
+    preferred: dict[str, dict[str, Any]]
+    problem: Callable[[Any], str | None]
+    measures: tuple[str, ...] = ("logit", "probability")
+
+
+SPECS: dict[str, InputSpec] = {}
+# The modules that register each input's spec, imported on first use so this module stays free of torch.
+SPEC_MODULES = {"tokens": "core.explain.text", "patches": "core.explain.image", "pairs": "core.explain.pairs"}
+
+
+def register_input(spec: InputSpec) -> InputSpec:
+    SPECS[spec.modality] = spec
+    return spec
+
+
+def input_spec(modality: str) -> InputSpec:
+    if modality not in SPECS and modality in SPEC_MODULES:
+        importlib.import_module(SPEC_MODULES[modality])  # registers itself
+    if modality not in SPECS:
+        raise UserError(f"There are no attribution methods for '{modality}'; choose one of {', '.join(SPEC_MODULES)}.")
+    return SPECS[modality]
+
+
+class Attribution(NamedTuple):
+    """What a method returns: one map per input (see `adapter.fold`), and delta and f_t(x) - f_t(b) where known."""
+
+    parts: tuple
+    delta: float | None = None
+    difference: float | None = None
 
 
 class AttributionMethod:
-    """One attribution method. Subclasses set the class attributes and implement `attribute`."""
+    """One attribution method. Subclasses set the class attributes and implement `attribute`.
+
+    `defaults` are the method's own parameters; a baseline parameter, when `uses_baseline`, comes from the input
+    (`bound`). `modalities` None means every input; Grad-CAM names the one it needs.
+    """
 
     key: str = ""
     title: str = ""
@@ -134,18 +192,28 @@ class AttributionMethod:
     choices: dict[str, tuple] = {}  # parameter -> allowed values
     signed: bool = True  # False: scores are magnitudes (no direction)
     needs_gradients: bool = True
-    modality: str = "tokens"  # the units it scores: "tokens" (this file) or "patches" (core/explain/image.py)
+    uses_baseline: bool = False
+    uses_measure: bool = False
+    modalities: tuple[str, ...] | None = None
+    modality: str = ""  # set on the copy `bound` makes for one input
+
+    def bound(self, spec: InputSpec) -> "AttributionMethod":
+        """This method for one input: the input's baseline parameters and preferred defaults filled in."""
+        bound = copy.copy(self)
+        defaults, choices = dict(self.defaults), dict(self.choices)
+        if self.uses_baseline:
+            for name, (default, allowed) in spec.baselines.items():
+                defaults[name], choices[name] = default, allowed
+        if self.uses_measure and len(spec.measures) > 1:  # a similarity score has no probability to measure
+            defaults["measure"], choices["measure"] = spec.measures[0], spec.measures
+        defaults.update({name: value for name, value in spec.preferred.get(self.key, {}).items() if name in defaults})
+        bound.defaults, bound.choices, bound.modality, bound.spec = defaults, choices, spec.modality, spec
+        return bound
 
     def applies_to(self, model) -> str | None:
-        """None when this method can explain `model`, else a sentence saying why not."""
-        embeddings = getattr(model, "get_input_embeddings", lambda: None)()
-        if embeddings is None or not hasattr(embeddings, "weight"):
-            return f"{self.title} needs a model with a word-embedding layer; this one has none."
-        import inspect
-
-        if "inputs_embeds" not in inspect.signature(model.forward).parameters:
-            return f"{self.title} feeds word embeddings to the model, and this model's forward takes no inputs_embeds."
-        return None
+        """None when this method can explain `model` through its input's adapter, else a sentence saying why not."""
+        spec = getattr(self, "spec", None)
+        return spec.problem(model) if spec is not None else None
 
     def check_params(self, given: dict[str, Any]) -> dict[str, Any]:
         """The defaults overridden by `given`, coerced to the defaults' types; UserError otherwise."""
@@ -173,12 +241,8 @@ class AttributionMethod:
         """(minimum, maximum) of a numeric parameter, from `PARAM_RANGES`."""
         return PARAM_RANGES[name]
 
-    def attribute(self, explainer: "TextExplainer", encoded: "EncodedText", target: int | None, **params):
-        """(scores (L,) for every position, special tokens included; delta or None; f(x) - f(b) or None).
-
-        `target` None means the predicted class: call `explainer.resolve_target(encoded, None)`, which
-        reuses a forward pass already made on this input when there is one.
-        """
+    def attribute(self, adapter, prepared, target: int | None, grid, **params) -> Attribution:
+        """The maps for one prepared input towards `target` (None: the predicted class), one per input tensor."""
         raise NotImplementedError
 
 
@@ -227,8 +291,80 @@ def _seeded(seed: int):
     return Seeded()
 
 
+@contextlib.contextmanager
+def replaced_output(module, value: "torch.Tensor"):
+    """Within the block, `module` returns `value` instead of its output: word embeddings that carry gradients."""
+    handle = module.register_forward_hook(lambda _module, _inputs, _output: value)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def internal_batch_size(tokens: int, steps: int) -> int:
     return max(1, min(steps, TOKENS_PER_BATCH // max(tokens, 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# What every method does with an adapter
+
+
+def target_scorer(adapter, prepared, target: int | None, measure: str = "logit") -> Callable:
+    """f_t as Captum wants it: the input tensors -> (N,) target outputs (or target probabilities)."""
+    column = 0 if target is None else target
+
+    def score(*tensors):
+        outputs = adapter.outputs(prepared, *tensors)
+        if measure == "probability":
+            outputs = outputs.softmax(-1)
+        return outputs[:, column]
+
+    return score
+
+
+def scores_with_reference(adapter, prepared, inputs: tuple, baselines: tuple, target: int | None,
+                          measure: str = "logit") -> tuple[int | None, float]:
+    """(the resolved target, f_t(x) - f_t(b)) from one forward pass over the input and its baseline together."""
+    import torch
+
+    with torch.no_grad():
+        both = adapter.outputs(prepared, *(torch.cat([x, b]) for x, b in zip(inputs, baselines))).detach()
+    adapter.remember(prepared, both[0])
+    target = adapter.resolve_target(prepared, target)
+    column = 0 if target is None else target
+    if measure == "probability":
+        both = both.softmax(-1)
+    return target, float(both[0, column] - both[1, column])
+
+
+def fold(adapter, raw, signed: bool) -> tuple:
+    raw = raw if isinstance(raw, tuple) else (raw,)
+    return tuple(adapter.fold(tuple(part.detach() for part in raw), signed))
+
+
+def completeness(parts: tuple, difference: float) -> float:
+    return float(sum(np.asarray(part, dtype=np.float64).sum() for part in parts)) - difference
+
+
+def unit_values(raw: tuple, unit_maps: tuple, layouts: tuple) -> tuple:
+    """Per input, the value a per-unit attribution (occlusion, a surrogate's coefficient) gives each unit.
+
+    Every element of a unit carries that unit's value, so the first element found stands for it."""
+    parts = []
+    for values, units, layout in zip(raw, unit_maps, layouts):
+        units = units.expand_as(values).reshape(-1)
+        flat = values.detach().reshape(-1).double()
+        count = int(np.prod(layout))
+        first = units.min()
+        found = np.zeros(count)
+        scattered = flat.new_zeros(int(units.max()) - int(first) + 1).scatter_(0, units - first, flat)
+        found[:] = scattered[:count].cpu().numpy()
+        parts.append(found.reshape(layout))
+    return tuple(parts)
+
+
+def clone_for_gradients(inputs: tuple) -> tuple:
+    return tuple(part.clone().requires_grad_(True) for part in inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,190 +372,232 @@ def internal_batch_size(tokens: int, steps: int) -> int:
 
 
 class IntegratedGradients(AttributionMethod):
-    """Integrated Gradients (Sundararajan et al., 2017) on the word embeddings.
+    """Integrated Gradients (Sundararajan et al., 2017) along the straight path from the baseline to the input.
 
-    scores_i = sum_h (x - b)_ih * integral_0^1 d f_t(b + a (x - b)) / d x_ih da, with Captum's
-    Gauss-Legendre rule over `steps` points. Completeness: sum(scores) = f_t(x) - f_t(b) up to the
-    convergence delta, which is reported. Same numbers as `LayerIntegratedGradients` on
-    `get_input_embeddings()` with baseline token ids; `zero` has no token-id equivalent.
+    scores = (x - b) * integral_0^1 d f_t(b + a (x - b)) / d x da, with Captum's Gauss-Legendre rule over `steps`
+    points, every input moving together. Completeness: the scores add up to f_t(x) - f_t(b) up to the reported
+    convergence delta. On text the path runs through the word embeddings (the numbers of `LayerIntegratedGradients`
+    on `get_input_embeddings()`), on a ViT through its patch embeddings, on a CNN through the pixels.
     """
 
     key = "ig"
     title = "Integrated Gradients"
     description = (
-        "Walks in small steps from a neutral baseline text to yours and adds up how much each token's "
-        "embedding moved the class score, so the scores add up to the change in the score."
+        "Walks in small steps from a neutral baseline (blank tokens, a flat or blurred picture) to your input and "
+        "adds up how much each token or patch moved the class score, so the scores add up to the change in the score."
     )
-    defaults = {"steps": 50, "baseline": "pad"}
-    choices = {"baseline": BASELINES}
+    defaults = {"steps": 50}
+    uses_baseline = True
 
-    def attribute(self, explainer, encoded, target, steps=50, baseline="pad"):
+    def attribute(self, adapter, prepared, target, grid, steps=50, **baselines):
         from captum.attr import IntegratedGradients as CaptumIG
 
-        inputs = explainer.embeddings(encoded)
-        reference = explainer.baseline_embeddings(encoded, baseline)
-        logits, reference_logits = explainer.logits_with_reference(encoded, reference)
-        target = explainer.resolve_target(encoded, target)
-        attributions = CaptumIG(explainer.forward).attribute(
-            inputs, baselines=reference, target=target, additional_forward_args=explainer.forward_args(encoded),
-            n_steps=steps, internal_batch_size=internal_batch_size(inputs.shape[1], steps),
-        )
-        scores = attributions.sum(-1)[0].detach()
-        difference = float(logits[target] - reference_logits[target])
+        inputs, reference = adapter.inputs(prepared), adapter.baseline_inputs(prepared, baselines)
+        target, difference = scores_with_reference(adapter, prepared, inputs, reference, target)
+        raw = CaptumIG(target_scorer(adapter, prepared, target)).attribute(
+            inputs, baselines=reference, n_steps=steps, internal_batch_size=adapter.batch_rows(prepared, steps))
         # Captum's return_convergence_delta computes the same number with two more forward passes.
-        return scores.cpu().numpy(), float(scores.sum()) - difference, difference
+        parts = fold(adapter, raw, signed=True)
+        return Attribution(parts, completeness(parts, difference), difference)
 
 
 class Saliency(AttributionMethod):
-    """Gradient norm: scores_i = || d f_t(x) / d x_i ||_2 over the hidden dimension (unsigned).
+    """Gradient magnitude: |d f_t(x) / d x| per element, reduced per unit (unsigned; Captum's `Saliency`).
 
-    A plain sum of the gradient over hidden units has a sign that depends on the embedding basis,
-    so it means nothing; the L2 norm is the usual token saliency (LIT's "Grad L2 Norm").
-    Same gradient as `captum.attr.Saliency(abs=False)`; computed here in one forward and backward
-    pass, which also gives the prediction.
+    On tokens the L2 norm over the embedding dimension (LIT's "Grad L2 Norm": a plain sum has a sign that depends
+    on the embedding basis, so it means nothing); on pixels |gradient| summed over channels and cells.
     """
 
     key = "saliency"
-    title = "Saliency (gradient norm)"
+    title = "Saliency (gradient magnitude)"
     description = (
-        "How sensitive the class score is to a small change in each token's embedding; it shows how much "
-        "a token matters, not whether it speaks for or against the class."
+        "How sensitive the class score is to a small change in each token or pixel; it shows how much a unit "
+        "matters, not whether it speaks for or against the class."
     )
-    defaults = {}
     signed = False
 
-    def attribute(self, explainer, encoded, target):
-        gradient, _ = explainer.gradient(encoded, target)
-        return gradient[0].norm(dim=-1).cpu().numpy(), None, None
+    def attribute(self, adapter, prepared, target, grid):
+        from captum.attr import Saliency as CaptumSaliency
+
+        inputs = clone_for_gradients(adapter.inputs(prepared))
+        target = adapter.resolve_target(prepared, target)  # a forward pass only when no target is given
+        raw = CaptumSaliency(target_scorer(adapter, prepared, target)).attribute(inputs, abs=False)
+        return Attribution(fold(adapter, raw, signed=False))
+
+
+class SmoothGrad(AttributionMethod):
+    """SmoothGrad (Smilkov et al., 2017): the gradient averaged over `nt_samples` noisy copies of the input.
+
+    mean over e ~ N(0, stdevs^2) of d f_t(x + e) / d x (Captum's `NoiseTunnel` around `Saliency`, nt_type
+    "smoothgrad"), then reduced per unit to a magnitude as saliency is: the noise washes out the gradient's
+    sharp local fluctuations, so the map is less speckled than plain saliency. Unsigned; seeded by `seed`.
+    """
+
+    key = "smoothgrad"
+    title = "SmoothGrad"
+    description = (
+        "Saliency averaged over many slightly noisy copies of your input: a calmer map of which tokens or patches "
+        "the class score is most sensitive to."
+    )
+    defaults = {"nt_samples": 16, "stdevs": 0.1, "seed": 0}
+    signed = False
+
+    def attribute(self, adapter, prepared, target, grid, nt_samples=16, stdevs=0.1, seed=0):
+        from captum.attr import NoiseTunnel
+        from captum.attr import Saliency as CaptumSaliency
+
+        inputs = adapter.inputs(prepared)
+        target = adapter.resolve_target(prepared, target)
+        with _seeded(seed):
+            raw = NoiseTunnel(CaptumSaliency(target_scorer(adapter, prepared, target))).attribute(
+                inputs, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=stdevs,
+                nt_samples_batch_size=adapter.batch_rows(prepared, nt_samples), abs=False)
+        return Attribution(fold(adapter, raw, signed=False))
 
 
 class InputXGradient(AttributionMethod):
-    """Gradient times input: scores_i = sum_h x_ih * d f_t(x) / d x_ih (signed).
+    """Input times gradient: x * d f_t(x) / d x per element, summed per unit (signed; Captum's `InputXGradient`).
 
-    The first-order Taylor term of f_t around a zero embedding; equal to
-    `captum.attr.InputXGradient` summed over the hidden dimension.
+    The first-order Taylor term of f_t around a zero input: zero embeddings, or zero normalised pixels (the
+    processor's mean colour).
     """
 
     key = "input_x_gradient"
     title = "Input × Gradient"
     description = (
-        "Multiplies each token's embedding by the gradient of the class score: a one-step, cheap "
-        "estimate of how much each token pushes the score up or down."
+        "Multiplies each token's embedding or each pixel by the gradient of the class score: a one-step, cheap "
+        "estimate of how much each unit pushes the score up or down."
     )
-    defaults = {}
 
-    def attribute(self, explainer, encoded, target):
-        gradient, inputs = explainer.gradient(encoded, target)
-        return (gradient * inputs).sum(-1)[0].cpu().numpy(), None, None
+    def attribute(self, adapter, prepared, target, grid):
+        from captum.attr import InputXGradient as CaptumInputXGradient
+
+        inputs = clone_for_gradients(adapter.inputs(prepared))
+        target = adapter.resolve_target(prepared, target)
+        raw = CaptumInputXGradient(target_scorer(adapter, prepared, target)).attribute(inputs)
+        return Attribution(fold(adapter, raw, signed=True))
 
 
 class Occlusion(AttributionMethod):
-    """Occlusion (Zeiler & Fergus, 2014): replace a window of tokens by the baseline, measure the drop.
+    """Occlusion (Zeiler & Fergus, 2014): replace a window of units by the baseline's, measure the drop.
 
-    scores_i = mean over the windows W that contain i of f_t(x) - f_t(x with W replaced by b).
-    `measure` "logit" uses the target logit; "probability" the softmax probability of the target.
-    Captum's `Occlusion` with a (window, H) sliding window and stride (1, H); every occluded copy
-    of one text runs in one batch.
+    Windows of `window` consecutive tokens, or `window` x `window` grid cells, slide one unit at a time over each
+    input while the other inputs stay whole; drop_W = f_t(x) - f_t(x with W replaced by b), and a unit's score is
+    the mean drop of the windows that contain it (Captum's `Occlusion` rule). `measure` "logit" uses the target
+    output, "probability" its softmax probability. Every occluded copy runs in batches.
     """
 
     key = "occlusion"
     title = "Occlusion"
     description = (
-        "Hides one token at a time (or a window of them) behind a neutral token and measures how much "
-        "the class score drops: a big drop means the model relied on that token."
+        "Hides one token or patch at a time (or a window of them) behind a neutral one and measures how much the "
+        "class score drops: a big drop means the model relied on that unit."
     )
-    defaults = {"window": 1, "baseline": "pad", "measure": "logit"}
-    choices = {"baseline": BASELINES, "measure": ("logit", "probability")}
+    defaults = {"window": 1}
     needs_gradients = False
+    uses_baseline = True
+    uses_measure = True
 
-    def attribute(self, explainer, encoded, target, window=1, baseline="pad", measure="logit"):
-        from captum.attr import Occlusion as CaptumOcclusion
+    def attribute(self, adapter, prepared, target, grid, window=1, measure="logit", **baselines):
+        import torch
 
-        inputs = explainer.embeddings(encoded)
-        length, hidden = inputs.shape[1], inputs.shape[2]
-        window = min(window, length)
-        reference = explainer.baseline_embeddings(encoded, baseline)
-        logits, reference_logits = explainer.logits_with_reference(encoded, reference)
-        target = explainer.resolve_target(encoded, target)
-        forward = explainer.forward_probability if measure == "probability" else explainer.forward
-        attributions = CaptumOcclusion(forward).attribute(
-            inputs, sliding_window_shapes=(window, hidden), strides=(1, hidden), baselines=reference,
-            target=target, additional_forward_args=explainer.forward_args(encoded),
-            perturbations_per_eval=max(1, length - window + 1),
-        )
-        if measure == "probability":
-            difference = float(logits.softmax(-1)[target] - reference_logits.softmax(-1)[target])
-        else:
-            difference = float(logits[target] - reference_logits[target])
-        return attributions[0].mean(-1).detach().cpu().numpy(), None, difference
+        inputs, reference = adapter.inputs(prepared), adapter.baseline_inputs(prepared, baselines)
+        target, difference = scores_with_reference(adapter, prepared, inputs, reference, target, measure)
+        score = target_scorer(adapter, prepared, target, measure)
+        maps, layouts = adapter.unit_maps(prepared, grid), adapter.unit_layouts(prepared, grid)
+        with torch.no_grad():
+            whole = float(score(*inputs)[0])
+            parts = tuple(occluded_drops(adapter, prepared, score, inputs, reference, index, maps[index], layout,
+                                         window, whole) for index, layout in enumerate(layouts))
+        return Attribution(parts, None, difference)
+
+
+def occluded_drops(adapter, prepared, score, inputs: tuple, reference: tuple, index: int, units, layout: tuple,
+                   window: int, whole: float) -> np.ndarray:
+    """One input's occlusion map: the mean drop of every window (of its layout) that covers each unit."""
+    import torch
+
+    first = int(units.min())
+    local = units - first  # this input's unit ids, from 0, laid out row-major over `layout`
+    spans = [min(window, size) for size in layout]
+    starts = np.stack(np.meshgrid(*[np.arange(size - span + 1) for size, span in zip(layout, spans)], indexing="ij"),
+                      -1).reshape(-1, len(layout))
+    coordinates = [local // int(np.prod(layout[axis + 1:])) % layout[axis] for axis in range(len(layout))]
+    batch = adapter.batch_rows(prepared, len(starts))
+    drops = []
+    for begin in range(0, len(starts), batch):
+        masks = torch.stack([
+            torch.stack([(coordinate >= int(start[axis])) & (coordinate < int(start[axis]) + spans[axis])
+                         for axis, coordinate in enumerate(coordinates)]).all(0)
+            for start in starts[begin:begin + batch]])
+        copies = list(inputs)
+        copies[index] = torch.where(masks[:, 0], reference[index], inputs[index])  # (B, ...) from B masks of batch one
+        drops.append(whole - score(*copies).double().cpu())
+    drops = torch.cat(drops).numpy()
+    totals, counts = np.zeros(layout), np.zeros(layout)
+    for start, drop in zip(starts, drops):
+        region = tuple(slice(int(begin), int(begin) + span) for begin, span in zip(start, spans))
+        totals[region] += drop
+        counts[region] += 1
+    return totals / counts
 
 
 class GradientShap(AttributionMethod):
-    """GradientSHAP (Lundberg & Lee, 2017; Captum's `GradientShap`) on the word embeddings.
+    """GradientSHAP (Lundberg & Lee, 2017; Captum's `GradientShap`).
 
-    scores_i = E_{a ~ U(0,1), e ~ N(0, stdevs^2)} [ sum_h (x - b)_ih * d f_t(b + a (x + e - b)) / d x_ih ],
-    estimated from `n_samples` draws with a fixed `seed`. Completeness holds only in expectation, so
-    the reported delta sum(scores) - (f_t(x) - f_t(b)) shrinks with more samples.
-    (Captum's `LayerGradientShap` would add the noise to integer token ids, so the embeddings are used.)
+    scores = E_{a ~ U(0,1), e ~ N(0, stdevs^2)} [ (x - b) * d f_t(b + a (x + e - b)) / d x ], estimated from
+    `n_samples` draws with a fixed `seed`. Completeness holds only in expectation, so the reported delta
+    sum(scores) - (f_t(x) - f_t(b)) shrinks with more samples.
     """
 
     key = "gradient_shap"
     title = "GradientSHAP"
     description = (
-        "Averages gradients at random points between a neutral baseline and your text (with a little "
-        "noise): a quick, approximate estimate of each token's Shapley value."
+        "Averages gradients at random points between a neutral baseline and your input (with a little noise): a "
+        "quick, approximate estimate of each token's or patch's Shapley value."
     )
-    defaults = {"n_samples": 20, "stdevs": 0.01, "baseline": "pad", "seed": 0}
-    choices = {"baseline": BASELINES}
+    defaults = {"n_samples": 20, "stdevs": 0.01, "seed": 0}
+    uses_baseline = True
 
-    def attribute(self, explainer, encoded, target, n_samples=20, stdevs=0.01, baseline="pad", seed=0):
+    def attribute(self, adapter, prepared, target, grid, n_samples=20, stdevs=0.01, seed=0, **baselines):
         from captum.attr import GradientShap as CaptumGradientShap
 
-        inputs = explainer.embeddings(encoded)
-        reference = explainer.baseline_embeddings(encoded, baseline)
-        logits, reference_logits = explainer.logits_with_reference(encoded, reference)
-        target = explainer.resolve_target(encoded, target)
+        inputs, reference = adapter.inputs(prepared), adapter.baseline_inputs(prepared, baselines)
+        target, difference = scores_with_reference(adapter, prepared, inputs, reference, target)
         with _seeded(seed):
-            attributions = CaptumGradientShap(explainer.forward).attribute(
-                inputs, baselines=reference, n_samples=n_samples, stdevs=stdevs, target=target,
-                additional_forward_args=explainer.forward_args(encoded),
-            )
-        scores = attributions.sum(-1)[0].detach()
-        difference = float(logits[target] - reference_logits[target])
-        return scores.cpu().numpy(), float(scores.sum()) - difference, difference
+            raw = CaptumGradientShap(target_scorer(adapter, prepared, target)).attribute(
+                inputs, baselines=reference, n_samples=n_samples, stdevs=stdevs)
+        parts = fold(adapter, raw, signed=True)
+        return Attribution(parts, completeness(parts, difference), difference)
 
 
 class _Surrogate(AttributionMethod):
-    """Shared by LIME and Kernel SHAP: a linear model fitted to the outputs of texts with tokens removed.
+    """Shared by LIME and Kernel SHAP: a linear model fitted to the outputs of inputs with units removed.
 
-    Each token is one interpretable feature (present = its embedding, absent = the baseline's);
-    `n_samples` perturbed texts run in batches; the fitted coefficients are the scores.
+    Each unit (token, patch) is one interpretable feature (present = the input's, absent = the baseline's);
+    `n_samples` perturbed inputs run in batches; the fitted coefficients are the scores.
     """
 
     needs_gradients = False
-    defaults = {"n_samples": 200, "baseline": "pad", "seed": 0}
-    choices = {"baseline": BASELINES}
+    defaults = {"n_samples": 200, "seed": 0}
+    uses_baseline = True
     captum_class = ""
 
-    def attribute(self, explainer, encoded, target, n_samples=200, baseline="pad", seed=0):
+    def attribute(self, adapter, prepared, target, grid, n_samples=200, seed=0, **baselines):
         import captum.attr
-        import torch
 
-        inputs = explainer.embeddings(encoded)
-        length = inputs.shape[1]
-        reference = explainer.baseline_embeddings(encoded, baseline)
-        logits, reference_logits = explainer.logits_with_reference(encoded, reference)
-        target = explainer.resolve_target(encoded, target)
-        feature_mask = torch.arange(length, device=inputs.device).view(1, length, 1).expand_as(inputs)
+        inputs, reference = adapter.inputs(prepared), adapter.baseline_inputs(prepared, baselines)
+        target, difference = scores_with_reference(adapter, prepared, inputs, reference, target)
+        maps = adapter.unit_maps(prepared, grid)
+        masks = tuple(units.expand_as(part) for units, part in zip(maps, inputs))
         with _seeded(seed):
-            attributions = getattr(captum.attr, self.captum_class)(explainer.forward).attribute(
-                inputs, baselines=reference, target=target, additional_forward_args=explainer.forward_args(encoded),
-                feature_mask=feature_mask, n_samples=n_samples, perturbations_per_eval=min(n_samples, 64),
-            )
-        difference = float(logits[target] - reference_logits[target])
-        scores = attributions[0, :, 0].detach()
-        delta = float(scores.sum()) - difference if self.key == "kernel_shap" else None
-        return scores.cpu().numpy(), delta, difference
+            raw = getattr(captum.attr, self.captum_class)(target_scorer(adapter, prepared, target)).attribute(
+                inputs, baselines=reference, feature_mask=masks, n_samples=n_samples,
+                perturbations_per_eval=adapter.batch_rows(prepared, min(n_samples, 64)))
+        raw = raw if isinstance(raw, tuple) else (raw,)
+        parts = unit_values(raw, maps, adapter.unit_layouts(prepared, grid))
+        delta = completeness(parts, difference) if self.key == "kernel_shap" else None
+        return Attribution(parts, delta, difference)
 
 
 class KernelShap(_Surrogate):
@@ -428,22 +606,55 @@ class KernelShap(_Surrogate):
     key = "kernel_shap"
     title = "Kernel SHAP"
     description = (
-        "Removes random subsets of tokens, watches the class score, and fits Shapley values: each token's "
-        "fair share of the change from the neutral text to yours."
+        "Removes random subsets of tokens or patches, watches the class score, and fits Shapley values: each unit's "
+        "fair share of the change from the neutral input to yours."
     )
     captum_class = "KernelShap"
 
 
 class Lime(_Surrogate):
-    """LIME (Ribeiro et al., 2016; Captum's `Lime`): a sparse linear model fitted near the text."""
+    """LIME (Ribeiro et al., 2016; Captum's `Lime`): a sparse linear model fitted near the input."""
 
     key = "lime"
     title = "LIME"
     description = (
-        "Removes random subsets of tokens, watches the class score, and fits a simple linear model "
-        "whose weights say how much each token counts near your text."
+        "Removes random subsets of tokens or patches, watches the class score, and fits a simple linear model "
+        "whose weights say how much each unit counts near your input."
     )
     captum_class = "Lime"
+
+
+class GradCam(AttributionMethod):
+    """Grad-CAM (Selvaraju et al., 2017) on the last convolution (Captum's `LayerGradCam`).
+
+    With A (1, K, h, w) the layer's output: map = ReLU(sum_k mean_ij(d f_t / d A_kij) * A_k), (h, w),
+    upsampled bilinearly to (H, W) and summed into the grid. `relu` False keeps the negative part.
+    Convolutional image models only: a ViT has no spatial feature map after its patch projection.
+    """
+
+    key = "grad_cam"
+    title = "Grad-CAM"
+    description = (
+        "Weighs the last convolutional feature maps by how much they raise the class score: a coarse heat map of "
+        "where the network looked."
+    )
+    defaults = {"relu": True}
+    modalities = ("patches",)
+
+    def applies_to(self, model) -> str | None:
+        from core.explain.image import grad_cam_problem
+
+        return super().applies_to(model) or grad_cam_problem(model)
+
+    def attribute(self, adapter, prepared, target, grid, relu=True):
+        from captum.attr import LayerAttribution, LayerGradCam
+
+        (inputs,) = adapter.inputs(prepared)
+        target = adapter.resolve_target(prepared, target)
+        coarse = LayerGradCam(target_scorer(adapter, prepared, target), adapter.feature_map_layer()).attribute(
+            inputs, relu_attributions=relu)
+        fine = LayerAttribution.interpolate(coarse.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
+        return Attribution((fine[0].sum(0).double().cpu().numpy(),))
 
 
 METHODS: dict[str, AttributionMethod] = {
@@ -456,31 +667,17 @@ METHODS: dict[str, AttributionMethod] = {
         GradientShap(),
         KernelShap(),
         Lime(),
+        GradCam(),
+        SmoothGrad(),
     )
 }
 
 
-# One registry per modality (Captum Insights' features): "tokens" here, "patches" registered by
-# core/explain/image.py and "pairs" (image and text together) by core/explain/pairs.py when first asked
-# for, so importing this module stays free of torch.
-REGISTRIES: dict[str, dict[str, AttributionMethod]] = {"tokens": METHODS}
-MODALITY_MODULES = {"patches": "core.explain.image", "pairs": "core.explain.pairs"}
-
-
 def methods_for(modality: str = "tokens") -> dict[str, AttributionMethod]:
-    """The method registry of a modality: "tokens" (text, `METHODS`), "patches" (images) or "pairs" (image and text)."""
-    if modality not in REGISTRIES and modality in MODALITY_MODULES:
-        import importlib
-
-        importlib.import_module(MODALITY_MODULES[modality])  # registers itself
-    if modality not in REGISTRIES:
-        raise UserError(f"There are no attribution methods for '{modality}'; choose one of {', '.join(sorted({*REGISTRIES, *MODALITY_MODULES}))}.")
-    return REGISTRIES[modality]
-
-
-def register_methods(modality: str, methods: dict[str, AttributionMethod]) -> dict[str, AttributionMethod]:
-    REGISTRIES[modality] = methods
-    return methods
+    """Every method that applies to an input ("tokens", "patches" or "pairs"), with that input's parameters."""
+    spec = input_spec(modality)
+    return {key: method.bound(spec) for key, method in METHODS.items()
+            if method.modalities is None or modality in method.modalities}
 
 
 def get_method(key: str, modality: str = "tokens") -> AttributionMethod:
@@ -511,8 +708,8 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["AttributionMethod", "BASELINES", "Explanation", "METHODS", "PARAM_RANGES", "REGISTRIES", "describe",
-           "get_method", "methods_for", "register_methods"]
+__all__ = ["AttributionMethod", "Attribution", "BASELINES", "Explanation", "InputSpec", "METHODS", "PARAM_RANGES",
+           "describe", "get_method", "input_spec", "methods_for", "register_input"]
 
 
 def explain_each(explain_one: Callable[[Any, Any], "Explanation"], inputs: Sequence, target, progress, noun: str) -> list:

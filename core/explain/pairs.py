@@ -5,7 +5,7 @@
     explanation.top_tokens(3), explanation.top_patches(3), explanation.text_share
     explainer.explain_word(image, "a red circle in the top left", "red")   # which patches make "red" count here
     pair_randomization_check(explainer, image, caption, scope="all")       # do the maps depend on the weights?
-    methods_for("pairs")                                                    # the pair methods, one class each
+    methods_for("pairs")                                                    # the methods that apply to pairs
 
 Two kinds of model, both with a `vision_model` and a `text_model` tower:
 - "similarity": a dual encoder (VisionTextDualEncoderModel, CLIP, SigLIP); f(x) is the pair's scaled cosine
@@ -37,7 +37,6 @@ Nothing here imports torch, transformers or captum at module level.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -60,8 +59,10 @@ from core.explain.methods import (
     TOKENS_PER_BATCH,
     AttributionMethod,
     Explanation,
+    InputSpec,
     get_method,
-    register_methods,
+    register_input,
+    replaced_output,
 )
 from core.explain.sanity import (
     PASS_BELOW,
@@ -192,139 +193,14 @@ def tower_problem(model) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def replaced_output(module, value: "torch.Tensor"):
-    """Within the block, `module` returns `value` instead of its output: word embeddings that carry gradients."""
-    handle = module.register_forward_hook(lambda _module, _inputs, _output: value)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-# ---------------------------------------------------------------------------------------------
-# The methods (one class each, one verb)
-
-
-class PairMethod(AttributionMethod):
-    """An attribution method over a pair's tokens and patches together.
-
-    `attribute(explainer, prepared, target, grid, **params)` returns (image values, token scores (L,), delta,
-    difference): the image values are an (H, W) pixel map (channels summed) or a (rows, cols) map already one
-    score per cell; token scores cover every position, special ones included (they are dropped when shown).
-    """
-
-    modality = "pairs"
-
-    def applies_to(self, model) -> str | None:
-        return tower_problem(model)
-
-    def attribute(self, explainer: "PairExplainer", prepared: PreparedPair, target: int | None,
-                  grid: tuple[int, int], **params):
-        raise NotImplementedError
-
-
-class PairIntegratedGradients(PairMethod):
-    """Integrated Gradients (Sundararajan et al., 2017) over both inputs along one straight path.
-
-    With x = (x_i, x_t) and b = (b_i, b_t): scores = (x - b) * integral_0^1 grad f(b + a (x - b)) da, the image
-    and the text moving together (Captum's `IntegratedGradients` on the tuple of inputs, Gauss-Legendre over
-    `steps` points). Completeness: the token and patch scores together add up to f(x) - f(b) up to the
-    reported delta, so the two halves' totals say how the change splits between image and text.
-    """
-
-    key = "ig"
-    title = "Integrated Gradients"
-    description = (
-        "Fades the picture and the text in together, in small steps, from a neutral pair (a blurred copy of the "
-        "picture and a text of blank tokens) and adds up how much each word and each patch moved the score: all the "
-        "scores add up to the change in the score, so they also show how much of it came from the picture and how "
-        "much from the words."
-    )
-    # 128 steps, not the 32 of the other modalities: along a path through MobileNetV2 and a text tower at once the
-    # integral converges slowly (convergence delta often 10-100 % of the score change at 32 steps, 5-20 % at 128).
-    defaults = {"steps": 128, "text_baseline": "pad", "image_baseline": "blur"}
-    choices = {"text_baseline": BASELINES, "image_baseline": PAIR_IMAGE_BASELINES}
-
-    def attribute(self, explainer, prepared, target, grid, steps=128, text_baseline="pad", image_baseline="blur"):
-        from captum.attr import IntegratedGradients
-
-        inputs = explainer.inputs(prepared)
-        baselines = explainer.baselines(prepared, image_baseline, text_baseline)
-        score, reference = explainer.scores_of(prepared, target, [inputs, baselines])
-        pixels, tokens = IntegratedGradients(explainer.scorer(prepared, target)).attribute(
-            inputs, baselines=baselines, n_steps=steps, internal_batch_size=explainer.internal_batch_size(prepared, steps))
-        pixel_map, token_scores = pixels[0].sum(0).double().cpu().numpy(), tokens[0].sum(-1).double().cpu().numpy()
-        difference = float(score - reference)
-        return pixel_map, token_scores, float(pixel_map.sum() + token_scores.sum()) - difference, difference
-
-
-class PairOcclusion(PairMethod):
-    """Occlusion (Zeiler & Fergus, 2014), one unit at a time, the other input left whole.
-
-    token_i = f(x) - f(x with token i's embedding replaced by the text baseline's), and
-    patch_c = f(x) - f(x with cell c's pixels replaced by the image baseline's). Every occluded copy runs in
-    batches. Scores do not add up to f(x) - f(b): hiding two units is not the sum of hiding each.
-    """
-
-    key = "occlusion"
-    title = "Occlusion"
-    description = (
-        "Hides one word at a time behind a blank token, and one patch at a time behind a blurred copy of itself, "
-        "and measures how much the score drops: a big drop means the model relied on that word or patch."
-    )
-    defaults = {"text_baseline": "pad", "image_baseline": "blur"}
-    choices = {"text_baseline": BASELINES, "image_baseline": PAIR_IMAGE_BASELINES}
-    needs_gradients = False
-
-    def attribute(self, explainer, prepared, target, grid, text_baseline="pad", image_baseline="blur"):
-        import torch
-
-        pixels, embeddings = explainer.inputs(prepared)
-        blank_pixels, blank_embeddings = explainer.baselines(prepared, image_baseline, text_baseline)
-        score, reference = explainer.scores_of(prepared, target, [(pixels, embeddings), (blank_pixels, blank_embeddings)])
-        cell = torch.from_numpy(patches.cell_mask(*prepared.image.size, grid)).to(pixels.device)
-        count = grid[0] * grid[1]
-        step = explainer.internal_batch_size(prepared, count)
-        hidden_cells = (  # made one batch at a time, so a fine grid on a large image does not hold every copy at once
-            (torch.where((cell == torch.arange(start, min(start + step, count), device=cell.device)[:, None, None])[:, None],
-                         blank_pixels, pixels), embeddings)
-            for start in range(0, count, step))
-        shown = prepared.text.shown
-        hidden_tokens = embeddings.repeat(len(shown), 1, 1)
-        hidden_tokens[range(len(shown)), shown] = blank_embeddings[0, shown]
-        token_scores = np.zeros(embeddings.shape[1])
-        token_scores[shown] = score - explainer.scores_of(prepared, target, [(pixels, hidden_tokens)])
-        cell_scores = score - explainer.scores_of(prepared, target, hidden_cells)
-        return cell_scores.reshape(grid), token_scores, None, float(score - reference)
-
-
-class PairInputXGradient(PairMethod):
-    """Gradient times input on both halves: x * grad f(x) (Captum's `InputXGradient` on the tuple of inputs).
-
-    The first-order term of f around a zero input: zero pixel values are the processor's mean colour and zero
-    vectors the "zero" text baseline, so it is one-step Integrated Gradients from (mean image, zero text).
-    """
-
-    key = "gradient_x_input"
-    title = "Gradient × Input"
-    description = (
-        "Multiplies each pixel and each word's embedding by the gradient of the score: a cheap, one-step estimate "
-        "of how much each patch and each word pushes the score up or down."
-    )
-    defaults = {}
-
-    def attribute(self, explainer, prepared, target, grid):
-        from captum.attr import InputXGradient
-
-        inputs = tuple(side.clone().requires_grad_(True) for side in explainer.inputs(prepared))
-        pixels, tokens = InputXGradient(explainer.scorer(prepared, target)).attribute(inputs)
-        return pixels[0].detach().sum(0).double().cpu().numpy(), tokens[0].detach().sum(-1).double().cpu().numpy(), None, None
-
-
-PAIR_METHODS: dict[str, PairMethod] = register_methods("pairs", {
-    method.key: method for method in (PairIntegratedGradients(), PairOcclusion(), PairInputXGradient())
-})
+# Image and text together: the pixels and the text tower's word embeddings; a baseline for each half.
+PAIRS = register_input(InputSpec(
+    modality="pairs", baselines={"text_baseline": ("pad", BASELINES), "image_baseline": ("blur", PAIR_IMAGE_BASELINES)},
+    # 128 steps, not the 32-50 of one input: along a path through MobileNetV2 and a text tower at once the integral
+    # converges slowly (convergence delta often 10-100 % of the score change at 32 steps, 5-20 % at 128).
+    preferred={"ig": {"steps": 128}, "gradient_shap": {"stdevs": 0.05}, "smoothgrad": {"stdevs": 0.05}},
+    problem=tower_problem, measures=("logit",),
+))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,9 +250,9 @@ class PairExplainer:
 
         `image` is a PIL image, an (H, W, 3) uint8 array, a file path, or a pair reference like
         "shapes-captions#12". `target` (classification only) names a class or gives its index; None explains
-        the predicted class. `params` are the method's (see `PAIR_METHODS[method].defaults`). Cached.
+        the predicted class. `params` are the method's (see `methods_for("pairs")[method].defaults`). Cached.
         """
-        attribution = get_method(method, "pairs")
+        attribution = get_method(method, self.modality)
         used = attribution.check_params(params)
         target_index = self.target_index(target)
         with self._lock:
@@ -421,7 +297,7 @@ class PairExplainer:
         """f(image, text): the scaled cosine of a similarity model; a classifier's logit of `target` (None: predicted)."""
         with self._lock:
             prepared = self.prepare(image, text)
-            outputs = self.outputs(prepared)
+            outputs = self.logits(prepared)
             return float(outputs[self.resolve_target(prepared, self.target_index(target)) or 0])
 
     def probabilities(self, image, text: str) -> dict[str, float]:
@@ -429,7 +305,7 @@ class PairExplainer:
         if self.kind != "classification":
             raise UserError("A similarity model scores a pair, it has no classes; use score() for its scaled cosine.")
         with self._lock:
-            probabilities = self.outputs(self.prepare(image, text)).float().softmax(-1).cpu().numpy()
+            probabilities = self.logits(self.prepare(image, text)).float().softmax(-1).cpu().numpy()
         return {label: float(p) for label, p in zip(self.label_names, probabilities)}
 
     def input_image(self, image) -> "Image.Image":
@@ -487,6 +363,39 @@ class PairExplainer:
         """(pixel_values (1, 3, H, W), word embeddings (1, L, D)), without gradient history."""
         return prepared.image.pixels, self.texts.embeddings(prepared.text)
 
+    def baseline_inputs(self, prepared: PreparedPair, used: dict[str, Any]) -> tuple["torch.Tensor", "torch.Tensor"]:
+        return self.baselines(prepared, used["image_baseline"], used["text_baseline"])
+
+    def outputs(self, prepared: PreparedPair, pixel_values: "torch.Tensor", embeddings: "torch.Tensor") -> "torch.Tensor":
+        """(N, C) for N pairs: a classifier's logits, or a similarity model's one score as a column."""
+        outputs = self.forward(pixel_values, embeddings, prepared.text)
+        return outputs if self.kind == "classification" else outputs.unsqueeze(-1)
+
+    def remember(self, prepared: PreparedPair, row: "torch.Tensor") -> None:
+        prepared.outputs = row.reshape(-1)
+
+    def unit_maps(self, prepared: PreparedPair, grid: tuple[int, int]) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """The image's cells (ids 0 .. rows * cols - 1), then the text's positions (ids after them)."""
+        import torch
+
+        device = prepared.image.pixels.device
+        cells = torch.from_numpy(patches.cell_mask(*prepared.image.size, grid)).to(device).view(1, 1, *prepared.image.size)
+        length = prepared.text.input_ids.shape[1]
+        return cells, grid[0] * grid[1] + torch.arange(length, device=device).view(1, length, 1)
+
+    def unit_layouts(self, prepared: PreparedPair, grid: tuple[int, int]) -> tuple[tuple[int, int], tuple[int]]:
+        return tuple(grid), (int(prepared.text.input_ids.shape[1]),)
+
+    def fold(self, raw: tuple, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(an (H, W) pixel map, channels summed; (L,) token scores over the embedding), or their magnitudes."""
+        pixels, tokens = raw
+        pixel_map = (pixels[0] if signed else pixels[0].abs()).sum(0)
+        token_scores = tokens[0].sum(-1) if signed else tokens[0].norm(dim=-1)
+        return pixel_map.double().cpu().numpy(), token_scores.double().cpu().numpy()
+
+    def feature_map_layer(self):
+        return None
+
     def baselines(self, prepared: PreparedPair, image_kind: str, text_kind: str) -> tuple["torch.Tensor", "torch.Tensor"]:
         """The baseline pair: the image's (mean / black / blur / grey) and the text's (pad / mask / zero)."""
         return self.image_baseline(prepared.image, image_kind), self.texts.baseline_embeddings(prepared.text, text_kind)
@@ -525,22 +434,7 @@ class PairExplainer:
 
         return score
 
-    def scores_of(self, prepared: PreparedPair, target: int | None, pairs: Iterable[tuple]) -> np.ndarray:
-        """f of each (pixel_values, embeddings) batch in `pairs`, concatenated, without gradients, in batches."""
-        import torch
-
-        forward = self.scorer(prepared, target)
-        results = []
-        with torch.no_grad():
-            for pixel_values, embeddings in pairs:
-                rows = max(pixel_values.shape[0], embeddings.shape[0])
-                batch = self.internal_batch_size(prepared, rows)
-                for start in range(0, rows, batch):
-                    part = [side if side.shape[0] == 1 else side[start:start + batch] for side in (pixel_values, embeddings)]
-                    results.append(forward(*part).double().cpu())
-        return torch.cat(results).numpy()
-
-    def outputs(self, prepared: PreparedPair) -> "torch.Tensor":
+    def logits(self, prepared: PreparedPair) -> "torch.Tensor":
         """(C,) logits of a classifier, (1,) the score of a similarity model; computed once per prepared pair."""
         import torch
 
@@ -552,9 +446,9 @@ class PairExplainer:
     def resolve_target(self, prepared: PreparedPair, target: int | None) -> int | None:
         if self.kind == "similarity":
             return None
-        return int(self.outputs(prepared).argmax()) if target is None else int(target)
+        return int(self.logits(prepared).argmax()) if target is None else int(target)
 
-    def internal_batch_size(self, prepared: PreparedPair, rows: int) -> int:
+    def batch_rows(self, prepared: PreparedPair, rows: int) -> int:
         height, width = prepared.image.size
         length = prepared.text.input_ids.shape[1]
         return max(1, min(rows, PIXELS_PER_BATCH // max(height * width, 1), TOKENS_PER_BATCH // max(length, 1)))
@@ -578,20 +472,20 @@ class PairExplainer:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _compute(self, prepared: PreparedPair, attribution: PairMethod, target: int | None, grid: tuple[int, int],
+    def _compute(self, prepared: PreparedPair, attribution: AttributionMethod, target: int | None, grid: tuple[int, int],
                  used: dict[str, Any]) -> PairExplanation:
         import torch
 
         started = time.perf_counter()
         target = self.resolve_target(prepared, target)
         with torch.enable_grad():  # a caller inside torch.no_grad() still gets gradients
-            values, token_scores, delta, difference = attribution.attribute(self, prepared, target, grid, **used)
+            (values, token_scores), delta, difference = attribution.attribute(self, prepared, target, grid, **used)
         values = np.asarray(values, dtype=np.float64)
         cells = values if values.shape == grid else patches.aggregate(values, grid)  # a pixel map, or already cells
         shown = prepared.text.shown
         token_scores = np.asarray(token_scores, dtype=np.float64)[shown]
         text_share, image_share = modality_shares(token_scores, cells)
-        score = float(self.outputs(prepared)[target or 0])
+        score = float(self.logits(prepared)[target or 0])
         return PairExplanation(
             tokens=[prepared.text.tokens[i] for i in shown], token_scores=[float(s) for s in token_scores],
             patch_scores=[float(s) for s in cells.ravel()], grid=[grid[0], grid[1]], method=attribution.key,
@@ -626,7 +520,7 @@ class PairExplainer:
         with torch.enable_grad():
             attributions = IntegratedGradients(effect).attribute(
                 pixels, baselines=blank_pixels, n_steps=used["steps"],
-                internal_batch_size=max(1, self.internal_batch_size(prepared, used["steps"]) // 2))
+                internal_batch_size=max(1, self.batch_rows(prepared, used["steps"]) // 2))
         cells = patches.aggregate(attributions[0].detach().double().cpu().numpy(), grid)
         difference = real - blank
         values = {"method": "ig", "seconds": time.perf_counter() - started, "truncated": prepared.text.truncated,
@@ -639,7 +533,7 @@ class PairExplainer:
     def _target_fields(self, prepared: PreparedPair, target: int | None) -> dict[str, Any]:
         if self.kind == "similarity":
             return dict.fromkeys(("target", "target_label", "predicted", "predicted_label", "probabilities"))
-        probabilities = self.outputs(prepared).float().softmax(-1).cpu().numpy()
+        probabilities = self.logits(prepared).float().softmax(-1).cpu().numpy()
         predicted = int(probabilities.argmax())
         return {"target": target, "target_label": self.label_names[target], "predicted": predicted,
                 "predicted_label": self.label_names[predicted], "probabilities": [float(p) for p in probabilities]}
@@ -769,5 +663,5 @@ def clear_pair_explainer_cache() -> None:
     _EXPLAINERS.clear()
 
 
-__all__ = ["KINDS", "PAIR_METHODS", "PairExplainer", "PairExplanation", "PairMethod", "PreparedPair", "clear_pair_explainer_cache",
+__all__ = ["KINDS", "PAIRS", "PairExplainer", "PairExplanation", "PreparedPair", "clear_pair_explainer_cache",
            "load_pair_explainer", "pair_randomization_check", "randomized_pair_copy"]

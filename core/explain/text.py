@@ -21,13 +21,35 @@ import numpy as np
 
 from core.errors import UserError
 from core.explain.cache import LRUCache
-from core.explain.methods import METHODS, AttributionMethod, Explanation, explain_each, get_method
+from core.explain.methods import (
+    BASELINES, AttributionMethod, Explanation, InputSpec, explain_each, get_method, internal_batch_size, methods_for,
+    register_input,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 DEFAULT_CACHE_SIZE = 512
 EXPLAINER_CACHE_SIZE = 4
+
+
+def embeddings_problem(model) -> str | None:
+    """None for a model every token method can read (it takes word embeddings), else the sentence why not."""
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    if embeddings is None or not hasattr(embeddings, "weight"):
+        return "Token explanations need a model with a word-embedding layer; this one has none."
+    import inspect
+
+    if "inputs_embeds" not in inspect.signature(model.forward).parameters:
+        return "Token explanations feed word embeddings to the model, and this model's forward takes no inputs_embeds."
+    return None
+
+
+# Text (and a tagger's word): the word embeddings, baselines of [PAD] / [MASK] tokens or zero vectors.
+TOKENS = register_input(InputSpec(
+    modality="tokens", baselines={"baseline": ("pad", BASELINES)}, preferred={"smoothgrad": {"stdevs": 0.02}},
+    problem=embeddings_problem,
+))
 
 
 @dataclass
@@ -105,7 +127,7 @@ class TextExplainer:
         refused. The same call twice returns the same (cached) object.
         """
         text = self._check_text(text)
-        attribution = get_method(method)
+        attribution = get_method(method, self.modality)
         reason = attribution.applies_to(self.model)
         if reason:
             raise UserError(reason)
@@ -135,7 +157,7 @@ class TextExplainer:
 
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""
-        return {key: method.applies_to(self.model) for key, method in METHODS.items()}
+        return {key: method.applies_to(self.model) for key, method in methods_for(self.modality).items()}
 
     def with_model(self, model, cache_size: int = 0) -> "TextExplainer":
         """The same tokenizer, labels and max length around another model (e.g. a randomised copy)."""
@@ -165,7 +187,41 @@ class TextExplainer:
             )
         return int(target)
 
-    # -- what the methods call -------------------------------------------------------------------
+    # -- the input adapter (what every method calls; see core/explain/methods.py) ----------------
+
+    def inputs(self, encoded: EncodedText) -> tuple["torch.Tensor"]:
+        return (self.embeddings(encoded),)
+
+    def baseline_inputs(self, encoded: EncodedText, used: dict[str, Any]) -> tuple["torch.Tensor"]:
+        return (self.baseline_embeddings(encoded, used["baseline"]),)
+
+    def outputs(self, encoded: EncodedText, embeddings: "torch.Tensor") -> "torch.Tensor":
+        return self.forward(embeddings, *self.forward_args(encoded))
+
+    def remember(self, encoded: EncodedText, row: "torch.Tensor") -> None:
+        encoded.logits = row
+
+    def unit_maps(self, encoded: EncodedText, grid=None) -> tuple["torch.Tensor"]:
+        import torch
+
+        length = encoded.input_ids.shape[1]  # every position is a unit: special tokens equal their baseline
+        return (torch.arange(length, device=encoded.input_ids.device).view(1, length, 1),)
+
+    def unit_layouts(self, encoded: EncodedText, grid=None) -> tuple[tuple[int]]:
+        return ((int(encoded.input_ids.shape[1]),),)
+
+    def fold(self, raw: tuple, signed: bool) -> tuple[np.ndarray]:
+        """(L,) per token: the attribution summed over the embedding, or its L2 norm for a magnitude."""
+        (tokens,) = raw
+        return ((tokens.sum(-1) if signed else tokens.norm(dim=-1))[0].cpu().numpy(),)
+
+    def batch_rows(self, encoded: EncodedText, rows: int) -> int:
+        return internal_batch_size(encoded.input_ids.shape[1], rows)
+
+    def feature_map_layer(self):
+        return None
+
+    # -- what the adapter builds on --------------------------------------------------------------
 
     def encode(self, text: str) -> EncodedText:
         import torch
@@ -223,9 +279,6 @@ class TextExplainer:
             extra["token_type_ids"] = token_type_ids if token_type_ids.shape[0] == rows else token_type_ids.expand(rows, -1)
         return self.model(inputs_embeds=embeddings, attention_mask=attention_mask, **extra).logits
 
-    def forward_probability(self, embeddings, attention_mask, token_type_ids=None) -> "torch.Tensor":
-        return self.forward(embeddings, attention_mask, token_type_ids).softmax(-1)
-
     def logits(self, encoded: EncodedText) -> "torch.Tensor":
         """The model's logits (C,) on the text; computed once per encoded text."""
         import torch
@@ -234,26 +287,6 @@ class TextExplainer:
             with torch.no_grad():
                 encoded.logits = self.forward(self.embeddings(encoded), *self.forward_args(encoded))[0].detach()
         return encoded.logits
-
-    def logits_with_reference(self, encoded: EncodedText, reference: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-        """Logits (C,) on the text and on the baseline, from one forward pass over both."""
-        import torch
-
-        with torch.no_grad():
-            both = self.forward(torch.cat([self.embeddings(encoded), reference]), *self.forward_args(encoded)).detach()
-        encoded.logits = both[0]
-        return both[0], both[1]
-
-    def gradient(self, encoded: EncodedText, target: int | None) -> tuple["torch.Tensor", "torch.Tensor"]:
-        """(d f_t / d x, x), both (1, L, H), from one forward and backward pass (which also sets the logits)."""
-        import torch
-
-        inputs = self.embeddings(encoded).requires_grad_(True)
-        logits = self.forward(inputs, *self.forward_args(encoded))
-        encoded.logits = logits[0].detach()
-        target = self.resolve_target(encoded, target)
-        (gradient,) = torch.autograd.grad(logits[0, target], inputs)
-        return gradient.detach(), inputs.detach()
 
     def resolve_target(self, encoded: EncodedText, target: int | None) -> int:
         return int(self.logits(encoded).argmax()) if target is None else int(target)
@@ -273,7 +306,7 @@ class TextExplainer:
         if not encoded.shown:
             raise UserError("The text has no tokens once tokenised; type a sentence with words in it.")
         with torch.enable_grad():  # a caller inside torch.no_grad() still gets gradients
-            scores, delta, difference = attribution.attribute(self, encoded, target, **used)
+            (scores,), delta, difference = attribution.attribute(self, encoded, target, None, **used)
         target = self.resolve_target(encoded, target)
         probabilities = self.logits(encoded).float().softmax(-1).cpu().numpy()
         predicted = int(probabilities.argmax())

@@ -30,9 +30,11 @@ from core.explain import (
     clear_explainer_cache,
     load_text_explainer,
     merge_word_pieces,
+    methods_for,
     randomization_check,
     randomized_copy,
 )
+from core.explain.methods import Attribution
 from core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +103,10 @@ def test_importing_core_explain_does_not_import_torch():
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+TOKEN_METHODS = methods_for("tokens")
+
+
+@pytest.mark.parametrize("method", list(TOKEN_METHODS))
 def test_every_method_scores_each_shown_token_as_plain_data(explainer, method):
     explanation = explainer.explain(TEXT, method)
     assert explanation.units == shown_tokens(explainer, TEXT)
@@ -109,8 +114,8 @@ def test_every_method_scores_each_shown_token_as_plain_data(explainer, method):
     assert all(math.isfinite(score) for score in explanation.scores)
     assert any(score != 0 for score in explanation.scores)
     assert explanation.method == method and explanation.modality == "tokens" and not explanation.truncated
-    assert explanation.params == METHODS[method].defaults
-    assert explanation.signed == METHODS[method].signed
+    assert explanation.params == TOKEN_METHODS[method].defaults
+    assert explanation.signed == TOKEN_METHODS[method].signed
     assert math.isclose(sum(explanation.probabilities), 1.0, rel_tol=1e-5)
     assert explanation.predicted_label == "positive" and explanation.target == explanation.predicted
     assert explanation.seconds > 0
@@ -323,9 +328,10 @@ def test_a_model_independent_method_fails_the_check(explainer, monkeypatch):
 
     class TokenLength(AttributionMethod):
         key, title, description, defaults = "token_length", "Token length", "Longer tokens score higher.", {}
+        modalities = ("tokens",)
 
-        def attribute(self, explainer, encoded, target):
-            return [float(len(token)) for token in encoded.tokens], None, None
+        def attribute(self, adapter, encoded, target, grid):
+            return Attribution(([float(len(token)) for token in encoded.tokens],))
 
     monkeypatch.setitem(METHODS, "token_length", TokenLength())  # adding a method: one class, one line
     check = randomization_check(explainer, TEXT, "token_length", scope="all")

@@ -16,7 +16,6 @@ from PIL import Image
 from conftest import stop_trainers
 from core.errors import UserError
 from core.explain import (
-    IMAGE_METHODS,
     METHODS,
     Explanation,
     ImageExplainer,
@@ -100,11 +99,16 @@ def picture(seed=0, size=(64, 64)) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
 
 
-def test_registry_is_modality_aware():
-    assert methods_for("tokens") is METHODS and "kernel_shap" in METHODS
-    assert list(methods_for("patches")) == ["ig", "occlusion", "gradient_shap", "saliency", "grad_cam"]
-    assert methods_for("patches") is IMAGE_METHODS and all(m.modality == "patches" for m in IMAGE_METHODS.values())
-    assert all(m.modality == "tokens" for m in METHODS.values())
+def test_one_registry_serves_every_input():
+    """One class per method: each input gets every method but those that name other inputs (Grad-CAM: images)."""
+    assert set(methods_for("patches")) == set(METHODS)
+    assert set(methods_for("tokens")) == set(METHODS) - {"grad_cam"} == set(methods_for("pairs"))
+    for modality in ("tokens", "patches", "pairs"):
+        for key, method in methods_for(modality).items():
+            assert method.modality == modality and type(method) is type(METHODS[key])
+    assert methods_for("patches")["ig"].defaults == {"steps": 32, "baseline": "mean"}  # the input's baseline and steps
+    assert methods_for("tokens")["ig"].choices["baseline"] == ("pad", "mask", "zero")
+    assert METHODS["ig"].defaults == {"steps": 50}  # the method's own parameters, unchanged by binding
     with pytest.raises(UserError, match="no attribution methods for 'audio'"):
         methods_for("audio")
     assert describe("ig", {"steps": 50, "baseline": "pad"}) == "Integrated Gradients (steps 50, baseline pad)"
@@ -124,7 +128,7 @@ def test_vit_patch_count_equals_its_patch_grid(vit_explainer):
 
 
 @pytest.mark.parametrize("kind", ["vit", "cnn"])
-@pytest.mark.parametrize("method", ["ig", "occlusion", "gradient_shap", "saliency", "grad_cam"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_gives_a_finite_json_ready_patch_map(kind, method, vit_explainer, cnn_explainer):
     explainer = vit_explainer if kind == "vit" else cnn_explainer
     image = picture(2, size=(70, 60))
@@ -133,12 +137,14 @@ def test_each_method_gives_a_finite_json_ready_patch_map(kind, method, vit_expla
         with pytest.raises(UserError, match="convolutional feature map"):
             explainer.explain(image, method)
         return
-    params = {"steps": 16} if method == "ig" else {"n_samples": 8} if method == "gradient_shap" else {}
+    params = {"ig": {"steps": 16}, "gradient_shap": {"n_samples": 8}, "kernel_shap": {"n_samples": 32},
+              "lime": {"n_samples": 32}, "smoothgrad": {"nt_samples": 4}}.get(method, {})
     explanation = explainer.explain(image, method, grid=7, **params)
     rows, cols = (4, 4) if kind == "vit" else (7, 7)
     assert explanation.modality == "patches" and explanation.params["grid"] == [rows, cols]
     assert len(explanation.scores) == len(explanation.units) == rows * cols and explanation.units[-1] == f"r{rows - 1}c{cols - 1}"
-    assert all(np.isfinite(explanation.scores)) and any(score != 0 for score in explanation.scores)
+    # LIME's Lasso (Captum's alpha 0.01) may zero every coefficient when a random model's output barely moves
+    assert all(np.isfinite(explanation.scores)) and (method == "lime" or any(score != 0 for score in explanation.scores))
     assert sum(explanation.probabilities) == pytest.approx(1.0, abs=1e-5)
     restored = Explanation.from_dict(json.loads(json.dumps(explanation.to_dict())))
     assert restored.scores == pytest.approx(explanation.scores) and restored.params["grid"] == [rows, cols]
@@ -151,7 +157,7 @@ def test_each_method_gives_a_finite_json_ready_patch_map(kind, method, vit_expla
         assert explanation.delta is not None and explanation.output_difference is not None
         assert abs(explanation.delta) <= 0.05 * abs(explanation.output_difference) + 1e-3, explanation.delta
         assert sum(explanation.scores) == pytest.approx(explanation.output_difference + explanation.delta, abs=1e-6)
-    if method == "saliency":
+    if method in ("saliency", "smoothgrad"):
         assert not explanation.signed and min(explanation.scores) >= 0
     if method == "grad_cam":
         assert explanation.params["layer"] == "mobilenet_v2.conv_1x1" and min(explanation.scores) >= 0
@@ -167,8 +173,8 @@ def test_targets_baselines_and_bad_input(cnn_explainer):
         cnn_explainer.explain(image, "ig", target="zebra")
     with pytest.raises(UserError, match="must be one of mean, black, blur"):
         cnn_explainer.explain(image, "ig", baseline="pad")
-    with pytest.raises(UserError, match="no attribution method 'lime'"):
-        cnn_explainer.explain(image, "lime")
+    with pytest.raises(UserError, match="no attribution method 'anchors'"):
+        cnn_explainer.explain(image, "anchors")
     with pytest.raises(UserError, match="Pick an image"):
         cnn_explainer.explain(None, "ig")
     fractions = []

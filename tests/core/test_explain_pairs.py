@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.errors import UserError
 from core.explain import (
-    PAIR_METHODS,
+    METHODS,
     PairExplainer,
     PairExplanation,
     describe,
@@ -115,10 +115,13 @@ def shapes_image(seed=5):
 # The mechanics, on the built-in model as built
 
 
+PAIR_METHODS = methods_for("pairs")
+
+
 def test_pair_methods_are_registered_with_descriptions():
-    assert methods_for("pairs") is PAIR_METHODS and set(PAIR_METHODS) == {"ig", "occlusion", "gradient_x_input"}
+    assert set(PAIR_METHODS) == set(METHODS) - {"grad_cam"}  # Grad-CAM needs one image's feature map
     for method in PAIR_METHODS.values():
-        assert method.modality == "pairs" and method.signed and len(method.description) > 60
+        assert method.modality == "pairs" and len(method.description) > 60
     assert describe("ig", PAIR_METHODS["ig"].defaults, "pairs") == \
         "Integrated Gradients (steps 128, text_baseline pad, image_baseline blur)"
 
@@ -161,6 +164,21 @@ def test_explanation_is_plain_data_with_views_for_each_half(untrained):
     assert untrained.explain(example.image, example.caption, "occlusion", grid=GRID) is explanation  # cached
 
 
+@pytest.mark.parametrize("method", list(PAIR_METHODS))
+def test_every_method_scores_both_halves(untrained, method):
+    """Each method is written once over input adapters, so each one explains a pair's tokens and patches too."""
+    example = shapes_image()
+    params = {"ig": {"steps": 16}, "gradient_shap": {"n_samples": 4}, "kernel_shap": {"n_samples": 32},
+              "lime": {"n_samples": 32}, "smoothgrad": {"nt_samples": 4}}.get(method, {})
+    explanation = untrained.explain(example.image, CAPTION, method, grid=4, **params)
+    assert explanation.method == method and explanation.tokens == CAPTION.split()
+    assert len(explanation.patch_scores) == 16 and np.isfinite(explanation.patch_scores + explanation.token_scores).all()
+    assert explanation.signed == PAIR_METHODS[method].signed
+    assert explanation.text_share + explanation.image_share == pytest.approx(1.0)
+    if method != "lime":  # LIME's Lasso may zero every coefficient of a random model
+        assert any(explanation.token_scores) and any(explanation.patch_scores)
+
+
 def test_occlusion_drop_is_the_score_without_that_token_or_patch(untrained):
     example = shapes_image()
     explanation = untrained.explain(example.image, CAPTION, "occlusion", grid=GRID, image_baseline="mean")
@@ -182,7 +200,7 @@ def test_embeddings_go_in_as_inputs_embeds_would(untrained):
     from core.image_text.models import image_embeddings, logit_scale
 
     model, example = untrained.model, shapes_image()
-    explanation = untrained.explain(example.image, CAPTION, "gradient_x_input", grid=GRID)
+    explanation = untrained.explain(example.image, CAPTION, "input_x_gradient", grid=GRID)
     text = untrained.tokenizer(CAPTION, return_tensors="pt")
     pixels = untrained.image_processor(images=example.image, return_tensors="pt")["pixel_values"].requires_grad_(True)
     embeddings = model.text_model.get_input_embeddings()(text["input_ids"]).detach().requires_grad_(True)
@@ -235,7 +253,7 @@ def test_bad_input_is_a_sentence(untrained, tmp_path):
         (lambda: untrained.explain(str(tmp_path / "missing.png"), CAPTION), "There is no image file"),
         (lambda: untrained.explain(42, CAPTION), "Pick an image to explain"),
         (lambda: untrained.explain(example.image, CAPTION, grid=SIZE + 1), "patch grid must have between 1 and 64 rows"),
-        (lambda: untrained.explain(example.image, CAPTION, "lime"), "no attribution method 'lime'"),
+        (lambda: untrained.explain(example.image, CAPTION, "grad_cam"), "no attribution method 'grad_cam'"),
         (lambda: untrained.explain(example.image, CAPTION, window=3), "has no parameter window"),
         (lambda: untrained.explain(example.image, CAPTION, image_baseline="noise"), "must be one of mean, black, blur, grey"),
         (lambda: untrained.explain_word(example.image, CAPTION, "blue"), "'blue' is not a word of the text"),

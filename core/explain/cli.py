@@ -38,12 +38,12 @@ FLAG_KINDS = {
     "--merge-words": (("tokens", "tags"), "text classification and named-entity runs"),
 }
 METHOD_RUNS = {"tokens": "text classification and named-entity runs", "patches": "image classification runs",
-               "pairs": "image-text runs (--image with --text)"}
+               "pairs": "image-text runs"}
 LISTED_WORDS = 30  # words named in the sentence asking which --token to explain
 
 
 def add_explain_parser(subparsers) -> argparse.ArgumentParser:
-    from core.explain.methods import METHODS, methods_for
+    from core.explain.methods import methods_for
 
     epilog = "\n\n".join(f"methods for {runs}:\n" + "\n".join(
         f"  {key:17} {method.title}; parameters: "
@@ -58,7 +58,7 @@ def add_explain_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("run_id")
     source = parser.add_argument_group("the example (--text, --image, or --split with --index; an image-text run takes "
-                                       "--image with --text)")
+                                       "--image with --text, or --split with --index)")
     source.add_argument("--text", help="the text (NER: a sentence, words separated by spaces) to explain")
     source.add_argument("--split", choices=SPLITS, help="take the example from this split of the run's data")
     source.add_argument("--index", type=int, help="row number within --split (0-based)")
@@ -67,9 +67,8 @@ def add_explain_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--token", type=int, help="NER runs: the word (0-based) whose tag is explained")
     parser.add_argument("--grid", type=int, default=7, help="image runs and --image: patches per side of the image (default 7)")
     parser.add_argument("--word", help="with --image: show which patches make this word of --text count")
-    parser.add_argument("--method", default="ig", help=f"attribution method: {', '.join(METHODS)} (default ig); "
-                                                       f"for an image run: {', '.join(methods_for('patches'))}; "
-                                                       f"with --image and --text: {', '.join(methods_for('pairs'))}")
+    parser.add_argument("--method", default="ig", help=f"attribution method: {', '.join(methods_for('patches'))} "
+                                                       "(default ig; Grad-CAM for image classification runs only)")
     parser.add_argument("--target", help="class (NER: tag) to explain, by name or index (default: the predicted one)")
     parser.add_argument("--stage", help="which model: before, checkpoint-N or after (default: the latest)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -175,23 +174,19 @@ def show(arguments, explanation, **facts) -> None:
 
 
 def explain_pair(arguments, params: dict[str, str], run) -> int:
-    """An image-text run's score of (--image, --text) attributed to tokens and patches, or one word's patches.
-    `run` may be None: the loader then says the run is missing."""
+    """An image-text run's score of a pair (--image with --text, or a row of its split) attributed to tokens and
+    patches, or one word's patches. `run` may be None: the loader then says the run is missing."""
     from core.explain.pairs import load_pair_explainer
 
-    if arguments.image is None:
-        raise UserError(f"Run {arguments.run_id} is an image-text run: explain a pair with --image FILE --text \"…\".")
-    if not arguments.text or arguments.split or arguments.index is not None:
-        raise UserError("With --image, give the text to pair it with as --text \"…\" (not --split/--index).")
+    image, text, gold = example_pair(arguments, run)
     explainer = load_pair_explainer(arguments.run_id, arguments.stage)
     if arguments.word:
-        explanation = explainer.explain_word(arguments.image, arguments.text, arguments.word, arguments.target,
-                                             grid=arguments.grid, **params)
+        explanation = explainer.explain_word(image, text, arguments.word, arguments.target, grid=arguments.grid, **params)
     else:
-        explanation = explainer.explain(arguments.image, arguments.text, arguments.method, arguments.target,
-                                        grid=arguments.grid, **params)
+        explanation = explainer.explain(image, text, arguments.method, arguments.target, grid=arguments.grid, **params)
     if arguments.json:
-        print(json.dumps({**explanation.to_dict(), "run_id": explainer.run_id, "stage": explainer.stage}, indent=2))
+        facts = {"run_id": explainer.run_id, "stage": explainer.stage, **({"gold_label": gold} if gold is not None else {})}
+        print(json.dumps({**explanation.to_dict(), **facts}, indent=2))
     elif arguments.word:
         print(render_word(explanation, stage=explainer.stage))
     else:
@@ -267,6 +262,28 @@ def example_image(arguments, run) -> tuple[object, str | None]:
     splits = load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None)
     row = row_of(splits.frame(split), split, index, run)
     return str(row["image"]), str(row["label"])
+
+
+def example_pair(arguments, run) -> tuple[object, str, str | None]:
+    """(image file or pair reference, text, gold label or None) from --image with --text, or from --split/--index of
+    the image-text run's pairs (the row's own image and caption)."""
+    if arguments.image is not None:
+        if arguments.split or arguments.index is not None:
+            raise UserError("Give either --image with --text or --split with --index, not both.")
+        if not arguments.text:
+            raise UserError("With --image, give the text to pair it with as --text \"…\".")
+        return arguments.image, arguments.text, None
+    if arguments.text is not None:
+        raise UserError(f"Run {arguments.run_id} is an image-text run: explain a pair with --image FILE --text \"…\", "
+                        "or a pair of its data with --split test --index N.")
+    if run is None:
+        raise UserError(f"There is no run '{arguments.run_id}' in this workspace; `python -m core runs` lists the runs there are.")
+    from core.image_text.runs import split_frame
+
+    split, index = chosen_row(arguments)
+    row = row_of(split_frame(run, split), split, index, run)
+    label = row.get("label")
+    return str(row["image"]), str(row["text"]), None if label is None or label != label else str(label)
 
 
 def chosen_row(arguments) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""`python -m core explain` for image classification and NER runs, on runs the suite already trains.
+"""`python -m core explain` for image classification, NER and image-text runs, on runs the suite already trains.
 
 The image run is the session's tiny ViT on planted-squares (tests/test_image_pages.py, trained once
 through the job manager); the NER run is tests/test_ner.py's tiny BERT on planted names and cities.
@@ -93,7 +93,7 @@ def test_image_runs_refuse_what_they_cannot_explain(image_run, tmp_path, capsys)
         capsys, image_run.id, "--text", "a red square")
     assert "--token is for named-entity runs" in refused(capsys, image_run.id, "--split", "test", "--index", "0", "--token", "1")
     assert f"There is no image file {tmp_path / 'gone.png'}" in refused(capsys, image_run.id, "--image", str(tmp_path / "gone.png"))
-    assert "There is no attribution method 'lime'" in refused(capsys, image_run.id, "--image", "x.png", "--method", "lime")
+    assert "There is no attribution method 'anchors'" in refused(capsys, image_run.id, "--image", "x.png", "--method", "anchors")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,3 +156,34 @@ def test_ner_runs_ask_for_the_word_and_refuse_images(ner, capsys):
     assert "--image is for image classification and image-text runs; run" in refused(
         capsys, run.id, "--image", "x.png", "--token", "0")
     assert "There is no class 'B-ORG'" in refused(capsys, run.id, "--text", "Alice is here", "--token", "0", "--target", "B-ORG")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image-text
+
+
+@pytest.fixture
+def pair_run(tmp_path_factory, monkeypatch):
+    from test_pair_pages import trained_pair_run
+
+    root, run_id = trained_pair_run(tmp_path_factory)
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    return RunStore().get(run_id)
+
+
+def test_a_pair_of_the_runs_split_is_explained_over_tokens_and_patches(pair_run, capsys):
+    from core.image_text.runs import split_frame
+
+    row = split_frame(pair_run, "test").iloc[2]
+    status, out, err = cli(capsys, pair_run.id, "--split", "test", "--index", "2", "--grid", "4", "--method", "smoothgrad",
+                           "--param", "nt_samples=4", "--json")
+    assert status == 0, err
+    payload = json.loads(out)
+    assert payload["method"] == "smoothgrad" and payload["text"] == row["text"] and payload["image"] == row["image"]
+    assert len(payload["patch_scores"]) == 16 and len(payload["tokens"]) == len(payload["token_scores"]) > 0
+    assert payload["run_id"] == pair_run.id and payload["signed"] is False
+    assert "--split with --index, not both" in refused(capsys, pair_run.id, "--image", "x.png", "--split", "test",
+                                                       "--index", "1")
+    assert "or a pair of its data with --split test --index N" in refused(capsys, pair_run.id, "--text", "a red circle")
+    assert "has no parameter window" in refused(capsys, pair_run.id, "--split", "test", "--index", "0", "--method", "ig",
+                                                "--param", "window=2")

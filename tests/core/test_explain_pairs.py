@@ -312,7 +312,7 @@ def test_cli_explains_a_pair(untrained, tmp_path, monkeypatch, capsys):
     assert main(["run", "--image", str(path), "--text", CAPTION, "--word", "circle", "--param", "steps=8"]) == 0
     assert capsys.readouterr().out.startswith("word: circle (tokens circle)")
     assert main(["run", "--image", str(path), "--split", "test", "--index", "1"]) == 2
-    assert "With --image, give the text" in capsys.readouterr().err
+    assert "--split with --index, not both" in capsys.readouterr().err
 
 
 def test_loader_refuses_a_run_that_does_not_exist(workspace):

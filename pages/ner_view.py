@@ -7,9 +7,11 @@ import streamlit as st
 
 from core import run_files, viz
 from core.errors import UserError
+from core.explain.methods import methods_for
 from core.ner.data import is_entity_scheme
 from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
 from core.store import Run
+from pages import method_params
 
 PAGE_SIZE = 25
 
@@ -96,14 +98,17 @@ def explain_a_tag(run: Run, stage: str, shown) -> None:
         tokens = list(row["tokens"])
         word = st.selectbox("Word", list(range(len(tokens))), key="inspect_ner_word",
                             format_func=lambda i: f"{tokens[i]}  (gold {row['gold_tags'][i]}, predicted {row['predicted_tags'][i]})")
-        method = st.selectbox("Method", ["ig", "occlusion", "input_x_gradient", "saliency"], key="inspect_ner_method",
-                              help="Integrated Gradients shows a convergence delta; occlusion hides one token at a time.")
+        methods = methods_for("tokens")
+        method = st.selectbox("Method", list(methods), key="inspect_ner_method", format_func=lambda k: methods[k].title,
+                              help="How token importance is computed; each method's description appears below.")
+        st.caption(methods[method].description)
+        params = method_params(methods[method], f"inspect_ner_param_{method}")
         if st.button("Explain this word's tag", key="inspect_ner_explain"):
             from core.explain.tags import load_tag_explainer
 
             try:
                 with st.spinner("Attributing…"):
-                    explanation = load_tag_explainer(run.id, word, stage).explain(row["text"], method=method)
+                    explanation = load_tag_explainer(run.id, word, stage).explain(row["text"], method=method, **params)
             except UserError as problem:
                 st.error(str(problem))
                 return

@@ -573,5 +573,20 @@ def test_inspect_page_shows_a_ner_run(ner_run, monkeypatch):
     app.toggle(key="inspect_ner_errors").set_value(True).run()
     assert len([m for m in app.markdown if "predicted:" in m.value]) <= before
     app.toggle(key="inspect_ner_errors").set_value(False).run()
+    import core.checkpoints
+    from core.explain.tags import clear_tag_explainer_cache
+
+    clear_tag_explainer_cache()
+    loads = []
+    load = core.checkpoints.load_stage_model
+    monkeypatch.setattr(core.checkpoints, "load_stage_model", lambda *a, **k: loads.append(a[1]) or load(*a, **k))
     app.button(key="inspect_ner_explain").click().run()
     assert not app.error and any("evidence for tag" in m.value for m in app.markdown)
+    # Every method of the one registry is offered, with its parameters; another word and method reuse the model.
+    assert set(app.selectbox(key="inspect_ner_method").options) >= {"Integrated Gradients", "SmoothGrad", "LIME"}
+    app.selectbox(key="inspect_ner_word").set_value(1).run()
+    app.selectbox(key="inspect_ner_method").set_value("smoothgrad").run()
+    app.number_input(key="inspect_ner_param_smoothgrad_nt_samples").set_value(4).run()
+    app.button(key="inspect_ner_explain").click().run()
+    assert not app.error and any("evidence for tag" in m.value for m in app.markdown)
+    assert len(loads) == 1, loads

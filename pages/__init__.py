@@ -58,6 +58,22 @@ def since(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "—"
 
 
+def method_picker(modality: str, key: str, params_key: str, label: str, optional: bool = False,
+                  help: str | None = None) -> tuple[str | None, dict[str, Any]]:
+    """A selectbox of every attribution method that applies to an input ("tokens", "patches", "pairs"), the chosen
+    one's description and a widget per parameter; (None, {}) when an optional slot is left off."""
+    from core.explain.methods import methods_for
+
+    methods = methods_for(modality)
+    options = ([None] if optional else []) + list(methods)
+    chosen = st.selectbox(label, options, key=key, format_func=lambda k: "— none —" if k is None else methods[k].title,
+                          help=None if optional else help)
+    if chosen is None:
+        return None, {}
+    st.caption(methods[chosen].description)
+    return chosen, method_params(methods[chosen], f"{params_key}_{chosen}")
+
+
 def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = None) -> dict[str, Any]:
     """One widget per parameter of an attribution method (from its defaults, choices and bounds), keyed `key_prefix_name`;
     `preferred` replaces some of the method's defaults where a view knows better."""

@@ -199,12 +199,6 @@ def search_by_image(pair, frame: pd.DataFrame, text_embeds, workspace: str) -> s
     return reference
 
 
-def pair_methods() -> dict:
-    from core.explain import methods_for
-
-    return dict(methods_for("pairs"))
-
-
 def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: str) -> None:
     """Which words and which patches raise the pair's score: token map beside patch overlay, with shares;
     then, for one word, the patches that make it count."""
@@ -221,7 +215,9 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
         choice = st.selectbox("Explain the class", ["predicted", *pair.label_names], key="inspect_pair_target",
                               help="Which class score to attribute: the model's prediction, or any class by name.")
         target = None if choice == "predicted" else choice
-    methods = pair_methods()
+    from core.explain.methods import methods_for
+
+    methods = methods_for("pairs")
     left, middle, right = st.columns(3)
     method = left.selectbox("Method", list(methods), format_func=lambda key: methods[key].title, key="inspect_pair_method")
     grid = int(middle.number_input("Patch grid (cells a side)", min_value=2, max_value=16, value=4, step=1, key="inspect_pair_grid"))

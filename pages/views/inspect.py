@@ -21,7 +21,7 @@ import streamlit as st
 from core import inspect, viz
 from core.errors import UserError
 from core.store import Run
-from pages import PAGE_ICONS, VERDICTS, method_params, open_store, run_label
+from pages import PAGE_ICONS, VERDICTS, method_picker, open_store, run_label
 
 FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence", "inspect_contains", "inspect_lengths")
 
@@ -120,22 +120,9 @@ def keep_valid(key: str, allowed: list) -> None:
         st.session_state[key] = [value for value in st.session_state[key] if value in allowed]
 
 
-def method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
-    """A method selectbox and the chosen method's parameters; (None, {}) when an optional slot is off."""
-    from core.explain import METHODS
-
-    keys = list(METHODS)
-    options = ([None] if optional else []) + keys
-    key = st.selectbox(
-        label, options, key=f"inspect_method_{slot}",
-        format_func=lambda k: "— none —" if k is None else METHODS[k].title,
-        help=None if optional else "How token importance is computed; each method's description appears below.",
-    )
-    if key is None:
-        return None, {}
-    method = METHODS[key]
-    st.caption(method.description)
-    return key, method_params(method, f"inspect_param_{slot}_{key}")
+def text_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
+    return method_picker("tokens", f"inspect_method_{slot}", f"inspect_param_{slot}", label, optional,
+                         "How token importance is computed; each method's description appears below.")
 
 
 def explain(explainer, text: str, method: str, target: str | None, params: dict[str, Any], merge: bool):
@@ -205,24 +192,9 @@ def open_picture(reference: str):
     return open_image(reference)
 
 
-def patch_methods() -> dict:
-    from core.explain import methods_for
-
-    return dict(methods_for("patches"))
-
-
 def patch_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
-    """A method of the patch registry and its parameters (grid size, IG steps and baseline, occlusion window…)."""
-    methods = patch_methods()
-    options = ([None] if optional else []) + list(methods)
-    key = st.selectbox(label, options, key=f"inspect_image_method_{slot}",
-                       format_func=lambda k: "— none —" if k is None else methods[k].title,
-                       help=None if optional else "How patch importance is computed; each method's description appears below.")
-    if key is None:
-        return None, {}
-    method = methods[key]
-    st.caption(method.description)
-    return key, method_params(method, f"inspect_image_param_{slot}_{key}")
+    return method_picker("patches", f"inspect_image_method_{slot}", f"inspect_image_param_{slot}", label, optional,
+                         "How patch importance is computed; each method's description appears below.")
 
 
 def model_view(explainer, picture):
@@ -578,7 +550,7 @@ st.dataframe(
 # --- 4. explanation settings -----------------------------------------------------------------
 
 with st.expander("Explanation settings: method, its parameters, a second method, target class", expanded=False):
-    settings, third = explanation_settings(method_picker, names)
+    settings, third = explanation_settings(text_method_picker, names)
     with third:
         settings["merge"] = st.toggle("Merge word pieces into words", key="inspect_merge",
                                       help="Sum the scores of the pieces of a word (un ##believ ##able → unbelievable).")

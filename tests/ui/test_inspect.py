@@ -350,7 +350,7 @@ def test_typed_sentence_methods_gallery_compare_and_sanity_check(trained):
     app.number_input(key="inspect_param_a_occlusion_window").set_value(2)
     app.selectbox(key="inspect_method_b").set_value("saliency").run()
     joined = " ".join(maps(app))
-    assert "Occlusion (window 2, baseline pad, measure logit)" in joined and "Saliency (gradient norm)" in joined
+    assert "Occlusion (window 2, baseline pad, measure logit)" in joined and "Saliency (gradient magnitude)" in joined
     # Explain this selection: a gallery of the filtered table's examples.
     app.selectbox(key="inspect_method_b").set_value(None)
     app.selectbox(key="inspect_method_a").set_value("input_x_gradient").run()

@@ -426,3 +426,19 @@ def caption_lengths(frame: pd.DataFrame) -> go.Figure:
     figure.update_layout(barmode="overlay", title="Words per caption, by split", xaxis_title="words per caption",
                          yaxis_title="captions", legend_title="split", height=340)
     return figure
+
+
+def delta_note(explanation) -> tuple[str | None, str | None]:
+    """(caption, warning) about a method's convergence delta, for every view of every input: the caption states
+    delta against f(x) - f(baseline); the warning (None unless the delta is large) says the scores are approximate
+    and what to raise. Both None for a method without a delta."""
+    if explanation.delta is None:
+        return None, None
+    difference = explanation.output_difference
+    caption = (f"Convergence delta {explanation.delta:+.2e} (sum of scores minus the change in the score, "
+               f"f(x) − f(baseline) = {difference:+.3g}).")
+    if not explanation.delta_is_large():
+        return caption, None
+    knob = "steps" if "steps" in explanation.params else "samples"
+    return caption, ("The convergence delta is large next to the change in the score: the integral is too coarse, so these "
+                     f"scores are approximate. Raise the {knob} and explain again.")

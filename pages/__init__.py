@@ -58,6 +58,17 @@ def since(timestamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "—"
 
 
+def show_delta(explanation) -> None:
+    """The convergence-delta caption, and a warning when it is large (`core.viz.delta_note`), under any map."""
+    from core import viz
+
+    caption, warning = viz.delta_note(explanation)
+    if caption:
+        st.caption(caption)
+    if warning:
+        st.warning(warning)
+
+
 def method_picker(modality: str, key: str, params_key: str, label: str, optional: bool = False,
                   help: str | None = None) -> tuple[str | None, dict[str, Any]]:
     """A selectbox of every attribution method that applies to an input ("tokens", "patches", "pairs"), the chosen

@@ -11,7 +11,7 @@ from core.explain.methods import methods_for
 from core.ner.data import is_entity_scheme
 from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
 from core.store import Run
-from pages import method_params
+from pages import method_params, show_delta
 
 PAGE_SIZE = 25
 
@@ -115,5 +115,4 @@ def explain_a_tag(run: Run, stage: str, shown) -> None:
             caption = f"evidence for tag {explanation.target_label} on '{tokens[word]}'"
             st.markdown(viz.token_attribution_html(explanation.units, explanation.scores, caption=caption,
                                                    signed=explanation.signed), unsafe_allow_html=True)
-            if explanation.delta is not None:
-                st.caption(f"Convergence delta {explanation.delta:+.4f} (f(x) − f(baseline) = {explanation.output_difference:+.4f}).")
+            show_delta(explanation)

@@ -15,7 +15,7 @@ import streamlit as st
 from core import viz
 from core.errors import UserError
 from core.store import Run
-from pages import VERDICTS, method_params
+from pages import VERDICTS, method_params, show_delta
 
 SPLITS = ("test", "validation", "train")
 RESULTS = 8
@@ -300,9 +300,5 @@ def draw_pair_explanation(explanation, picture, opacity: float) -> None:
     score_text = f"score {explanation.score:.3f}"
     if explanation.baseline_score is not None:
         score_text += f" (baseline pair {explanation.baseline_score:.3f})"
-    if explanation.delta is not None:
-        score_text += f" · convergence delta {explanation.delta:+.2e}"
     st.caption(score_text)
-    if explanation.delta_is_large():
-        st.warning("The convergence delta is large next to the change in the score: the integral is too coarse, so these "
-                   "scores are approximate. Raise the steps under Method settings and explain again.")
+    show_delta(explanation)

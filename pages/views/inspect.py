@@ -21,7 +21,7 @@ import streamlit as st
 from core import inspect, viz
 from core.errors import UserError
 from core.store import Run
-from pages import PAGE_ICONS, VERDICTS, method_picker, open_store, run_label
+from pages import PAGE_ICONS, VERDICTS, method_picker, open_store, run_label, show_delta
 
 FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence", "inspect_contains", "inspect_lengths")
 
@@ -143,16 +143,7 @@ def draw_explanation(explanation, heading: str = "") -> None:
         f"({max(explanation.probabilities):.1%}) · {explanation.seconds:.2f}s"
     )
     st.html(viz.token_attribution_html(explanation.units, explanation.scores, caption=caption, signed=explanation.signed))
-    if explanation.delta is not None:
-        st.caption(
-            f"Convergence delta {explanation.delta:+.2e} (sum of scores minus the change in the class score, "
-            f"{explanation.output_difference:+.3g})."
-        )
-        if explanation.delta_is_large():
-            st.warning(
-                "The convergence delta is large next to the change in the class score: the integral is too coarse, "
-                "so these scores are approximate. Raise the steps (or samples) and look again."
-            )
+    show_delta(explanation)
     if explanation.truncated:
         st.info(f"This text is longer than the model's limit of {settings['max_length']} tokens; only the first ones were explained (as in training).")
 
@@ -222,12 +213,7 @@ def draw_overlay(explanation, picture, opacity: float, heading: str = "", size: 
     with st.container(key=f"inspect_overlay_{slot}"):
         st.image(viz.patch_overlay(picture, explanation, opacity, size=size), caption=caption, width=size, output_format="PNG")
         st.html(viz.overlay_legend_html(explanation))
-    if explanation.delta is not None:
-        st.caption(f"Convergence delta {explanation.delta:+.2e} (sum of scores minus the change in the class score, "
-                   f"{explanation.output_difference:+.3g}).")
-        if explanation.delta_is_large():
-            st.warning("The convergence delta is large next to the change in the class score: the integral is too coarse, "
-                       "so these scores are approximate. Raise the steps and look again.")
+    show_delta(explanation)
 
 
 def image_gallery(shown: pd.DataFrame, workspace: str, key_prefix: str, selectable: bool = True) -> None:

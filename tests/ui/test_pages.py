@@ -81,14 +81,28 @@ def test_train_page_starts_a_run(workspace, tiny_bert):
     assert finished.status == "completed", finished.error
 
 
+@pytest.fixture(scope="module")
+def two_finished_workspace(tiny_bert, tmp_path_factory):
+    """(workspace, run ids) of two finished tiny runs, trained once for the module: the Runs page tests
+    below only read them (measuring, exporting and attacking a run add files beside it, not runs)."""
+    with pytest.MonkeyPatch.context() as patch:
+        root = tmp_path_factory.mktemp("runs-page-workspace")
+        patch.setenv("WORKBENCH_WORKSPACE", str(root))
+        patch.setenv(jobs.SLOTS_ENV, "2")  # both trainers at once: each is one thread, and most of each is start-up
+        store = RunStore()
+        first = jobs.submit(tiny_config(tiny_bert, name="fast"), store)
+        second = jobs.submit(tiny_config(tiny_bert, name="slow", learning_rate=0.001), store)
+        for run in (first, second):
+            finished = jobs.wait(run.id, store, timeout=240)
+            assert finished.status == "completed", jobs.log_tail(run.id, 40)
+    return root, (first.id, second.id)
+
+
 @pytest.fixture
-def two_finished_runs(workspace, tiny_bert):
-    store = RunStore()
-    first = jobs.submit(tiny_config(tiny_bert, name="fast"), store)
-    jobs.wait(first.id, store, timeout=120)
-    second = jobs.submit(tiny_config(tiny_bert, name="slow", learning_rate=0.001), store)
-    jobs.wait(second.id, store, timeout=120)
-    return first.id, second.id
+def two_finished_runs(two_finished_workspace, monkeypatch):
+    root, run_ids = two_finished_workspace
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    return run_ids
 
 
 def curve_names(app: AppTest) -> set[str]:

@@ -84,7 +84,7 @@ def measure(args) -> int:
     from transformers.utils import logging
 
     from core.catalog import MINILM_L6
-    from core.explain import METHODS, TextExplainer
+    from core.explain import TextExplainer
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
@@ -101,7 +101,7 @@ def measure(args) -> int:
     if load[0] > 0.5 * (os.cpu_count() or 1):
         print("note: the machine is busy; absolute times are noisy, the alternating medians and ratios less so")
     target = int(model(**tokenizer(SENTENCE, return_tensors="pt")).logits.argmax())
-    keys = [key for key in (args.methods.split(",") if args.methods else METHODS) if key]
+    keys = [key for key in (args.methods.split(",") if args.methods else BARE) if key]
     figures = {"tokens": tokens, "load_before": load, "methods": {}}
     print(f"{'method':17} {'workbench':>10} {'bare captum':>12} {'ratio':>7}")
     for key in keys:

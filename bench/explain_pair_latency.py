@@ -8,7 +8,7 @@ explanation cache off so that every call computes:
   ig                joint Integrated Gradients over pixels and word embeddings, default parameters
                     (128 steps, blur and [PAD] baselines): 128 pair forward and backward passes in batches
   occlusion         one token at a time and one grid cell at a time, every occluded copy batched
-  gradient_x_input  one forward and backward pass
+  input_x_gradient  one forward and backward pass
   word              `explain_word`: Integrated Gradients of the word's effect over the image (twice the
                     pairs of `ig` per step: the caption with and without the word)
 
@@ -34,14 +34,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-METHOD_KEYS = ("ig", "occlusion", "gradient_x_input", "word")
+METHOD_KEYS = ("ig", "occlusion", "input_x_gradient", "word")
 GRID = 7
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="96,224", help="model input sizes in pixels (default 96,224)")
-    parser.add_argument("--methods", default=",".join(METHOD_KEYS), help="comma-separated: ig, occlusion, gradient_x_input, word")
+    parser.add_argument("--methods", default=",".join(METHOD_KEYS), help="comma-separated: ig, occlusion, input_x_gradient, word")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per method and size (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")

@@ -309,12 +309,17 @@ def internal_batch_size(tokens: int, steps: int) -> int:
 # What every method does with an adapter
 
 
-def target_scorer(adapter, prepared, target: int | None, measure: str = "logit") -> Callable:
-    """f_t as Captum wants it: the input tensors -> (N,) target outputs (or target probabilities)."""
+def target_scorer(adapter, prepared, target: int | None, measure: str = "logit", on_input: bool = False) -> Callable:
+    """f_t as Captum wants it: the input tensors -> (N,) target outputs (or target probabilities).
+
+    `on_input` True: the method's one forward pass is on the input itself (saliency, input x gradient, Grad-CAM),
+    so its outputs are kept as the prediction and no second pass is needed for it."""
     column = 0 if target is None else target
 
     def score(*tensors):
         outputs = adapter.outputs(prepared, *tensors)
+        if on_input and outputs.shape[0] == 1:
+            adapter.remember(prepared, outputs[0].detach())
         if measure == "probability":
             outputs = outputs.softmax(-1)
         return outputs[:, column]
@@ -421,7 +426,7 @@ class Saliency(AttributionMethod):
 
         inputs = clone_for_gradients(adapter.inputs(prepared))
         target = adapter.resolve_target(prepared, target)  # a forward pass only when no target is given
-        raw = CaptumSaliency(target_scorer(adapter, prepared, target)).attribute(inputs, abs=False)
+        raw = CaptumSaliency(target_scorer(adapter, prepared, target, on_input=True)).attribute(inputs, abs=False)
         return Attribution(fold(adapter, raw, signed=False))
 
 
@@ -474,7 +479,7 @@ class InputXGradient(AttributionMethod):
 
         inputs = clone_for_gradients(adapter.inputs(prepared))
         target = adapter.resolve_target(prepared, target)
-        raw = CaptumInputXGradient(target_scorer(adapter, prepared, target)).attribute(inputs)
+        raw = CaptumInputXGradient(target_scorer(adapter, prepared, target, on_input=True)).attribute(inputs)
         return Attribution(fold(adapter, raw, signed=True))
 
 
@@ -651,7 +656,7 @@ class GradCam(AttributionMethod):
 
         (inputs,) = adapter.inputs(prepared)
         target = adapter.resolve_target(prepared, target)
-        coarse = LayerGradCam(target_scorer(adapter, prepared, target), adapter.feature_map_layer()).attribute(
+        coarse = LayerGradCam(target_scorer(adapter, prepared, target, on_input=True), adapter.feature_map_layer()).attribute(
             inputs, relu_attributions=relu)
         fine = LayerAttribution.interpolate(coarse.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
         return Attribution((fine[0].sum(0).double().cpu().numpy(),))

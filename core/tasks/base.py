@@ -52,6 +52,11 @@ class Task(ABC):
     onnx_model_class: str | None = None
     # How the exported folder loads, for its model card (FOLDER stands for the folder's path).
     loading_snippet: str = ""
+    # After training, named as what comes before is: the input its explanations attribute over (an input of
+    # core.explain.methods: "tokens", "patches" or "pairs") and the view that inspects and explains its runs
+    # ("text", "tags", "image" or "pairs": the Inspect page's view and the explain command's example reader).
+    explains: str = "tokens"
+    view: str = "text"
 
     @abstractmethod
     def datasets(self) -> list:

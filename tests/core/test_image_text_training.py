@@ -241,11 +241,30 @@ def test_fusion_heads_round_trip_through_save_and_load(tiny_dual_encoder, tmp_pa
         assert loaded.fusion == fusion and loaded.label_names == ["cold", "warm"]
 
 
-def test_fusion_learns_planted_pairs_and_saves_a_loadable_model(workspace):
+@pytest.fixture(scope="module")
+def fusion_trained(tmp_path_factory):
+    """(workspace, run) of one gated-fusion run on all of planted-pairs for 2 epochs, trained once for the
+    module: learning (below) and the planted-evidence maps (further down) are checked on the same run."""
+    root = tmp_path_factory.mktemp("fusion-workspace")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_WORKSPACE", str(root))
+        patch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
+        config = pair_config(task="image_text_fusion", dataset="planted-pairs", fusion="gated", max_rows=0, epochs=2, eval_steps=20)
+        return root, train_here(config, RunStore(), "fusion")
+
+
+@pytest.fixture
+def fusion_run(fusion_trained, monkeypatch):
+    """The shared fusion run, with this test's workspace pointing at it."""
+    root, run = fusion_trained
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    return run
+
+
+def test_fusion_learns_planted_pairs_and_saves_a_loadable_model(fusion_run):
     from core.image_text.runs import fusion_predictions, load_stage_pair_model
 
-    config = pair_config(task="image_text_fusion", dataset="planted-pairs", fusion="gated", max_rows=400, eval_steps=5)
-    run = train_here(config, RunStore(), "fusion")
+    run = fusion_run
     metrics = RunStore().metrics(run.id)
     accuracy = series(metrics, "eval_accuracy")
     assert accuracy.index.min() == 0 and accuracy.iloc[-1] > accuracy.iloc[0]
@@ -294,7 +313,7 @@ def test_training_keeps_batchnorm_statistics_averaging(aligned):
     assert all(norm.momentum == 0.1 for norm in norms)
 
 
-def test_fusion_maps_point_at_the_planted_evidence(workspace):
+def test_fusion_maps_point_at_the_planted_evidence(fusion_run):
     """Planted pairs carry their evidence in one modality: a square (image) or a keyword (text).
 
     For correctly classified test pairs the explained class's top unit is that evidence (the
@@ -309,8 +328,7 @@ def test_fusion_maps_point_at_the_planted_evidence(workspace):
     from core.image_text.data import open_pair_record
     from core.image_text.runs import fusion_predictions, load_stage_pair_model
 
-    config = pair_config(task="image_text_fusion", dataset="planted-pairs", fusion="gated", max_rows=0, epochs=2, eval_steps=20)
-    run = train_here(config, RunStore(), "fusion-evidence")
+    run = fusion_run
     pair = load_stage_pair_model(run, "after")
     correct = fusion_predictions(run, pair, "after", "test").query("correct").head(30)
     assert len(correct) >= 20

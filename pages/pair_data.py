@@ -12,18 +12,10 @@ import pandas as pd
 import streamlit as st
 
 from core import viz
+from core.data.registry import dataset_kind, list_datasets, prepare_builtin
 from core.data.splits import SPLIT_NAMES
 from core.errors import UserError
-from core.image_text.data import (
-    BUILTIN_PAIR_DATASETS,
-    CONTRASTIVE,
-    FUSION,
-    REQUIRED_COLUMNS,
-    list_pair_datasets,
-    load_pair_splits,
-    register_pair_dataset,
-    version_stamp,
-)
+from core.image_text.data import CONTRASTIVE, FUSION, REQUIRED_COLUMNS, register_pair_dataset, version_stamp
 from core.workspace import workspace_root
 
 KINDS = {"Captions for alignment": CONTRASTIVE, "Labelled pairs for fusion": FUSION}
@@ -36,7 +28,7 @@ MESSAGE_KEY = "data_pair_message"
 @st.cache_resource(show_spinner="Loading and splitting the pairs…", max_entries=8)
 def cached_pair_splits(workspace: str, dataset: str, kind: str, seed: int, max_rows: int | None, stamp: float):
     """Splits of a pair dataset (memory-mapped, so a resource, not pickled); `stamp` notices a re-upload."""
-    return load_pair_splits(dataset, kind=kind, seed=seed, max_rows=max_rows)
+    return dataset_kind(kind).load(dataset, seed=seed, max_rows=max_rows)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -70,7 +62,7 @@ def pair_main() -> None:
 
 
 def choose_dataset(kind: str, builtin: bool) -> str | None:
-    datasets = {info.key: info for info in list_pair_datasets(kind) if info.builtin == builtin}
+    datasets = {info.key: info for info in list_datasets(kind) if info.builtin == builtin}
     if not datasets:
         st.info("No pair datasets of this kind are registered yet: choose Upload above to add a zip of images "
                 "with a CSV of pairs.")
@@ -89,10 +81,10 @@ def show_overview(dataset: str, kind: str) -> None:
                                help="The same seed always puts the same pairs in the same split.")
         max_rows = st.number_input("Subsample size (0 = all pairs)", min_value=0, value=0, step=100, key="data_pair_max_rows",
                                    help="A sample of this many pairs (keeping each class's share) for quick experiments.")
-    builtin = BUILTIN_PAIR_DATASETS.get(dataset)
+    builtin = dataset_kind(kind).builtins.get(dataset)
     if builtin is not None and not builtin.is_ready():
         bar = st.progress(0.0, text=f"Preparing {builtin.title}…")
-        builtin.folder(lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+        prepare_builtin(dataset_kind(kind), dataset, lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
         bar.empty()
     key = (str(workspace_root()), dataset, kind, int(seed), int(max_rows) or None, version_stamp(dataset))
     splits = cached_pair_splits(*key)

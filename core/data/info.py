@@ -17,3 +17,9 @@ class DatasetInfo:
     source: str
     description: str
     builtin: bool
+
+
+def split_counts(counts, column: str) -> dict[str, dict[str, int]]:
+    """{split: {class: count}} from a (split, class, count) frame, zero counts kept: a kind's `show` balance."""
+    return {split: {str(key): int(count) for key, count in zip(part[column], part["count"])}
+            for split, part in counts.groupby("split", sort=False)}

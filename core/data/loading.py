@@ -1,4 +1,4 @@
-"""One entry point for every kind of dataset: built-in key, registered name, or a table file path."""
+"""One entry point for text datasets: built-in key, registered name, or a table file path."""
 
 from __future__ import annotations
 
@@ -8,16 +8,12 @@ import pandas as pd
 
 from core.assets import Progress, no_progress
 from core.data.builtin import BUILTIN_DATASETS
-from core.data.info import DatasetInfo
-from core.data.registry import is_registered, list_registered, registered_table
+from core.data.info import TEXT_CLASSIFICATION
+from core.data.registry import is_registered, list_datasets, registered_task
 from core.data.splits import DataSplits, make_splits
 from core.data.tables import SUPPORTED_SUFFIXES, read_table, select_columns
+from core.data.uploads import registered_table
 from core.errors import UserError
-
-
-def list_datasets() -> list[DatasetInfo]:
-    """Built-in datasets first, then the ones registered in this workspace."""
-    return [dataset.info() for dataset in BUILTIN_DATASETS.values()] + list_registered()
 
 
 def load_splits(
@@ -53,7 +49,7 @@ def _resolve(dataset: str, text_column: str | None, label_column: str | None, pr
     if dataset in BUILTIN_DATASETS:
         builtin = BUILTIN_DATASETS[dataset]
         return builtin.frame(progress), builtin.source, f"the built-in dataset {dataset!r}"
-    if is_registered(dataset):
+    if is_registered(dataset) and registered_task(dataset) in (TEXT_CLASSIFICATION, None):  # None: damaged, says why
         frame, spec = registered_table(dataset, text_column, label_column)
         return frame, spec.source, f"the dataset {dataset!r}"
     path = Path(dataset).expanduser()
@@ -61,7 +57,7 @@ def _resolve(dataset: str, text_column: str | None, label_column: str | None, pr
         table = read_table(path)  # a missing file gets its own sentence there
         where = f"the file {path.name}"
         return select_columns(table, text_column or "text", label_column or "label", where), f"file {path.resolve()}", where
-    available = ", ".join(info.key for info in list_datasets())
+    available = ", ".join(info.key for info in list_datasets(TEXT_CLASSIFICATION))
     raise UserError(
         f"There is no dataset called {dataset!r}; choose one of {available}, or give the path of a "
         f"{'/'.join(suffix.lstrip('.') for suffix in SUPPORTED_SUFFIXES)} file."

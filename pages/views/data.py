@@ -1,7 +1,9 @@
-"""The Data page: pick or upload a text or image classification dataset and see how it will be split.
+"""The Data page: pick or upload a dataset of any kind and see how it will be split.
 
-A thin script: it reads widget state, calls `core.data`, and draws. Every failure the user can
-fix arrives as a `UserError` and is shown as its sentence with `st.error`, never a traceback.
+A thin script: the kinds of data and their built-ins come from the one dataset registry
+(`core.data.registry`), grouped by modality; each modality has one view here (`VIEWS`). It reads
+widget state, calls `core.data`, and draws. Every failure the user can fix arrives as a
+`UserError` and is shown as its sentence with `st.error`, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core import viz
 from core.data import (
-    BUILTIN_DATASETS,
     SPLIT_NAMES,
     SUPPORTED_SUFFIXES,
     DataSplits,
@@ -22,13 +24,13 @@ from core.data import (
     parse_table,
     register_dataset,
 )
-from core import viz
 from core.data.info import TEXT_CLASSIFICATION
+from core.data.registry import DatasetKind, data_modalities, dataset_kind, prepare_builtin
 from core.errors import UserError
+from core.images.store import IMAGE_CLASSIFICATION
 from core.workspace import workspace_root
 
 SOURCES = ("Built-in", "Registered", "Upload")
-MODALITIES = ("Text", "Images", "NER", "Image + text")
 IMAGE_UPLOADS = ("Zip of class folders", "CSV of path,label + zip")
 THUMBNAILS_PER_CLASS = 6
 THUMBNAIL_SIZE = 96
@@ -53,10 +55,21 @@ def cached_table(filename: str, data: bytes) -> pd.DataFrame:
 
 def main() -> None:
     st.title("Data")
-    modality = st.segmented_control("Kind of data", MODALITIES, default="Text", key="data_modality",
+    modalities = list(data_modalities())
+    modality = st.segmented_control("Kind of data", modalities, default=modalities[0], key="data_modality",
                                     help="Text datasets train text classifiers, image datasets image classifiers, NER datasets entity taggers; "
                                          "image + text datasets align or fuse the two.")
-    MODES[modality or "Text"]()
+    VIEWS[modality or modalities[0]]()
+
+
+def prepare_with_bar(kind: DatasetKind, key: str) -> None:
+    """First use of a built-in that needs a download or conversion: do it with a progress bar, outside the caches."""
+    builtin = kind.builtins.get(key)
+    if builtin is None or builtin.is_ready():
+        return
+    bar = st.progress(0.0, text=f"Preparing {builtin.title}…")
+    prepare_builtin(kind, key, lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+    bar.empty()
 
 
 def text_main() -> None:
@@ -73,16 +86,16 @@ def text_main() -> None:
 
 
 def choose_builtin() -> str:
-    key = st.selectbox("Built-in dataset", list(BUILTIN_DATASETS), key="data_builtin",
-                       format_func=lambda k: BUILTIN_DATASETS[k].title,
+    builtins = dataset_kind(TEXT_CLASSIFICATION).builtins
+    key = st.selectbox("Built-in dataset", list(builtins), key="data_builtin",
+                       format_func=lambda k: builtins[k].title,
                        help="Movie reviews is real text; planted keywords is synthetic with a known answer for explanations.")
-    st.caption(BUILTIN_DATASETS[key].description)
+    st.caption(builtins[key].description)
     return key
 
 
 def choose_registered() -> str | None:
-    # The registry lists every upload (images, NER, pairs too); this mode loads only text tables.
-    registered = {info.key: info for info in list_datasets() if not info.builtin and info.task == TEXT_CLASSIFICATION}
+    registered = {info.key: info for info in list_datasets(TEXT_CLASSIFICATION) if not info.builtin}
     if not registered:
         st.info("No datasets are registered yet: choose Upload above to add a CSV, TSV, JSON lines or Parquet file.")
         return None
@@ -164,8 +177,7 @@ def split_settings() -> dict:
 
 def show_overview(dataset: str) -> None:
     settings = split_settings()
-    if dataset in BUILTIN_DATASETS and not BUILTIN_DATASETS[dataset].is_ready():
-        prepare_builtin(dataset)
+    prepare_with_bar(dataset_kind(TEXT_CLASSIFICATION), dataset)
     splits = cached_splits(str(workspace_root()), dataset, **settings)
     sizes = splits.sizes()
     st.markdown(f"**{sum(sizes.values()):,} rows** in {len(splits.label_names)} classes: {', '.join(splits.label_names)}")
@@ -178,13 +190,6 @@ def show_overview(dataset: str) -> None:
     st.plotly_chart(class_balance_figure(splits), key="data_class_balance")
     st.subheader("Text length")
     st.plotly_chart(length_figure(splits), key="data_text_length")
-
-
-def prepare_builtin(dataset: str) -> None:
-    """First use of a downloaded built-in: fetch it with a progress bar, outside the cache."""
-    bar = st.progress(0.0, text=f"Preparing {BUILTIN_DATASETS[dataset].title}…")
-    BUILTIN_DATASETS[dataset].frame(lambda fraction, message: bar.progress(fraction, text=message))
-    bar.empty()
 
 
 def class_balance_figure(splits: DataSplits):
@@ -271,19 +276,16 @@ def image_main() -> None:
 
 
 def choose_builtin_image() -> str:
-    from core.images import BUILTIN_IMAGE_DATASETS
-
-    key = st.selectbox("Built-in image dataset", list(BUILTIN_IMAGE_DATASETS), key="data_image_builtin",
-                       format_func=lambda k: BUILTIN_IMAGE_DATASETS[k].title,
+    builtins = dataset_kind(IMAGE_CLASSIFICATION).builtins
+    key = st.selectbox("Built-in image dataset", list(builtins), key="data_image_builtin",
+                       format_func=lambda k: builtins[k].title,
                        help="Planted squares has a known answer for explanations; digits and Fashion-MNIST are classic small sets; textile defects is an inspection task.")
-    st.caption(BUILTIN_IMAGE_DATASETS[key].description)
+    st.caption(builtins[key].description)
     return key
 
 
 def choose_registered_image() -> str | None:
-    from core.images import list_image_datasets
-
-    registered = {info.key: info for info in list_image_datasets() if not info.builtin}
+    registered = {info.key: info for info in list_datasets(IMAGE_CLASSIFICATION) if not info.builtin}
     if not registered:
         st.info("No image datasets are registered yet: choose Upload above to add a zip of class folders.")
         return None
@@ -341,22 +343,15 @@ def image_settings(dataset: str) -> dict:
 
 
 def dataset_stamp(dataset: str) -> float:
-    from core.images import BUILTIN_IMAGE_DATASETS
-
-    if dataset in BUILTIN_IMAGE_DATASETS:
+    if dataset in dataset_kind(IMAGE_CLASSIFICATION).builtins:
         return 0.0
     marker = Path(workspace_root()) / "datasets" / dataset / "meta.json"
     return marker.stat().st_mtime if marker.exists() else 0.0
 
 
 def show_image_overview(dataset: str) -> None:
-    from core.images import BUILTIN_IMAGE_DATASETS
-
     settings = image_settings(dataset)
-    if dataset in BUILTIN_IMAGE_DATASETS and not BUILTIN_IMAGE_DATASETS[dataset].is_ready():
-        bar = st.progress(0.0, text=f"Preparing {BUILTIN_IMAGE_DATASETS[dataset].title}…")
-        BUILTIN_IMAGE_DATASETS[dataset].folder(lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
-        bar.empty()
+    prepare_with_bar(dataset_kind(IMAGE_CLASSIFICATION), dataset)
     key = (str(workspace_root()), dataset, settings["seed"], settings["max_rows"], dataset_stamp(dataset))
     splits = cached_image_splits(*key)
     sizes = splits.sizes()
@@ -393,7 +388,8 @@ def pair_mode() -> None:
     pair_main()
 
 
-MODES = {"Text": text_main, "Images": image_main, "NER": ner_mode, "Image + text": pair_mode}
+# One view per modality the registry groups its kinds into (`DatasetKind.modality`).
+VIEWS = {"Text": text_main, "Images": image_main, "NER": ner_mode, "Image + text": pair_mode}
 
 try:
     main()

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
+from core.image_text import builtin as pair_builtin
 from core.image_text import data as pairs
 from core.image_text.shapes import COLOURS, SHAPES
+from core.images import builtin as image_builtin
 from core.images import datasets as image_data
 from test_images import image_bytes, make_zip  # the image upload tests' helpers
 
-WARM, COLD = (np.array(image_data.PLANTED_SQUARE_COLOURS[square]) for square in ("red square", "blue square"))
+WARM, COLD = (np.array(image_builtin.PLANTED_SQUARE_COLOURS[square]) for square in ("red square", "blue square"))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_shapes_captions_split_deterministically_and_keep_masks_where_the_captio
 def test_fashion_mnist_captions_vary_beyond_the_class_names(shared_workspace):
     splits = pairs.load_pair_splits("fashion-mnist-captions", kind=pairs.CONTRASTIVE)
     assert splits.sizes() == {"train": 2400, "validation": 300, "test": 300}
-    assert splits.label_names == sorted(image_data.FASHION_MNIST_LABELS)
+    assert splits.label_names == sorted(image_builtin.FASHION_MNIST_LABELS)
     frame = splits.frame("train")
     assert frame["label"].value_counts().eq(240).all()  # 300 per class, stratified 80/10/10
     captions = set(frame["text"])
@@ -70,7 +72,7 @@ def test_fashion_mnist_captions_vary_beyond_the_class_names(shared_workspace):
 
 
 def test_fashion_mnist_captions_missing_says_how_to_install_it(workspace, monkeypatch, tmp_path):
-    monkeypatch.setattr(image_data, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(image_builtin, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     with pytest.raises(UserError, match=r"apt-get install -y dataset-fashion-mnist"):
         pairs.load_pair_splits("fashion-mnist-captions", kind=pairs.CONTRASTIVE)
     assert not list((workspace / "cache" / "image_text").iterdir())
@@ -82,7 +84,7 @@ def test_planted_pairs_carry_the_class_in_exactly_one_modality(shared_workspace)
     frame = splits.frame("train")
     assert set(frame["evidence"]) == {"image", "text"}
     assert 0.35 < (frame["evidence"] == "image").mean() < 0.65
-    all_keywords = {word for words in pairs.PLANTED_PAIR_KEYWORDS.values() for word in words}
+    all_keywords = {word for words in pair_builtin.PLANTED_PAIR_KEYWORDS.values() for word in words}
     for row in splits.train.select(range(60)):
         image, mask = np.asarray(row["image"]).astype(int), np.asarray(row["mask"]) > 0
         words = set(row["text"].split())
@@ -94,7 +96,7 @@ def test_planted_pairs_carry_the_class_in_exactly_one_modality(shared_workspace)
             assert (image[mask] == expected).all()
         else:
             assert not mask.any() and red == blue == 0
-            assert row["keyword"] in pairs.PLANTED_PAIR_KEYWORDS[row["label"]] and words & all_keywords == {row["keyword"]}
+            assert row["keyword"] in pair_builtin.PLANTED_PAIR_KEYWORDS[row["label"]] and words & all_keywords == {row["keyword"]}
     record = pairs.open_pair_record(frame["image"][0])
     assert record["evidence"] == frame["evidence"][0] and record["keyword"] == frame["keyword"][0]
 

@@ -19,7 +19,9 @@ from PIL import Image
 
 from core.errors import UserError
 from core.images import augment as aug
+from core.images import builtin as image_builtin
 from core.images import datasets as ds
+from core.images import uploads as image_uploads
 
 RUN_TIMEOUT = 240
 
@@ -147,9 +149,9 @@ def assert_rgb_rows(split, size):
 
 
 def test_planted_squares_are_deterministic_and_keep_their_square(shared_workspace):
-    first = list(ds.planted_squares_records(rows=6, seed=3))
-    again = list(ds.planted_squares_records(rows=6, seed=3))
-    other = list(ds.planted_squares_records(rows=6, seed=4))
+    first = list(image_builtin.planted_squares_records(rows=6, seed=3))
+    again = list(image_builtin.planted_squares_records(rows=6, seed=3))
+    other = list(image_builtin.planted_squares_records(rows=6, seed=4))
     assert [r["image"] for r in first] == [r["image"] for r in again] and [r["bbox"] for r in first] == [r["bbox"] for r in again]
     assert [r["image"] for r in first] != [r["image"] for r in other]
     splits = ds.load_image_splits("planted-squares", seed=1)
@@ -157,13 +159,13 @@ def test_planted_squares_are_deterministic_and_keep_their_square(shared_workspac
     for row in splits.test.select(range(20)):
         pixels = np.asarray(row["image"]).astype(int)
         x0, y0, x1, y1 = row["bbox"]
-        assert x1 - x0 == y1 - y0 == ds.PLANTED_SQUARE_SIDE
-        colour = np.array(ds.PLANTED_SQUARE_COLOURS[row["label"]])
+        assert x1 - x0 == y1 - y0 == image_builtin.PLANTED_SQUARE_SIDE
+        colour = np.array(image_builtin.PLANTED_SQUARE_COLOURS[row["label"]])
         assert (np.abs(pixels[y0:y1, x0:x1] - colour).max(axis=-1) == 0).all()
         outside = np.ones(pixels.shape[:2], bool)
         outside[y0:y1, x0:x1] = False
         # No other pixel is near red or near blue: the square alone decides the class.
-        for class_colour in ds.PLANTED_SQUARE_COLOURS.values():
+        for class_colour in image_builtin.PLANTED_SQUARE_COLOURS.values():
             assert (np.abs(pixels[outside] - np.array(class_colour)).max(axis=-1) > 60).all()
     frame = splits.frame("test")
     assert list(frame.columns[:3]) == ["image", "label", "row"] and "bbox" in frame.columns
@@ -200,7 +202,7 @@ def test_textile_defects_have_three_classes_from_the_package(shared_workspace):
     assert "conformal-clip-data==0.1.4" in splits.source
 
 
-@pytest.mark.skipif(not ds.FASHION_MNIST_DIR.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
+@pytest.mark.skipif(not image_builtin.FASHION_MNIST_DIR.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
 def test_fashion_mnist_subsample_is_stratified_seeded_and_keeps_the_official_test_split(shared_workspace):
     splits = ds.load_image_splits("fashion-mnist", max_rows=600, seed=3)
     sizes = splits.sizes()
@@ -214,7 +216,7 @@ def test_fashion_mnist_subsample_is_stratified_seeded_and_keeps_the_official_tes
 
 
 def test_fashion_mnist_missing_says_how_to_install_it(workspace, monkeypatch, tmp_path):
-    monkeypatch.setattr(ds, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(image_builtin, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     with pytest.raises(UserError, match=r"apt-get install -y dataset-fashion-mnist"):
         ds.load_image_splits("fashion-mnist")
     assert not (workspace / "cache" / "images" / "fashion-mnist").exists()
@@ -286,7 +288,7 @@ def test_zip_of_class_folders_is_stored_as_rgb_and_junk_is_ignored(workspace):
     stored = list(ds.stored_table("pets"))
     # The RGBA image was laid on white: its stored pixels equal the alpha-composite, not the hidden RGB.
     original = Image.open(io.BytesIO(files["my photos/dog/see-through.png"]))
-    expected = np.asarray(ds.to_rgb(original))
+    expected = np.asarray(image_uploads.to_rgb(original))
     assert any(np.array_equal(np.asarray(row["image"]), expected) for row in stored)
     from core.data import list_datasets
 
@@ -342,7 +344,7 @@ def test_zip_bomb_is_refused_before_unpacking(workspace, monkeypatch):
     assert len(data) < 2**20
     with pytest.raises(UserError, match="would unpack to 80 MB.*zip bomb"):
         ds.register_image_dataset("bomb", "upload.zip", data)
-    monkeypatch.setenv(ds.MAX_UNPACKED_ENV, "0.001")  # a plain cap on the unpacked size, too
+    monkeypatch.setenv(image_uploads.MAX_UNPACKED_ENV, "0.001")  # a plain cap on the unpacked size, too
     with pytest.raises(UserError, match="over the 0 MB limit"):
         ds.register_image_dataset("bomb", "upload.zip", make_zip(class_folders(), compression=zipfile.ZIP_STORED))
     assert workspace_files(workspace) == []

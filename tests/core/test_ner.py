@@ -12,18 +12,9 @@ import pytest
 
 from core.errors import UserError
 from core.ner.align import IGNORE_INDEX, align_labels, encode_sentences, first_positions, piece_tags
-from core.ner.data import (
-    BIOES,
-    IOB2,
-    TWEET_NER_ASSET,
-    check_tags,
-    detect_scheme,
-    list_ner_datasets,
-    load_ner_splits,
-    parse_conll,
-    parse_ner,
-    register_ner_dataset,
-)
+from core.ner.data import TWEET_NER_ASSET, list_ner_datasets, load_ner_splits, register_ner_dataset
+from core.ner.parsing import parse_conll, parse_ner
+from core.ner.schemes import BIOES, IOB2, check_tags, detect_scheme
 from core.tasks.base import Prepared
 from core.tasks.token_classification import (
     TokenClassification,

@@ -13,7 +13,9 @@ import pytest
 
 from core.errors import UserError
 from core.ner.align import piece_tags
-from core.ner.data import BIOES, IOB2, PLAIN, check_tags, detect_scheme, load_ner_splits, parse_conll, register_ner_dataset
+from core.ner.data import load_ner_splits, register_ner_dataset
+from core.ner.parsing import parse_conll
+from core.ner.schemes import BIOES, IOB2, PLAIN, check_tags, detect_scheme
 from core.tasks.base import Prepared
 from core.tasks.token_classification import TokenClassification, tag_metrics, tag_report
 from test_ner import one_hot_logits

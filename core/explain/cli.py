@@ -28,14 +28,12 @@ import sys
 from core.errors import UserError
 
 SPLITS = ("train", "validation", "test")
-# What each kind of explanation attributes over, as core.explain.methods names its method registries.
-REGISTRIES = {"tokens": "tokens", "tags": "tokens", "patches": "patches", "pairs": "pairs"}
-# The flags that only some kinds of run take, and which runs those are (the flag is refused elsewhere).
+# The flags that only some views of a run take (`Task.view`), and which runs those are (refused elsewhere).
 FLAG_KINDS = {
-    "--image": (("patches", "pairs"), "image classification and image-text runs"),
+    "--image": (("image", "pairs"), "image classification and image-text runs"),
     "--token": (("tags",), "named-entity runs"),
     "--word": (("pairs",), "image-text runs"),
-    "--merge-words": (("tokens", "tags"), "text classification and named-entity runs"),
+    "--merge-words": (("text", "tags"), "text classification and named-entity runs"),
 }
 METHOD_RUNS = {"tokens": "text classification and named-entity runs", "patches": "image classification runs",
                "pairs": "image-text runs"}
@@ -93,33 +91,33 @@ def command_explain(arguments) -> int:
 
     params = parse_params(arguments.param)
     run = RunStore().get(arguments.run_id)
-    kind = explanation_kind(run, arguments)
+    view, explains = explanation_kind(run, arguments)
     # Refuse unknown or out-of-range parameters before a model loads (seconds) or an explanation runs (maybe forever).
-    method = "ig" if kind == "pairs" and arguments.word else arguments.method
-    get_method(method, REGISTRIES[kind]).check_params(params)
+    method = "ig" if view == "pairs" and arguments.word else arguments.method
+    get_method(method, explains).check_params(params)
     quiet_transformers()
-    return EXPLAINERS[kind](arguments, params, run)
+    return EXPLAINERS[view](arguments, params, run)
 
 
-def explanation_kind(run, arguments) -> str:
-    """What the run's model is explained over, from its task: "tokens" (text classification), "tags" (one word's
-    NER tag), "patches" (image classification) or "pairs" (image-text). A run the store does not have is judged by
-    the flags (--image: a pair), so a bad parameter is still named first and the loader then says the run is missing."""
-    from core.ner.data import TOKEN_CLASSIFICATION
+def explanation_kind(run, arguments) -> tuple[str, str]:
+    """(the run's view, the input its explanations attribute over), as its task names them (`Task.view`,
+    `Task.explains`). A run the store does not have is judged by the flags (--image: a pair), so a bad parameter is
+    still named first and the loader then says the run is missing."""
     from core.tasks import TASKS
 
     if run is None:
-        return "pairs" if arguments.image is not None else "tokens"
+        return ("pairs", "pairs") if arguments.image is not None else ("text", "tokens")
     task = TASKS.get(run.task)
-    modality = task.modality if task is not None else "text"
-    kind = "tags" if run.task == TOKEN_CLASSIFICATION else {"image": "patches", "image_text": "pairs"}.get(modality, "tokens")
+    if task is None:
+        raise UserError(f"Run {run.id} is a run of the task '{run.task}', which this version of the workbench does not know.")
+    kind = task.view
     given = {"--image": arguments.image is not None, "--token": arguments.token is not None, "--word": bool(arguments.word),
              "--merge-words": arguments.merge_words}
     for flag, (kinds, runs) in FLAG_KINDS.items():
         if given[flag] and kind not in kinds:
-            what = f"a {task.title.lower()}" if task is not None else f"a '{run.task}'"
+            what = f"a {task.title.lower()}"
             raise UserError(f"{flag} is for {runs}; run {run.id} is {what} run.")
-    return kind
+    return kind, task.explains
 
 
 def explain_text(arguments, params: dict[str, str], run) -> int:
@@ -418,7 +416,7 @@ def paint(unit: str, score: float, relative: float, colour: bool, decimals: int 
     return f"\033[{code}m{text}\033[0m"
 
 
-EXPLAINERS = {"tokens": explain_text, "tags": explain_tag, "patches": explain_image, "pairs": explain_pair}
+EXPLAINERS = {"text": explain_text, "tags": explain_tag, "image": explain_image, "pairs": explain_pair}  # by Task.view
 
 
 def main(argv: list[str] | None = None) -> int:

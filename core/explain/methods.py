@@ -36,11 +36,14 @@ from dataclasses import asdict, dataclass, fields
 import contextlib
 import copy
 import importlib
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from core.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 BASELINES = ("pad", "mask", "zero")
 # Captum batches the n_steps interpolated copies of the input; cap the tokens in one batch so long

@@ -19,7 +19,8 @@ def cached_ner_splits(workspace: str, dataset: str, max_rows: int | None):
 
 
 def ner_main() -> None:
-    from core.ner.data import SCHEME_NAMES, list_ner_datasets, scheme_sentence, word_spans
+    from core.ner.data import list_ner_datasets
+    from core.ner.schemes import SCHEME_NAMES, scheme_sentence, word_spans
 
     st.caption("Sentences tagged word by word: BIO / IOB2 or BIOES entity tags for named-entity recognition, or any "
                "other tag set (part of speech, chunks without prefixes) for per-word tagging.")

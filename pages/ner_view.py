@@ -8,7 +8,7 @@ import streamlit as st
 from core import run_files, viz
 from core.errors import UserError
 from core.explain.methods import methods_for
-from core.ner.data import is_entity_scheme
+from core.ner.schemes import is_entity_scheme
 from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
 from core.store import Run
 from pages import method_params, show_delta

@@ -5,28 +5,19 @@ The task itself (model, metrics, report, predictions) is `core.tasks.token_class
 
 from core.ner.align import IGNORE_INDEX, align_labels, encode_sentences, first_positions, piece_tags, tokenize_words
 from core.ner.data import (
-    BIOES,
     BUILTIN_NER_DATASETS,
-    IOB2,
     NER_SUFFIXES,
-    PLAIN,
     TOKEN_CLASSIFICATION,
     TWEET_NER,
     TWEET_NER_ASSET,
     NerSplits,
-    check_tags,
-    detect_scheme,
-    is_entity_scheme,
     is_ner_dataset,
     list_ner_datasets,
     load_ner_splits,
-    parse_conll,
-    parse_ner,
-    read_ner_file,
     register_ner_dataset,
-    scheme_sentence,
-    word_spans,
 )
+from core.ner.parsing import parse_conll, parse_ner, read_ner_file
+from core.ner.schemes import BIOES, IOB2, PLAIN, check_tags, detect_scheme, is_entity_scheme, scheme_sentence, word_spans
 
 __all__ = [
     "BIOES",

@@ -12,7 +12,7 @@ import json
 import pandas as pd
 
 from core.errors import UserError
-from core.ner.data import detect_scheme
+from core.ner.schemes import detect_scheme
 from core.store import Run
 
 MISSING = "O (none)"  # the row/column for "no entity here" in the per-type confusion

@@ -150,7 +150,8 @@ def reader(run_id: str, expected: int, poll: float) -> int:
             if int(step) not in seen:
                 seen[int(step)] = now - float(value)
         time.sleep(poll)
-    print(json.dumps({"latencies": list(seen.values()), "polls": polls, "read_ms_median": statistics.median(read_ms)}), flush=True)
+    summary = {"latencies": list(seen.values()), "polls": polls, "read_ms_median": statistics.median(read_ms)}
+    print(json.dumps(summary), flush=True)
     return 0
 
 

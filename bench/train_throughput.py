@@ -251,7 +251,8 @@ def plain_trainer(args, model_dir: Path, texts: list[str], labels: list[int], nu
         data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
     )
     result = trainer.train()
-    print(f"    plain Trainer: {result.global_step} steps in {result.metrics['train_runtime']:.1f} s, loss {result.training_loss:.3f}")
+    print(f"    plain Trainer: {result.global_step} steps in {result.metrics['train_runtime']:.1f} s, loss "
+          f"{result.training_loss:.3f}")
     del trainer, model
     return float(result.metrics["train_samples_per_second"])
 

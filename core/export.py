@@ -26,9 +26,10 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -334,7 +335,8 @@ def writable_empty_folder(target: Path) -> Path:
             pass
     except OSError as error:
         raise UserError(
-            f"The export folder {target} cannot be created or written ({error.strerror or error}); choose a folder you can write to."
+            f"The export folder {target} cannot be created or written ({error.strerror or error}); choose a folder you can write "
+            "to."
         ) from None
     return target
 
@@ -392,7 +394,8 @@ def card_header(run: Run) -> list[str]:
         f"- rows: {facts.get('rows', {})}",
         "",
         "## Results on the held-out test split (before → after fine-tuning)",
-        *[f"- {name}: {number(value)} → {number(task.headline(report).get(name))}" for name, value in task.headline(before).items()],
+        *[f"- {name}: {number(value)} → {number(task.headline(report).get(name))}"
+          for name, value in task.headline(before).items()],
         "",
     ]
 
@@ -428,7 +431,8 @@ def int8_snippet(task) -> str:
     """The task's pipeline snippet with the ONNX Runtime model in place of the folder (a pipeline handed a
     model object cannot guess its tokenizer or image processor, so the folder is named for that)."""
     processor = "image_processor" if task.modality == "image" else "tokenizer"
-    pipeline = task.loading_snippet.replace("model=FOLDER", f"model={task.onnx_model_class}.from_pretrained(FOLDER), {processor}=FOLDER")
+    pipeline = task.loading_snippet.replace("model=FOLDER", f"model={task.onnx_model_class}.from_pretrained(FOLDER), "
+                                                            f"{processor}=FOLDER")
     return f"from optimum.onnxruntime import {task.onnx_model_class}\n{pipeline}"
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -192,7 +193,8 @@ def compute_predictions(run: Run, split: str, stage: str, progress: Progress = _
     logits = []
     with torch.inference_mode():
         for start in range(0, len(texts), PREDICT_BATCH):
-            batch = tokenizer(texts[start:start + PREDICT_BATCH], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            batch = tokenizer(texts[start:start + PREDICT_BATCH], truncation=True, max_length=max_length, padding=True,
+                              return_tensors="pt")
             logits.append(model(**batch).logits.float().numpy())
             done = min(len(texts), start + PREDICT_BATCH)
             progress(0.1 + 0.9 * done / max(1, len(texts)), f"Predicted {done} of {len(texts)} {split} examples")
@@ -413,7 +415,12 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, names: Iterable[str] = ("A", "B"))
     """Pair two prediction frames of the same split row by row and list the flips from A to B."""
     name_a, name_b = names
     column = input_column(a)
-    if len(a) != len(b) or column not in b.columns or not (a[column].to_numpy() == b[column].to_numpy()).all() or not (a["gold"].to_numpy() == b["gold"].to_numpy()).all():
+    if (
+        len(a) != len(b)
+        or column not in b.columns
+        or not (a[column].to_numpy() == b[column].to_numpy()).all()
+        or not (a["gold"].to_numpy() == b["gold"].to_numpy()).all()
+    ):
         raise UserError(
             f"{name_a} and {name_b} were evaluated on different examples (another dataset, seed or row limit), "
             "so their predictions cannot be paired; compare stages of one run, or runs on the same data."

@@ -38,8 +38,13 @@ def write_random_dual_encoder(target: Path, image_size: int = 32, seed: int = 0)
     """
     import torch
     from transformers import (
-        AutoTokenizer, BertConfig, ViTConfig, ViTImageProcessor, VisionTextDualEncoderConfig, VisionTextDualEncoderModel,
+        AutoTokenizer,
+        BertConfig,
+        VisionTextDualEncoderConfig,
+        VisionTextDualEncoderModel,
         VisionTextDualEncoderProcessor,
+        ViTConfig,
+        ViTImageProcessor,
     )
 
     tokenizer = AutoTokenizer.from_pretrained(MINILM_L6.local_dir(), trust_remote_code=False)

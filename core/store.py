@@ -11,10 +11,10 @@ import math
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from core.errors import UserError
 from core.workspace import runs_dir, workspace_root

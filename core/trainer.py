@@ -84,10 +84,11 @@ def describe_failure(problem: Exception) -> str:
     text = str(problem)
     if "out of memory" in text.lower():
         return "The device ran out of memory. Lower the batch size or the max length, or use gradient accumulation."
-    if isinstance(problem, OSError) and problem.errno == errno.ENOSPC or "no space left" in text.lower():
+    if (isinstance(problem, OSError) and problem.errno == errno.ENOSPC) or "no space left" in text.lower():
         return (
             "The disk is full: a save could not be written. Free some space (the run's folder is "
-            f"{os.environ.get('WORKBENCH_WORKSPACE', 'workspace')}/runs), then resume: it continues from the last complete checkpoint."
+            f"{os.environ.get('WORKBENCH_WORKSPACE', 'workspace')}/runs), then resume: it continues from the last complete "
+            "checkpoint."
         )
     return f"Training stopped with an error ({type(problem).__name__}: {text[:300]}). The log has the full traceback."
 
@@ -160,10 +161,12 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     health.judge_final(final_eval, task.primary_metric, task.chance_level(prepared))
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
-    publish_folder(lambda folder: save_model_folder(task.finished_model(trainer.model), prepared.processor, folder), directory / FINAL_MODEL)
+    publish_folder(lambda folder: save_model_folder(task.finished_model(trainer.model), prepared.processor, folder),
+                   directory / FINAL_MODEL)
     say(f"Saved the fine-tuned model to {directory / FINAL_MODEL}.")
     if health.warnings:
-        write_json(directory / "summary.json", {**json.loads((directory / "summary.json").read_text()), "health": health.warnings})
+        written = json.loads((directory / "summary.json").read_text())
+        write_json(directory / "summary.json", {**written, "health": health.warnings})
     store.update(run.id, step=trainer.state.global_step)
 
 
@@ -357,8 +360,11 @@ def evaluate_test(trainer, task, prepared, store: RunStore, run: Run, directory:
     """Test-split report and predictions; 'before' at step 0, 'after' once training ends."""
     output = trainer.predict(prepared.datasets["test"])
     step = trainer.state.global_step
-    store.log_metrics(run.id, step, {k: v for k, v in output.metrics.items() if isinstance(v, (int, float)) and k.startswith("test_") and "runtime" not in k and "per_second" not in k})
-    write_json(directory / "reports" / f"test_{stage}.json", {"step": step, "report": task.report(output.predictions, output.label_ids, prepared)})
+    scores = {k: v for k, v in output.metrics.items()
+              if isinstance(v, (int, float)) and k.startswith("test_") and "runtime" not in k and "per_second" not in k}
+    store.log_metrics(run.id, step, scores)
+    report = task.report(output.predictions, output.label_ids, prepared)
+    write_json(directory / "reports" / f"test_{stage}.json", {"step": step, "report": report})
     frame = task.predictions(output.predictions, output.label_ids, prepared, "test")
     path = directory / "predictions" / f"test_{stage}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -368,7 +374,8 @@ def evaluate_test(trainer, task, prepared, store: RunStore, run: Run, directory:
 
 def save_predictions(trainer, task, prepared, directory: Path, split: str) -> None:
     output = trainer.predict(prepared.datasets[split])
-    task.predictions(output.predictions, output.label_ids, prepared, split).to_parquet(directory / "predictions" / f"{split}_after.parquet")
+    frame = task.predictions(output.predictions, output.label_ids, prepared, split)
+    frame.to_parquet(directory / "predictions" / f"{split}_after.parquet")
 
 
 def save_model_folder(model, processor, target: Path) -> None:

@@ -44,7 +44,8 @@ def pair_task(run: Run):
 
     task = TASKS.get(run.task)
     if not isinstance(task, PairTask):
-        raise UserError(f"Run {run.id} is a {run.task.replace('_', ' ')} run; pick an image-text run for retrieval and cross-modal maps.")
+        raise UserError(f"Run {run.id} is a {run.task.replace('_', ' ')} run; pick an image-text run for retrieval and "
+                        "cross-modal maps.")
     return task
 
 
@@ -174,12 +175,15 @@ def embed_texts(pair: PairModel, texts: list[str], batch_size: int = EMBED_BATCH
     parts = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            encoded = pair.tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt")
+            encoded = pair.tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=64,
+                                     return_tensors="pt")
             parts.append(text_embeddings(pair.model, **encoded).numpy())
     return np.concatenate(parts)
 
 
-def split_embeddings(run: Run, pair: PairModel, stage: str, split: str, progress: Progress = no_progress) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def split_embeddings(
+    run: Run, pair: PairModel, stage: str, split: str, progress: Progress = no_progress
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """(pairs frame, image embeddings, caption embeddings) of a split at a stage, cached beside the run."""
     from core.image_text.data import open_pair_record
 
@@ -248,7 +252,8 @@ def fusion_predictions(run: Run, pair: PairModel, stage: str, split: str, progre
     from core.tasks.text_classification import prediction_frame
 
     label_ids = {name: index for index, name in enumerate(pair.label_names)}
-    predicted = prediction_frame(frame["text"].tolist(), logits, np.array([label_ids[label] for label in frame["label"]]), pair.label_names)
+    gold = np.array([label_ids[label] for label in frame["label"]])
+    predicted = prediction_frame(frame["text"].tolist(), logits, gold, pair.label_names)
     predicted.insert(0, "image", frame["image"].tolist())
     cache.parent.mkdir(parents=True, exist_ok=True)
     predicted.to_parquet(cache)

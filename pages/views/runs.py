@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pandas as pd
 import streamlit as st
 
@@ -48,10 +47,12 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
 def actions(run: Run) -> None:
     left, right, _ = st.columns([1, 1, 4])
     if run.status in ("queued", "running"):
-        if left.button("Cancel", key=f"runs_cancel_{run.id}", help="Stop this run; a running one saves a checkpoint so it can resume."):
+        if left.button("Cancel", key=f"runs_cancel_{run.id}", help="Stop this run; a running one saves a checkpoint so it can "
+                                                                   "resume."):
             act(jobs.cancel, run.id)
     if run.status in ("failed", "cancelled"):
-        if right.button("Resume", key=f"runs_resume_{run.id}", help="Queue it again; it continues from its last checkpoint with optimizer and scheduler state."):
+        if right.button("Resume", key=f"runs_resume_{run.id}", help="Queue it again; it continues from its last checkpoint with "
+                                                                    "optimizer and scheduler state."):
             act(jobs.resume, run.id)
 
 
@@ -97,7 +98,7 @@ def reports(run: Run) -> None:
     from core.tasks import TASKS
 
     before, after = run_files.test_report(run, "before"), run_files.test_report(run, "after")
-    if not before and not after or run.task not in TASKS:
+    if (not before and not after) or run.task not in TASKS:
         return
     task = TASKS[run.task]
     st.markdown("**Test split: before vs after fine-tuning**")

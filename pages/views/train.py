@@ -74,7 +74,8 @@ HARDWARE = (
     ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
     ("precision", "Precision", "select", {"options": PRECISIONS}),
 )
-WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, TOWERS, FUSION, HARDWARE) for spec in group]
+WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, TOWERS, FUSION, HARDWARE)
+                 for spec in group]
 
 
 def widget_value(field: str, value):
@@ -90,7 +91,8 @@ def fill_form(config: RunConfig) -> None:
         st.session_state["train_model_source"] = "Built-in"
         st.session_state["train_model_builtin"] = config.model
     else:
-        st.session_state["train_model_source"] = "Local folder" if Path(config.model).expanduser().exists() else "Hugging Face hub id"
+        local = Path(config.model).expanduser().exists()
+        st.session_state["train_model_source"] = "Local folder" if local else "Hugging Face hub id"
         st.session_state["train_model_text"] = config.model
     st.session_state["train_dataset"] = config.dataset
 
@@ -126,7 +128,8 @@ def presets() -> None:
 
 def model_picker(task) -> str:
     source = st.radio("Model source", MODEL_SOURCES, horizontal=True, key="train_model_source",
-                      help="Built-in models work offline; a hub id needs internet; a local folder is one written by save_pretrained.")
+                      help="Built-in models work offline; a hub id needs internet; a local folder is one written by "
+                           "save_pretrained.")
     if source == "Built-in":
         fitting = [key for key, model in BUILTIN_MODELS.items() if model.modality == task.modality]
         if st.session_state.get("train_model_builtin") not in fitting:
@@ -164,7 +167,8 @@ def build_config() -> RunConfig | None:
 
     values: dict = {}
     name_slot = st.container()  # the name comes first on the page but follows the task and dataset picked below
-    values["task"] = st.selectbox("Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task", help=HELP["task"])
+    values["task"] = st.selectbox("Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task",
+                                  help=HELP["task"])
     task = TASKS[values["task"]]
     values["model"] = model_picker(task)
     values["dataset"], values["text_column"], values["label_column"] = dataset_picker(task)
@@ -226,10 +230,12 @@ def strategy_settings(values: dict) -> dict:
     st.subheader("What trains")
     chosen = {"strategy": st.radio(
         "Fine-tuning strategy", STRATEGIES, horizontal=True, key="train_strategy", help=HELP["strategy"],
-        format_func={"full": "full", "head": "head only", "freeze": "freeze bottom N layers", "lora": "LoRA", "adalora": "AdaLoRA"}.get,
+        format_func={"full": "full", "head": "head only", "freeze": "freeze bottom N layers", "lora": "LoRA",
+                     "adalora": "AdaLoRA"}.get,
     )}
     if chosen["strategy"] == "freeze":
-        chosen["freeze_layers"] = st.number_input("Layers to freeze", min_value=0, step=1, key="train_freeze_layers", help=HELP["freeze_layers"])
+        chosen["freeze_layers"] = st.number_input("Layers to freeze", min_value=0, step=1, key="train_freeze_layers",
+                                                  help=HELP["freeze_layers"])
     if chosen["strategy"] in ("lora", "adalora"):
         chosen.update(draw(LORA))
     if chosen["strategy"] == "adalora":
@@ -240,7 +246,8 @@ def strategy_settings(values: dict) -> dict:
 
 
 def subtoken_settings(values: dict) -> dict:
-    return {"label_all_subtokens": st.checkbox("Tag every word piece", key="train_label_all_subtokens", help=HELP["label_all_subtokens"])}
+    every_piece = st.checkbox("Tag every word piece", key="train_label_all_subtokens", help=HELP["label_all_subtokens"])
+    return {"label_all_subtokens": every_piece}
 
 
 def image_settings(values: dict) -> dict:
@@ -333,7 +340,8 @@ if config is not None:
         st.error(problem)
     st.subheader("Launch")
     left, right = st.columns([1, 2])
-    left.download_button("Download config (YAML)", config.to_yaml(), file_name="run.yaml", mime="application/x-yaml", key="train_download")
+    left.download_button("Download config (YAML)", config.to_yaml(), file_name="run.yaml", mime="application/x-yaml",
+                         key="train_download")
     right.code(config.cli_command("run.yaml"), language="bash")
     if st.button("Start training", type="primary", disabled=bool(problems), key="train_start"):
         queue([config])

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from core.assets import PipAsset, Progress, no_progress, prepare
-
-
-@dataclass(frozen=True)
-class BuiltinModel:
-    key: str
-    title: str
-    modality: str
-    hub_id: str
-    description: str
-    asset: PipAsset
-
-    def local_dir(self, progress: Progress = no_progress) -> Path:
-        """The prepared model folder (config, weights, tokenizer), ready for `from_pretrained`."""
-        return prepare(self.asset, progress) / "model"
-
+from core.assets import PipAsset, Progress
+from core.catalog_dual_encoder import BUILTIN_KEY, builtin_dual_encoder_dir
+from core.catalog_entry import BuiltinModel
+from core.catalog_images import MOBILENET_V2
 
 MINILM_L6 = BuiltinModel(
     key="minilm-l6",
@@ -39,7 +26,27 @@ MINILM_L6 = BuiltinModel(
     ),
 )
 
-from core.catalog_images import MOBILENET_MINILM_CLIP, MOBILENET_V2  # noqa: E402 - defined after BuiltinModel on purpose
+
+def build_dual_encoder(progress: Progress) -> Path:
+    """The built-in dual encoder's folder, joined from this catalog's two towers."""
+    return builtin_dual_encoder_dir(MOBILENET_V2, MINILM_L6, progress)
+
+
+MOBILENET_MINILM_CLIP = BuiltinModel(
+    key=BUILTIN_KEY,
+    title="MobileNetV2 + MiniLM-L6 dual encoder (CLIP-style, new projections, 26M parameters)",
+    modality="image_text",
+    hub_id="google/mobilenet_v2_1.0_224 + sentence-transformers/all-MiniLM-L6-v2",
+    description=(
+        "The two built-in encoders joined as a CLIP-style dual encoder (transformers' VisionTextDualEncoderModel): "
+        "each tower keeps its pretrained weights, and new 256-wide projections and a learnable temperature "
+        "align them. Online, the same is built from the two hub ids; any hub CLIP or SigLIP id works too."
+    ),
+    asset=MOBILENET_V2.asset,  # the conversion starts from MobileNetV2's weights; MiniLM's package comes when built
+    build=build_dual_encoder,
+)
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {model.key: model for model in (MINILM_L6, MOBILENET_V2, MOBILENET_MINILM_CLIP)}
 DEFAULT_TEXT_MODEL = MINILM_L6.key
+
+__all__ = ["BUILTIN_MODELS", "DEFAULT_TEXT_MODEL", "MINILM_L6", "MOBILENET_MINILM_CLIP", "MOBILENET_V2", "BuiltinModel"]

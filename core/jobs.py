@@ -30,9 +30,9 @@ import psutil
 from core.config import RunConfig
 from core.errors import UserError
 from core.store import LOST_REASON, Run, RunStore, new_run_id, run_directory
-from core.workspace import WORKSPACE_ENV, workspace_root
+from core.supervisor_start import ensure_supervisor
+from core.workspace import REPO_ROOT, WORKSPACE_ENV, workspace_root
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SLOTS_ENV = "WORKBENCH_JOBS_PER_DEVICE"
 CANCEL_FLAG = "CANCEL"
 LOG_FILE = "train.log"
@@ -124,8 +124,6 @@ def _spawn(run: Run, store: RunStore) -> None:
     )
     # Reap the child when it exits so it does not linger as a zombie under a long-lived server.
     threading.Thread(target=process.wait, daemon=True).start()
-    from core.supervisor import ensure_supervisor
-
     ensure_supervisor()
 
 

@@ -17,71 +17,22 @@ are, and it also sees runs queued from another server or the CLI.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from core.errors import UserError
-from core.workspace import WORKSPACE_ENV, workspace_root
+from core.jobs import CANCEL_FLAG, dispatch, is_alive
+from core.supervisor_start import lock_path, try_lock
 
 POLL_SECONDS = 1.0
 IDLE_EXIT_SECONDS = 15.0
 CANCEL_GRACE_SECONDS = 60.0
-LOCK_FILE = "supervisor.lock"
-LOG_FILE = "supervisor.log"
-
-
-def lock_path() -> Path:
-    return workspace_root() / LOCK_FILE
-
-
-def _try_lock(path: Path) -> int | None:
-    """An open descriptor holding the workspace's supervisor lock, or None when another process holds it."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        return None
-    return descriptor
-
-
-def is_running() -> bool:
-    descriptor = _try_lock(lock_path())
-    if descriptor is None:
-        return True
-    os.close(descriptor)
-    return False
-
-
-def ensure_supervisor() -> None:
-    """Start the workspace's supervisor unless one runs already (cheap: one lock probe)."""
-    if is_running():
-        return
-    from core.jobs import REPO_ROOT
-
-    env = dict(os.environ)
-    env[WORKSPACE_ENV] = str(workspace_root())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    with open(workspace_root() / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "core.supervisor"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env, start_new_session=True,
-        )
-    # Reap it whenever it exits so it does not linger as a zombie under a long-lived starter.
-    import threading
-
-    threading.Thread(target=process.wait, daemon=True).start()
 
 
 def stop_unresponsive_cancels(store, now: float) -> list[str]:
     """Kill trainers that were asked to cancel long ago and are still there; reconcile then marks them."""
-    from core.jobs import CANCEL_FLAG, is_alive
-
     killed = []
     for run in store.list(("running",)):
         flag = run.directory / CANCEL_FLAG
@@ -100,8 +51,6 @@ def stop_unresponsive_cancels(store, now: float) -> list[str]:
 
 def supervise_once(store) -> bool:
     """One round; True while anything is queued or running."""
-    from core.jobs import dispatch
-
     dispatch(store)
     stop_unresponsive_cancels(store, time.time())
     return bool(store.list(("queued", "running")))
@@ -128,7 +77,7 @@ def supervise(store) -> None:
 def main() -> int:
     from core.store import RunStore
 
-    descriptor = _try_lock(lock_path())
+    descriptor = try_lock(lock_path())
     if descriptor is None:
         return 0  # another supervisor has this workspace
     store = RunStore()
@@ -139,7 +88,7 @@ def main() -> int:
         # started no supervisor: look once more after unlocking, and carry on if there is work.
         if not store.path.exists() or not store.list(("queued", "running")):
             return 0
-        descriptor = _try_lock(lock_path())
+        descriptor = try_lock(lock_path())
         if descriptor is None:
             return 0
 

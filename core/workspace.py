@@ -18,6 +18,8 @@ from pathlib import Path
 from core.errors import UserError
 
 WORKSPACE_ENV = "WORKBENCH_WORKSPACE"
+# The working folder and import path of the processes the workbench starts (trainers, the supervisor).
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def workspace_root() -> Path:

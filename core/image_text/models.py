@@ -1,4 +1,5 @@
-"""Dual encoders: the built-in one made offline from the two built-in towers, and hub CLIP / SigLIP.
+"""Dual encoders: the built-in one (made offline from the two built-in towers by core.catalog_dual_encoder)
+and hub CLIP / SigLIP.
 
 A dual encoder embeds images and texts into one space; a pair's score is the cosine of the two
 embeddings times a learned scale (1 / temperature). The built-in model is transformers'
@@ -9,64 +10,17 @@ per-tower settings (train / freeze / LoRA, separate learning rates) act on.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from core.assets import Progress, no_progress
+from core.catalog_dual_encoder import BUILTIN_KEY  # the built-in's key, which refusals name
 from core.errors import UserError
 from core.models import SAFE_LOADING, load_model_config, resolve_model
-from core.workspace import cache_dir
 
-BUILTIN_KEY = "mobilenet-minilm-clip"  # core.catalog lists it; resolve_model builds it on first use
-BUILTIN_PROJECTION_DIM = 256
-BUILD_VERSION = 1
-MARKER = ".built"
 # model_type values of the dual encoders this workbench trains (CLIP's symmetric InfoNCE, SigLIP's sigmoid loss).
 DUAL_ENCODER_TYPES = ("vision-text-dual-encoder", "clip", "siglip", "siglip2", "chinese_clip")
 TOWERS = {"vision": "vision_model", "text": "text_model"}
 TOWER_MODES = ("train", "freeze", "lora")
-
-
-def builtin_dual_encoder_dir(progress: Progress = no_progress) -> Path:
-    """cache/models/<BUILTIN_KEY>/: MobileNetV2 + MiniLM-L6 joined with fresh projections, built on first use."""
-    from transformers import AutoImageProcessor, AutoTokenizer, VisionTextDualEncoderModel, VisionTextDualEncoderProcessor
-
-    from core.catalog import MINILM_L6, MOBILENET_V2
-
-    target = cache_dir() / "models" / BUILTIN_KEY
-    if (target / MARKER).is_file() and (target / MARKER).read_text().strip() == str(BUILD_VERSION):
-        return target
-    vision, text = MOBILENET_V2.local_dir(progress), MINILM_L6.local_dir(progress)
-    progress(0.9, "Joining MobileNetV2 and MiniLM-L6 into a dual encoder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{BUILTIN_KEY}-", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        # The projections and the temperature are new; a fixed seed makes the built-in the same everywhere.
-        import torch
-
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = VisionTextDualEncoderModel.from_vision_text_pretrained(
-                str(vision), str(text), projection_dim=BUILTIN_PROJECTION_DIM)
-        model.save_pretrained(staging)
-        processor = VisionTextDualEncoderProcessor(
-            image_processor=AutoImageProcessor.from_pretrained(vision, backend="pil"),
-            tokenizer=AutoTokenizer.from_pretrained(text))
-        processor.save_pretrained(staging)
-        (staging / MARKER).write_text(str(BUILD_VERSION))
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    progress(1.0, "The dual encoder is ready")
-    return target
 
 
 def dual_encoder_config(source: str):
@@ -96,7 +50,9 @@ def load_dual_encoder(source: str, dropout: float | None = None):
     try:
         return model_class.from_pretrained(source, config=model_config, **SAFE_LOADING)
     except (OSError, ValueError) as error:
-        raise UserError(f"The dual encoder at {source} could not be loaded ({error}); save it again with save_pretrained.") from None
+        raise UserError(
+            f"The dual encoder at {source} could not be loaded ({error}); save it again with save_pretrained."
+        ) from None
 
 
 def resolve_dual_encoder(spec: str, progress: Progress = no_progress) -> str:
@@ -120,7 +76,7 @@ def pair_processor(image_processor, tokenizer):
     return VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def features(output) -> "Any":
+def features(output) -> Any:
     """transformers 5's get_*_features return a model output whose pooler_output is the projected embedding."""
     return getattr(output, "pooler_output", output)
 
@@ -188,7 +144,8 @@ def apply_tower_modes(model, modes: dict[str, str], lora: dict[str, Any]):
                                  if tower_of(name + ".") == tower and isinstance(module, (nn.Linear, nn.Conv2d))})
                 raise UserError(
                     f"None of the LoRA target modules ({', '.join(lora['targets'])}) is in the {tower} tower; its linear and "
-                    f"convolution layers are named: {', '.join(layers[:20])}. Add one to the LoRA targets, or train or freeze that tower."
+                    f"convolution layers are named: {', '.join(layers[:20])}. Add one to the LoRA targets, or train or freeze "
+                    "that tower."
                 )
             targets += [rf"(.*\.)?{prefix}\..*\.{target}" for target in found]  # a fusion model nests the towers in `encoder`
         pattern = "^(" + "|".join(targets) + ")$"

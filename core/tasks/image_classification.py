@@ -17,8 +17,11 @@ from core.assets import Progress
 from core.config import RunConfig
 from core.errors import UserError
 from core.images.augment import AugmentParams, augment, params_from_config
+from core.images.processing import load_processor, steady_batchnorm
 from core.metrics import classification_metrics, classification_report
 from core.models import load_model_config, load_with_new_head, resolve_model, with_new_head
+from core.predictions import prediction_frame
+from core.task_keys import IMAGE_CLASSIFICATION
 from core.tasks.base import Prepared, Task
 
 # Dropout knobs have different names across architectures; set whichever the config has.
@@ -26,9 +29,11 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
 class ImageClassification(Task):
-    key = "image_classification"
+    key = IMAGE_CLASSIFICATION
     title = "Image classification"
     modality = "image"
+    explains = "patches"
+    view = "image"
     primary_metric = "accuracy"
     onnx_model_class = "ORTModelForImageClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("image-classification", model=FOLDER)'
@@ -46,7 +51,8 @@ class ImageClassification(Task):
 
         if not is_image_dataset(config.dataset):
             known = ", ".join(info.key for info in list_image_datasets())
-            raise UserError(f"There is no image dataset '{config.dataset}'. Choose one of {known}, or upload a zip of images on the Data page.")
+            raise UserError(f"There is no image dataset '{config.dataset}'. Choose one of {known}, or upload a zip of images on "
+                            "the Data page.")
         problems = params_from_config(config).problems()
         if problems:
             raise UserError(" ".join(problems))
@@ -95,8 +101,6 @@ class ImageClassification(Task):
 
     def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
         """One row per image: image (a reference like 'digits#12' for core.images.open_image), gold, predicted, …"""
-        from core.tasks.text_classification import prediction_frame
-
         references = prepared.raw[split]["image"].tolist()
         return prediction_frame(references, logits, labels, prepared.label_names).rename(columns={"text": "image"})
 
@@ -134,36 +138,6 @@ def check_image_size(model_config, image_size: int) -> None:
         )
 
 
-def load_processor(source: str, image_size: int = 0):
-    """The model's image processor (PIL backend: torchvision is not used here), resized to `image_size` if given.
-
-    A processor that resizes then centre-crops (MobileNetV2: 256 then 224) keeps its ratio (96 -> 110 then 96).
-    """
-    from transformers import AutoImageProcessor
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise UserError(f"The model at {source} has no usable image processor (preprocessor_config.json): {error}. "
-                        "Save one with image_processor.save_pretrained next to the model.") from None
-    if not image_size:
-        return processor
-    size, crop = dict(processor.size or {}), dict(getattr(processor, "crop_size", None) or {})
-    overrides: dict[str, Any] = {}
-    if getattr(processor, "do_center_crop", False) and crop:
-        crop_side = min(crop["height"], crop["width"])
-        if "shortest_edge" in size:
-            overrides["size"] = {"shortest_edge": round(image_size * size["shortest_edge"] / crop_side)}
-        else:
-            overrides["size"] = {"height": round(image_size * size["height"] / crop_side), "width": round(image_size * size["width"] / crop_side)}
-        overrides["crop_size"] = {"height": image_size, "width": image_size}
-    elif "shortest_edge" in size:
-        overrides["size"] = {"shortest_edge": image_size}
-    else:
-        overrides["size"] = {"height": image_size, "width": image_size}
-    return AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=False, **overrides)
-
-
 def processed_size(processor) -> str:
     crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
     size = dict(crop or processor.size or {})
@@ -182,26 +156,13 @@ def load_model(source: str, label_names: list[str], dropout: float):
     return model
 
 
-def steady_batchnorm(model) -> None:
-    """Give BatchNorm layers PyTorch's usual momentum (0.1) where a port copied TensorFlow's decay.
-
-    transformers' MobileNetV2 sets `momentum=0.997`, TensorFlow's decay; in PyTorch momentum is the
-    weight of the *new* batch, so the running statistics would become those of the last batch alone
-    and evaluation after fine-tuning would swing with it. (Training only: not saved in the config.)
-    """
-    from torch import nn
-
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is not None and module.momentum > 0.5:
-            module.momentum = 0.1
-
-
 def head_names(model) -> tuple[str, ...]:
     """The new head's top-level modules: "classifier" for MobileNetV2, ViT and most image models."""
     children = [name for name, _ in model.named_children()]
     heads = tuple(name for name in children if "classifier" in name) or tuple(name for name in children if name in ("head", "fc"))
     if not heads:
-        raise UserError(f"Cannot find the classification head of this {type(model).__name__}; its top modules are {', '.join(children)}.")
+        raise UserError(f"Cannot find the classification head of this {type(model).__name__}; its top modules are "
+                        f"{', '.join(children)}.")
     return heads
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from core.config import RunConfig
 from core.image_text.data import CONTRASTIVE
+from core.task_keys import IMAGE_TEXT_CONTRASTIVE
 from core.tasks.base import Prepared
 from core.tasks.pair_task import PairTask
 
@@ -29,7 +30,7 @@ EMBEDDING_COLUMNS = ("image_embedding", "text_embedding")
 
 
 class ImageTextContrastive(PairTask):
-    key = "image_text_contrastive"
+    key = IMAGE_TEXT_CONTRASTIVE
     title = "Image-text alignment (CLIP-style)"
     primary_metric = "recall@1"
     loading_snippet = (
@@ -54,7 +55,8 @@ class ImageTextContrastive(PairTask):
     def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
         prompts = [prepared.extras["prompt_template"].format(label=name) for name in prepared.label_names]
         tokenizer = prepared.processor.tokenizer
-        prompt_inputs = tokenizer(prompts, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt") if prompts else None
+        prompt_inputs = (tokenizer(prompts, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
+                         if prompts else None)
         return contrastive_trainer(base, prompt_inputs, {"vision": config.vision_lr, "text": config.text_lr})
 
     def compute_metrics(self, logits, labels: np.ndarray) -> dict[str, float]:
@@ -70,14 +72,14 @@ class ImageTextContrastive(PairTask):
         from core.image_text.metrics import chance_recall
         from core.metrics import classification_report
 
-        image_embeds, text_embeds, zero_shot = logits
+        _image_embeds, _text_embeds, zero_shot = logits
         labelled = labels[:, 1] >= 0
         zero_shot_report = (classification_report(zero_shot[labelled], labels[labelled, 1], prepared.label_names)
                             if prepared.label_names and labelled.any() else {})
         return {
             "retrieval": self.compute_metrics(logits, labels),
             "chance_recall@1": chance_recall(labels[:, 0], 1),
-            "pairs": int(len(labels)),
+            "pairs": len(labels),
             "zero_shot": zero_shot_report,
         }
 
@@ -155,7 +157,8 @@ def contrastive_trainer(base: type, prompt_inputs, tower_lrs: dict[str, float]) 
                 was_training = model.training
                 model.eval()
                 with torch.no_grad():
-                    self.prompt_embeddings = text_embeddings(model, **{k: v.to(self.args.device) for k, v in prompt_inputs.items()})
+                    on_device = {k: v.to(self.args.device) for k, v in prompt_inputs.items()}
+                    self.prompt_embeddings = text_embeddings(model, **on_device)
                 model.train(was_training)
             return super().evaluation_loop(*args, **kwargs)
 

@@ -16,12 +16,14 @@ import pandas as pd
 from core.config import RunConfig
 from core.image_text.data import FUSION
 from core.metrics import classification_metrics, classification_report
+from core.predictions import prediction_frame
+from core.task_keys import IMAGE_TEXT_FUSION
 from core.tasks.base import Prepared
 from core.tasks.pair_task import PairTask
 
 
 class ImageTextFusion(PairTask):
-    key = "image_text_fusion"
+    key = IMAGE_TEXT_FUSION
     title = "Image + text classification (fusion)"
     primary_metric = "accuracy"
     loading_snippet = (
@@ -52,8 +54,6 @@ class ImageTextFusion(PairTask):
 
     def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
         """One row per pair: image reference, text, gold, predicted, confidence, loss, correct, p(class)…"""
-        from core.tasks.text_classification import prediction_frame
-
         raw = prepared.raw[split]
         frame = prediction_frame(raw["text"].tolist(), logits, labels, prepared.label_names)
         frame.insert(0, "image", raw["image"].tolist())

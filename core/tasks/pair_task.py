@@ -11,13 +11,20 @@ from typing import Any
 from core.assets import Progress
 from core.config import RunConfig
 from core.image_text.training import (
-    PairCollator, check_pair_config, encode_pairs, load_pairs_and_processors, pair_processor_for, trainable_pair_model,
+    PairCollator,
+    check_pair_config,
+    encode_pairs,
+    load_pairs_and_processors,
+    pair_processor_for,
+    trainable_pair_model,
 )
 from core.tasks.base import Prepared, Task
 
 
 class PairTask(Task):
     modality = "image_text"
+    explains = "pairs"
+    view = "pairs"
     remove_unused_columns = False  # the transform reads image, text and label; none is a forward argument
     unused_knobs = ("group_by_length",)  # captions are cut to the max length, but batches are never grouped by it
     dataset_kind: str  # core.image_text.data.CONTRASTIVE or FUSION

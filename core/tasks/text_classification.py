@@ -10,12 +10,15 @@ import pandas as pd
 from core.assets import Progress, no_progress
 from core.config import RunConfig
 from core.errors import UserError
-from core.metrics import classification_metrics, classification_report, per_example_loss, softmax
+from core.metrics import classification_metrics, classification_report
 from core.models import check_max_length, load_model_config, load_with_new_head, resolve_model, with_new_head
-from core.tasks.base import Prepared, Task
+from core.predictions import prediction_frame
+from core.task_keys import TEXT_CLASSIFICATION
+from core.tasks.base import Prepared, StageModel, Task, config_labels
+
 
 class TextClassification(Task):
-    key = "text_classification"
+    key = TEXT_CLASSIFICATION
     title = "Text classification"
     modality = "text"
     primary_metric = "accuracy"
@@ -92,7 +95,8 @@ def check_dataset_exists(dataset: str) -> None:
 
     known = [info.key for info in TextClassification().datasets()]
     if dataset not in known and not Path(dataset).expanduser().is_file():
-        raise UserError(f"There is no dataset '{dataset}'. Choose one of {', '.join(known)}, or give the path of a CSV/TSV/JSONL/Parquet file.")
+        raise UserError(f"There is no dataset '{dataset}'. Choose one of {', '.join(known)}, or give the path of a "
+                        "CSV/TSV/JSONL/Parquet file.")
 
 
 def load_model(source: str, label_names: list[str], dropout: float):
@@ -113,20 +117,24 @@ def encode(frame: pd.DataFrame, tokenizer, label_ids: dict[str, int], max_length
         remove_columns=["text"],
     )
 
+    # -- after training ------------------------------------------------------------------------------
 
-def prediction_frame(texts: list[str], logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> pd.DataFrame:
-    probabilities = softmax(logits)
-    predicted = probabilities.argmax(axis=-1)
-    frame = pd.DataFrame(
-        {
-            "text": texts,
-            "gold": [label_names[i] for i in labels],
-            "predicted": [label_names[i] for i in predicted],
-            "confidence": probabilities.max(axis=-1),
-            "loss": per_example_loss(logits, labels),
-        }
-    )
-    frame["correct"] = frame["gold"] == frame["predicted"]
-    for index, name in enumerate(label_names):
-        frame[f"p({name})"] = probabilities[:, index]
-    return frame
+    def split_rows(self, run, split: str) -> tuple[pd.DataFrame, list[str]]:
+        from core.run_files import run_config
+
+        splits = load_text_splits(run_config(run))
+        return splits.split(split), splits.label_names
+
+    def open_stage(self, run, stage: str) -> StageModel:
+        from core.checkpoints import load_stage_model
+        from core.run_files import run_config
+
+        model, tokenizer = load_stage_model(run, stage, "AutoModelForSequenceClassification")
+        return StageModel(run, stage, model, tokenizer, config_labels(model), self.stage_logits,
+                          max_length=run_config(run).max_length)
+
+    def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
+        batch = stage.preprocessor(rows["text"].astype(str).tolist(), truncation=True, max_length=stage.max_length,
+                                   padding=True, return_tensors="pt").to(stage.model.device)
+        return stage.model(**batch).logits.float().cpu().numpy()
+

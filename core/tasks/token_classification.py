@@ -46,10 +46,18 @@ from core.metrics import label_report, label_scores, softmax
 from core.models import check_max_length, load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.ner.align import IGNORE_INDEX, encode_sentences
 from core.ner.data import (
-    BIOES, BUILTIN_NER_DATASETS, IOB2, NER_SUFFIXES, NO_TAG, OUTSIDE, TOKEN_CLASSIFICATION, entity_types,
-    is_entity_scheme, word_spans,
+    BIOES,
+    BUILTIN_NER_DATASETS,
+    IOB2,
+    NER_SUFFIXES,
+    NO_TAG,
+    OUTSIDE,
+    entity_types,
+    is_entity_scheme,
+    word_spans,
 )
-from core.tasks.base import Prepared, Task
+from core.task_keys import TOKEN_CLASSIFICATION
+from core.tasks.base import Prepared, StageModel, Task, config_labels
 
 # Byte-level BPE tokenizers need a leading space to split pre-tokenized words as in running text.
 PREFIX_SPACE_MODELS = ("roberta", "gpt2", "bloom", "deberta", "longformer", "bart")
@@ -61,9 +69,12 @@ class TokenClassification(Task):
     key = TOKEN_CLASSIFICATION
     title = "Token classification (named entities or per-word tags)"
     modality = "text"
+    view = "tags"
     primary_metric = "f1"
     onnx_model_class = "ORTModelForTokenClassification"
-    loading_snippet = 'from transformers import pipeline\ntag = pipeline("token-classification", model=FOLDER, aggregation_strategy="simple")'
+    loading_snippet = (
+        'from transformers import pipeline\ntag = pipeline("token-classification", model=FOLDER, aggregation_strategy="simple")'
+    )
     settings = ("strategy", "subtokens")
     adversarial_space = "embeddings"
 
@@ -148,6 +159,39 @@ class TokenClassification(Task):
         return {"tag F1 (macro; logged f1)": average, "token accuracy": report.get("accuracy"),
                 "tag F1 (weighted)": report.get("weighted avg", {}).get("f1-score")}
 
+    # -- after training ------------------------------------------------------------------------------
+
+    def split_rows(self, run, split: str) -> tuple[pd.DataFrame, list[str]]:
+        from core.run_files import run_config
+
+        splits = load_splits(run_config(run))
+        return splits.split(split), splits.label_names
+
+    def open_stage(self, run, stage: str) -> StageModel:
+        from core.checkpoints import load_stage_model
+        from core.run_files import run_config
+
+        model, tokenizer = load_stage_model(run, stage, "AutoModelForTokenClassification")
+        return StageModel(run, stage, model, tokenizer, config_labels(model), self.stage_logits,
+                          max_length=run_config(run).max_length)
+
+    def stage_logits(self, stage: StageModel, rows: pd.DataFrame) -> list[np.ndarray]:
+        """Each sentence's (words, tags) logits at the first piece of each word (NaN for a word cut off)."""
+        from core.ner.align import first_positions
+
+        sentences = [[str(word) for word in words] for words in rows["tokens"]]
+        encoded = stage.preprocessor(sentences, is_split_into_words=True, truncation=True, max_length=stage.max_length,
+                                     padding=True, return_tensors="pt").to(stage.model.device)
+        logits = stage.model(**encoded).logits.float().cpu().numpy()
+        per_sentence = []
+        for index, words in enumerate(sentences):
+            firsts = first_positions(encoded.word_ids(index), len(words))
+            rows_of = np.full((len(words), logits.shape[-1]), np.nan, dtype=np.float32)
+            kept = [word for word, position in enumerate(firsts) if position is not None]
+            rows_of[kept] = logits[index, [firsts[word] for word in kept]]
+            per_sentence.append(rows_of)
+        return per_sentence
+
 
 def check_names_and_limits(config: RunConfig) -> None:
     """The checks that need no data: the dataset is a NER dataset or file, the max length fits the model."""
@@ -214,7 +258,9 @@ def load_model(source: str, label_names: list[str], dropout: float):
         )
     model = load_with_new_head(AutoModelForTokenClassification, source, model_config, "token classification")
     if "classifier" not in dict(model.named_children()):
-        raise UserError(f"Cannot find the tagging head ('classifier') of this {type(model).__name__}; choose a BERT-family model.")
+        raise UserError(
+            f"Cannot find the tagging head ('classifier') of this {type(model).__name__}; choose a BERT-family model."
+        )
     return tokenizer, model
 
 
@@ -294,7 +340,8 @@ def ner_report(gold: list[list[str]], predicted: list[list[str]], scheme: str, t
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        raw = classification_report(gold, predicted, output_dict=True, mode="strict", scheme=seqeval_scheme(scheme), zero_division=0)
+        raw = classification_report(gold, predicted, output_dict=True, mode="strict", scheme=seqeval_scheme(scheme),
+                                    zero_division=0)
     report: dict[str, Any] = {}
     for name in sorted(set(types) | (set(raw) - set(AVERAGES))):
         scores = raw.get(name, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
@@ -394,7 +441,8 @@ def prediction_frame(logits: np.ndarray, labels: np.ndarray, prepared: Prepared,
             "errors": len(missed) + len(spurious),
             "error_types": sorted(by_type),
             "errors_by_type": json.dumps(dict(sorted(by_type.items()))),
-            "loss": float(-np.log(np.clip(probabilities[np.arange(len(targets)), targets], 1e-12, None)).mean()) if len(targets) else float("nan"),
+            "loss": (float(-np.log(np.clip(probabilities[np.arange(len(targets)), targets], 1e-12, None)).mean())
+                     if len(targets) else float("nan")),
             "confidence": float(top.mean()) if len(targets) else float("nan"),
             "word_confidence": [by_position.get(p, float("nan")) if p is not None else float("nan") for p in positions[index]],
             "unseen_words": sum(1 for p in positions[index] if p is None),

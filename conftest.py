@@ -18,15 +18,98 @@ TESTS = Path(__file__).parent / "tests"
 sys.path[1:1] = [str(TESTS), *(str(TESTS / group) for group in ("core", "ui", "browser"))]
 
 
-# Everything in tests/browser (a real browser) and the modules that train real (not tiny) models: the
-# slow lane. The fast lane is `python -m pytest -m "not slow"`; the README's test command runs both.
-SLOW_MODULES = {"test_explain_pairs.py", "test_image_text_training.py"}
+# The slow lane, by one rule: a test is slow when it starts a trainer process (`python -m core worker`,
+# ~7 s of imports each), drives a browser, or trains a real (not tiny) model for more than a few seconds.
+# The fast lane is `python -m pytest -m "not slow"`; the README's test command runs both. Where that work
+# sits decides how the rule finds it: a group, a module, a fixture the test uses (directly or through
+# another fixture), or the test itself. `record_trainer_starts` below fails a fast-lane test that starts
+# a trainer anyway, so a new one cannot slip into the fast lane unnoticed.
+SLOW_GROUPS = {"browser"}  # real Chromium
+SLOW_MODULES = {"test_explain_pairs.py", "test_image_text_training.py"}  # train the real dual encoder
+# "module::fixture": fixture names repeat across modules (`trained` is in-process and tiny in test_training.py).
+SLOW_FIXTURES = {
+    "test_jobs.py::queue",
+    "test_pages.py::two_finished_workspace",
+    "test_inspect.py::trained",
+    "test_image_pages.py::image_run",
+    "test_pair_pages.py::pair_run",
+    "test_export.py::text_exported", "test_export.py::ner_exported", "test_export.py::image_exported",
+    "test_explain_image.py::planted_run",
+    "test_explain_cli.py::image_run", "test_explain_cli.py::pair_run",
+}
+# "module::test" for tests that start a trainer in their own body.
+SLOW_TESTS = {
+    "test_jobs.py::test_cancel_a_running_run_then_resume_from_its_checkpoint",
+    "test_jobs.py::test_cancel_right_after_submit_ends_cancelled_not_failed",
+    "test_jobs.py::test_a_killed_trainer_is_marked_failed_by_reconcile",
+    "test_jobs.py::test_a_dataset_that_fails_in_the_worker_gives_its_sentence",
+    "test_faults.py::test_kills_at_random_moments_and_inside_saves_and_the_run_still_completes",
+    "test_faults.py::test_a_full_disk_fails_with_a_sentence_and_resumes_once_space_is_freed",
+    "test_faults.py::test_a_queued_run_starts_when_its_predecessor_is_killed_with_nobody_looking",
+    "test_faults.py::test_a_suspended_trainer_is_shown_stalled_its_eta_grows_and_cancel_stops_it",
+    "test_pages.py::test_train_page_starts_a_run",
+    "test_newcomer.py::test_the_worker_log_has_no_progress_bars_or_load_reports",
+    "test_cli.py::test_train_detached_then_cancel",  # through `python -m core train`: the guard cannot see it
+    "test_images.py::test_tiny_vit_learns_planted_squares_through_the_job_manager",
+    "test_inspect.py::test_a_running_run_is_inspected_at_its_latest_checkpoint",
+}
+
+
+def is_slow(item) -> bool:
+    if item.path.parent.name in SLOW_GROUPS or item.path.name in SLOW_MODULES:
+        return True
+    if f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
+        return True
+    definitions = getattr(item, "_fixtureinfo", None)
+    used = {f"{Path(fixture.func.__code__.co_filename).name}::{name}"
+            for name, fixtures in (definitions.name2fixturedefs.items() if definitions else ())
+            for fixture in fixtures}
+    return bool(used & SLOW_FIXTURES)
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.path.name in SLOW_MODULES or item.path.parent.name == "browser":
+        if is_slow(item):
             item.add_marker(pytest.mark.slow)
+
+
+_trainer_starts: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def record_trainer_starts():
+    """Count the trainer processes the job manager spawns in this process, for the fast-lane check below."""
+    from core import jobs
+
+    spawn = jobs._spawn
+
+    def counted(run, store):
+        _trainer_starts.append(run.id)
+        return spawn(run, store)
+
+    jobs._spawn = counted
+    yield
+    jobs._spawn = spawn
+
+
+_starts_before = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[_starts_before] = len(_trainer_starts)  # before any fixture of the test (module ones too) is set up
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A fast-lane test that started a trainer process (in its body or a fixture it set up) fails, saying so."""
+    report = yield
+    started = len(_trainer_starts) - item.stash.get(_starts_before, len(_trainer_starts))
+    if call.when == "call" and started and not item.get_closest_marker("slow"):
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} started {started} trainer process(es) but is not in the slow lane: add it, "
+                           "or the fixture that trains, to SLOW_TESTS or SLOW_FIXTURES in conftest.py")
+    return report
 
 
 @pytest.fixture

@@ -71,7 +71,6 @@ FAULT_MOMENTS = ("save", "step", "start")
 FAULT_RUN_STEPS = 300
 
 
-@pytest.mark.slow
 def test_kills_at_random_moments_and_inside_saves_and_the_run_still_completes(tiny_bert, fault_plan):
     store = RunStore()
     rng = random.Random(16)
@@ -120,7 +119,6 @@ def test_kills_at_random_moments_and_inside_saves_and_the_run_still_completes(ti
     print(f"faults tried {faults}, survived {faults} ({resumes} resumes)")
 
 
-@pytest.mark.slow
 def test_a_full_disk_fails_with_a_sentence_and_resumes_once_space_is_freed(tiny_bert, fault_plan, tmp_path):
     store = RunStore()
     disk_full = tmp_path / "disk-full"
@@ -145,7 +143,6 @@ def test_a_full_disk_fails_with_a_sentence_and_resumes_once_space_is_freed(tiny_
     assert f"Resuming from {kept} (optimizer, scheduler and data order restored)." in log
 
 
-@pytest.mark.slow
 def test_a_queued_run_starts_when_its_predecessor_is_killed_with_nobody_looking(tiny_bert, workspace, monkeypatch):
     monkeypatch.setenv(jobs.SLOTS_ENV, "1")
     store = RunStore()
@@ -163,7 +160,6 @@ def test_a_queued_run_starts_when_its_predecessor_is_killed_with_nobody_looking(
     assert ended(store, second.id).status == "cancelled"
 
 
-@pytest.mark.slow
 def test_a_suspended_trainer_is_shown_stalled_its_eta_grows_and_cancel_stops_it(tiny_bert, workspace):
     store = RunStore()
     run = jobs.submit(tiny_config(tiny_bert, name="stopped", epochs=0, max_steps=100_000), store)

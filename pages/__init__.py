@@ -136,17 +136,14 @@ def load_predictions(run: Run, split: str, stage: str) -> pd.DataFrame:
         bar.empty()
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model for explanations…")
-def explainer_for(run_id: str, stage: str, written_at: int | None, modality: str):
-    """One explainer per (run, stage, time its model was written): a re-saved model gets a fresh one."""
-    from core.explain import load_image_explainer, load_text_explainer
+def get_explainer(run: Run, stage: str):
+    """The explainer of a run's stage (`core.explain.load_explainer` keeps it, and reloads a re-saved model),
+    or None after saying why there is none."""
+    from core.explain import load_explainer
 
-    return {"text": load_text_explainer, "image": load_image_explainer}[modality](run_id, stage)
-
-
-def get_explainer(run: Run, stage: str, modality: str = "text"):
     try:
-        return explainer_for(run.id, stage, inspect.stage_stamp(run, stage), modality)
+        with st.spinner("Loading the model for explanations…"):
+            return load_explainer(run.id, stage)
     except UserError as problem:
         st.error(str(problem))
     except Exception as problem:  # noqa: BLE001 - a checkpoint a running trainer is still writing, or rotated away

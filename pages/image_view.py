@@ -165,7 +165,7 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
     if settings["method"] is None:
         map_column.info("Image explanations are not available yet in this installation.")
         return
-    explainer = get_explainer(run, stage, "image")
+    explainer = get_explainer(run, stage)
     if explainer is None:
         return
     target = inspect.target_for(settings["target"], example["gold"])
@@ -219,7 +219,7 @@ def selection_overlays(run, stage, split, frame, filtered, settings, opacity) ->
     if wanted != request:
         st.caption("The filters or settings changed since: press the button again to explain the current selection.")
     rows = frame.loc[wanted["rows"]]
-    explainer = get_explainer(run, stage, "image")
+    explainer = get_explainer(run, stage)
     if explainer is None or rows.empty:
         return
     pictures = [open_picture(reference) for reference in rows["image"]]

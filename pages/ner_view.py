@@ -104,7 +104,7 @@ def explain_a_tag(run: Run, stage: str, shown) -> None:
         st.caption(methods[method].description)
         params = method_params(methods[method], f"inspect_ner_param_{method}")
         if st.button("Explain this word's tag", key="inspect_ner_explain"):
-            from core.explain.tags import load_tag_explainer
+            from core.explain.loading import load_tag_explainer
 
             try:
                 with st.spinner("Attributing…"):

@@ -17,11 +17,14 @@ the `explain` command in `cli.py`.
 Importing this package does not import torch or captum: they load on the first explanation.
 """
 
-from core.explain.image import (
-    ImageExplainer,
-    clear_image_explainer_cache,
-    load_image_classifier,
+from core.explain.image import ImageExplainer
+from core.explain.loading import (
+    clear_explainer_cache,
+    load_explainer,
     load_image_explainer,
+    load_pair_explainer,
+    load_tag_explainer,
+    load_text_explainer,
 )
 from core.explain.methods import (
     BASELINES,
@@ -32,21 +35,9 @@ from core.explain.methods import (
     get_method,
     methods_for,
 )
-from core.explain.pairs import (
-    PairExplainer,
-    PairExplanation,
-    clear_pair_explainer_cache,
-    load_pair_explainer,
-    pair_randomization_check,
-)
+from core.explain.pairs import PairExplainer, PairExplanation, pair_randomization_check
 from core.explain.sanity import randomization_check, randomized_copy
-from core.explain.text import (
-    EncodedText,
-    TextExplainer,
-    clear_explainer_cache,
-    load_text_explainer,
-    merge_word_pieces,
-)
+from core.explain.text import EncodedText, TextExplainer, merge_word_pieces
 
 __all__ = [
     "BASELINES",
@@ -59,13 +50,12 @@ __all__ = [
     "PairExplanation",
     "TextExplainer",
     "clear_explainer_cache",
-    "clear_image_explainer_cache",
-    "clear_pair_explainer_cache",
     "describe",
     "get_method",
-    "load_image_classifier",
+    "load_explainer",
     "load_image_explainer",
     "load_pair_explainer",
+    "load_tag_explainer",
     "load_text_explainer",
     "merge_word_pieces",
     "methods_for",

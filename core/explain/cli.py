@@ -123,7 +123,7 @@ def explanation_kind(run, arguments) -> tuple[str, str]:
 def explain_text(arguments, params: dict[str, str], run) -> int:
     """A text classifier's class, over the tokens of --text or of a row of the run's split. `run` may be None: the
     loader then says the run is missing."""
-    from core.explain.text import load_text_explainer
+    from core.explain.loading import load_text_explainer
 
     explainer = load_text_explainer(arguments.run_id, arguments.stage)
     text, gold = example_text(arguments, run)
@@ -135,7 +135,7 @@ def explain_text(arguments, params: dict[str, str], run) -> int:
 def explain_tag(arguments, params: dict[str, str], run) -> int:
     """A NER model's tag for the word --token picks, over the sentence's tokens (core.explain.tags)."""
     from core.checkpoints import latest_stage
-    from core.explain.tags import load_tag_explainer
+    from core.explain.loading import load_tag_explainer
 
     words, tags = example_sentence(arguments, run)
     word = chosen_word(arguments.token, words)
@@ -150,7 +150,7 @@ def explain_tag(arguments, params: dict[str, str], run) -> int:
 
 def explain_image(arguments, params: dict[str, str], run) -> int:
     """An image classifier's class, over a grid of patches of --image or of a row of the run's split (core.explain.image)."""
-    from core.explain.image import load_image_explainer
+    from core.explain.loading import load_image_explainer
 
     if arguments.text is not None:
         raise UserError(f"Run {run.id} is an image classification run: give --image FILE or --split with --index, not --text.")
@@ -174,7 +174,7 @@ def show(arguments, explanation, **facts) -> None:
 def explain_pair(arguments, params: dict[str, str], run) -> int:
     """An image-text run's score of a pair (--image with --text, or a row of its split) attributed to tokens and
     patches, or one word's patches. `run` may be None: the loader then says the run is missing."""
-    from core.explain.pairs import load_pair_explainer
+    from core.explain.loading import load_pair_explainer
 
     image, text, gold = example_pair(arguments, run)
     explainer = load_pair_explainer(arguments.run_id, arguments.stage)
@@ -216,16 +216,7 @@ def example_text(arguments, run) -> tuple[str, str | None]:
         if arguments.split or arguments.index is not None:
             raise UserError("Give either --text or --split with --index, not both.")
         return arguments.text, None
-    from core.data import load_splits
-    from core.run_files import run_config
-
-    split, index = chosen_row(arguments)
-    config = run_config(run)
-    splits = load_splits(
-        config.dataset, text_column=config.text_column or None, label_column=config.label_column or None,
-        seed=config.seed, max_rows=config.max_rows or None,
-    )
-    row = row_of(splits.split(split), split, index, run)
+    row = split_row(arguments, run)
     return str(row["text"]), str(row["label"])
 
 
@@ -235,14 +226,7 @@ def example_sentence(arguments, run) -> tuple[list[str], list[str] | None]:
         if arguments.split or arguments.index is not None:
             raise UserError("Give either --text or --split with --index, not both.")
         return arguments.text.split(), None
-    from core.ner.data import load_ner_splits
-    from core.run_files import run_config
-
-    split, index = chosen_row(arguments)
-    config = run_config(run)
-    splits = load_ner_splits(config.dataset, tokens_column=config.text_column or None, tags_column=config.label_column or None,
-                             seed=config.seed, max_rows=config.max_rows or None)
-    row = row_of(splits.split(split), split, index, run)
+    row = split_row(arguments, run)
     return [str(word) for word in row["tokens"]], [str(tag) for tag in row["tags"]]
 
 
@@ -252,13 +236,7 @@ def example_image(arguments, run) -> tuple[object, str | None]:
         if arguments.split or arguments.index is not None:
             raise UserError("Give either --image or --split with --index, not both.")
         return image_file(arguments.image), None
-    from core.images.datasets import load_image_splits
-    from core.run_files import run_config
-
-    split, index = chosen_row(arguments)
-    config = run_config(run)
-    splits = load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None)
-    row = row_of(splits.frame(split), split, index, run)
+    row = split_row(arguments, run)
     return str(row["image"]), str(row["label"])
 
 
@@ -276,12 +254,18 @@ def example_pair(arguments, run) -> tuple[object, str, str | None]:
                         "or a pair of its data with --split test --index N.")
     if run is None:
         raise UserError(f"There is no run '{arguments.run_id}' in this workspace; `python -m core runs` lists the runs there are.")
-    from core.image_text.runs import split_frame
-
-    split, index = chosen_row(arguments)
-    row = row_of(split_frame(run, split), split, index, run)
+    row = split_row(arguments, run)
     label = row.get("label")
     return str(row["image"]), str(row["text"]), None if label is None or label != label else str(label)
+
+
+def split_row(arguments, run):
+    """Row --index of --split of the run's own data, as its task rebuilds the split (`core.stages.split_rows`)."""
+    from core.stages import split_rows
+
+    split, index = chosen_row(arguments)
+    rows, _ = split_rows(run, split)
+    return row_of(rows, split, index, run)
 
 
 def chosen_row(arguments) -> tuple[str, int]:

@@ -1,6 +1,6 @@
 """The image modality: an image classifier plus its image processor, explained patch by patch.
 
-    explainer = load_image_explainer(run_id)                     # the run's latest model (or stage="before")
+    explainer = load_image_explainer(run_id)                     # (core/explain/loading.py) the run's latest model
     explanation = explainer.explain(image, method="ig", grid=7)  # an Explanation over grid cells "r0c0", ...
     explainer.pixel_map(image, method="ig")                      # (H, W) map in model-input pixels, for an overlay
     methods_for("patches")                                       # the methods that apply to images
@@ -51,7 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 IMAGE_BASELINES = ("mean", "black", "blur")
 DEFAULT_CACHE_SIZE = 256
-EXPLAINER_CACHE_SIZE = 2
 # Captum batches the n_steps interpolated images; cap the pixels in one batch (8 images of 224 x 224).
 PIXELS_PER_BATCH = 8 * 224 * 224
 
@@ -163,6 +162,11 @@ class ImageExplainer:
         self.stage: str | None = None
         self._cache = LRUCache(cache_size)
         self._lock = threading.RLock()
+
+    @classmethod
+    def from_stage(cls, stage, word: int | None = None) -> "ImageExplainer":
+        """The explainer of one opened stage of an image classification run (`core.stages.open_stage`)."""
+        return cls(stage.model, stage.preprocessor, stage.label_names, name=f"{stage.run.name} ({stage.run.id}, {stage.stage})")
 
     def __repr__(self) -> str:
         kind = "ViT-like" if self.is_vit else "convolutional"
@@ -441,77 +445,5 @@ class ImageExplainer:
         return explanation, pixel_map
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading a run's model
-
-
-def load_image_classifier(run, stage: str):
-    """(model in eval mode, image processor) for a stage of an image run; LoRA checkpoints merged onto the before-model.
-
-    The processor is the one the run trained with (saved next to the model, or with the before-model).
-    """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from core.checkpoints import BEFORE_MODEL, available_stages, stage_folder
-    from core.models import SAFE_LOADING
-
-    if not run.directory.exists():
-        raise UserError(f"The directory of run {run.id} was deleted; its models are gone. Pick another run.")
-    if stage not in available_stages(run):
-        raise UserError(f"Run {run.id} has no '{stage}' model; available: {', '.join(available_stages(run)) or 'none'}.")
-    folder = stage_folder(run, stage)
-    source = folder if (folder / "preprocessor_config.json").exists() else run.directory / BEFORE_MODEL
-    processor = AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=False)
-    if (folder / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        base = AutoModelForImageClassification.from_pretrained(run.directory / BEFORE_MODEL, **SAFE_LOADING)
-        model = PeftModel.from_pretrained(base, folder).merge_and_unload()
-    else:
-        model = AutoModelForImageClassification.from_pretrained(folder, **SAFE_LOADING)
-    return model.eval(), processor
-
-
-_EXPLAINERS = LRUCache(EXPLAINER_CACHE_SIZE)
-
-
-def load_image_explainer(run_id: str, stage: str | None = None) -> ImageExplainer:
-    """The explainer for an image run's model at `stage` (None: the latest one); kept for the next call.
-
-    Cached per (workspace, run, stage, time the stage's model was written), like `load_text_explainer`.
-    """
-    from core.checkpoints import latest_stage, stage_folder
-    from core.store import RunStore
-    from core.tasks import TASKS
-    from core.workspace import workspace_root
-
-    run = RunStore().get(run_id)
-    if run is None:
-        raise UserError(f"There is no run '{run_id}' in this workspace; `python -m core runs` lists the runs there are.")
-    if not run.directory.exists():
-        raise UserError(f"The directory of run {run_id} was deleted; its models are gone. Pick another run.")
-    task = TASKS.get(run.task)
-    if task is None or task.modality != "image":
-        what = f"a {task.title.lower()} run" if task is not None else f"a run of task '{run.task}'"
-        raise UserError(f"Run {run_id} is {what}; patch explanations need an image classification run.")
-    stage = stage or latest_stage(run)
-    weights = stage_folder(run, stage) / "config.json"
-    stamp = weights.stat().st_mtime_ns if weights.exists() else None
-    key = (str(workspace_root()), run_id, stage, stamp)
-    found = _EXPLAINERS.get(key)
-    if found is not None:
-        return found
-    model, processor = load_image_classifier(run, stage)
-    for parameter in model.parameters():  # only input gradients are needed
-        parameter.requires_grad_(False)
-    explainer = ImageExplainer(model, processor, name=f"{run.name} ({run.id}, {stage})")
-    explainer.run_id, explainer.stage = run_id, stage
-    return _EXPLAINERS.put(key, explainer)
-
-
-def clear_image_explainer_cache() -> None:
-    _EXPLAINERS.clear()
-
-
-__all__ = ["IMAGE_BASELINES", "ImageExplainer", "PreparedImage", "clear_image_explainer_cache", "grad_cam_problem",
-           "last_convolution", "load_image_classifier", "load_image_explainer", "patch_embedding_layer"]
+__all__ = ["IMAGE_BASELINES", "ImageExplainer", "PreparedImage", "grad_cam_problem", "last_convolution",
+           "patch_embedding_layer"]

@@ -80,7 +80,6 @@ if TYPE_CHECKING:  # pragma: no cover
 KINDS = ("similarity", "classification")
 TOWER_NAMES = ("vision_model", "text_model")
 DEFAULT_CACHE_SIZE = 128
-EXPLAINER_CACHE_SIZE = 2
 SIMILARITY_LABEL = "match"  # what the one "class" of a similarity model is called in the per-half views
 # The image modality's baselines plus "grey": the same image without its colours, the absence of colour words.
 PAIR_IMAGE_BASELINES = (*IMAGE_BASELINES, "grey")
@@ -238,6 +237,14 @@ class PairExplainer:
         self.word_embedding_layer = model.text_model.get_input_embeddings()
         self.name, self.run_id, self.stage = name, None, None  # load_pair_explainer sets the run and stage
         self._cache, self._lock = LRUCache(cache_size), threading.RLock()
+
+    @classmethod
+    def from_stage(cls, stage, word: int | None = None) -> "PairExplainer":
+        """The explainer of one opened stage of an image-text run (`core.stages.open_stage`)."""
+        image_processor, tokenizer = stage.preprocessor
+        kind = stage.extras["kind"]
+        return cls(stage.model, image_processor, tokenizer, kind, stage.label_names if kind == "classification" else None,
+                   name=f"{stage.run.name} ({stage.run.id}, {stage.stage})")
 
     def __repr__(self) -> str:
         return f"PairExplainer({self.name or type(self.model).__name__}, {self.kind})"
@@ -627,41 +634,5 @@ def pair_verdict(method: str, halves: dict[str, dict[str, float]], scope: str) -
 # Loading a run's model
 
 
-_EXPLAINERS = LRUCache(EXPLAINER_CACHE_SIZE)
-
-
-def load_pair_explainer(run_id: str, stage: str | None = None) -> PairExplainer:
-    """The explainer for an image-text run's model at `stage` (None: the latest), kept for the next call.
-
-    Cached per (workspace, run, stage, time the stage's model was written), like the other modalities.
-    """
-    from core.checkpoints import latest_stage, stage_folder
-    from core.image_text.runs import check_pair_run, load_stage_pair_model
-    from core.store import RunStore
-    from core.workspace import workspace_root
-
-    run = RunStore().get(run_id)
-    if run is None:
-        raise UserError(f"There is no run '{run_id}' in this workspace; `python -m core runs` lists the runs there are.")
-    check_pair_run(run)
-    stage = stage or latest_stage(run)
-    written = stage_folder(run, stage) / "config.json"
-    key = (str(workspace_root()), run_id, stage, written.stat().st_mtime_ns if written.exists() else None)
-    found = _EXPLAINERS.get(key)
-    if found is not None:
-        return found
-    pair = load_stage_pair_model(run, stage)
-    for parameter in pair.model.parameters():  # only input gradients are needed
-        parameter.requires_grad_(False)
-    explainer = PairExplainer(pair.model, pair.image_processor, pair.tokenizer, pair.kind, pair.label_names or None,
-                              name=f"{run.name} ({run.id}, {stage})")
-    explainer.run_id, explainer.stage = run_id, stage
-    return _EXPLAINERS.put(key, explainer)
-
-
-def clear_pair_explainer_cache() -> None:
-    _EXPLAINERS.clear()
-
-
-__all__ = ["KINDS", "PAIRS", "PairExplainer", "PairExplanation", "PreparedPair", "clear_pair_explainer_cache",
-           "load_pair_explainer", "pair_randomization_check", "randomized_pair_copy"]
+__all__ = ["KINDS", "PAIRS", "PairExplainer", "PairExplanation", "PreparedPair",
+           "pair_randomization_check", "randomized_pair_copy"]

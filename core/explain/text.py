@@ -7,7 +7,8 @@
 `TextExplainer` owns tokenisation (with truncation to the run's max length), the baselines
 (pad / mask / zero), the forward pass on word embeddings that every method differentiates, and a
 per-explainer LRU cache keyed by (text, method, target, merge_words, params), so looking at the
-same example twice is instant. The methods themselves live in `core/explain/methods.py`.
+same example twice is instant. The methods themselves live in `core/explain/methods.py`; a run's explainer
+comes from `core/explain/loading.py`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 DEFAULT_CACHE_SIZE = 512
-EXPLAINER_CACHE_SIZE = 4
 
 
 def embeddings_problem(model) -> str | None:
@@ -95,6 +95,12 @@ class TextExplainer:
         self.stage: str | None = None
         self._cache = LRUCache(cache_size)
         self._lock = threading.RLock()
+
+    @classmethod
+    def from_stage(cls, stage, word: int | None = None) -> "TextExplainer":
+        """The explainer of one opened stage of a text classification run (`core.stages.open_stage`)."""
+        return cls(stage.model, stage.preprocessor, stage.label_names, stage.max_length,
+                   name=f"{stage.run.name} ({stage.run.id}, {stage.stage})")
 
     def __repr__(self) -> str:
         return f"TextExplainer({self.name or type(self.model).__name__}, labels={self.label_names}, max_length={self.max_length})"
@@ -360,52 +366,3 @@ def merge_word_pieces(explanation: Explanation) -> Explanation:
             words[-1] += piece
             totals[-1] += float(score)
     return replace(explanation, units=words, scores=totals, params={**explanation.params, "merged_word_pieces": True})
-
-
-_EXPLAINERS = LRUCache(EXPLAINER_CACHE_SIZE)
-
-
-def load_text_explainer(run_id: str, stage: str | None = None) -> TextExplainer:
-    """The explainer for a run's model at `stage` (None: the latest one); kept for the next call.
-
-    Cached per (workspace, run, stage, time the stage's model was written), so a page calling this
-    on every rerun loads the model once; a run that saves a new "after" model gets a fresh one.
-    """
-    from core.checkpoints import latest_stage, load_sequence_classifier, stage_folder
-    from core.run_files import run_config
-    from core.store import RunStore
-    from core.workspace import workspace_root
-
-    run = RunStore().get(run_id)
-    if run is None:
-        raise UserError(f"There is no run '{run_id}' in this workspace; `python -m core runs` lists the runs there are.")
-    if not run.directory.exists():
-        raise UserError(f"The directory of run {run_id} was deleted; its models are gone. Pick another run.")
-    _check_text_task(run)
-    stage = stage or latest_stage(run)
-    weights = stage_folder(run, stage) / "config.json"
-    stamp = weights.stat().st_mtime_ns if weights.exists() else None
-    key = (str(workspace_root()), run_id, stage, stamp)
-    found = _EXPLAINERS.get(key)
-    if found is not None:
-        return found
-    model, tokenizer = load_sequence_classifier(run, stage)
-    for parameter in model.parameters():  # only input gradients are needed; saves memory and time
-        parameter.requires_grad_(False)
-    config = run_config(run)
-    explainer = TextExplainer(model, tokenizer, max_length=config.max_length, name=f"{run.name} ({run.id}, {stage})")
-    explainer.run_id, explainer.stage = run_id, stage
-    return _EXPLAINERS.put(key, explainer)
-
-
-def clear_explainer_cache() -> None:
-    _EXPLAINERS.clear()
-
-
-def _check_text_task(run) -> None:
-    from core.tasks import TASKS
-
-    task = TASKS.get(run.task)
-    if task is not None and task.modality != "text":
-        hint = " For an image-text run, give an image too: --image PATH --text WORDS." if task.modality == "image_text" else ""
-        raise UserError(f"Run {run.id} is a run of the task '{task.title}'; token explanations need a text classification run.{hint}")

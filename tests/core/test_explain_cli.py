@@ -172,9 +172,9 @@ def pair_run(tmp_path_factory, monkeypatch):
 
 
 def test_a_pair_of_the_runs_split_is_explained_over_tokens_and_patches(pair_run, capsys):
-    from core.image_text.runs import split_frame
+    from core.stages import split_rows
 
-    row = split_frame(pair_run, "test").iloc[2]
+    row = split_rows(pair_run, "test")[0].iloc[2]
     status, out, err = cli(capsys, pair_run.id, "--split", "test", "--index", "2", "--grid", "4", "--method", "smoothgrad",
                            "--param", "nt_samples=4", "--json")
     assert status == 0, err

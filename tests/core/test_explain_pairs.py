@@ -295,10 +295,10 @@ def test_head_randomisation_leaves_the_towers_and_the_model_alone(kind, untraine
 
 
 def test_cli_explains_a_pair(untrained, tmp_path, monkeypatch, capsys):
-    import core.explain.pairs
+    import core.explain.loading
     from core.explain.cli import main
 
-    monkeypatch.setattr(core.explain.pairs, "load_pair_explainer", lambda run_id, stage=None: untrained)
+    monkeypatch.setattr(core.explain.loading, "load_pair_explainer", lambda run_id, stage=None: untrained)
     path = tmp_path / "shape.png"
     shapes_image().image.save(path)
     assert main(["run", "--image", str(path), "--text", CAPTION, "--grid", "4", "--param", "steps=8"]) == 0

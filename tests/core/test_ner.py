@@ -530,7 +530,7 @@ def test_final_model_tags_like_the_saved_predictions(ner_run):
 
 def test_a_words_tag_is_explained_over_the_sentence(ner_run, monkeypatch):
     """Attribution for one chosen word's tag: scores over the sentence, target = that word's tag."""
-    from core.explain.tags import load_tag_explainer
+    from core.explain.loading import load_tag_explainer
 
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(ner_run["run"].directory.parent.parent))
     frame = pd.read_parquet(ner_run["run"].directory / "predictions" / "test_after.parquet")
@@ -565,9 +565,9 @@ def test_inspect_page_shows_a_ner_run(ner_run, monkeypatch):
     assert len([m for m in app.markdown if "predicted:" in m.value]) <= before
     app.toggle(key="inspect_ner_errors").set_value(False).run()
     import core.checkpoints
-    from core.explain.tags import clear_tag_explainer_cache
+    from core.explain.loading import clear_explainer_cache
 
-    clear_tag_explainer_cache()
+    clear_explainer_cache()
     loads = []
     load = core.checkpoints.load_stage_model
     monkeypatch.setattr(core.checkpoints, "load_stage_model", lambda *a, **k: loads.append(a[1]) or load(*a, **k))

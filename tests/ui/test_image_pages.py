@@ -234,7 +234,7 @@ def test_inspect_image_bad_inputs_get_sentences(workspace):
 def test_image_predictions_are_recomputed_as_the_trainer_made_them(image_run):
     """Same split, order, processor and model: the Inspect path reproduces test_after.parquet, and is stored."""
     stored = pd.read_parquet(inspect.predictions_path(image_run, "test", "after"))
-    computed = inspect.compute_image_predictions(image_run, "test", "after")
+    computed = inspect.compute_predictions(image_run, "test", "after")
     assert list(computed.columns) == list(stored.columns)
     assert computed["image"].tolist() == stored["image"].tolist()
     assert computed["predicted"].tolist() == stored["predicted"].tolist()

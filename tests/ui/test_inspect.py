@@ -67,7 +67,7 @@ def test_predictions_are_computed_once_then_read_from_parquet(trained, monkeypat
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded although the predictions were stored")
 
-    monkeypatch.setattr("core.checkpoints.load_sequence_classifier", no_model)
+    monkeypatch.setattr("core.stages.open_stage", no_model)
     monkeypatch.setattr(inspect, "compute_predictions", no_model)
     again = inspect.predictions(trained, "validation", "before")
     pd.testing.assert_frame_equal(first, again)

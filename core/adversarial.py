@@ -178,21 +178,20 @@ def evaluate_robustness(run, stage: str, split: str = "test", method: str = "fgm
     Comparing stage "before" with "after", or a plain run with an adversarially trained one, shows
     whether training made the model harder to fool at this epsilon.
     """
-    from core.checkpoints import load_sequence_classifier
-    from core.data import load_splits
     from core.errors import UserError
     from core.run_files import run_config
+    from core.stages import open_stage, split_rows
 
     if epsilon <= 0:
         raise UserError(f"The attack's epsilon must be above 0 (got {epsilon}); try 0.05.")
     config = run_config(run)
     if config.task != "text_classification":
         raise UserError("The robustness check covers text classification runs; pick a text run.")
-    model, tokenizer = load_sequence_classifier(run, stage)
-    splits = load_splits(config.dataset, text_column=config.text_column or None, label_column=config.label_column or None,
-                         seed=config.seed, max_rows=config.max_rows or None)
-    frame = getattr(splits, split).head(max_examples)
-    label_ids = {name: index for index, name in enumerate(splits.label_names)}
+    opened = open_stage(run, stage)
+    model, tokenizer = opened.model, opened.preprocessor
+    rows, label_names = split_rows(run, split)
+    frame = rows.head(max_examples)
+    label_ids = {name: index for index, name in enumerate(label_names)}
 
     def batches():
         for start in range(0, len(frame), batch_size):

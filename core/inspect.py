@@ -34,7 +34,6 @@ IMAGE_COLUMNS = ("image", "gold", "predicted", "confidence", "loss", "correct")
 IMAGE_PAGE_SIZE = 24  # thumbnails on one page of the image gallery
 PAGE_SIZE = 50
 GALLERY_CAP = 50
-PREDICT_BATCH = 32
 # Length bins in words (whitespace-separated), inclusive bounds; the last is open-ended.
 LENGTH_BINS: tuple[tuple[str, int, float], ...] = (
     ("1–10 words", 1, 10),
@@ -77,13 +76,6 @@ def modality(run: Run) -> str:
         raise UserError(f"Run {run.id} is a {kind} run; this page inspects text and image classification runs. "
                         "Pick one of those.")
     return found
-
-
-def check_text_run(run: Run) -> None:
-    """Kept for callers that only handle text: a sentence for runs of another task."""
-    if modality(run) != "text":
-        kind = run.task.replace("_", " ")
-        raise UserError(f"Run {run.id} is a {kind} run; this needs a text classification run. Pick a text run.")
 
 
 def input_column(frame: pd.DataFrame) -> str:
@@ -130,14 +122,14 @@ def predictions(run: Run, split: str, stage: str, progress: Progress = _quiet) -
     """
     if split not in SPLITS:
         raise UserError(f"There is no split '{split}'; choose one of {', '.join(SPLITS)}.")
-    kind = modality(run)
+    modality(run)
     if not run.directory.is_dir():
         raise UserError(f"The directory of run {run.id} was deleted, so its models and predictions are gone. Pick another run.")
     path = predictions_path(run, split, stage)
     if path.is_file():
         frame = pd.read_parquet(path)
     else:
-        frame = (compute_image_predictions if kind == "image" else compute_predictions)(run, split, stage, progress)
+        frame = compute_predictions(run, split, stage, progress)
         store_frame(frame, path)
     frame = frame.reset_index(drop=True)
     frame.index.name = "row"
@@ -152,124 +144,21 @@ def store_frame(frame: pd.DataFrame, path: Path) -> None:
     os.replace(partial, path)
 
 
-def split_frame(run: Run, split: str) -> tuple[pd.DataFrame, list[str]]:
-    """The run's exact split (same dataset, columns, seed and row limit as in training) and its classes."""
-    from core.data import load_splits
-    from core.run_files import run_config
-
-    config = run_config(run)
-    splits = load_splits(
-        config.dataset,
-        text_column=config.text_column or None,
-        label_column=config.label_column or None,
-        seed=config.seed,
-        max_rows=config.max_rows or None,
-    )
-    return splits.split(split), splits.label_names
-
-
 def compute_predictions(run: Run, split: str, stage: str, progress: Progress = _quiet) -> pd.DataFrame:
-    """Predict every example of the split with the stage's model (batched, truncated as in training)."""
-    import torch
-
-    from core.checkpoints import load_sequence_classifier
-    from core.run_files import run_config
-    from core.tasks.text_classification import prediction_frame
+    """Predict every example of the run's split with the stage's model, through the task's own split and stage
+    (`core.stages`); the frame names each example by its text or its image reference."""
+    from core.predictions import prediction_frame
+    from core.stages import open_stage, split_rows
 
     progress(0.0, f"Loading the {split} split")
-    rows, names = split_frame(run, split)
+    rows, names = split_rows(run, split)
     progress(0.05, f"Loading the {stage} model")
-    try:
-        model, tokenizer = load_sequence_classifier(run, stage)
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a checkpoint a running trainer is still writing, or rotated away
-        raise UserError(
-            f"The '{stage}' model of run {run.id} could not be read ({type(error).__name__}: {str(error)[:200]}); "
-            "a running run may still be writing it. Pick another stage or try again in a moment."
-        ) from None
-    max_length = run_config(run).max_length
-    texts = rows["text"].tolist()
-    logits = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), PREDICT_BATCH):
-            batch = tokenizer(texts[start:start + PREDICT_BATCH], truncation=True, max_length=max_length, padding=True,
-                              return_tensors="pt")
-            logits.append(model(**batch).logits.float().numpy())
-            done = min(len(texts), start + PREDICT_BATCH)
-            progress(0.1 + 0.9 * done / max(1, len(texts)), f"Predicted {done} of {len(texts)} {split} examples")
+    model = open_stage(run, stage)
+    logits = model.predict(rows, progress=lambda fraction, message: progress(0.1 + 0.9 * fraction, f"{message} ({split})"))
     index = {name: i for i, name in enumerate(names)}
     labels = np.array([index[label] for label in rows["label"]], dtype=int)
-    stacked = np.concatenate(logits) if logits else np.zeros((0, len(names)), dtype=np.float32)
-    return prediction_frame(texts, stacked, labels, names)
-
-
-def load_image_classifier(run: Run, stage: str):
-    """(model in eval mode, image processor sized as in training) for one stage of an image run."""
-    from transformers import AutoModelForImageClassification
-
-    from core.checkpoints import BEFORE_MODEL, available_stages, stage_folder
-    from core.models import SAFE_LOADING
-    from core.run_files import run_config
-    from core.tasks.image_classification import image_size_of, load_processor
-
-    if stage not in available_stages(run):
-        raise UserError(f"Run {run.id} has no '{stage}' model; available: {', '.join(available_stages(run)) or 'none'}.")
-    folder = stage_folder(run, stage)
-    processor_folder = folder if (folder / "preprocessor_config.json").is_file() else run.directory / BEFORE_MODEL
-    processor = load_processor(str(processor_folder), image_size_of(run_config(run)))
-    if (folder / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        base = AutoModelForImageClassification.from_pretrained(run.directory / BEFORE_MODEL, **SAFE_LOADING)
-        model = PeftModel.from_pretrained(base, folder).merge_and_unload()
-    else:
-        model = AutoModelForImageClassification.from_pretrained(folder, **SAFE_LOADING)
-    return model.eval(), processor
-
-
-def image_split(run: Run, split: str):
-    """The run's exact image split (same dataset, seed and row limit as in training) and its classes."""
-    from core.images import load_image_splits
-    from core.run_files import run_config
-
-    config = run_config(run)
-    splits = load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None)
-    return splits, splits.split(split)
-
-
-def compute_image_predictions(run: Run, split: str, stage: str, progress: Progress = _quiet) -> pd.DataFrame:
-    """Predict every image of the split with the stage's model; the frame names images by reference."""
-    import torch
-
-    from core.tasks.text_classification import prediction_frame
-
-    progress(0.0, f"Loading the {split} split")
-    splits, part = image_split(run, split)
-    names = splits.label_names
-    progress(0.05, f"Loading the {stage} model")
-    try:
-        model, processor = load_image_classifier(run, stage)
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a checkpoint a running trainer is still writing, or rotated away
-        raise UserError(
-            f"The '{stage}' model of run {run.id} could not be read ({type(error).__name__}: {str(error)[:200]}); "
-            "a running run may still be writing it. Pick another stage or try again in a moment."
-        ) from None
-    references = splits.frame(split)["image"].tolist()
-    logits = []
-    with torch.inference_mode():
-        for start in range(0, len(part), PREDICT_BATCH):
-            rows = part[start:start + PREDICT_BATCH]
-            pixels = processor(images=rows["image"], return_tensors="pt")["pixel_values"]
-            logits.append(model(pixel_values=pixels).logits.float().numpy())
-            done = min(len(part), start + PREDICT_BATCH)
-            progress(0.1 + 0.9 * done / max(1, len(part)), f"Predicted {done} of {len(part)} {split} images")
-    index = {name: i for i, name in enumerate(names)}
-    labels = np.array([index[label] for label in part["label"]], dtype=int)
-    stacked = np.concatenate(logits) if logits else np.zeros((0, len(names)), dtype=np.float32)
-    return prediction_frame(references, stacked, labels, names).rename(columns={"text": "image"})
+    column = INPUT_COLUMNS[modality(run)]
+    return prediction_frame(rows[column].astype(str).tolist(), logits, labels, names).rename(columns={"text": column})
 
 
 # --- summaries -------------------------------------------------------------------------------

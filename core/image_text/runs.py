@@ -139,19 +139,6 @@ def with_checkpoint_weights(model, config: RunConfig, folder):
 # --- Retrieval ------------------------------------------------------------------------------------
 
 
-def split_frame(run: Run, split: str) -> pd.DataFrame:
-    """The split's pairs as the run saw them (image reference, text, label), in order."""
-    from core.image_text.data import load_pair_splits
-
-    config = run_config(run)
-    splits = load_pair_splits(config.dataset, kind=dataset_kind(run), seed=config.seed, max_rows=config.max_rows or None)
-    return splits.frame(split)
-
-
-def dataset_kind(run: Run) -> str:
-    return pair_task(run).dataset_kind
-
-
 def embed_images(pair: PairModel, images: list, batch_size: int = EMBED_BATCH) -> np.ndarray:
     import torch
 
@@ -187,7 +174,9 @@ def split_embeddings(
     """(pairs frame, image embeddings, caption embeddings) of a split at a stage, cached beside the run."""
     from core.image_text.data import open_pair_record
 
-    frame = split_frame(run, split)
+    from core.stages import split_rows
+
+    frame, _ = split_rows(run, split)
     cache = run.directory / "inspect" / f"embeddings_{split}_{stage}.npz"
     if cache.is_file() and cache.stat().st_mtime >= stage_folder(run, stage).stat().st_mtime:
         stored = np.load(cache)
@@ -247,7 +236,9 @@ def fusion_predictions(run: Run, pair: PairModel, stage: str, split: str, progre
     for path in (stored, cache):
         if path.is_file() and path.stat().st_mtime >= stage_folder(run, stage).stat().st_mtime:
             return pd.read_parquet(path)
-    frame = split_frame(run, split)
+    from core.stages import split_rows
+
+    frame, _ = split_rows(run, split)
     logits = classify(pair, frame, progress)
     from core.tasks.text_classification import prediction_frame
 

@@ -32,6 +32,49 @@ class Prepared:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+PREDICT_BATCH = 64
+
+
+@dataclass
+class StageModel:
+    """One stage of a run, opened once (`core.stages.open_stage`): the model (eval mode, no parameter gradients),
+    what prepares its inputs (`preprocessor`: a tokenizer, an image processor, or a pair model's both), its class
+    names, the run's `max_length`, and `extras` a task keeps (a pair model's kind). `logits_of(stage, rows)` is the
+    task's batched forward pass."""
+
+    run: Any
+    stage: str
+    model: Any
+    preprocessor: Any
+    label_names: list[str]
+    logits_of: Callable[["StageModel", pd.DataFrame], np.ndarray]
+    max_length: int | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, rows: pd.DataFrame, progress: Progress | None = None, batch_size: int = PREDICT_BATCH):
+        """Logits for rows shaped as the task's `split_rows` gives them, in batches: (len(rows), classes), or for a
+        tagger one (words, tags) array per sentence."""
+        import torch
+
+        parts: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), batch_size):
+                parts.extend(np.asarray(row, dtype=np.float32) for row in self.logits_of(self, rows.iloc[start:start + batch_size]))
+                done = min(len(rows), start + batch_size)
+                if progress:
+                    progress(done / max(1, len(rows)), f"Predicted {done} of {len(rows)} examples")
+        if not parts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        # A tagger's rows are (words, tags) of each sentence's own length: those stay a list.
+        return np.stack(parts) if len({part.shape for part in parts}) == 1 else parts
+
+
+def config_labels(model) -> list[str]:
+    """Class names in index order from a model's config (what the trainer saved as id2label)."""
+    id2label = getattr(model.config, "id2label", None) or {}
+    return [str(id2label.get(index, f"LABEL_{index}")) for index in range(model.config.num_labels)]
+
+
 class Task(ABC):
     key: str
     title: str
@@ -70,6 +113,19 @@ class Task(ABC):
     @abstractmethod
     def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
         """Load data and the pretrained model with its new head, and encode the splits."""
+
+    @abstractmethod
+    def split_rows(self, run, split: str) -> tuple[pd.DataFrame, list[str]]:
+        """After training: the run's exact split (its dataset, columns, seed and row limit) as the rows people see
+        (text, tokens, image reference, ...) with the gold label, and the class names."""
+
+    @abstractmethod
+    def open_stage(self, run, stage: str) -> StageModel:
+        """After training: one stage's model with its preprocessor and class names (`core.stages.open_stage`)."""
+
+    @abstractmethod
+    def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
+        """After training: the stage's logits for a batch of `split_rows` rows (what `StageModel.predict` batches)."""
 
     @abstractmethod
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -22,7 +22,7 @@ from core.metrics import classification_metrics, classification_report
 from core.models import load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.predictions import prediction_frame
 from core.task_keys import IMAGE_CLASSIFICATION
-from core.tasks.base import Prepared, Task
+from core.tasks.base import Prepared, StageModel, Task, config_labels
 
 # Dropout knobs have different names across architectures; set whichever the config has.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
@@ -103,6 +103,44 @@ class ImageClassification(Task):
         """One row per image: image (a reference like 'digits#12' for core.images.open_image), gold, predicted, …"""
         references = prepared.raw[split]["image"].tolist()
         return prediction_frame(references, logits, labels, prepared.label_names).rename(columns={"text": "image"})
+
+    # -- after training ------------------------------------------------------------------------------
+
+    def split_rows(self, run, split: str) -> tuple[pd.DataFrame, list[str]]:
+        from core.images.datasets import load_image_splits
+        from core.run_files import run_config
+
+        config = run_config(run)
+        splits = load_image_splits(config.dataset, seed=config.seed, max_rows=config.max_rows or None)
+        return splits.frame(split), splits.label_names
+
+    def open_stage(self, run, stage: str) -> StageModel:
+        """The stage's classifier (a LoRA checkpoint merged onto the before-model) with the processor sized as the run
+        trained: a checkpoint's saved processor, else the before-model's, at the run's image size either way."""
+        from transformers import AutoModelForImageClassification
+
+        from core.checkpoints import BEFORE_MODEL, stage_folder
+        from core.models import SAFE_LOADING
+        from core.run_files import run_config
+
+        folder = stage_folder(run, stage)
+        processor_folder = folder if (folder / "preprocessor_config.json").is_file() else run.directory / BEFORE_MODEL
+        processor = load_processor(str(processor_folder), image_size_of(run_config(run)))
+        if (folder / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base = AutoModelForImageClassification.from_pretrained(run.directory / BEFORE_MODEL, **SAFE_LOADING)
+            model = PeftModel.from_pretrained(base, folder).merge_and_unload()
+        else:
+            model = AutoModelForImageClassification.from_pretrained(folder, **SAFE_LOADING)
+        return StageModel(run, stage, model, processor, config_labels(model), self.stage_logits)
+
+    def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
+        from core.images import open_image
+
+        pictures = [open_image(reference).convert("RGB") for reference in rows["image"]]
+        pixels = stage.preprocessor(images=pictures, return_tensors="pt")["pixel_values"].to(stage.model.device)
+        return stage.model(pixel_values=pixels).logits.float().cpu().numpy()
 
 
 def image_size_of(config: RunConfig) -> int:

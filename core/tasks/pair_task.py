@@ -18,7 +18,7 @@ from core.image_text.training import (
     pair_processor_for,
     trainable_pair_model,
 )
-from core.tasks.base import Prepared, Task
+from core.tasks.base import Prepared, StageModel, Task
 
 
 class PairTask(Task):
@@ -84,3 +84,37 @@ class PairTask(Task):
         from core.image_text.models import merge_adapters
 
         return merge_adapters(model)
+
+    # -- after training ------------------------------------------------------------------------------
+
+    def split_rows(self, run, split: str):
+        from core.image_text.data import load_pair_splits
+        from core.run_files import run_config
+
+        config = run_config(run)
+        splits = load_pair_splits(config.dataset, kind=self.dataset_kind, seed=config.seed, max_rows=config.max_rows or None)
+        return splits.frame(split), list(splits.label_names)
+
+    def open_stage(self, run, stage: str) -> StageModel:
+        from core.image_text.runs import load_stage_pair_model
+        from core.run_files import run_config
+
+        pair = load_stage_pair_model(run, stage)
+        return StageModel(run, stage, pair.model, (pair.image_processor, pair.tokenizer), list(pair.label_names),
+                          self.stage_logits, max_length=run_config(run).max_length,
+                          extras={"kind": pair.kind, "prompt_template": pair.prompt_template})
+
+    def stage_logits(self, stage: StageModel, rows):
+        """A classifier's logits for each row's (image, text), or a dual encoder's score of each row's pair as (N, 1)."""
+        from core.image_text.data import open_pair_record
+        from core.image_text.models import pair_scores
+
+        image_processor, tokenizer = stage.preprocessor
+        pictures = [open_pair_record(reference)["image"] for reference in rows["image"]]
+        pixels = image_processor(images=pictures, return_tensors="pt")["pixel_values"].to(stage.model.device)
+        text = tokenizer(rows["text"].astype(str).tolist(), padding=True, truncation=True, max_length=stage.max_length,
+                         return_tensors="pt").to(stage.model.device)
+        if stage.extras["kind"] == "similarity":
+            return pair_scores(stage.model, pixels, **text)[:, None].float().cpu().numpy()
+        return stage.model(pixel_values=pixels, **text).logits.float().cpu().numpy()
+

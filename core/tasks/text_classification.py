@@ -14,7 +14,7 @@ from core.metrics import classification_metrics, classification_report
 from core.models import check_max_length, load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.predictions import prediction_frame
 from core.task_keys import TEXT_CLASSIFICATION
-from core.tasks.base import Prepared, Task
+from core.tasks.base import Prepared, StageModel, Task, config_labels
 
 
 class TextClassification(Task):
@@ -67,6 +67,27 @@ class TextClassification(Task):
 
     def predictions(self, logits: np.ndarray, labels: np.ndarray, prepared: Prepared, split: str) -> pd.DataFrame:
         return prediction_frame(prepared.raw[split]["text"].tolist(), logits, labels, prepared.label_names)
+
+    # -- after training ------------------------------------------------------------------------------
+
+    def split_rows(self, run, split: str) -> tuple[pd.DataFrame, list[str]]:
+        from core.run_files import run_config
+
+        splits = load_text_splits(run_config(run))
+        return splits.split(split), splits.label_names
+
+    def open_stage(self, run, stage: str) -> StageModel:
+        from core.checkpoints import load_stage_model
+        from core.run_files import run_config
+
+        model, tokenizer = load_stage_model(run, stage, "AutoModelForSequenceClassification")
+        return StageModel(run, stage, model, tokenizer, config_labels(model), self.stage_logits,
+                          max_length=run_config(run).max_length)
+
+    def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
+        batch = stage.preprocessor(rows["text"].astype(str).tolist(), truncation=True, max_length=stage.max_length,
+                                   padding=True, return_tensors="pt").to(stage.model.device)
+        return stage.model(**batch).logits.float().cpu().numpy()
 
 
 def check_names_and_limits(config: RunConfig) -> None:

@@ -57,7 +57,7 @@ from core.ner.data import (
     word_spans,
 )
 from core.task_keys import TOKEN_CLASSIFICATION
-from core.tasks.base import Prepared, Task
+from core.tasks.base import Prepared, StageModel, Task, config_labels
 
 # Byte-level BPE tokenizers need a leading space to split pre-tokenized words as in running text.
 PREFIX_SPACE_MODELS = ("roberta", "gpt2", "bloom", "deberta", "longformer", "bart")
@@ -158,6 +158,39 @@ class TokenClassification(Task):
                     "token accuracy": report.get("accuracy")}
         return {"tag F1 (macro; logged f1)": average, "token accuracy": report.get("accuracy"),
                 "tag F1 (weighted)": report.get("weighted avg", {}).get("f1-score")}
+
+    # -- after training ------------------------------------------------------------------------------
+
+    def split_rows(self, run, split: str) -> tuple[pd.DataFrame, list[str]]:
+        from core.run_files import run_config
+
+        splits = load_splits(run_config(run))
+        return splits.split(split), splits.label_names
+
+    def open_stage(self, run, stage: str) -> StageModel:
+        from core.checkpoints import load_stage_model
+        from core.run_files import run_config
+
+        model, tokenizer = load_stage_model(run, stage, "AutoModelForTokenClassification")
+        return StageModel(run, stage, model, tokenizer, config_labels(model), self.stage_logits,
+                          max_length=run_config(run).max_length)
+
+    def stage_logits(self, stage: StageModel, rows: pd.DataFrame) -> list[np.ndarray]:
+        """Each sentence's (words, tags) logits at the first piece of each word (NaN for a word cut off)."""
+        from core.ner.align import first_positions
+
+        sentences = [[str(word) for word in words] for words in rows["tokens"]]
+        encoded = stage.preprocessor(sentences, is_split_into_words=True, truncation=True, max_length=stage.max_length,
+                                     padding=True, return_tensors="pt").to(stage.model.device)
+        logits = stage.model(**encoded).logits.float().cpu().numpy()
+        per_sentence = []
+        for index, words in enumerate(sentences):
+            firsts = first_positions(encoded.word_ids(index), len(words))
+            rows_of = np.full((len(words), logits.shape[-1]), np.nan, dtype=np.float32)
+            kept = [word for word, position in enumerate(firsts) if position is not None]
+            rows_of[kept] = logits[index, [firsts[word] for word in kept]]
+            per_sentence.append(rows_of)
+        return per_sentence
 
 
 def check_names_and_limits(config: RunConfig) -> None:

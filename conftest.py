@@ -34,6 +34,7 @@ SLOW_FIXTURES = {
     "test_image_pages.py::image_run",
     "test_pair_pages.py::pair_run",
     "test_export.py::text_exported", "test_export.py::ner_exported", "test_export.py::image_exported",
+    "test_explain.py::trained",
     "test_explain_image.py::planted_run",
     "test_explain_cli.py::image_run", "test_explain_cli.py::pair_run",
 }
@@ -48,6 +49,8 @@ SLOW_TESTS = {
     "test_faults.py::test_a_queued_run_starts_when_its_predecessor_is_killed_with_nobody_looking",
     "test_faults.py::test_a_suspended_trainer_is_shown_stalled_its_eta_grows_and_cancel_stops_it",
     "test_pages.py::test_train_page_starts_a_run",
+    "test_pair_pages.py::test_train_page_offers_the_dual_encoder_tower_settings_and_negatives",
+    "test_export.py::test_nothing_exported_is_a_pickle_and_int8_is_onnx_only",  # its fixture by request.getfixturevalue
     "test_newcomer.py::test_the_worker_log_has_no_progress_bars_or_load_reports",
     "test_cli.py::test_train_detached_then_cancel",  # through `python -m core train`: the guard cannot see it
     "test_images.py::test_tiny_vit_learns_planted_squares_through_the_job_manager",

@@ -67,7 +67,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def command_add(arguments) -> int:
-    from core.cli import shown
+    from core.cli_support import shown
     from core.data.registry import DatasetFiles, dataset_kind
 
     kind = dataset_kind(arguments.task)
@@ -83,7 +83,7 @@ def command_add(arguments) -> int:
 
 
 def command_list(arguments) -> int:
-    from core.cli import shown
+    from core.cli_support import shown
     from core.data.registry import list_datasets
 
     entries = list_datasets()
@@ -133,7 +133,7 @@ def check_add_flags(arguments, kind) -> None:
 
 def render(details: dict[str, Any], kind) -> str:
     """The Data page's overview as lines: what it is, rows per split, classes and their balance, the preview."""
-    from core.cli import shown
+    from core.cli_support import shown
 
     rows, classes = details["rows"], details["classes"]
     lines = [
@@ -157,7 +157,7 @@ def render(details: dict[str, Any], kind) -> str:
 
 def balance_table(counts: dict[str, dict[str, int]]) -> list[str]:
     """A class-by-split table of counts, one line per class."""
-    from core.cli import shown
+    from core.cli_support import shown
 
     splits, names = list(counts), [shown(name) for name in next(iter(counts.values()))]
     width = max(len(name) for name in names)

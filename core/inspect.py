@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.stages import SPLITS
 from core.store import Run
 
 TEXT_TASK = "text_classification"
@@ -28,7 +29,6 @@ IMAGE_TASK = "image_classification"
 MODALITIES = {TEXT_TASK: "text", IMAGE_TASK: "image"}
 # The column naming each example in a prediction frame: its text, or an image reference ("digits#12").
 INPUT_COLUMNS = {"text": "text", "image": "image"}
-SPLITS = ("test", "validation", "train")
 TABLE_COLUMNS = ("text", "gold", "predicted", "confidence", "loss", "correct")
 IMAGE_COLUMNS = ("image", "gold", "predicted", "confidence", "loss", "correct")
 IMAGE_PAGE_SIZE = 24  # thumbnails on one page of the image gallery

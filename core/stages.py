@@ -18,6 +18,8 @@ from core.store import Run
 from core.tasks import TASKS
 from core.tasks.base import StageModel
 
+SPLITS = ("test", "validation", "train")  # the order pages offer them in: the held-out split first
+
 
 def task_of(run: Run):
     """The run's task, or a sentence saying this version does not know it."""
@@ -30,8 +32,6 @@ def task_of(run: Run):
 
 def split_rows(run: Run, split: str) -> tuple[pd.DataFrame, list[str]]:
     """The run's exact `split` (train, validation or test) as rows, and its class names."""
-    from core.inspect import SPLITS
-
     if split not in SPLITS:
         raise UserError(f"There is no split '{split}'; choose one of {', '.join(SPLITS)}.")
     return task_of(run).split_rows(run, split)

@@ -2,7 +2,7 @@
 
 Type a query and see the split's best-matching images; pick an image and see its best captions and
 zero-shot classes; then explain one (image, text) pair: which words and which patches raise its
-score, drawn side by side with each modality's share. Logic lives in `core.image_text.runs` and
+score, drawn side by side with each modality's share. Logic lives in `core.pair_runs` and
 `core.explain.pairs`; this file only draws.
 """
 
@@ -30,7 +30,7 @@ JOINT_MAP_DEFAULTS = {"image_baseline": "grey"}
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
 def pair_model(run_id: str, stage: str, written_at: int | None):
     """One loaded model per (run, stage, time its model was written)."""
-    from core.image_text.runs import load_stage_pair_model
+    from core.pair_runs import load_stage_pair_model
     from pages import open_store
 
     return load_stage_pair_model(open_store().get(run_id), stage)
@@ -46,7 +46,7 @@ def thumbnail(workspace: str, reference: str, size: int) -> bytes:
 def pair_inspector(run: Run, stage_column, split_column) -> None:
     """Stage and split pickers for an image-text run, then retrieval and cross-modal attribution."""
     from core import inspect
-    from core.image_text.runs import pair_stages
+    from core.pair_runs import pair_stages
     from core.workspace import workspace_root
 
     try:
@@ -76,7 +76,7 @@ def progress_bar(text: str):
 
 def retrieval_view(run: Run, stage: str, split: str, pair, workspace: str) -> tuple[pd.DataFrame, str]:
     """Alignment runs: retrieval metrics on the split, search by words, search by image."""
-    from core.image_text.runs import split_embeddings
+    from core.pair_runs import split_embeddings
 
     bar, progress = progress_bar("Embedding the split (once per stage; kept for next time)…")
     frame, image_embeds, text_embeds = split_embeddings(run, pair, stage, split, progress=progress)
@@ -90,7 +90,7 @@ def retrieval_view(run: Run, stage: str, split: str, pair, workspace: str) -> tu
 def classification_view(run: Run, stage: str, split: str, pair, workspace: str) -> tuple[pd.DataFrame, str]:
     """Fusion runs: accuracy, confusion matrix and report on the split, then one pair to explain."""
     from core import inspect
-    from core.image_text.runs import fusion_predictions
+    from core.pair_runs import fusion_predictions
 
     bar, progress = progress_bar("Classifying the split (once per stage; kept for next time)…")
     frame = fusion_predictions(run, pair, stage, split, progress=progress)
@@ -143,7 +143,7 @@ def retrieval_summary(frame: pd.DataFrame, image_embeds, text_embeds) -> None:
 
 
 def search_by_text(pair, frame: pd.DataFrame, image_embeds, workspace: str) -> None:
-    from core.image_text.runs import search_images
+    from core.pair_runs import search_images
 
     query = st.text_input("Search the images with words", key="inspect_pair_query", placeholder="blue square",
                           help="Your words are embedded by the text tower and compared with every image of the split.")
@@ -175,7 +175,7 @@ def choose_pair(reference: str, text: str) -> None:
 def search_by_image(pair, frame: pd.DataFrame, text_embeds, workspace: str) -> str:
     """Pick an image of the split; its best captions and zero-shot classes. Returns the picked reference."""
     from core.image_text.data import open_pair_record
-    from core.image_text.runs import search_captions, zero_shot
+    from core.pair_runs import search_captions, zero_shot
 
     references = frame["image"].tolist()
     if st.session_state.get("inspect_pair_image") not in references:

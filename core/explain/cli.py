@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core")
     add_explain_parser(parser.add_subparsers(dest="command", required=True))
     arguments = parser.parse_args(["explain", *(sys.argv[1:] if argv is None else argv)])
-    from core.cli import run_command
+    from core.cli_support import run_command
 
     return run_command(arguments)
 

@@ -650,7 +650,7 @@ class GradCam(AttributionMethod):
     modalities = ("patches",)
 
     def applies_to(self, model) -> str | None:
-        from core.explain.image import grad_cam_problem
+        from core.explain.layers import grad_cam_problem
 
         return super().applies_to(model) or grad_cam_problem(model)
 

@@ -30,7 +30,7 @@ def load_pairs_and_processors(config: RunConfig, kind: str, progress: Progress):
     """(splits, model source, image processor, tokenizer) for a run on a pair dataset."""
     from core.image_text.data import load_pair_splits
     from core.image_text.models import load_tokenizer, resolve_dual_encoder
-    from core.tasks.image_classification import load_processor
+    from core.images.processing import load_processor
 
     splits = load_pair_splits(config.dataset, kind=kind, seed=config.seed, max_rows=config.max_rows or None, progress=progress)
     source = resolve_dual_encoder(config.model, progress)
@@ -51,7 +51,7 @@ def trainable_pair_model(model, config: RunConfig):
     running statistics those of the last batch alone; an epoch ending in a batch of two pairs then
     wrecks every later evaluation (seen: validation R@1 0.48 at step 90, 0.09 at step 93).
     """
-    from core.tasks.image_classification import steady_batchnorm
+    from core.images.processing import steady_batchnorm
 
     steady_batchnorm(model)
     return with_tower_modes(model, config)

@@ -96,10 +96,10 @@ class PairTask(Task):
         return splits.frame(split), list(splits.label_names)
 
     def open_stage(self, run, stage: str) -> StageModel:
-        from core.image_text.runs import load_stage_pair_model
+        from core.image_text.stages import load_pair_stage
         from core.run_files import run_config
 
-        pair = load_stage_pair_model(run, stage)
+        pair = load_pair_stage(run, stage, self.pair_kind)
         return StageModel(run, stage, pair.model, (pair.image_processor, pair.tokenizer), list(pair.label_names),
                           self.stage_logits, max_length=run_config(run).max_length,
                           extras={"kind": pair.kind, "prompt_template": pair.prompt_template})

@@ -25,7 +25,7 @@ from core.explain import (
     randomization_check,
 )
 from core.explain import patches
-from core.explain.image import last_convolution
+from core.explain.layers import last_convolution
 
 RUN_TIMEOUT = 240
 CNN_SIZE = 50

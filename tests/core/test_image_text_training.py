@@ -167,7 +167,7 @@ def test_alignment_logs_retrieval_zero_shot_and_temperature_from_step_zero(align
 
 def test_alignment_writes_reports_predictions_and_a_plain_final_model(aligned):
     from core.checkpoints import available_stages
-    from core.image_text.runs import load_stage_pair_model
+    from core.pair_runs import load_stage_pair_model
     from core.tasks import TASKS
 
     run = aligned["run"]
@@ -198,7 +198,7 @@ def test_alignment_writes_reports_predictions_and_a_plain_final_model(aligned):
 
 
 def test_retrieval_finds_the_images_of_a_query(aligned):
-    from core.image_text.runs import load_stage_pair_model, search_captions, search_images, split_embeddings, zero_shot
+    from core.pair_runs import load_stage_pair_model, search_captions, search_images, split_embeddings, zero_shot
 
     run = aligned["run"]
     pair = load_stage_pair_model(run, "after")
@@ -262,7 +262,7 @@ def fusion_run(fusion_trained, monkeypatch):
 
 
 def test_fusion_learns_planted_pairs_and_saves_a_loadable_model(fusion_run):
-    from core.image_text.runs import fusion_predictions, load_stage_pair_model
+    from core.pair_runs import fusion_predictions, load_stage_pair_model
 
     run = fusion_run
     metrics = RunStore().metrics(run.id)
@@ -326,7 +326,7 @@ def test_fusion_maps_point_at_the_planted_evidence(fusion_run):
     from core.explain import patches
     from core.explain.pairs import PairExplainer
     from core.image_text.data import open_pair_record
-    from core.image_text.runs import fusion_predictions, load_stage_pair_model
+    from core.pair_runs import fusion_predictions, load_stage_pair_model
 
     run = fusion_run
     pair = load_stage_pair_model(run, "after")

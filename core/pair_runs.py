@@ -1,9 +1,7 @@
-"""An image-text run's models by stage, and retrieval over a split with one of them.
+"""An image-text run after training: which task and stages it has, its model by stage, and retrieval over a split.
 
 `load_stage_pair_model(run, stage)` gives the model with its image processor and tokenizer, as the
-run trained them (its image size). A checkpoint of a run whose towers had LoRA adapters holds the
-adapters beside the base weights; it is rebuilt with the same adapters and merged, so every stage
-loads as a plain model.
+run trained them (`core.image_text.stages`).
 
 Retrieval (`split_embeddings`, `search_images`, `search_captions`) embeds a split once per stage
 and keeps the embeddings under the run's inspect cache, so a typed query costs one text forward.
@@ -11,30 +9,17 @@ and keeps the embeddings under the run's inspect cache, so a typed query costs o
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from core.assets import Progress, no_progress
-from core.checkpoints import BEFORE_MODEL, available_stages, latest_stage, stage_folder
-from core.config import RunConfig
+from core.checkpoints import available_stages, latest_stage, stage_folder
 from core.errors import UserError
+from core.image_text.stages import PairModel, load_pair_stage
 from core.store import Run
 
 EMBED_BATCH = 64
-
-
-@dataclass
-class PairModel:
-    model: Any
-    image_processor: Any
-    tokenizer: Any
-    kind: str  # "similarity" (dual encoder) or "classification" (fusion)
-    label_names: list[str]
-    prompt_template: str = "a {label}"
 
 
 def pair_task(run: Run):
@@ -66,74 +51,10 @@ def pair_stages(run: Run) -> list[str]:
     return found
 
 
-def run_config(run: Run) -> RunConfig:
-    return RunConfig.load(run.directory / "config.yaml")
-
-
-def summary_of(run: Run) -> dict[str, Any]:
-    path = run.directory / "summary.json"
-    if not path.is_file():
-        raise UserError(f"Run {run.id} has not written its summary yet; wait until it starts training.")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def load_stage_pair_model(run: Run, stage: str | None = None) -> PairModel:
-    """The run's model at `stage` (None: the latest) in eval mode, with the processors it trained with."""
-    from core.image_text.models import load_tokenizer
-    from core.tasks.image_classification import load_processor
-
-    kind = check_pair_run(run)
-    stage = stage or latest_stage(run)
-    if stage not in available_stages(run):
-        raise UserError(f"Run {run.id} has no '{stage}' model; available: {', '.join(available_stages(run)) or 'none'}.")
-    config = run_config(run)
-    before = run.directory / BEFORE_MODEL
-    folder = stage_folder(run, stage)
-    model = load_pair_folder(before if is_checkpoint(folder) else folder, kind)
-    if is_checkpoint(folder):  # the Trainer's checkpoint: weights only (adapters too, when a tower had LoRA)
-        model = with_checkpoint_weights(model, config, folder)
-    summary = summary_of(run)
-    return PairModel(
-        model=model.eval(),
-        image_processor=load_processor(str(before), int(config.image_size or 0)),
-        tokenizer=load_tokenizer(str(before)),
-        kind=kind,
-        label_names=list(summary.get("label_names", [])),
-        prompt_template=prompt_template_of(summary),
-    )
-
-
-def prompt_template_of(summary: dict[str, Any]) -> str:
-    return summary.get("prompt_template") or "a {label}"
-
-
-def load_pair_folder(folder, kind: str):
-    """A saved dual encoder, or a fusion classifier (a dual encoder folder plus its head)."""
-    from core.image_text.fusion import FusionClassifier
-    from core.image_text.models import load_dual_encoder
-
-    return FusionClassifier.from_pretrained(folder) if kind == "classification" else load_dual_encoder(str(folder))
-
-
-def is_checkpoint(folder) -> bool:
-    return folder.parent.name == "checkpoints"
-
-
-def with_checkpoint_weights(model, config: RunConfig, folder):
-    """The before-model with the checkpoint's weights; LoRA adapters injected first when it holds any, then merged."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from core.image_text.models import merge_adapters
-    from core.image_text.training import with_tower_modes
-
-    weights = folder / "model.safetensors"
-    with safe_open(str(weights), "pt") as handle:
-        adapters = any("lora_" in key for key in handle.keys())
-    if adapters:
-        model = with_tower_modes(model, config)
-    model.load_state_dict(load_file(str(weights)), strict=False)
-    return merge_adapters(model) if adapters else model
+    """The run's model at `stage` (None: the latest) in eval mode, with the processors it trained with; a sentence
+    when the run is not an image-text run or has no such stage."""
+    return load_pair_stage(run, stage or latest_stage(run), check_pair_run(run))
 
 
 # --- Retrieval ------------------------------------------------------------------------------------
@@ -240,7 +161,7 @@ def fusion_predictions(run: Run, pair: PairModel, stage: str, split: str, progre
 
     frame, _ = split_rows(run, split)
     logits = classify(pair, frame, progress)
-    from core.tasks.text_classification import prediction_frame
+    from core.predictions import prediction_frame
 
     label_ids = {name: index for index, name in enumerate(pair.label_names)}
     gold = np.array([label_ids[label] for label in frame["label"]])

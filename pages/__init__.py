@@ -250,3 +250,31 @@ def classification_header(run: Run, pick_stage, pick_split) -> tuple[list[str], 
         st.markdown("**Classification report**")
         st.dataframe(viz.report_table(inspect.classification_report(frame, names)), width="stretch")
     return stages, stage, split, frame, names
+
+
+# --- Data widgets the views of every kind of data share ---------------------------------------------
+
+SOURCES = ("Built-in", "Registered", "Upload")
+SAVE_MESSAGE_KEY = "data_save_message"
+
+
+def prepare_with_bar(kind, key: str) -> None:
+    """First use of a built-in that needs a download or conversion: do it with a progress bar, outside the caches
+    (`kind` a `core.data.registry.DatasetKind`)."""
+    from core.data.registry import prepare_builtin
+
+    builtin = kind.builtins.get(key)
+    if builtin is None or builtin.is_ready():
+        return
+    bar = st.progress(0.0, text=f"Preparing {builtin.title}…")
+    prepare_builtin(kind, key, lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+    bar.empty()
+
+
+def show_save_message() -> None:
+    """The outcome of the last Save, shown once."""
+    message = st.session_state.pop(SAVE_MESSAGE_KEY, None)
+    if message is None:
+        return
+    kind, text = message
+    (st.success if kind == "success" else st.error)(text)

@@ -47,7 +47,7 @@ class StageModel:
     model: Any
     preprocessor: Any
     label_names: list[str]
-    logits_of: Callable[["StageModel", pd.DataFrame], np.ndarray]
+    logits_of: Callable[[StageModel, pd.DataFrame], np.ndarray]
     max_length: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -59,7 +59,8 @@ class StageModel:
         parts: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(rows), batch_size):
-                parts.extend(np.asarray(row, dtype=np.float32) for row in self.logits_of(self, rows.iloc[start:start + batch_size]))
+                logits = self.logits_of(self, rows.iloc[start:start + batch_size])
+                parts.extend(np.asarray(row, dtype=np.float32) for row in logits)
                 done = min(len(rows), start + batch_size)
                 if progress:
                     progress(done / max(1, len(rows)), f"Predicted {done} of {len(rows)} examples")

@@ -33,10 +33,13 @@ SLOW_FIXTURES = {
     "test_inspect.py::trained",
     "test_image_pages.py::image_run",
     "test_pair_pages.py::pair_run",
-    "test_export.py::text_exported", "test_export.py::ner_exported", "test_export.py::image_exported",
+    "test_export.py::text_exported",
+    "test_export.py::ner_exported",
+    "test_export.py::image_exported",
     "test_explain.py::trained",
     "test_explain_image.py::planted_run",
-    "test_explain_cli.py::image_run", "test_explain_cli.py::pair_run",
+    "test_explain_cli.py::image_run",
+    "test_explain_cli.py::pair_run",
 }
 # "module::test" for tests that start a trainer in their own body.
 SLOW_TESTS = {
@@ -64,9 +67,11 @@ def is_slow(item) -> bool:
     if f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
         return True
     definitions = getattr(item, "_fixtureinfo", None)
-    used = {f"{Path(fixture.func.__code__.co_filename).name}::{name}"
-            for name, fixtures in (definitions.name2fixturedefs.items() if definitions else ())
-            for fixture in fixtures}
+    used = {
+        f"{Path(fixture.func.__code__.co_filename).name}::{name}"
+        for name, fixtures in (definitions.name2fixturedefs.items() if definitions else ())
+        for fixture in fixtures
+    }
     return bool(used & SLOW_FIXTURES)
 
 
@@ -110,8 +115,10 @@ def pytest_runtest_makereport(item, call):
     started = len(_trainer_starts) - item.stash.get(_starts_before, len(_trainer_starts))
     if call.when == "call" and started and not item.get_closest_marker("slow"):
         report.outcome = "failed"
-        report.longrepr = (f"{item.nodeid} started {started} trainer process(es) but is not in the slow lane: add it, "
-                           "or the fixture that trains, to SLOW_TESTS or SLOW_FIXTURES in conftest.py")
+        report.longrepr = (
+            f"{item.nodeid} started {started} trainer process(es) but is not in the slow lane: add it, "
+            "or the fixture that trains, to SLOW_TESTS or SLOW_FIXTURES in conftest.py"
+        )
     return report
 
 

@@ -74,13 +74,20 @@ def bare(method: str, model, processor, image, target: int, grid: int, batch: in
     zero = torch.zeros_like(pixels)
     _, _, height, width = pixels.shape
     if method == "ig":
-        attributions, _ = IntegratedGradients(forward).attribute(pixels, baselines=zero, target=target, n_steps=32,
-                                                                  internal_batch_size=batch, return_convergence_delta=True)
+        attributions, _ = IntegratedGradients(forward).attribute(
+            pixels, baselines=zero, target=target, n_steps=32, internal_batch_size=batch, return_convergence_delta=True
+        )
     elif method == "occlusion":
         window = (3, height // grid, width // grid)
         with torch.no_grad():
-            attributions = Occlusion(forward).attribute(pixels, sliding_window_shapes=window, strides=window, baselines=0.0,
-                                                        target=target, perturbations_per_eval=min(grid * grid, batch))
+            attributions = Occlusion(forward).attribute(
+                pixels,
+                sliding_window_shapes=window,
+                strides=window,
+                baselines=0.0,
+                target=target,
+                perturbations_per_eval=min(grid * grid, batch),
+            )
     elif method == "gradient_shap":
         attributions = GradientShap(forward).attribute(pixels, baselines=zero, n_samples=20, stdevs=0.1, target=target)
     elif method == "saliency":
@@ -113,8 +120,10 @@ def main(argv=None) -> int:
     image = test_image()
     methods = [key for key in args.methods.split(",") if key]
     figures = []
-    print(f"MobileNetV2 ({folder}), torch threads {torch.get_num_threads()}, {args.repeats} timed calls per side; "
-          "median seconds per image")
+    print(
+        f"MobileNetV2 ({folder}), torch threads {torch.get_num_threads()}, {args.repeats} timed calls per side; "
+        "median seconds per image"
+    )
     print(f"{'size':>5} {'grid':>5} {'method':<14} {'workbench':>10} {'captum':>10} {'ratio':>6}")
     for size in (int(value) for value in args.sizes.split(",")):
         grid = 7 if size % 7 == 0 else 8
@@ -141,8 +150,17 @@ def main(argv=None) -> int:
             w, b = statistics.median(times["w"]), statistics.median(times["b"])
             note = f"  (maps agree r={agree:.3f})" if agree is not None else ""
             print(f"{size:>5} {grid:>3}x{grid:<1} {method:<14} {w:>10.3f} {b:>10.3f} {w / b:>6.2f}{note}")
-            figures.append({"size": size, "grid": grid, "method": method, "workbench_s": w, "captum_s": b, "ratio": w / b,
-                            "correlation": agree})
+            figures.append(
+                {
+                    "size": size,
+                    "grid": grid,
+                    "method": method,
+                    "workbench_s": w,
+                    "captum_s": b,
+                    "ratio": w / b,
+                    "correlation": agree,
+                }
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0

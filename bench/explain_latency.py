@@ -58,7 +58,9 @@ FALLBACK_SENTENCES = [
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls per side and method (default 7; 3 for LIME/Kernel SHAP)")
+    parser.add_argument(
+        "--repeats", type=int, default=7, help="timed calls per side and method (default 7; 3 for LIME/Kernel SHAP)"
+    )
     parser.add_argument("--methods", default="", help="comma-separated method keys (default: all)")
     parser.add_argument("--batch", type=int, default=100, help="sentences for the explain_many timing (0 skips it)")
     parser.add_argument("--batch-method", default="ig", help="method for the explain_many timing (default ig)")
@@ -95,9 +97,11 @@ def measure(args) -> int:
     explainer = TextExplainer(model, tokenizer, ["negative", "positive"], max_length=128, cache_size=0)
     tokens = len(tokenizer(SENTENCE)["input_ids"])
     load = os.getloadavg()
-    print(f"MiniLM-L6 (2-class head), one sentence of {tokens} tokens; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-          f"on {os.cpu_count()} cores")
+    print(
+        f"MiniLM-L6 (2-class head), one sentence of {tokens} tokens; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"on {os.cpu_count()} cores"
+    )
     if load[0] > 0.5 * (os.cpu_count() or 1):
         print("note: the machine is busy; absolute times are noisy, the alternating medians and ratios less so")
     target = int(model(**tokenizer(SENTENCE, return_tensors="pt")).logits.argmax())
@@ -123,10 +127,16 @@ def measure(args) -> int:
         explainer.explain_many(texts, args.batch_method)
         total = time.perf_counter() - started
         lengths = [len(tokenizer(text)["input_ids"]) for text in texts]
-        figures["batch"] = {"method": args.batch_method, "texts": len(texts), "seconds": total,
-                            "mean_tokens": statistics.mean(lengths)}
-        print(f"explain_many: {len(texts)} sentences (mean {statistics.mean(lengths):.0f} tokens) with "
-              f"{args.batch_method}: {total:.1f} s, {total / len(texts) * 1000:.0f} ms per sentence")
+        figures["batch"] = {
+            "method": args.batch_method,
+            "texts": len(texts),
+            "seconds": total,
+            "mean_tokens": statistics.mean(lengths),
+        }
+        print(
+            f"explain_many: {len(texts)} sentences (mean {statistics.mean(lengths):.0f} tokens) with "
+            f"{args.batch_method}: {total:.1f} s, {total / len(texts) * 1000:.0f} ms per sentence"
+        )
     figures["load_after"] = os.getloadavg()
     print(f"load average after: {figures['load_after'][0]:.1f}")
     if args.json:
@@ -187,7 +197,11 @@ def bare_ig(model, tokenizer, text, target):
         return model(input_ids=input_ids, attention_mask=mask, token_type_ids=types).logits
 
     attributions, delta = LayerIntegratedGradients(forward, model.get_input_embeddings()).attribute(
-        ids, baselines=_pad_baseline(tokenizer, ids), target=target, additional_forward_args=extra, n_steps=50,
+        ids,
+        baselines=_pad_baseline(tokenizer, ids),
+        target=target,
+        additional_forward_args=extra,
+        n_steps=50,
         return_convergence_delta=True,
     )
     return attributions.sum(-1)[0], delta
@@ -198,7 +212,11 @@ def bare_saliency(model, tokenizer, text, target):
 
     ids, extra = _inputs(model, tokenizer, text)
     embeddings = model.get_input_embeddings()(ids).detach().requires_grad_()
-    return Saliency(_on_embeddings(model)).attribute(embeddings, target=target, additional_forward_args=extra, abs=False)[0].norm(dim=-1)
+    return (
+        Saliency(_on_embeddings(model))
+        .attribute(embeddings, target=target, additional_forward_args=extra, abs=False)[0]
+        .norm(dim=-1)
+    )
 
 
 def bare_input_x_gradient(model, tokenizer, text, target):
@@ -217,10 +235,19 @@ def bare_occlusion(model, tokenizer, text, target):
     with __import__("torch").no_grad():
         embeddings, baseline = embed(ids), embed(_pad_baseline(tokenizer, ids))
     length, hidden = embeddings.shape[1], embeddings.shape[2]
-    return Occlusion(_on_embeddings(model)).attribute(
-        embeddings, sliding_window_shapes=(1, hidden), strides=(1, hidden), baselines=baseline, target=target,
-        additional_forward_args=extra, perturbations_per_eval=length,
-    )[0].mean(-1)
+    return (
+        Occlusion(_on_embeddings(model))
+        .attribute(
+            embeddings,
+            sliding_window_shapes=(1, hidden),
+            strides=(1, hidden),
+            baselines=baseline,
+            target=target,
+            additional_forward_args=extra,
+            perturbations_per_eval=length,
+        )[0]
+        .mean(-1)
+    )
 
 
 def bare_gradient_shap(model, tokenizer, text, target):
@@ -229,9 +256,18 @@ def bare_gradient_shap(model, tokenizer, text, target):
     ids, extra = _inputs(model, tokenizer, text)
     embed = model.get_input_embeddings()
     embeddings, baseline = embed(ids).detach(), embed(_pad_baseline(tokenizer, ids)).detach()
-    return GradientShap(_on_embeddings(model)).attribute(
-        embeddings, baselines=baseline, n_samples=20, stdevs=0.01, target=target, additional_forward_args=extra,
-    )[0].sum(-1)
+    return (
+        GradientShap(_on_embeddings(model))
+        .attribute(
+            embeddings,
+            baselines=baseline,
+            n_samples=20,
+            stdevs=0.01,
+            target=target,
+            additional_forward_args=extra,
+        )[0]
+        .sum(-1)
+    )
 
 
 def _bare_surrogate(name):
@@ -245,8 +281,13 @@ def _bare_surrogate(name):
             embeddings, baseline = embed(ids), embed(_pad_baseline(tokenizer, ids))
         mask = torch.arange(ids.shape[1]).view(1, -1, 1).expand_as(embeddings)
         return getattr(captum.attr, name)(_on_embeddings(model)).attribute(
-            embeddings, baselines=baseline, target=target, additional_forward_args=extra, feature_mask=mask,
-            n_samples=200, perturbations_per_eval=64,
+            embeddings,
+            baselines=baseline,
+            target=target,
+            additional_forward_args=extra,
+            feature_mask=mask,
+            n_samples=200,
+            perturbations_per_eval=64,
         )[0, :, 0]
 
     return run

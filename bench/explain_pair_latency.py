@@ -82,8 +82,10 @@ def measure(args) -> int:
     tokenizer = load_tokenizer(source)
     methods = [key for key in args.methods.split(",") if key]
     figures = []
-    print(f"built-in dual encoder ({BUILTIN_KEY}), torch threads {torch.get_num_threads()}, {args.repeats} timed calls; "
-          f"median seconds per pair, {GRID}x{GRID} grid")
+    print(
+        f"built-in dual encoder ({BUILTIN_KEY}), torch threads {torch.get_num_threads()}, {args.repeats} timed calls; "
+        f"median seconds per pair, {GRID}x{GRID} grid"
+    )
     print(f"{'size':>5} {'method':<17} {'seconds':>8} {'delta / (f(x)-f(b))':>20}")
     for size in (int(value) for value in args.sizes.split(",")):
         explainer = PairExplainer(model, load_processor(source, size), tokenizer, cache_size=0)

@@ -50,8 +50,10 @@ def main() -> int:
     run = exportable_run(args.run_id)
     task = quantizable_task(run)
     folder, report = int8_variant(run)
-    print(f"run {run.id} ({task.title.lower()}), {report.examples} test examples, {report.threads} CPU threads; the export's "
-          "figures:")
+    print(
+        f"run {run.id} ({task.title.lower()}), {report.examples} test examples, {report.threads} CPU threads; the export's "
+        "figures:"
+    )
     print(report.table().round(3).to_string())
     print(f"int8 agrees with fp32 on {report.agreement:.1%} of {report.scored} predictions\n")
 
@@ -73,8 +75,10 @@ def main() -> int:
     reference = in_batches[0][0]
     labels = ("fp32 PyTorch", "fp32 ONNX Runtime", "int8 ONNX Runtime")
     for label, (predictions, batch_ms), (_, single_ms) in zip(labels, in_batches, alone):
-        print(f"  {label:18s} batch 1 {single_ms:7.1f}   batch {BATCH} {batch_ms:7.1f}   agrees with fp32 PyTorch "
-              f"{(predictions == reference).mean():.1%}")
+        print(
+            f"  {label:18s} batch 1 {single_ms:7.1f}   batch {BATCH} {batch_ms:7.1f}   agrees with fp32 PyTorch "
+            f"{(predictions == reference).mean():.1%}"
+        )
     return 0
 
 

@@ -52,13 +52,21 @@ def main() -> int:
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     dataset = arguments.dataset or DEFAULT_DATASETS[arguments.task]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {arguments.device}, task {arguments.task}, "
-          f"batch {arguments.batch_size}, {arguments.steps} timed steps, dataset {dataset}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {arguments.device}, task {arguments.task}, "
+        f"batch {arguments.batch_size}, {arguments.steps} timed steps, dataset {dataset}"
+    )
     print(f"{'size':>5} {'what':>6} {'examples/s':>10} {'s/step':>7}")
     model_dir = resolve_model(DEFAULT_MODELS[arguments.task])
     for size in arguments.sizes:
-        config = RunConfig(task=arguments.task, model=model_dir, dataset=dataset, max_rows=400,
-                           batch_size=arguments.batch_size, device=arguments.device)
+        config = RunConfig(
+            task=arguments.task,
+            model=model_dir,
+            dataset=dataset,
+            max_rows=400,
+            batch_size=arguments.batch_size,
+            device=arguments.device,
+        )
         config.image_size = size
         config.aug_flip, config.aug_crop_scale = 0.5, 0.8
         prepared = TASKS[arguments.task].prepare(config, progress=lambda fraction, message: None)
@@ -103,10 +111,16 @@ def main() -> int:
     return 0
 
 
-DEFAULT_DATASETS = {"image_classification": "textile-defects", "image_text_contrastive": "shapes-captions",
-                    "image_text_fusion": "planted-pairs"}
-DEFAULT_MODELS = {"image_classification": "mobilenet-v2", "image_text_contrastive": "mobilenet-minilm-clip",
-                  "image_text_fusion": "mobilenet-minilm-clip"}
+DEFAULT_DATASETS = {
+    "image_classification": "textile-defects",
+    "image_text_contrastive": "shapes-captions",
+    "image_text_fusion": "planted-pairs",
+}
+DEFAULT_MODELS = {
+    "image_classification": "mobilenet-v2",
+    "image_text_contrastive": "mobilenet-minilm-clip",
+    "image_text_fusion": "mobilenet-minilm-clip",
+}
 
 
 def report(size: int, what: str, arguments, seconds: float) -> None:

@@ -65,15 +65,26 @@ def measure(args: argparse.Namespace) -> int:
 
     store = RunStore()
     run_id = new_run_id()
-    store.create(run_id, name="bench: metric latency", task="text_classification", model="-", dataset="-",
-                 device="cpu", config_yaml="")
+    store.create(
+        run_id, name="bench: metric latency", task="text_classification", model="-", dataset="-", device="cpu", config_yaml=""
+    )
     fill = fill_rows(store, run_id, args.rows)
     rows = len(store.metrics(run_id))
-    print(f"store {store.path}; run {run_id} holds {rows:,} metric rows "
-          f"(filled with {fill['calls']} log_metrics calls, {fill['per_call_ms']:.2f} ms each on average)")
+    print(
+        f"store {store.path}; run {run_id} holds {rows:,} metric rows "
+        f"(filled with {fill['calls']} log_metrics calls, {fill['per_call_ms']:.2f} ms each on average)"
+    )
 
-    command = [sys.executable, str(Path(__file__).resolve()), "--reader", run_id,
-               "--writes", str(args.writes), "--poll", str(args.poll)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--reader",
+        run_id,
+        "--writes",
+        str(args.writes),
+        "--poll",
+        str(args.poll),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=dict(os.environ), cwd=REPO_ROOT)
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
@@ -93,14 +104,20 @@ def measure(args: argparse.Namespace) -> int:
 
     log_ms, read_ms = call_costs(store, run_id)
     print()
-    print(f"latency, log_metrics -> seen by a reader polling every {args.poll:g} s in another process "
-          f"({len(latencies)} writes{f', {missing} never seen' if missing else ''}):")
-    print(f"  median {ms(percentile(latencies, 50))}   p95 {ms(percentile(latencies, 95))}   max {ms(latencies[-1])}"
-          f"   (min {ms(latencies[0])})")
+    print(
+        f"latency, log_metrics -> seen by a reader polling every {args.poll:g} s in another process "
+        f"({len(latencies)} writes{f', {missing} never seen' if missing else ''}):"
+    )
+    print(
+        f"  median {ms(percentile(latencies, 50))}   p95 {ms(percentile(latencies, 95))}   max {ms(latencies[-1])}"
+        f"   (min {ms(latencies[0])})"
+    )
     print(f"  reader: {report['polls']} polls, one metrics() read took {report['read_ms_median']:.1f} ms (median)")
     print(f"cost with {len(store.metrics(run_id)):,} rows in the run:")
-    print(f"  one log_metrics call ({len(TYPICAL_LOG)} values): median {log_ms[0]:.2f} ms, p95 {log_ms[1]:.2f} ms"
-          f"   (probe writes during the latency test: median {statistics.median(write_ms):.2f} ms)")
+    print(
+        f"  one log_metrics call ({len(TYPICAL_LOG)} values): median {log_ms[0]:.2f} ms, p95 {log_ms[1]:.2f} ms"
+        f"   (probe writes during the latency test: median {statistics.median(write_ms):.2f} ms)"
+    )
     print(f"  one metrics(run_id) read:          median {read_ms[0]:.1f} ms, p95 {read_ms[1]:.1f} ms")
     return 0 if not missing else 1
 

@@ -47,20 +47,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--dataset", default="movie-reviews",
+        "--dataset",
+        default="movie-reviews",
         help="built-in dataset to draw the training rows from (default movie-reviews; planted-keywords needs no download)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
-        "--model-size", choices=("minilm", "tiny", "small", "base"), default="minilm",
+        "--model-size",
+        choices=("minilm", "tiny", "small", "base"),
+        default="minilm",
         help="minilm: the built-in all-MiniLM-L6-v2; tiny/small/base: a random BERT from core.scratch_models",
     )
     parser.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
         help="the workbench run's precision (auto = bf16 on a GPU that has it, fp32 on CPU); (a) and (b) stay fp32",
     )
     parser.add_argument(
-        "--workbench-data", choices=("subset", "builtin"), default="subset",
+        "--workbench-data",
+        choices=("subset", "builtin"),
+        default="subset",
         help="subset (default): the workbench trains on the same rows as (a) and (b), handed to it as a table "
         "file with a split column; builtin: the --dataset key as is (its whole training split, and its whole "
         "validation split evaluated at the last step, inside the timed train())",
@@ -95,13 +102,18 @@ def run_all(args: argparse.Namespace, workspace: Path) -> int:
     import torch
 
     started = time.time()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
-          + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else ""))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
+        + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+    )
     model_dir = model_source(args, workspace)
     texts, labels, label_names, held_out = training_subset(args)
     epochs = args.steps * args.batch_size / len(texts)
-    print(f"model {args.model_size} ({model_dir}); {args.steps} steps x batch {args.batch_size} over {len(texts)} training rows"
-          f" ({epochs:.2g} epoch{'s' if epochs != 1 else ''}), max length {args.max_length}, seed {args.seed}", flush=True)
+    print(
+        f"model {args.model_size} ({model_dir}); {args.steps} steps x batch {args.batch_size} over {len(texts)} training rows"
+        f" ({epochs:.2g} epoch{'s' if epochs != 1 else ''}), max length {args.max_length}, seed {args.seed}",
+        flush=True,
+    )
     results: dict[str, float] = {}
     details: dict[str, object] = {}
     if "a" in args.only:
@@ -118,9 +130,11 @@ def run_all(args: argparse.Namespace, workspace: Path) -> int:
         details["workbench_between_logs"] = steady
         print(f"(c) workbench:      {figure:7.1f} samples/s", flush=True)
         if steady:
-            print(f"    (workbench between its first and last logged train loss, from the store's timestamps:"
-                  f" {steady['samples_per_second']:.1f} samples/s over steps {steady['from_step']}-{steady['to_step']};"
-                  " excludes its first steps and the final eval + checkpoint)")
+            print(
+                f"    (workbench between its first and last logged train loss, from the store's timestamps:"
+                f" {steady['samples_per_second']:.1f} samples/s over steps {steady['from_step']}-{steady['to_step']};"
+                " excludes its first steps and the final eval + checkpoint)"
+            )
     print()
     print(f"{'':22}{'samples/s':>10}")
     for key, label in (("seed_loop", "(a) seed loop"), ("plain_trainer", "(b) plain Trainer"), ("workbench", "(c) workbench")):
@@ -136,8 +150,12 @@ def run_all(args: argparse.Namespace, workspace: Path) -> int:
         print(f"workbench / plain Trainer:   {ratios['workbench_over_plain_trainer']:.2f}x ({verdict} the 1.2x aim)")
     print(f"total wall time {time.time() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "samples_per_second": results,
-                                         "ratios": ratios, **details}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"args": {k: str(v) for k, v in vars(args).items()}, "samples_per_second": results, "ratios": ratios, **details},
+                indent=2,
+            )
+        )
     return 0
 
 
@@ -172,8 +190,10 @@ def training_subset(args: argparse.Namespace):
     frame = splits.train.sample(frac=1.0, random_state=args.seed).head(wanted).reset_index(drop=True)
     label_ids = {name: index for index, name in enumerate(splits.label_names)}
     # A random sample: the first rows of a split can be mostly one class.
-    held_out = {name: splits.split(name).sample(n=min(HELD_OUT_ROWS, len(splits.split(name))), random_state=args.seed)
-                for name in ("validation", "test")}
+    held_out = {
+        name: splits.split(name).sample(n=min(HELD_OUT_ROWS, len(splits.split(name))), random_state=args.seed)
+        for name in ("validation", "test")
+    }
     return frame["text"].tolist(), [label_ids[label] for label in frame["label"]], list(splits.label_names), held_out
 
 
@@ -234,7 +254,8 @@ def plain_trainer(args, model_dir: Path, texts: list[str], labels: list[int], nu
     tokenizer, model = load_classifier(model_dir, num_labels)
     dataset = Dataset.from_dict({"text": texts, "labels": labels}).map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=args.max_length),
-        batched=True, remove_columns=["text"],
+        batched=True,
+        remove_columns=["text"],
     )
     training_args = TrainingArguments(
         output_dir=str(workspace / "plain-trainer"),
@@ -247,12 +268,17 @@ def plain_trainer(args, model_dir: Path, texts: list[str], labels: list[int], nu
         use_cpu=args.device == "cpu",
     )
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=dataset,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
     )
     result = trainer.train()
-    print(f"    plain Trainer: {result.global_step} steps in {result.metrics['train_runtime']:.1f} s, loss "
-          f"{result.training_loss:.3f}")
+    print(
+        f"    plain Trainer: {result.global_step} steps in {result.metrics['train_runtime']:.1f} s, loss "
+        f"{result.training_loss:.3f}"
+    )
     del trainer, model
     return float(result.metrics["train_samples_per_second"])
 
@@ -295,8 +321,10 @@ def workbench(args, model_dir: Path, texts, labels, label_names, held_out, works
     begin = time.time()
     run = jobs.submit(config, store)
     run = jobs.wait(run.id, store, timeout=3600)
-    print(f"    workbench: run {run.id} {run.status} after {time.time() - begin:.0f} s wall"
-          " (process start, data prep, step-0 eval, training, final eval, predictions, saving)")
+    print(
+        f"    workbench: run {run.id} {run.status} after {time.time() - begin:.0f} s wall"
+        " (process start, data prep, step-0 eval, training, final eval, predictions, saving)"
+    )
     if run.status != "completed":
         print(jobs.log_tail(run.id, 30), file=sys.stderr)
         raise SystemExit(f"the workbench run {run.status}: {run.error}")
@@ -309,8 +337,11 @@ def workbench(args, model_dir: Path, texts, labels, label_names, held_out, works
     if len(losses) >= 2:
         first, last = losses.iloc[0], losses.iloc[-1]
         steady = {
-            "from_step": int(first["step"]), "to_step": int(last["step"]),
-            "samples_per_second": (last["step"] - first["step"]) * args.batch_size * config.grad_accum
+            "from_step": int(first["step"]),
+            "to_step": int(last["step"]),
+            "samples_per_second": (last["step"] - first["step"])
+            * args.batch_size
+            * config.grad_accum
             / (last["recorded_at"] - first["recorded_at"]),
         }
     return float(speed["value"].iloc[-1]), steady

@@ -171,8 +171,16 @@ def robust_accuracy(model: nn.Module, batches, space: str, method: str, epsilon:
     }
 
 
-def evaluate_robustness(run, stage: str, split: str = "test", method: str = "fgm", epsilon: float = 0.05,
-                        steps: int = 5, max_examples: int = 200, batch_size: int = 16) -> dict[str, float]:
+def evaluate_robustness(
+    run,
+    stage: str,
+    split: str = "test",
+    method: str = "fgm",
+    epsilon: float = 0.05,
+    steps: int = 5,
+    max_examples: int = 200,
+    batch_size: int = 16,
+) -> dict[str, float]:
     """Clean vs attacked accuracy of one text run's model (a stage) on its own split.
 
     Comparing stage "before" with "after", or a plain run with an adversarially trained one, shows
@@ -195,9 +203,12 @@ def evaluate_robustness(run, stage: str, split: str = "test", method: str = "fgm
 
     def batches():
         for start in range(0, len(frame), batch_size):
-            chunk = frame.iloc[start:start + batch_size]
-            encoded = dict(tokenizer(chunk["text"].tolist(), truncation=True, max_length=config.max_length,
-                                     padding=True, return_tensors="pt"))
+            chunk = frame.iloc[start : start + batch_size]
+            encoded = dict(
+                tokenizer(
+                    chunk["text"].tolist(), truncation=True, max_length=config.max_length, padding=True, return_tensors="pt"
+                )
+            )
             encoded["labels"] = torch.tensor([label_ids[label] for label in chunk["label"]])
             yield encoded
 

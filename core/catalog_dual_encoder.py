@@ -40,11 +40,13 @@ def builtin_dual_encoder_dir(vision: BuiltinModel, text: BuiltinModel, progress:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = VisionTextDualEncoderModel.from_vision_text_pretrained(
-                str(vision_dir), str(text_dir), projection_dim=BUILTIN_PROJECTION_DIM)
+                str(vision_dir), str(text_dir), projection_dim=BUILTIN_PROJECTION_DIM
+            )
         model.save_pretrained(staging)
         processor = VisionTextDualEncoderProcessor(
             image_processor=AutoImageProcessor.from_pretrained(vision_dir, backend="pil"),
-            tokenizer=AutoTokenizer.from_pretrained(text_dir))
+            tokenizer=AutoTokenizer.from_pretrained(text_dir),
+        )
         processor.save_pretrained(staging)
         (staging / MARKER).write_text(str(BUILD_VERSION))
         shutil.rmtree(target, ignore_errors=True)

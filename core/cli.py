@@ -1,13 +1,13 @@
 """The headless command line: the same code paths as the pages.
 
-    python -m core train CONFIG.yaml [--detach]   queue a run (and follow its log unless --detach)
-    python -m core runs                          list runs with status and progress
-    python -m core cancel RUN_ID                 cancel a queued or running run
-    python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
-    python -m core export RUN_ID OUT_DIR [--int8]  export a completed run (model folder + card, int8 variant)
-    python -m core explain RUN_ID --text "…" | --image FILE | --split test --index N  [--token K] [--method ig] [--json]
-    python -m core data add FILE --task TASK [--images ZIP] | list | show NAME [--json] | delete NAME   datasets
-    python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
+python -m core train CONFIG.yaml [--detach]   queue a run (and follow its log unless --detach)
+python -m core runs                          list runs with status and progress
+python -m core cancel RUN_ID                 cancel a queued or running run
+python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
+python -m core export RUN_ID OUT_DIR [--int8]  export a completed run (model folder + card, int8 variant)
+python -m core explain RUN_ID --text "…" | --image FILE | --split test --index N  [--token K] [--method ig] [--json]
+python -m core data add FILE --task TASK [--images ZIP] | list | show NAME [--json] | delete NAME   datasets
+python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a completed run as a Hugging Face model folder (plus int8)")
     export.add_argument("run_id")
     export.add_argument("out_dir")
-    export.add_argument("--int8", action="store_true", help="also write an int8 ONNX variant (ONNX Runtime dynamic "
-                                                            "quantization), measured against fp32")
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write an int8 ONNX variant (ONNX Runtime dynamic quantization), measured against fp32",
+    )
     export.set_defaults(handler=command_export)
 
     from core.explain.cli import add_explain_parser

@@ -39,8 +39,11 @@ def run_command(arguments: argparse.Namespace) -> int:
             raise  # the trainer's traceback belongs in its run log, from which the job manager reports the failure
         log = write_traceback()
         where = f"the full traceback is in {log}" if log else "no log could be written, so the traceback follows"
-        print(f"error: `{arguments.command}` stopped on an unexpected error ({type(error).__name__}: {error}); check that "
-              f"the files it names can be written and the disk is not full, then try again; {where}.", file=sys.stderr)
+        print(
+            f"error: `{arguments.command}` stopped on an unexpected error ({type(error).__name__}: {error}); check that "
+            f"the files it names can be written and the disk is not full, then try again; {where}.",
+            file=sys.stderr,
+        )
         if not log:
             traceback.print_exc()
         return 2

@@ -51,9 +51,9 @@ HELP: dict[str, str] = {
     "model": "A built-in model key, a Hugging Face hub id (needs internet), or a local folder saved with save_pretrained.",
     "dataset": "A built-in dataset, one registered on the Data page, or a path to a CSV/TSV/JSONL/Parquet file (CoNLL for NER).",
     "text_column": "Which column holds the text (for NER: the token lists); leave empty to use the mapping saved with the "
-                   "dataset, or the default name (text, or tokens for NER).",
+    "dataset, or the default name (text, or tokens for NER).",
     "label_column": "Which column holds the label (for NER: the tag lists); leave empty to use the mapping saved with the "
-                    "dataset, or the default name (label, or tags for NER).",
+    "dataset, or the default name (label, or tags for NER).",
     "max_rows": "Use only this many rows (stratified sample) for a quick experiment; 0 means all rows.",
     "learning_rate": "How big each update step is; fine-tuning wants small values like 2e-5 to 5e-5.",
     "batch_size": "Examples per step on the device; larger is faster but needs more memory.",
@@ -69,7 +69,7 @@ HELP: dict[str, str] = {
     "eval_steps": "Evaluate on the validation split every this many updates (and at the end).",
     "logging_steps": "Record the training loss and learning rate every this many updates.",
     "strategy": "Which weights train: all (full), only the new head, the head plus the top layers (freeze), or small LoRA "
-                "adapters.",
+    "adapters.",
     "freeze_layers": "With the freeze strategy: how many bottom encoder layers (plus embeddings) stay fixed.",
     "lora_r": "LoRA rank: the size of the low-rank update; larger learns more but trains more parameters.",
     "lora_alpha": "LoRA scaling: the update is multiplied by alpha / r.",
@@ -78,27 +78,27 @@ HELP: dict[str, str] = {
     "adalora_init_r": "AdaLoRA: the rank every adapter starts with, before the budget is pruned.",
     "adalora_target_r": "AdaLoRA: the average rank left at the end; ranks move to the layers that need them most.",
     "label_smoothing": "Spread this much of each target's probability over the other classes, so the model is less "
-                       "over-confident.",
+    "over-confident.",
     "max_grad_norm": "Clip the gradient norm to this value each step (0 turns clipping off); guards against loss spikes.",
     "early_stopping_patience": "Stop when the validation metric has not improved for this many evaluations (0 = never stop "
-                               "early).",
+    "early).",
     "best_checkpoint": "At the end, keep the checkpoint with the best validation score on the task's metric (accuracy, F1, "
-                       "recall@1) instead of the last one, which may have over-fitted.",
+    "recall@1) instead of the last one, which may have over-fitted.",
     "stop_on_divergence": "Stop the run (as failed, with the reason) when the training loss stays far above where it started; "
-                          "otherwise the run only warns.",
+    "otherwise the run only warns.",
     "trackers": "Also log the curves to these experiment trackers, beside TensorBoard: MLflow (a file store in the workspace, or "
-                "your tracking URI), Trackio (local) or W&B (offline into the run folder unless WANDB_MODE=online); none by "
-                "default.",
+    "your tracking URI), Trackio (local) or W&B (offline into the run folder unless WANDB_MODE=online); none by "
+    "default.",
     "mlflow_tracking_uri": "Where MLflow logs: empty means the file store workspace/mlruns; or a tracking server such as "
-                           "http://localhost:5000.",
+    "http://localhost:5000.",
     "adversarial": "Train on adversarially perturbed inputs as well (FGM: one gradient step; PGD: several), for robustness.",
     "adv_epsilon": "Size of the adversarial perturbation relative to the input's own size (0.05 = 5 %; on word embeddings for "
-                   "text, on pixels for images).",
+    "text, on pixels for images).",
     "adv_steps": "PGD only: how many gradient steps build each perturbation.",
     "label_all_subtokens": "NER: put each word's tag on all its word pieces instead of only the first (training only; scores "
-                           "always use one prediction per word).",
+    "always use one prediction per word).",
     "image_size": "Images are resized to this many pixels square for training (0 = the model's own size, 224 for MobileNetV2); "
-                  "smaller, such as 96, trains much faster on a CPU.",
+    "smaller, such as 96, trains much faster on a CPU.",
     "aug_crop_scale": "Random crops keep between this share of the image and all of it, then scale back up (1 = no cropping).",
     "aug_flip": "Probability of mirroring each training image left-right; 0.5 suits photos, but not digits.",
     "aug_rotation": "Rotate each training image by a random angle up to this many degrees either way.",
@@ -107,18 +107,18 @@ HELP: dict[str, str] = {
     "aug_saturation": "Vary each training image's colour saturation by up to this fraction (0.2 = ±20 %).",
     "device": "Where to train: auto picks a GPU when there is one.",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or "
-                 "fp16 halve memory and speed up training on GPUs that support them.",
+    "fp16 halve memory and speed up training on GPUs that support them.",
     "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
     "vision_tower": "Image-text tasks: whether the image encoder trains, stays frozen, or learns small LoRA adapters (the "
-                    "targets must name its layers).",
+    "targets must name its layers).",
     "text_tower": "Image-text tasks: whether the text encoder trains, stays frozen, or learns small LoRA adapters (for BERT: "
-                  "query, value).",
+    "query, value).",
     "vision_lr": "Image-text tasks: the image encoder's own learning rate (0 = the run's learning rate, which the projections "
-                 "always use).",
+    "always use).",
     "text_lr": "Image-text tasks: the text encoder's own learning rate (0 = the run's learning rate, which the projections "
-               "always use).",
+    "always use).",
     "fusion": "Image + text classification: how the two embeddings combine before the classifier — concatenated, or a learned "
-              "gate that weighs one against the other.",
+    "gate that weighs one against the other.",
 }
 
 
@@ -190,9 +190,7 @@ class RunConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise UserError(
-                f"The config has unknown keys: {', '.join(unknown)}. Valid keys are: {', '.join(known)}."
-            )
+            raise UserError(f"The config has unknown keys: {', '.join(unknown)}. Valid keys are: {', '.join(known)}.")
         coerced = {}
         for key, value in values.items():
             if value is None:
@@ -237,20 +235,27 @@ class RunConfig:
 
         check(bool(self.name.strip()), "Give the run a name.")
         check(self.learning_rate > 0, f"The learning rate must be above 0 (got {self.learning_rate}); try 5e-5.")
-        check(self.learning_rate < 1, f"A learning rate of {self.learning_rate} will destroy the pretrained weights; use a value "
-                                      "below 1, typically 1e-5 to 1e-3.")
+        check(
+            self.learning_rate < 1,
+            f"A learning rate of {self.learning_rate} will destroy the pretrained weights; use a value "
+            "below 1, typically 1e-5 to 1e-3.",
+        )
         check(self.batch_size >= 1, f"The batch size must be at least 1 (got {self.batch_size}).")
         check(self.epochs > 0 or self.max_steps > 0, "Set a number of epochs above 0, or a number of max steps above 0.")
         check(self.max_steps >= 0, "Max steps cannot be negative; use 0 to train by epochs.")
-        check(0 <= self.warmup_ratio < 1,
-              f"The warmup ratio is a fraction of training between 0 and 1 (got {self.warmup_ratio}).")
+        check(
+            0 <= self.warmup_ratio < 1, f"The warmup ratio is a fraction of training between 0 and 1 (got {self.warmup_ratio})."
+        )
         check(self.scheduler in SCHEDULERS, f"Unknown scheduler '{self.scheduler}'; choose one of {', '.join(SCHEDULERS)}.")
         check(self.weight_decay >= 0, "Weight decay cannot be negative.")
         check(0 <= self.dropout < 1, f"Dropout is a probability between 0 and 1 (got {self.dropout}).")
         check(self.max_length >= 8, f"The max length must be at least 8 tokens (got {self.max_length}).")
         check(self.grad_accum >= 1, "Gradient accumulation must be at least 1.")
-        check(0 <= self.seed <= MAX_SEED, f"The seed must be a whole number from 0 to {MAX_SEED} (got {self.seed}); any number "
-                                          "in that range repeats a run exactly.")
+        check(
+            0 <= self.seed <= MAX_SEED,
+            f"The seed must be a whole number from 0 to {MAX_SEED} (got {self.seed}); any number "
+            "in that range repeats a run exactly.",
+        )
         check(self.eval_steps >= 1, "Evaluate at least every 1 step (eval steps ≥ 1).")
         check(self.logging_steps >= 1, "Log at least every 1 step (logging steps ≥ 1).")
         check(self.max_rows >= 0, "Max rows cannot be negative; use 0 for all rows.")
@@ -258,14 +263,17 @@ class RunConfig:
         check(self.freeze_layers >= 0, "The number of frozen layers cannot be negative.")
         if self.strategy == "adalora":
             check(self.adalora_init_r >= 1, "AdaLoRA's initial rank must be at least 1.")
-            check(1 <= self.adalora_target_r <= self.adalora_init_r, "AdaLoRA's target rank must be between 1 and its initial "
-                                                                     "rank.")
+            check(
+                1 <= self.adalora_target_r <= self.adalora_init_r, "AdaLoRA's target rank must be between 1 and its initial rank."
+            )
         check(0 <= self.label_smoothing < 1, f"Label smoothing is a fraction between 0 and 1 (got {self.label_smoothing}).")
         check(self.max_grad_norm >= 0, "The gradient clipping norm cannot be negative; use 0 to turn clipping off.")
         check(self.early_stopping_patience >= 0, "Early-stopping patience cannot be negative; use 0 to turn it off.")
         problems.extend(self.tracker_problems())
-        check(self.adversarial in ADVERSARIAL, f"Unknown adversarial training '{self.adversarial}'; choose one of "
-                                               f"{', '.join(ADVERSARIAL)}.")
+        check(
+            self.adversarial in ADVERSARIAL,
+            f"Unknown adversarial training '{self.adversarial}'; choose one of {', '.join(ADVERSARIAL)}.",
+        )
         if self.adversarial != "none":
             check(self.adv_epsilon > 0, f"The adversarial epsilon must be above 0 (got {self.adv_epsilon}); try 0.05.")
             check(self.adversarial != "pgd" or self.adv_steps >= 1, "PGD needs at least 1 step.")
@@ -279,12 +287,18 @@ class RunConfig:
 
         problems.extend(params_from_config(self).problems())
         for tower in ("vision_tower", "text_tower"):
-            check(getattr(self, tower) in TOWER_MODES, f"Unknown {tower.replace('_', ' ')} mode '{getattr(self, tower)}'; choose "
-                                                       f"one of {', '.join(TOWER_MODES)}.")
-        check(self.vision_lr >= 0 and self.text_lr >= 0, "A tower's learning rate cannot be negative; use 0 for the run's "
-                                                         "learning rate.")
-        check(self.vision_lr < 1 and self.text_lr < 1, "A tower learning rate of 1 or more will destroy the pretrained weights; "
-                                                       "use a value like 1e-5.")
+            check(
+                getattr(self, tower) in TOWER_MODES,
+                f"Unknown {tower.replace('_', ' ')} mode '{getattr(self, tower)}'; choose one of {', '.join(TOWER_MODES)}.",
+            )
+        check(
+            self.vision_lr >= 0 and self.text_lr >= 0,
+            "A tower's learning rate cannot be negative; use 0 for the run's learning rate.",
+        )
+        check(
+            self.vision_lr < 1 and self.text_lr < 1,
+            "A tower learning rate of 1 or more will destroy the pretrained weights; use a value like 1e-5.",
+        )
         check(self.fusion in FUSIONS, f"Unknown fusion '{self.fusion}'; choose one of {', '.join(FUSIONS)}.")
         check(self.device in DEVICES, f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
         check(self.precision in PRECISIONS, f"Unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")
@@ -303,8 +317,9 @@ class RunConfig:
             if tracker is None:
                 problems.append(f"Unknown tracker '{name}'; choose from {', '.join(TRACKERS)} (TensorBoard always logs).")
             elif find_spec(tracker.module) is None:
-                problems.append(f"{tracker.label} is not installed here; run `{tracker.install}`, or remove {name} from the "
-                                "trackers.")
+                problems.append(
+                    f"{tracker.label} is not installed here; run `{tracker.install}`, or remove {name} from the trackers."
+                )
         if self.mlflow_tracking_uri and "mlflow" not in self.trackers:
             problems.append("An MLflow tracking URI is set but mlflow is not among the trackers; add it, or clear the URI.")
         return problems

@@ -33,12 +33,19 @@ def files_per_task() -> str:
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("data", help="register, list, show or delete datasets (as on the Data page)",
-                                   description="Datasets of every task, without the browser.")
+    parser = subparsers.add_parser(
+        "data",
+        help="register, list, show or delete datasets (as on the Data page)",
+        description="Datasets of every task, without the browser.",
+    )
     commands = parser.add_subparsers(dest="data_command", required=True, metavar="{add,list,show,delete}")
 
-    add = commands.add_parser("add", help="check a file (and a zip of images) and register it as a dataset",
-                              epilog=files_per_task(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = commands.add_parser(
+        "add",
+        help="check a file (and a zip of images) and register it as a dataset",
+        epilog=files_per_task(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add.add_argument("file", help="the table, CoNLL file, zip of class folders, or CSV (with --images)")
     add.add_argument("--task", required=True, help="the task the dataset is for, as in a run config's `task:`")
     add.add_argument("--images", metavar="ZIP", help="the zip of images the CSV's paths name (images and image-text)")
@@ -75,8 +82,9 @@ def command_add(arguments) -> int:
     file, images = Path(arguments.file), Path(arguments.images) if arguments.images else None
     # The name proposed is the Data page's: the zip's when there is one, else the file's, without its suffix.
     name = arguments.name or (images or file).stem
-    info = kind.add(DatasetFiles(name=name, file=file, images=images, text_column=arguments.text_column,
-                                 label_column=arguments.label_column))
+    info = kind.add(
+        DatasetFiles(name=name, file=file, images=images, text_column=arguments.text_column, label_column=arguments.label_column)
+    )
     print(f"registered {info.key} ({info.task}): {shown(info.description)}")
     print(f"use it as `dataset: {info.key}` in a run config; `python -m core data show {info.key}` shows it")
     return 0
@@ -88,13 +96,30 @@ def command_list(arguments) -> int:
 
     entries = list_datasets()
     if arguments.json:
-        print(json.dumps([{"name": entry.key, "task": entry.task, "builtin": entry.builtin, "title": entry.title,
-                           "description": entry.description, "source": entry.source} for entry in entries], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": entry.key,
+                        "task": entry.task,
+                        "builtin": entry.builtin,
+                        "title": entry.title,
+                        "description": entry.description,
+                        "source": entry.source,
+                    }
+                    for entry in entries
+                ],
+                indent=2,
+            )
+        )
         return 0
     width = max(len(entry.key) for entry in entries)
     print(f"{'name':{width}}  {'task':22}  {'kind':10}  description")
     for entry in entries:
-        print(f"{entry.key:{width}}  {entry.task:22}  {'built-in' if entry.builtin else 'registered':10}  {shown(entry.description)}")
+        print(
+            f"{entry.key:{width}}  {entry.task:22}  {'built-in' if entry.builtin else 'registered':10}  "
+            f"{shown(entry.description)}"
+        )
     return 0
 
 
@@ -119,8 +144,10 @@ def command_delete(arguments) -> int:
 def check_add_flags(arguments, kind) -> None:
     """Refuse a flag the task has no use for, rather than ignore it silently."""
     if (arguments.text_column or arguments.label_column) and not kind.columns:
-        raise UserError(f"--text-column and --label-column name the columns of a text or NER table; a dataset for "
-                        f"{arguments.task} has none to choose (its CSV's header names them).")
+        raise UserError(
+            f"--text-column and --label-column name the columns of a text or NER table; a dataset for "
+            f"{arguments.task} has none to choose (its CSV's header names them)."
+        )
     if arguments.images and kind.images == "no":
         raise UserError(f"--images is for image and image-text datasets; a dataset for {arguments.task} is the one file.")
     if not arguments.images and kind.images == "required":
@@ -139,7 +166,9 @@ def render(details: dict[str, Any], kind) -> str:
     lines = [
         f"{details['name']} ({details['task']}, {'built-in' if details['builtin'] else 'registered'})",
         f"source: {shown(details['source'])}",
-        "rows per split: " + " · ".join(f"{split} {count:,}" for split, count in rows.items()) + f" ({sum(rows.values()):,} in all)",
+        "rows per split: "
+        + " · ".join(f"{split} {count:,}" for split, count in rows.items())
+        + f" ({sum(rows.values()):,} in all)",
         f"{kind.classes} ({len(classes)}): {', '.join(map(shown, classes))}" if classes else f"{kind.classes}: none",
     ]
     if "scheme" in details:
@@ -150,8 +179,10 @@ def render(details: dict[str, Any], kind) -> str:
         lines += [f"{kind.classes} per split:", *balance_table(details["balance"])]
     lines += ["preview:", *(f"  {shown(line)}" for line in kind.preview_lines(details["preview"]))]
     if "image_sizes" in details:
-        lines.append(f"image sizes (of the first {sum(details['image_sizes'].values()):,} images): "
-                     + ", ".join(f"{size} {count:,}" for size, count in details["image_sizes"].items()))
+        lines.append(
+            f"image sizes (of the first {sum(details['image_sizes'].values()):,} images): "
+            + ", ".join(f"{size} {count:,}" for size, count in details["image_sizes"].items())
+        )
     return "\n".join(lines)
 
 
@@ -162,5 +193,7 @@ def balance_table(counts: dict[str, dict[str, int]]) -> list[str]:
     splits, names = list(counts), [shown(name) for name in next(iter(counts.values()))]
     width = max(len(name) for name in names)
     header = f"  {'':{width}}  " + "  ".join(f"{split:>10}" for split in splits)
-    return [header] + [f"  {name:{width}}  " + "  ".join(f"{count:>10,}" for count in row)
-                       for name, row in zip(names, zip(*(part.values() for part in counts.values())))]
+    return [header] + [
+        f"  {name:{width}}  " + "  ".join(f"{count:>10,}" for count in row)
+        for name, row in zip(names, zip(*(part.values() for part in counts.values())))
+    ]

@@ -104,8 +104,10 @@ def quantizable_task(run: Run):
     if task.onnx_model_class is None:
         # Every task with an ONNX Runtime class, as "text classification runs, … runs".
         kinds = [f"{other.title.lower()} runs" for other in TASKS.values() if other.onnx_model_class]
-        raise UserError(f"int8 quantization is measured for {', '.join(kinds[:-1])} and {kinds[-1]}; this is "
-                        f"{task.title.lower()}. Export the fp32 folder instead.")
+        raise UserError(
+            f"int8 quantization is measured for {', '.join(kinds[:-1])} and {kinds[-1]}; this is "
+            f"{task.title.lower()}. Export the fp32 folder instead."
+        )
     return task
 
 
@@ -128,8 +130,10 @@ def int8_variant(run: Run) -> tuple[Path, QuantizationReport]:
         try:
             publish_folder(lambda staging: write_int8(run, task, staging), folder)
         except OSError as error:
-            raise UserError(f"The int8 variant cannot be written into the run's folder {run.directory} "
-                            f"({error.strerror or error}); free some space or fix its permissions.") from None
+            raise UserError(
+                f"The int8 variant cannot be written into the run's folder {run.directory} "
+                f"({error.strerror or error}); free some space or fix its permissions."
+            ) from None
     return folder, existing_report(run)
 
 
@@ -162,10 +166,16 @@ def write_int8(run: Run, task, folder: Path) -> None:
     report = QuantizationReport(
         fp32_megabytes=sum(path.stat().st_size for path in (run.directory / FINAL_MODEL).glob("*.safetensors")) / 1e6,
         int8_megabytes=(folder / ONNX_FILE).stat().st_size / 1e6,
-        fp32_ms_batch1=fp32_single, int8_ms_batch1=int8_single, fp32_ms_batch32=fp32_batch, int8_ms_batch32=int8_batch,
-        fp32_accuracy=float((fp32_predictions == gold).mean()), int8_accuracy=float((int8_predictions == gold).mean()),
+        fp32_ms_batch1=fp32_single,
+        int8_ms_batch1=int8_single,
+        fp32_ms_batch32=fp32_batch,
+        int8_ms_batch32=int8_batch,
+        fp32_accuracy=float((fp32_predictions == gold).mean()),
+        int8_accuracy=float((int8_predictions == gold).mean()),
         agreement=float((fp32_predictions == int8_predictions).mean()),
-        examples=len(rows), scored=len(gold), threads=torch.get_num_threads(),
+        examples=len(rows),
+        scored=len(gold),
+        threads=torch.get_num_threads(),
     )
     (folder / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
     (folder / "README.md").write_text(int8_card(run, report), encoding="utf-8")
@@ -185,8 +195,10 @@ def measurement_inputs(run: Run, task) -> MeasurementInputs:
     fp32 = load_final_model(run, task.onnx_model_class)
     rows = test_rows(prepared.datasets["test"])
     return MeasurementInputs(
-        fp32, model_input_names(fp32, prepared), rows,
-        [prepared.collator(rows[start:start + BATCH]) for start in range(0, len(rows), BATCH)],
+        fp32,
+        model_input_names(fp32, prepared),
+        rows,
+        [prepared.collator(rows[start : start + BATCH]) for start in range(0, len(rows), BATCH)],
         [prepared.collator([row]) for row in rows[:SINGLE_EXAMPLES]],
     )
 
@@ -259,8 +271,9 @@ def export_onnx(model, sample: dict, target: Path) -> None:
     # The exporter narrates every phase on stdout and warns about axis names it merges: noise for a user.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (), kwargs=sample, dynamic_shapes=shapes, output_names=["logits"],
-                                    opset_version=ONNX_OPSET, dynamo=True)
+        program = torch.onnx.export(
+            model, (), kwargs=sample, dynamic_shapes=shapes, output_names=["logits"], opset_version=ONNX_OPSET, dynamo=True
+        )
     program.save(str(target), external_data=False)
 
 
@@ -394,8 +407,10 @@ def card_header(run: Run) -> list[str]:
         f"- rows: {facts.get('rows', {})}",
         "",
         "## Results on the held-out test split (before → after fine-tuning)",
-        *[f"- {name}: {number(value)} → {number(task.headline(report).get(name))}"
-          for name, value in task.headline(before).items()],
+        *[
+            f"- {name}: {number(value)} → {number(task.headline(report).get(name))}"
+            for name, value in task.headline(before).items()
+        ],
         "",
     ]
 
@@ -431,8 +446,9 @@ def int8_snippet(task) -> str:
     """The task's pipeline snippet with the ONNX Runtime model in place of the folder (a pipeline handed a
     model object cannot guess its tokenizer or image processor, so the folder is named for that)."""
     processor = "image_processor" if task.modality == "image" else "tokenizer"
-    pipeline = task.loading_snippet.replace("model=FOLDER", f"model={task.onnx_model_class}.from_pretrained(FOLDER), "
-                                                            f"{processor}=FOLDER")
+    pipeline = task.loading_snippet.replace(
+        "model=FOLDER", f"model={task.onnx_model_class}.from_pretrained(FOLDER), {processor}=FOLDER"
+    )
     return f"from optimum.onnxruntime import {task.onnx_model_class}\n{pipeline}"
 
 

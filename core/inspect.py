@@ -69,12 +69,13 @@ def stages(run: Run) -> list[str]:
 
 
 def modality(run: Run) -> str:
-    """"text" or "image": how the run's examples are shown and explained; a sentence for other tasks."""
+    """ "text" or "image": how the run's examples are shown and explained; a sentence for other tasks."""
     found = MODALITIES.get(run.task)
     if found is None:
         kind = run.task.replace("_", " ")
-        raise UserError(f"Run {run.id} is a {kind} run; this page inspects text and image classification runs. "
-                        "Pick one of those.")
+        raise UserError(
+            f"Run {run.id} is a {kind} run; this page inspects text and image classification runs. Pick one of those."
+        )
     return found
 
 
@@ -267,7 +268,7 @@ def page_count(rows: int, size: int = PAGE_SIZE) -> int:
 def page_of(frame: pd.DataFrame, page: int, size: int = PAGE_SIZE) -> pd.DataFrame:
     """Rows of 1-based page `page` (clamped to the pages there are)."""
     page = min(max(1, page), page_count(len(frame), size))
-    return frame.iloc[(page - 1) * size: page * size]
+    return frame.iloc[(page - 1) * size : page * size]
 
 
 def gallery_rows(frame: pd.DataFrame, cap: int = GALLERY_CAP) -> tuple[pd.DataFrame, bool]:

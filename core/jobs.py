@@ -84,8 +84,13 @@ def submit(config: RunConfig, store: RunStore | None = None, *, preflight: bool 
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     store.create(
-        run_id, name=config.name, task=config.task, model=config.model, dataset=config.dataset,
-        device=device, config_yaml=config.to_yaml(),
+        run_id,
+        name=config.name,
+        task=config.task,
+        model=config.model,
+        dataset=config.dataset,
+        device=device,
+        config_yaml=config.to_yaml(),
     )
     dispatch(store)
     return store.get(run_id)
@@ -115,12 +120,19 @@ def _spawn(run: Run, store: RunStore) -> None:
     log = open(run.directory / LOG_FILE, "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "core", "worker", run.id],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        cwd=REPO_ROOT, env=env, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=env,
+        start_new_session=True,
     )
     log.close()
     store.update(
-        run.id, pid=process.pid, pid_started_at=_process_start_time(process.pid), pid_ticks=process_start_ticks(process.pid),
+        run.id,
+        pid=process.pid,
+        pid_started_at=_process_start_time(process.pid),
+        pid_ticks=process_start_ticks(process.pid),
     )
     # Reap the child when it exits so it does not linger as a zombie under a long-lived server.
     threading.Thread(target=process.wait, daemon=True).start()
@@ -290,8 +302,16 @@ def resume(run_id: str, store: RunStore | None = None) -> Run:
     (run.directory / CANCEL_FLAG).unlink(missing_ok=True)
     (run.directory / ENDING_FILE).unlink(missing_ok=True)
     store.transition(
-        run_id, ("failed", "cancelled"), status="queued", resume=1, error=None, warning=None, finished_at=None,
-        pid=None, pid_ticks=None, heartbeat_at=None,
+        run_id,
+        ("failed", "cancelled"),
+        status="queued",
+        resume=1,
+        error=None,
+        warning=None,
+        finished_at=None,
+        pid=None,
+        pid_ticks=None,
+        heartbeat_at=None,
     )
     dispatch(store)
     return store.get(run_id)

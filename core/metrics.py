@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,12 @@ def label_scores(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, flo
     if not len(gold):
         return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
     precision, recall, f1, _ = precision_recall_fscore_support(gold, predicted, average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(gold, predicted)), "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+    return {
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }
 
 
 def label_report(gold: Sequence[str], predicted: Sequence[str], label_names: list[str]) -> dict[str, Any]:
@@ -69,8 +75,12 @@ def label_report(gold: Sequence[str], predicted: Sequence[str], label_names: lis
 
 
 def _plain_scores(scores: dict[str, Any]) -> dict[str, float | int]:
-    return {"precision": float(scores["precision"]), "recall": float(scores["recall"]),
-            "f1-score": float(scores["f1-score"]), "support": int(scores["support"])}
+    return {
+        "precision": float(scores["precision"]),
+        "recall": float(scores["recall"]),
+        "f1-score": float(scores["f1-score"]),
+        "support": int(scores["support"]),
+    }
 
 
 def per_example_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -145,8 +145,13 @@ def max_positions(model_source: str) -> int | None:
 
 # Dropout knobs have different names across architectures; a run's dropout sets whichever exist.
 DROPOUT_KEYS = (
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "classifier_dropout_prob",
-    "dropout", "attention_dropout", "seq_classif_dropout",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "classifier_dropout_prob",
+    "dropout",
+    "attention_dropout",
+    "seq_classif_dropout",
 )
 
 

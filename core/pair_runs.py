@@ -9,7 +9,6 @@ and keeps the embeddings under the run's inspect cache, so a typed query costs o
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
@@ -29,8 +28,9 @@ def pair_task(run: Run):
 
     task = TASKS.get(run.task)
     if not isinstance(task, PairTask):
-        raise UserError(f"Run {run.id} is a {run.task.replace('_', ' ')} run; pick an image-text run for retrieval and "
-                        "cross-modal maps.")
+        raise UserError(
+            f"Run {run.id} is a {run.task.replace('_', ' ')} run; pick an image-text run for retrieval and cross-modal maps."
+        )
     return task
 
 
@@ -46,8 +46,10 @@ def pair_stages(run: Run) -> list[str]:
         raise UserError(f"The directory of run {run.id} was deleted, so its models are gone. Pick another run.")
     found = available_stages(run)
     if not found:
-        raise UserError(f"Run {run.id} ({run.status}) has no model to inspect yet: it saves one before its first update. "
-                        "Wait until it is running, or pick a finished run.")
+        raise UserError(
+            f"Run {run.id} ({run.status}) has no model to inspect yet: it saves one before its first update. "
+            "Wait until it is running, or pick a finished run."
+        )
     return found
 
 
@@ -68,7 +70,7 @@ def embed_images(pair: PairModel, images: list, batch_size: int = EMBED_BATCH) -
     parts = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            pixels = pair.image_processor(images=images[start:start + batch_size], return_tensors="pt")["pixel_values"]
+            pixels = pair.image_processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
             parts.append(image_embeddings(pair.model, pixels).numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
@@ -83,8 +85,9 @@ def embed_texts(pair: PairModel, texts: list[str], batch_size: int = EMBED_BATCH
     parts = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            encoded = pair.tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=64,
-                                     return_tensors="pt")
+            encoded = pair.tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=64, return_tensors="pt"
+            )
             parts.append(text_embeddings(pair.model, **encoded).numpy())
     return np.concatenate(parts)
 
@@ -94,7 +97,6 @@ def split_embeddings(
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """(pairs frame, image embeddings, caption embeddings) of a split at a stage, cached beside the run."""
     from core.image_text.data import open_pair_record
-
     from core.stages import split_rows
 
     frame, _ = split_rows(run, split)
@@ -143,7 +145,8 @@ def zero_shot(pair: PairModel, image) -> pd.DataFrame:
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
     return pd.DataFrame({"class": pair.label_names, "prompt": prompts, "probability": probabilities}).sort_values(
-        "probability", ascending=False, ignore_index=True)
+        "probability", ascending=False, ignore_index=True
+    )
 
 
 # --- Fusion classification ------------------------------------------------------------------------
@@ -181,7 +184,7 @@ def classify(pair: PairModel, frame: pd.DataFrame, progress: Progress = no_progr
     parts = []
     with torch.no_grad():
         for start in range(0, len(frame), batch_size):
-            rows = frame.iloc[start:start + batch_size]
+            rows = frame.iloc[start : start + batch_size]
             progress(start / max(1, len(frame)), f"Classifying pairs {start + 1}–{start + len(rows)} of {len(frame)}")
             images = [open_pair_record(ref)["image"] for ref in rows["image"]]
             pixels = pair.image_processor(images=images, return_tensors="pt")["pixel_values"]

@@ -48,8 +48,14 @@ def write_random_dual_encoder(target: Path, image_size: int = 32, seed: int = 0)
     )
 
     tokenizer = AutoTokenizer.from_pretrained(MINILM_L6.local_dir(), trust_remote_code=False)
-    vision = ViTConfig(image_size=image_size, patch_size=image_size // 4, hidden_size=32, num_hidden_layers=2,
-                       num_attention_heads=2, intermediate_size=64)
+    vision = ViTConfig(
+        image_size=image_size,
+        patch_size=image_size // 4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     text = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **SIZES["tiny"])
     torch.manual_seed(seed)
     model = VisionTextDualEncoderModel(VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=32))

@@ -25,8 +25,10 @@ def task_of(run: Run):
     """The run's task, or a sentence saying this version does not know it."""
     task = TASKS.get(run.task)
     if task is None:
-        raise UserError(f"Run {run.id} is a run of the task '{run.task}', which this version of the workbench does not "
-                        "know; pick another run.")
+        raise UserError(
+            f"Run {run.id} is a run of the task '{run.task}', which this version of the workbench does not "
+            "know; pick another run."
+        )
     return task
 
 

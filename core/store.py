@@ -223,9 +223,7 @@ class RunStore:
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                running = db.execute(
-                    "SELECT COUNT(*) FROM runs WHERE device = ? AND status = 'running'", (device,)
-                ).fetchone()[0]
+                running = db.execute("SELECT COUNT(*) FROM runs WHERE device = ? AND status = 'running'", (device,)).fetchone()[0]
                 row = None
                 if running < slots:
                     row = db.execute(

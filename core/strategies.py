@@ -23,10 +23,8 @@ def apply_strategy(model: nn.Module, config: RunConfig, head_names: tuple[str, .
     if config.strategy == "freeze":
         layers = encoder_layers(model)
         if config.freeze_layers > len(layers):
-            raise UserError(
-                f"Cannot freeze {config.freeze_layers} layers: this model has {len(layers)} encoder layers."
-            )
-        for layer in layers[config.freeze_layers:]:
+            raise UserError(f"Cannot freeze {config.freeze_layers} layers: this model has {len(layers)} encoder layers.")
+        for layer in layers[config.freeze_layers :]:
             for parameter in layer.parameters():
                 parameter.requires_grad = True
         # Whatever sits above the stack (BERT's pooler, ViT's final norm, MobileNet's last 1x1 conv)
@@ -45,7 +43,11 @@ def encoder_layers(model: nn.Module) -> list[nn.Module]:
     """The stack of transformer blocks, found by shape rather than by architecture name."""
     best: list[nn.Module] = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "blocks") and len(module) > len(best):
+        if (
+            isinstance(module, nn.ModuleList)
+            and name.split(".")[-1] in ("layer", "layers", "h", "blocks")
+            and len(module) > len(best)
+        ):
             best = list(module)
     if not best:
         raise UserError("This model has no recognisable stack of layers to freeze; use the head or LoRA strategy.")
@@ -70,21 +72,27 @@ def _with_lora(model: nn.Module, config: RunConfig, head_names: tuple[str, ...],
     if missing:
         linear = sorted({name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise UserError(
-            f"LoRA target modules {', '.join(missing)} do not exist in this model; its linear layers are named: {', '.join(linear)}."
+            f"LoRA target modules {', '.join(missing)} do not exist in this model; "
+            f"its linear layers are named: {', '.join(linear)}."
         )
-    shared = dict(
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets),
-        modules_to_save=list(head_names),
-    )
+    shared = {
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": list(config.lora_targets),
+        "modules_to_save": list(head_names),
+    }
     if config.strategy == "lora":
         return get_peft_model(model, LoraConfig(r=config.lora_r, **shared))
     if not total_steps or total_steps < 10:
         raise UserError("AdaLoRA needs at least 10 training steps to prune its rank budget; train longer or use LoRA.")
     # Full budget for the first 10 % of steps, pruning in the middle, fixed ranks for the last 20 %.
     adalora = AdaLoraConfig(
-        init_r=config.adalora_init_r, target_r=config.adalora_target_r, total_step=total_steps,
-        tinit=total_steps // 10, tfinal=total_steps // 5, deltaT=1, **shared,
+        init_r=config.adalora_init_r,
+        target_r=config.adalora_target_r,
+        total_step=total_steps,
+        tinit=total_steps // 10,
+        tfinal=total_steps // 5,
+        deltaT=1,
+        **shared,
     )
     return get_peft_model(model, adalora)

@@ -52,8 +52,13 @@ def ensure_supervisor() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     with open(workspace_root() / LOG_FILE, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "core.supervisor"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env, start_new_session=True,
+            [sys.executable, "-m", "core.supervisor"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
         )
     # Reap it whenever it exits so it does not linger as a zombie under a long-lived starter.
     threading.Thread(target=process.wait, daemon=True).start()

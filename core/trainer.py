@@ -161,8 +161,9 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     health.judge_final(final_eval, task.primary_metric, task.chance_level(prepared))
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
-    publish_folder(lambda folder: save_model_folder(task.finished_model(trainer.model), prepared.processor, folder),
-                   directory / FINAL_MODEL)
+    publish_folder(
+        lambda folder: save_model_folder(task.finished_model(trainer.model), prepared.processor, folder), directory / FINAL_MODEL
+    )
     say(f"Saved the fine-tuned model to {directory / FINAL_MODEL}.")
     if health.warnings:
         written = json.loads((directory / "summary.json").read_text())
@@ -184,8 +185,10 @@ def resume_point(directory: Path) -> Path | None:
     checkpoint = complete[-1]
     lost = lost_state(checkpoint)
     if lost:
-        say(f"Resuming from {checkpoint.name}; not restored, because its files are missing: {'; '.join(lost)}. "
-            "Training goes on from its weights, with those parts starting fresh.")
+        say(
+            f"Resuming from {checkpoint.name}; not restored, because its files are missing: {'; '.join(lost)}. "
+            "Training goes on from its weights, with those parts starting fresh."
+        )
     else:
         say(f"Resuming from {checkpoint.name} (optimizer, scheduler and data order restored).")
     return checkpoint
@@ -360,8 +363,11 @@ def evaluate_test(trainer, task, prepared, store: RunStore, run: Run, directory:
     """Test-split report and predictions; 'before' at step 0, 'after' once training ends."""
     output = trainer.predict(prepared.datasets["test"])
     step = trainer.state.global_step
-    scores = {k: v for k, v in output.metrics.items()
-              if isinstance(v, (int, float)) and k.startswith("test_") and "runtime" not in k and "per_second" not in k}
+    scores = {
+        k: v
+        for k, v in output.metrics.items()
+        if isinstance(v, (int, float)) and k.startswith("test_") and "runtime" not in k and "per_second" not in k
+    }
     store.log_metrics(run.id, step, scores)
     report = task.report(output.predictions, output.label_ids, prepared)
     write_json(directory / "reports" / f"test_{stage}.json", {"step": step, "report": report})

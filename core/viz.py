@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D")
 
@@ -13,17 +18,27 @@ PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#F
 CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Loss", ("train_loss", "eval_loss")),
     ("Validation accuracy and macro-F1", ("eval_accuracy", "eval_f1_macro")),
-    ("Validation retrieval recall@1 and zero-shot accuracy",
-     ("eval_recall@1", "eval_image_to_text_recall@1", "eval_text_to_image_recall@1", "eval_zero_shot_accuracy")),
+    (
+        "Validation retrieval recall@1 and zero-shot accuracy",
+        ("eval_recall@1", "eval_image_to_text_recall@1", "eval_text_to_image_recall@1", "eval_zero_shot_accuracy"),
+    ),
     ("Temperature", ("temperature",)),
     ("Learning rate", ("learning_rate",)),
     ("AdaLoRA rank budget", ("adalora_rank_budget",)),
 )
 # Drawn even before their first value, so a starting run shows where its curves will appear.
 ALWAYS_DRAWN = ("Loss", "Learning rate")
-DASHES = {"train_loss": "solid", "eval_loss": "dash", "eval_accuracy": "solid", "eval_f1_macro": "dot", "learning_rate": "solid",
-          "eval_recall@1": "solid", "eval_image_to_text_recall@1": "dash", "eval_text_to_image_recall@1": "dot",
-          "eval_zero_shot_accuracy": "dashdot"}
+DASHES = {
+    "train_loss": "solid",
+    "eval_loss": "dash",
+    "eval_accuracy": "solid",
+    "eval_f1_macro": "dot",
+    "learning_rate": "solid",
+    "eval_recall@1": "solid",
+    "eval_image_to_text_recall@1": "dash",
+    "eval_text_to_image_recall@1": "dot",
+    "eval_zero_shot_accuracy": "dashdot",
+}
 
 
 def training_curves(metrics: pd.DataFrame, labels: dict[str, str], log_loss: bool = False) -> go.Figure:
@@ -49,13 +64,16 @@ def training_curves(metrics: pd.DataFrame, labels: dict[str, str], log_loss: boo
                 colour = metric_colours[name] if len(labels) == 1 else PALETTE[run_index % len(PALETTE)]
                 figure.add_trace(
                     go.Scatter(
-                        x=series["step"], y=series["value"], mode="lines+markers" if len(series) < 30 else "lines",
+                        x=series["step"],
+                        y=series["value"],
+                        mode="lines+markers" if len(series) < 30 else "lines",
                         name=f"{label} · {name}" if len(labels) > 1 else name,
                         line={"color": colour, "dash": DASHES.get(name, "solid")},
                         legend=legend_name(column),
                         hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.4g}}<extra>{label}</extra>",
                     ),
-                    row=1, col=column,
+                    row=1,
+                    col=column,
                 )
                 entries[column - 1] += 1
     if log_loss:
@@ -85,8 +103,7 @@ def legend_name(column: int) -> str:
 def panel_legend(figure: go.Figure, column: int) -> dict:
     """A vertical legend just under one panel's x axis title, aligned with the panel's left edge."""
     axis = figure.layout["xaxis" if column == 1 else f"xaxis{column}"]
-    return {"x": axis.domain[0], "xanchor": "left", "y": -0.25, "yanchor": "top", "orientation": "v",
-            "bgcolor": "rgba(0,0,0,0)"}
+    return {"x": axis.domain[0], "xanchor": "left", "y": -0.25, "yanchor": "top", "orientation": "v", "bgcolor": "rgba(0,0,0,0)"}
 
 
 def report_table(report: dict) -> pd.DataFrame:
@@ -103,11 +120,16 @@ def report_table(report: dict) -> pd.DataFrame:
 
 def robustness_table(results: dict[str, dict]) -> pd.DataFrame:
     """Clean and attacked accuracy per model stage, and how much the attack costs."""
-    return pd.DataFrame({
-        f"{stage} fine-tuning": {"clean accuracy": r["clean_accuracy"], "accuracy under attack": r["attacked_accuracy"],
-                                 "drop": r["clean_accuracy"] - r["attacked_accuracy"]}
-        for stage, r in results.items()
-    })
+    return pd.DataFrame(
+        {
+            f"{stage} fine-tuning": {
+                "clean accuracy": r["clean_accuracy"],
+                "accuracy under attack": r["attacked_accuracy"],
+                "drop": r["clean_accuracy"] - r["attacked_accuracy"],
+            }
+            for stage, r in results.items()
+        }
+    )
 
 
 def before_after_table(before: dict[str, float | None], after: dict[str, float | None]) -> pd.DataFrame:
@@ -174,10 +196,21 @@ def confusion_matrix(counts: pd.DataFrame) -> go.Figure:
     text_colours = [readable_text_colour(fill) for fill in fills]
     figure = go.Figure(
         go.Scatter(
-            x=xs, y=ys, mode="markers+text", text=[str(v) for v in values],
+            x=xs,
+            y=ys,
+            mode="markers+text",
+            text=[str(v) for v in values],
             textfont={"color": text_colours, "size": int(max(9, min(16, cell * 0.3)))},
-            marker={"symbol": "square", "size": max(8, cell * 0.92), "color": values, "colorscale": CONFUSION_COLOURSCALE,
-                    "cmin": 0, "cmax": top, "line": {"width": 1, "color": "#c8d1dc"}, "showscale": False},
+            marker={
+                "symbol": "square",
+                "size": max(8, cell * 0.92),
+                "color": values,
+                "colorscale": CONFUSION_COLOURSCALE,
+                "cmin": 0,
+                "cmax": top,
+                "line": {"width": 1, "color": "#c8d1dc"},
+                "showscale": False,
+            },
             customdata=[[y, x] for x, y in zip(xs, ys)],
             hovertemplate="gold %{y}<br>predicted %{x}<br>%{text} example(s): click to list them<extra></extra>",
             name="cells",
@@ -187,20 +220,31 @@ def confusion_matrix(counts: pd.DataFrame) -> go.Figure:
     figure.update_xaxes(title_text="predicted", categoryorder="array", categoryarray=predicted_names, side="top", **axis)
     figure.update_yaxes(title_text="gold", categoryorder="array", categoryarray=gold_names, autorange="reversed", **axis)
     figure.update_layout(
-        height=height, width=height + 140, margin={"l": 10, "r": 10, "t": 60, "b": 10},
-        plot_bgcolor="white", clickmode="event+select", dragmode=False, showlegend=False,
+        height=height,
+        width=height + 140,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        plot_bgcolor="white",
+        clickmode="event+select",
+        dragmode=False,
+        showlegend=False,
     )
     return figure
 
 
-def probability_bars(names: list[str], probabilities: list[float], predicted: str | None = None, gold: str | None = None) -> go.Figure:
+def probability_bars(
+    names: list[str], probabilities: list[float], predicted: str | None = None, gold: str | None = None
+) -> go.Figure:
     """Horizontal bars of the class probabilities; the predicted class coloured, the gold one marked."""
     colours = [PALETTE[0] if name == predicted else "#B8C4D0" for name in names]
     labels = [f"{name} (gold)" if name == gold else name for name in names]
     figure = go.Figure(
         go.Bar(
-            x=list(probabilities), y=labels, orientation="h", marker={"color": colours},
-            text=[f"{p:.1%}" for p in probabilities], textposition="auto",
+            x=list(probabilities),
+            y=labels,
+            orientation="h",
+            marker={"color": colours},
+            text=[f"{p:.1%}" for p in probabilities],
+            textposition="auto",
             hovertemplate="%{y}: %{x:.4f}<extra></extra>",
         )
     )
@@ -223,8 +267,9 @@ def attribution_colour(score: float, scale: float, signed: bool = True) -> str:
     return f"rgba({red},{green},{blue},{0.85 * strength:.3f})"
 
 
-def token_attribution_html(units: list[str], scores: list[float], *, caption: str = "", signed: bool = True,
-                           explained: str = "the class") -> str:
+def token_attribution_html(
+    units: list[str], scores: list[float], *, caption: str = "", signed: bool = True, explained: str = "the class"
+) -> str:
     """The text as coloured units, scaled by the largest |score|, with the exact value on hover.
 
     Signed scores use a diverging scale (red supports the explained class, blue speaks against
@@ -241,14 +286,16 @@ def token_attribution_html(units: list[str], scores: list[float], *, caption: st
         label = escape(unit, quote=True)
         # Words sit a space apart; a WordPiece continuation (##…) hugs the piece before it.
         spans.append(
-            ("" if unit.startswith("##") or not spans else " ")
-            + f'<span class="attribution-unit" title="{label}: {score:+.4g}" '
+            ("" if unit.startswith("##") or not spans else " ") + f'<span class="attribution-unit" title="{label}: {score:+.4g}" '
             f'style="background-color:{attribution_colour(score, scale, signed)};padding:1px 3px;margin:1px 0;'
             f'border-radius:3px;display:inline-block;white-space:pre">{label}</span>'
         )
 
     def swatch(colour: tuple[int, int, int]) -> str:
-        return f'<span style="background-color:rgba({colour[0]},{colour[1]},{colour[2]},0.85);padding:0 6px;border-radius:3px">&nbsp;</span>'
+        return (
+            f'<span style="background-color:rgba({colour[0]},{colour[1]},{colour[2]},0.85);'
+            'padding:0 6px;border-radius:3px">&nbsp;</span>'
+        )
 
     if signed:
         legend = f"{swatch(ATTRIBUTION_POSITIVE)} supports {escape(explained)} {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
@@ -258,7 +305,7 @@ def token_attribution_html(units: list[str], scores: list[float], *, caption: st
     head = f'<div style="font-size:0.85em;opacity:0.8;margin-bottom:2px">{escape(caption)}</div>' if caption else ""
     return (
         f'<div class="attribution-map" style="line-height:1.9;font-size:1rem;margin-bottom:0.5rem">{head}'
-        f'<div>{"".join(spans)}</div>'
+        f"<div>{''.join(spans)}</div>"
         f'<div style="font-size:0.75em;opacity:0.7;margin-top:2px">{legend}</div></div>'
     )
 
@@ -281,20 +328,21 @@ def thumbnail_png(image, size: int = 96) -> bytes:
     return buffer.getvalue()
 
 
-def patch_grid(scores, grid) -> "np.ndarray":
+def patch_grid(scores, grid) -> np.ndarray:
     """Row-major patch scores as a (rows, cols) array; `grid` is [rows, cols] from the explanation's params."""
     import numpy as np
 
     rows, cols = (int(grid[0]), int(grid[1])) if grid else (1, len(scores))
     values = np.asarray(scores, dtype=float)
     if values.size != rows * cols:
-        side = int(round(values.size ** 0.5))
+        side = round(values.size**0.5)
         rows, cols = (side, side) if side * side == values.size else (1, values.size)
     return values.reshape(rows, cols)
 
 
-def patch_overlay(image, explanation=None, opacity: float = 0.5, *, scores=None, grid=None, signed: bool | None = None,
-                  size: int = 256):
+def patch_overlay(
+    image, explanation=None, opacity: float = 0.5, *, scores=None, grid=None, signed: bool | None = None, size: int = 256
+):
     """The image with one coloured square per patch laid over it: a PIL image of side `size`.
 
     Diverging scale, as for tokens: red supports the explained class, blue speaks against it, the
@@ -331,7 +379,9 @@ def patch_overlay(image, explanation=None, opacity: float = 0.5, *, scores=None,
     return Image.alpha_composite(base, layer).convert("RGB")
 
 
-def overlay_legend_html(explanation=None, *, signed: bool = True, scale: float | None = None, explained: str = "the class") -> str:
+def overlay_legend_html(
+    explanation=None, *, signed: bool = True, scale: float | None = None, explained: str = "the class"
+) -> str:
     """One line under an overlay: what red and blue mean and the value of full colour."""
     import math
 
@@ -341,7 +391,10 @@ def overlay_legend_html(explanation=None, *, signed: bool = True, scale: float |
         scale = max(finite) if finite else 0.0
 
     def swatch(colour: tuple[int, int, int]) -> str:
-        return f'<span style="background-color:rgb({colour[0]},{colour[1]},{colour[2]});padding:0 6px;border-radius:3px">&nbsp;</span>'
+        return (
+            f'<span style="background-color:rgb({colour[0]},{colour[1]},{colour[2]});'
+            'padding:0 6px;border-radius:3px">&nbsp;</span>'
+        )
 
     if signed:
         text = f"{swatch(ATTRIBUTION_POSITIVE)} supports {explained} {swatch(ATTRIBUTION_NEGATIVE)} speaks against it"
@@ -356,12 +409,25 @@ def modality_shares(text_share: float, image_share: float) -> go.Figure:
     """One stacked bar: how the total attribution of a pair splits between its words and its patches."""
     figure = go.Figure()
     for name, share, colour in (("words", text_share, PALETTE[0]), ("patches", image_share, PALETTE[1])):
-        figure.add_trace(go.Bar(x=[share], y=["share"], orientation="h", name=f"{name} {share:.0%}", marker_color=colour,
-                                hovertemplate=f"{name}: %{{x:.1%}}<extra></extra>"))
-    figure.update_layout(barmode="stack", height=110, margin={"l": 10, "r": 10, "t": 24, "b": 10},
-                         title={"text": "Share of the total attribution", "font": {"size": 13}},
-                         xaxis={"range": [0, 1], "tickformat": ".0%"}, yaxis={"visible": False},
-                         legend={"orientation": "h", "y": -0.4})
+        figure.add_trace(
+            go.Bar(
+                x=[share],
+                y=["share"],
+                orientation="h",
+                name=f"{name} {share:.0%}",
+                marker_color=colour,
+                hovertemplate=f"{name}: %{{x:.1%}}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        barmode="stack",
+        height=110,
+        margin={"l": 10, "r": 10, "t": 24, "b": 10},
+        title={"text": "Share of the total attribution", "font": {"size": 13}},
+        xaxis={"range": [0, 1], "tickformat": ".0%"},
+        yaxis={"visible": False},
+        legend={"orientation": "h", "y": -0.4},
+    )
     return figure
 
 
@@ -383,10 +449,17 @@ def side_by_side(images: list, gap: int = 8, background: tuple[int, int, int] = 
 
 def image_class_balance(balance: pd.DataFrame) -> go.Figure:
     """Grouped bars of images per class in each split (columns split, label, count)."""
-    figure = go.Figure([go.Bar(x=part["label"], y=part["count"], name=name)
-                        for name, part in balance.groupby("split", sort=False)])
-    figure.update_layout(barmode="group", title="Images per class in each split", xaxis_title="class",
-                         yaxis_title="images", legend_title="split", height=340)
+    figure = go.Figure(
+        [go.Bar(x=part["label"], y=part["count"], name=name) for name, part in balance.groupby("split", sort=False)]
+    )
+    figure.update_layout(
+        barmode="group",
+        title="Images per class in each split",
+        xaxis_title="class",
+        yaxis_title="images",
+        legend_title="split",
+        height=340,
+    )
     return figure
 
 
@@ -405,9 +478,11 @@ def entity_spans_html(tokens: list[str], spans: list[tuple[str, int, int]], type
         if index in starts:
             kind, end = starts[index]
             colour = ENTITY_COLOURS[types.index(kind) % len(ENTITY_COLOURS)] if kind in types else "#eeeeee"
-            words = escape(" ".join(tokens[index:end + 1]))
-            parts.append(f'<span style="background:{colour};border-radius:4px;padding:1px 4px" title="{escape(kind)}">'
-                         f'{words} <sub style="font-size:0.7em">{escape(kind)}</sub></span>')
+            words = escape(" ".join(tokens[index : end + 1]))
+            parts.append(
+                f'<span style="background:{colour};border-radius:4px;padding:1px 4px" title="{escape(kind)}">'
+                f'{words} <sub style="font-size:0.7em">{escape(kind)}</sub></span>'
+            )
             index = end + 1
         else:
             parts.append(escape(tokens[index]))
@@ -421,10 +496,17 @@ def entity_spans_html(tokens: list[str], spans: list[tuple[str, int, int]], type
 def caption_lengths(frame: pd.DataFrame) -> go.Figure:
     """Overlaid histograms of words per caption in each split (columns split, text)."""
     words = frame["text"].str.split().str.len()
-    figure = go.Figure([go.Histogram(x=words[frame["split"] == name], name=name, opacity=0.6)
-                        for name in frame["split"].unique()])
-    figure.update_layout(barmode="overlay", title="Words per caption, by split", xaxis_title="words per caption",
-                         yaxis_title="captions", legend_title="split", height=340)
+    figure = go.Figure(
+        [go.Histogram(x=words[frame["split"] == name], name=name, opacity=0.6) for name in frame["split"].unique()]
+    )
+    figure.update_layout(
+        barmode="overlay",
+        title="Words per caption, by split",
+        xaxis_title="words per caption",
+        yaxis_title="captions",
+        legend_title="split",
+        height=340,
+    )
     return figure
 
 
@@ -435,10 +517,14 @@ def delta_note(explanation) -> tuple[str | None, str | None]:
     if explanation.delta is None:
         return None, None
     difference = explanation.output_difference
-    caption = (f"Convergence delta {explanation.delta:+.2e} (sum of scores minus the change in the score, "
-               f"f(x) − f(baseline) = {difference:+.3g}).")
+    caption = (
+        f"Convergence delta {explanation.delta:+.2e} (sum of scores minus the change in the score, "
+        f"f(x) − f(baseline) = {difference:+.3g})."
+    )
     if not explanation.delta_is_large():
         return caption, None
     knob = "steps" if "steps" in explanation.params else "samples"
-    return caption, ("The convergence delta is large next to the change in the score: the integral is too coarse, so these "
-                     f"scores are approximate. Raise the {knob} and explain again.")
+    return caption, (
+        "The convergence delta is large next to the change in the score: the integral is too coarse, so these "
+        f"scores are approximate. Raise the {knob} and explain again."
+    )

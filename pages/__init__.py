@@ -15,7 +15,6 @@ import pandas as pd
 import streamlit as st
 
 from core import inspect, viz
-
 from core.errors import UserError
 from core.store import Run, RunStore
 
@@ -73,16 +72,22 @@ def show_delta(explanation) -> None:
         st.warning(warning)
 
 
-def method_picker(modality: str, key: str, params_key: str, label: str, optional: bool = False,
-                  help: str | None = None) -> tuple[str | None, dict[str, Any]]:
+def method_picker(
+    modality: str, key: str, params_key: str, label: str, optional: bool = False, help: str | None = None
+) -> tuple[str | None, dict[str, Any]]:
     """A selectbox of every attribution method that applies to an input ("tokens", "patches", "pairs"), the chosen
     one's description and a widget per parameter; (None, {}) when an optional slot is left off."""
     from core.explain.methods import methods_for
 
     methods = methods_for(modality)
     options = ([None] if optional else []) + list(methods)
-    chosen = st.selectbox(label, options, key=key, format_func=lambda k: "— none —" if k is None else methods[k].title,
-                          help=None if optional else help)
+    chosen = st.selectbox(
+        label,
+        options,
+        key=key,
+        format_func=lambda k: "— none —" if k is None else methods[k].title,
+        help=None if optional else help,
+    )
     if chosen is None:
         return None, {}
     st.caption(methods[chosen].description)
@@ -94,7 +99,10 @@ def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = No
     `preferred` replaces some of the method's defaults where a view knows better."""
     choices = getattr(method, "choices", {}) or {}
     params: dict[str, Any] = {}
-    for name, default in {**(method.defaults or {}), **{k: v for k, v in (preferred or {}).items() if k in (method.defaults or {})}}.items():
+    for name, default in {
+        **(method.defaults or {}),
+        **{k: v for k, v in (preferred or {}).items() if k in (method.defaults or {})},
+    }.items():
         key = f"{key_prefix}_{name}"
         if name in choices:
             params[name] = st.selectbox(name, list(choices[name]), index=list(choices[name]).index(default), key=key)
@@ -105,8 +113,9 @@ def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = No
             params[name] = int(st.number_input(name, min_value=int(low), max_value=int(high), value=default, step=1, key=key))
         elif isinstance(default, float):
             low, high = method.bounds(name)
-            params[name] = float(st.number_input(name, min_value=float(low), max_value=float(high), value=default,
-                                                 format="%.4f", key=key))
+            params[name] = float(
+                st.number_input(name, min_value=float(low), max_value=float(high), value=default, format="%.4f", key=key)
+            )
         elif isinstance(default, (list, tuple)):
             continue  # a pair such as a fixed grid: the method's own default
         else:
@@ -116,8 +125,14 @@ def method_params(method, key_prefix: str, preferred: dict[str, Any] | None = No
 
 # --- Inspect widgets every classification view shares (text and image) ---------------------------
 
-FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence", "inspect_contains",
-               "inspect_lengths")
+FILTER_KEYS = (
+    "inspect_misclassified",
+    "inspect_gold",
+    "inspect_predicted",
+    "inspect_confidence",
+    "inspect_contains",
+    "inspect_lengths",
+)
 
 
 def stop_with(problem: UserError) -> None:
@@ -131,7 +146,9 @@ def load_predictions(run: Run, split: str, stage: str) -> pd.DataFrame:
         return inspect.predictions(run, split, stage)
     bar = st.progress(0.0, text=f"Predicting the {split} split with the '{stage}' model (once; kept for next time)…")
     try:
-        return inspect.predictions(run, split, stage, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+        return inspect.predictions(
+            run, split, stage, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message)
+        )
     finally:
         bar.empty()
 
@@ -147,8 +164,10 @@ def get_explainer(run: Run, stage: str):
     except UserError as problem:
         st.error(str(problem))
     except Exception as problem:  # noqa: BLE001 - a checkpoint a running trainer is still writing, or rotated away
-        st.error(f"The '{stage}' model of run {run.id} could not be read ({type(problem).__name__}); "
-                 "a running run may still be writing it. Pick another stage or try again in a moment.")
+        st.error(
+            f"The '{stage}' model of run {run.id} could not be read ({type(problem).__name__}); "
+            "a running run may still be writing it. Pick another stage or try again in a moment."
+        )
     return None
 
 
@@ -163,7 +182,9 @@ def explanation_settings(picker, names: list[str]) -> tuple[dict[str, Any], Any]
         settings["method_b"], settings["params_b"] = picker("b", "Second method, side by side (optional)", optional=True)
     with third:
         settings["target"] = st.selectbox(
-            "Class to explain", ["predicted", "gold", *names], key="inspect_target",
+            "Class to explain",
+            ["predicted", "gold", *names],
+            key="inspect_target",
             format_func=lambda choice: {"predicted": "the predicted class", "gold": "the gold class"}.get(choice, choice),
         )
     return settings, third
@@ -213,12 +234,20 @@ def classification_header(run: Run, pick_stage, pick_split) -> tuple[list[str], 
     except UserError as problem:
         stop_with(problem)
     stage = pick_stage.selectbox(
-        "Stage", stages, index=len(stages) - 1, key=f"inspect_stage_{run.id}",
+        "Stage",
+        stages,
+        index=len(stages) - 1,
+        key=f"inspect_stage_{run.id}",
         help="Which model of the run: 'before' is the pretrained encoder with its untrained head, checkpoints are saved "
-             "during training, 'after' is the final model.",
+        "during training, 'after' is the final model.",
     )
-    split = pick_split.selectbox("Split", inspect.SPLITS, key="inspect_split", persist_state="session",
-                                 help="The run's own held-out test split by default; the same split as in training.")
+    split = pick_split.selectbox(
+        "Split",
+        inspect.SPLITS,
+        key="inspect_split",
+        persist_state="session",
+        help="The run's own held-out test split by default; the same split as in training.",
+    )
     if run.status == "running":
         st.caption(f"This run is still training; you are looking at its '{stage}' model.")
 
@@ -242,8 +271,11 @@ def classification_header(run: Run, pick_stage, pick_split) -> tuple[list[str], 
         st.markdown("**Confusion matrix** — click a cell to list its examples below")
         chart_key = f"inspect_confusion_{run.id}_{stage}_{split}"
         st.plotly_chart(
-            viz.confusion_matrix(inspect.confusion_counts(frame, names)), key=chart_key, width="content",
-            on_select=partial(on_cell_click, chart_key, names), selection_mode="points",
+            viz.confusion_matrix(inspect.confusion_counts(frame, names)),
+            key=chart_key,
+            width="content",
+            on_select=partial(on_cell_click, chart_key, names),
+            selection_mode="points",
             config={"displayModeBar": False},
         )
     with report_column:

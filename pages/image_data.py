@@ -34,8 +34,9 @@ def cached_image_splits(workspace: str, dataset: str, seed: int, max_rows: int |
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_thumbnails(workspace: str, dataset: str, seed: int, max_rows: int | None, stamp: float,
-                      per_class: int) -> dict[str, list[tuple[str, bytes]]]:
+def cached_thumbnails(
+    workspace: str, dataset: str, seed: int, max_rows: int | None, stamp: float, per_class: int
+) -> dict[str, list[tuple[str, bytes]]]:
     """A few training images per class as small PNGs: {label: [(reference, png bytes), …]}."""
     splits = cached_image_splits(workspace, dataset, seed, max_rows, stamp)
     train = splits.split("train")
@@ -49,8 +50,9 @@ def cached_thumbnails(workspace: str, dataset: str, seed: int, max_rows: int | N
     thumbnails: dict[str, list[tuple[str, bytes]]] = {}
     for label, indices in chosen.items():
         rows = train.select(indices)
-        thumbnails[label] = [(f"{dataset}#{row}", viz.thumbnail_png(image, THUMBNAIL_SIZE))
-                             for image, row in zip(rows["image"], rows["row"])]
+        thumbnails[label] = [
+            (f"{dataset}#{row}", viz.thumbnail_png(image, THUMBNAIL_SIZE)) for image, row in zip(rows["image"], rows["row"])
+        ]
     return thumbnails
 
 
@@ -67,13 +69,20 @@ def cached_image_sizes(workspace: str, dataset: str, seed: int, max_rows: int | 
             key = f"{image.width}×{image.height}"
             sizes[key] = sizes.get(key, 0) + 1
         seen += take
-    return pd.DataFrame({"size (width×height)": list(sizes), "images": list(sizes.values())}).sort_values("images", ascending=False)
+    return pd.DataFrame({"size (width×height)": list(sizes), "images": list(sizes.values())}).sort_values(
+        "images", ascending=False
+    )
 
 
 def image_main() -> None:
     st.caption("Choose the images and classes an image classifier will learn from, and look at them before training.")
-    source = st.radio("Image dataset source", SOURCES, key="data_image_source", horizontal=True,
-                      help="Built-in image datasets are ready to use; Upload adds a zip of images; Registered lists uploads saved earlier.")
+    source = st.radio(
+        "Image dataset source",
+        SOURCES,
+        key="data_image_source",
+        horizontal=True,
+        help="Built-in image datasets are ready to use; Upload adds a zip of images; Registered lists uploads saved earlier.",
+    )
     show_save_message()
     if source == "Upload":
         image_upload_section()
@@ -85,9 +94,14 @@ def image_main() -> None:
 
 def choose_builtin_image() -> str:
     builtins = dataset_kind(IMAGE_CLASSIFICATION).builtins
-    key = st.selectbox("Built-in image dataset", list(builtins), key="data_image_builtin",
-                       format_func=lambda k: builtins[k].title,
-                       help="Planted squares has a known answer for explanations; digits and Fashion-MNIST are classic small sets; textile defects is an inspection task.")
+    key = st.selectbox(
+        "Built-in image dataset",
+        list(builtins),
+        key="data_image_builtin",
+        format_func=lambda k: builtins[k].title,
+        help="Planted squares has a known answer for explanations; "
+        "digits and Fashion-MNIST are classic small sets; textile defects is an inspection task.",
+    )
     st.caption(builtins[key].description)
     return key
 
@@ -97,31 +111,58 @@ def choose_registered_image() -> str | None:
     if not registered:
         st.info("No image datasets are registered yet: choose Upload above to add a zip of class folders.")
         return None
-    key = st.selectbox("Registered image dataset", list(registered), key="data_image_registered",
-                       help="Image datasets you uploaded and saved in this workspace, by the name you gave them.")
+    key = st.selectbox(
+        "Registered image dataset",
+        list(registered),
+        key="data_image_registered",
+        help="Image datasets you uploaded and saved in this workspace, by the name you gave them.",
+    )
     st.caption(registered[key].description)
     return key
 
 
 def image_upload_section() -> None:
-    how = st.radio("What you upload", IMAGE_UPLOADS, key="data_image_upload_kind", horizontal=True,
-                   help="A zip with one folder per class (cats/1.jpg, dogs/2.png …), or a CSV with the columns path,label plus a zip holding those paths.")
-    archive = st.file_uploader("Zip of images", type=["zip"], key="data_image_zip",
-                               help="JPEG, PNG, BMP, GIF, WebP or TIFF images in a .zip file.")
+    how = st.radio(
+        "What you upload",
+        IMAGE_UPLOADS,
+        key="data_image_upload_kind",
+        horizontal=True,
+        help="A zip with one folder per class (cats/1.jpg, dogs/2.png …), "
+        "or a CSV with the columns path,label plus a zip holding those paths.",
+    )
+    archive = st.file_uploader(
+        "Zip of images", type=["zip"], key="data_image_zip", help="JPEG, PNG, BMP, GIF, WebP or TIFF images in a .zip file."
+    )
     table = None
     if how == IMAGE_UPLOADS[1]:
-        table = st.file_uploader("CSV of path,label", type=["csv"], key="data_image_csv",
-                                 help="One row per image: its path inside the zip, and its class.")
+        table = st.file_uploader(
+            "CSV of path,label",
+            type=["csv"],
+            key="data_image_csv",
+            help="One row per image: its path inside the zip, and its class.",
+        )
     if archive is None or (how == IMAGE_UPLOADS[1] and table is None):
-        st.info("Upload a zip with one folder per class" + (", and the CSV naming each image's class." if table is None and how == IMAGE_UPLOADS[1] else "."))
+        st.info(
+            "Upload a zip with one folder per class"
+            + (", and the CSV naming each image's class." if table is None and how == IMAGE_UPLOADS[1] else ".")
+        )
         return
     name_key = f"data_image_name_{archive.file_id}"  # a new upload proposes its own file name
-    st.text_input("Dataset name", value=Path(archive.name).stem, key=name_key,
-                  help="The name the dataset is saved under; letters, digits, dots, dashes and underscores.")
+    st.text_input(
+        "Dataset name",
+        value=Path(archive.name).stem,
+        key=name_key,
+        help="The name the dataset is saved under; letters, digits, dots, dashes and underscores.",
+    )
     csv = (table.name, table.getvalue()) if table is not None else (None, None)
-    st.button("Save image dataset", key="data_image_save", type="primary", on_click=save_image_upload,
-              args=(name_key, archive.name, archive.getvalue(), *csv),
-              help="Checks every image and class and saves the dataset to the workspace if it is usable.")
+    st.button(
+        "Save image dataset",
+        key="data_image_save",
+        type="primary",
+        on_click=save_image_upload,
+        args=(name_key, archive.name, archive.getvalue(), *csv),
+        help="Checks every image and class and saves the dataset to the workspace if it is usable.",
+    )
 
 
 def save_image_upload(name_key: str, filename: str, data: bytes, csv_filename: str | None, csv_data: bytes | None) -> None:
@@ -129,8 +170,9 @@ def save_image_upload(name_key: str, filename: str, data: bytes, csv_filename: s
 
     state = st.session_state
     try:
-        info = register_image_dataset(state.get(name_key) or Path(filename).stem, filename, data,
-                                      csv_filename=csv_filename, csv_data=csv_data)
+        info = register_image_dataset(
+            state.get(name_key) or Path(filename).stem, filename, data, csv_filename=csv_filename, csv_data=csv_data
+        )
     except UserError as error:
         state[SAVE_MESSAGE_KEY] = ("error", str(error))
         return
@@ -141,12 +183,23 @@ def save_image_upload(name_key: str, filename: str, data: bytes, csv_filename: s
 
 def image_settings(dataset: str) -> dict:
     with st.expander("Split settings", expanded=dataset == "fashion-mnist"):
-        seed = st.number_input("Seed", min_value=0, value=42, step=1, key="data_image_seed",
-                               help="The same seed always puts the same images in the same split.")
+        seed = st.number_input(
+            "Seed",
+            min_value=0,
+            value=42,
+            step=1,
+            key="data_image_seed",
+            help="The same seed always puts the same images in the same split.",
+        )
         default = DEFAULT_SUBSAMPLE if dataset == "fashion-mnist" else 0
-        max_rows = st.number_input("Subsample size (0 = all images)", min_value=0, value=default, step=500,
-                                   key=f"data_image_max_rows_{dataset}",
-                                   help="A stratified sample of this many images, for quick experiments (Fashion-MNIST has 70,000).")
+        max_rows = st.number_input(
+            "Subsample size (0 = all images)",
+            min_value=0,
+            value=default,
+            step=500,
+            key=f"data_image_max_rows_{dataset}",
+            help="A stratified sample of this many images, for quick experiments (Fashion-MNIST has 70,000).",
+        )
     return {"seed": int(seed), "max_rows": int(max_rows) or None}
 
 
@@ -171,7 +224,11 @@ def show_image_overview(dataset: str) -> None:
     for label, thumbnails in cached_thumbnails(*key, THUMBNAILS_PER_CLASS).items():
         st.markdown(f"**{label}**")
         if thumbnails:
-            st.image([png for _, png in thumbnails], caption=["#" + ref.rpartition("#")[2] for ref, _ in thumbnails], width=THUMBNAIL_SIZE)
+            st.image(
+                [png for _, png in thumbnails],
+                caption=["#" + ref.rpartition("#")[2] for ref, _ in thumbnails],
+                width=THUMBNAIL_SIZE,
+            )
         else:
             st.caption("No training images of this class.")
     balance_column, size_column = st.columns([3, 2])

@@ -12,8 +12,16 @@ from core import inspect, viz
 from core.errors import UserError
 from core.store import Run
 from pages import (
-    VERDICTS, classification_header, clear_filters, explanation_settings, get_explainer, keep_valid, load_predictions,
-    method_picker, reset_page, show_delta,
+    VERDICTS,
+    classification_header,
+    clear_filters,
+    explanation_settings,
+    get_explainer,
+    keep_valid,
+    load_predictions,
+    method_picker,
+    reset_page,
+    show_delta,
 )
 
 IMAGE_FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence")
@@ -37,8 +45,14 @@ def open_picture(reference: str):
 
 
 def patch_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
-    return method_picker("patches", f"inspect_image_method_{slot}", f"inspect_image_param_{slot}", label, optional,
-                         "How patch importance is computed; each method's description appears below.")
+    return method_picker(
+        "patches",
+        f"inspect_image_method_{slot}",
+        f"inspect_image_param_{slot}",
+        label,
+        optional,
+        "How patch importance is computed; each method's description appears below.",
+    )
 
 
 def model_view(explainer, picture):
@@ -61,8 +75,10 @@ def draw_overlay(explanation, picture, opacity: float, heading: str = "", size: 
     """The patch map over the image, its caption, and IG's convergence delta (a warning when large)."""
     from core.explain import describe
 
-    caption = (f"{heading + ' · ' if heading else ''}{describe(explanation.method, explanation.params)} · "
-               f"explaining '{explanation.target_label}'")
+    caption = (
+        f"{heading + ' · ' if heading else ''}{describe(explanation.method, explanation.params)} · "
+        f"explaining '{explanation.target_label}'"
+    )
     with st.container(key=f"inspect_overlay_{slot}"):
         st.image(viz.patch_overlay(picture, explanation, opacity, size=size), caption=caption, width=size, output_format="PNG")
         st.html(viz.overlay_legend_html(explanation))
@@ -73,14 +89,22 @@ def image_gallery(shown: pd.DataFrame, workspace: str, key_prefix: str, selectab
     """Thumbnails in rows with gold / predicted / confidence captions; a button under each selects it."""
     rows = list(shown.index)
     for start in range(0, len(rows), GALLERY_COLUMNS):
-        for column, row in zip(st.columns(GALLERY_COLUMNS), rows[start:start + GALLERY_COLUMNS]):
+        for column, row in zip(st.columns(GALLERY_COLUMNS), rows[start : start + GALLERY_COLUMNS]):
             record = shown.loc[row]
             mark = VERDICTS[bool(record["correct"])]
-            column.image(image_png(workspace, record["image"], THUMBNAIL), width=THUMBNAIL,
-                         caption=f"{mark} #{row} {record['gold']} → {record['predicted']} · {record['confidence']:.0%}")
+            column.image(
+                image_png(workspace, record["image"], THUMBNAIL),
+                width=THUMBNAIL,
+                caption=f"{mark} #{row} {record['gold']} → {record['predicted']} · {record['confidence']:.0%}",
+            )
             if selectable:
-                column.button("Explain", key=f"{key_prefix}_{row}", on_click=select_image, args=(int(row),),
-                              help="Show this image's probabilities and attribution map below.")
+                column.button(
+                    "Explain",
+                    key=f"{key_prefix}_{row}",
+                    on_click=select_image,
+                    args=(int(row),),
+                    help="Show this image's probabilities and attribution map below.",
+                )
 
 
 def select_image(row: int) -> None:
@@ -95,11 +119,17 @@ def image_filters(names: list[str]) -> inspect.Filters:
     gold = row1[1].multiselect("Gold class", names, key="inspect_gold", on_change=reset_page, placeholder="any")
     predicted = row1[2].multiselect("Predicted class", names, key="inspect_predicted", on_change=reset_page, placeholder="any")
     confidence = row1[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), step=0.01, key="inspect_confidence", on_change=reset_page)
-    hardest = row1[4].toggle("Hardest first", value=True, key="inspect_hardest", on_change=reset_page,
-                             help="Sort by loss, highest first: the images the model is most confidently wrong about lead.")
+    hardest = row1[4].toggle(
+        "Hardest first",
+        value=True,
+        key="inspect_hardest",
+        on_change=reset_page,
+        help="Sort by loss, highest first: the images the model is most confidently wrong about lead.",
+    )
     row1[5].button("Show all", key="inspect_clear", on_click=clear_filters, help="Clear every filter (and the clicked cell).")
-    return inspect.Filters(misclassified_only=misclassified, gold=gold, predicted=predicted, confidence=tuple(confidence),
-                           hardest_first=hardest)
+    return inspect.Filters(
+        misclassified_only=misclassified, gold=gold, predicted=predicted, confidence=tuple(confidence), hardest_first=hardest
+    )
 
 
 def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: list[str], stages: list[str]) -> None:
@@ -113,7 +143,9 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
     if st.session_state.get("inspect_page", 1) > pages:
         reset_page()
     count_column, pager_column = st.columns([2, 3])
-    count_column.caption(f"{len(filtered):,} of {len(frame):,} images" + (f" · {inspect.IMAGE_PAGE_SIZE} a page" if pages > 1 else ""))
+    count_column.caption(
+        f"{len(filtered):,} of {len(frame):,} images" + (f" · {inspect.IMAGE_PAGE_SIZE} a page" if pages > 1 else "")
+    )
     with pager_column:
         page = st.pagination(pages, key="inspect_page") if pages > 1 else 1
     shown = inspect.page_of(filtered, page, inspect.IMAGE_PAGE_SIZE)
@@ -124,13 +156,27 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
     with st.expander("Explanation settings: method, its parameters, a second method, target class, opacity", expanded=False):
         settings, third = explanation_settings(patch_method_picker, names)
         with third:
-            grid = st.number_input("Patch grid (cells per side)", min_value=2, max_value=32, value=7, step=1, key="inspect_image_grid",
-                                   help="For convolutional models, the grid the map is summed over; a ViT always uses its own patches.")
+            grid = st.number_input(
+                "Patch grid (cells per side)",
+                min_value=2,
+                max_value=32,
+                value=7,
+                step=1,
+                key="inspect_image_grid",
+                help="For convolutional models, the grid the map is summed over; a ViT always uses its own patches.",
+            )
     # The grid travels with each method's parameters (a ViT ignores it and uses its own patch grid).
     settings["params"] = {**settings["params"], "grid": int(grid)}
     settings["params_b"] = {**settings["params_b"], "grid": int(grid)}
-    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.55, 0.05, key="inspect_opacity",
-                        help="How strongly the attribution colours cover the image (the strongest patch at this opacity).")
+    opacity = st.slider(
+        "Overlay opacity",
+        0.0,
+        1.0,
+        0.55,
+        0.05,
+        key="inspect_opacity",
+        help="How strongly the attribution colours cover the image (the strongest patch at this opacity).",
+    )
 
     example_tab, gallery_tab, compare_tab = st.tabs(["Selected image", "Explain this selection", "Compare stages"])
     with example_tab:
@@ -148,19 +194,28 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
     if st.session_state.get("inspect_example") not in list(filtered.index):
         st.session_state["inspect_example"] = row_ids[0]
     example_id = st.selectbox(
-        "Image (or press Explain under a thumbnail)", [int(row) for row in filtered.index], key="inspect_example",
-        format_func=lambda row: f"#{row} · gold {frame.at[row, 'gold']} → predicted {frame.at[row, 'predicted']} ({frame.at[row, 'confidence']:.0%})",
+        "Image (or press Explain under a thumbnail)",
+        [int(row) for row in filtered.index],
+        key="inspect_example",
+        format_func=lambda row: (
+            f"#{row} · gold {frame.at[row, 'gold']} → predicted {frame.at[row, 'predicted']} ({frame.at[row, 'confidence']:.0%})"
+        ),
     )
     example = frame.loc[example_id]
-    st.markdown(f"**#{example_id}** · gold **{example['gold']}** · predicted **{example['predicted']}** "
-                f"({example['confidence']:.1%}) · loss {example['loss']:.3f}" + ("" if example["correct"] else " · :material/close: misclassified"))
+    st.markdown(
+        f"**#{example_id}** · gold **{example['gold']}** · predicted **{example['predicted']}** "
+        f"({example['confidence']:.1%}) · loss {example['loss']:.3f}"
+        + ("" if example["correct"] else " · :material/close: misclassified")
+    )
     picture = open_picture(example["image"])
     probabilities_column, map_column = st.columns([1, 2])
     with probabilities_column:
         st.image(viz.thumbnail_png(picture, 160), caption=f"{example['image']} ({picture.width}×{picture.height})", width=160)
         st.plotly_chart(
             viz.probability_bars(names, [float(example[f"p({name})"]) for name in names], example["predicted"], example["gold"]),
-            key="inspect_probabilities", width="stretch", config={"displayModeBar": False},
+            key="inspect_probabilities",
+            width="stretch",
+            config={"displayModeBar": False},
         )
     if settings["method"] is None:
         map_column.info("Image explanations are not available yet in this installation.")
@@ -170,7 +225,9 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
         return
     target = inspect.target_for(settings["target"], example["gold"])
     seen = model_view(explainer, picture)
-    chosen = [(settings["method"], settings["params"])] + ([(settings["method_b"], settings["params_b"])] if settings["method_b"] else [])
+    chosen = [(settings["method"], settings["params"])] + (
+        [(settings["method_b"], settings["params_b"])] if settings["method_b"] else []
+    )
     with map_column, st.container(key="inspect_overlay_area"):
         for column, (method, params), slot in zip(st.columns(len(chosen)), chosen, "ab"):
             with column:
@@ -180,8 +237,13 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
     with st.container(border=True):
         st.markdown("**Sanity check** — does the map change when the learned weights are randomised?")
         scope_column, button_column = st.columns([3, 1])
-        scope = scope_column.radio("Randomise", ["head", "all"], horizontal=True, key="inspect_sanity_scope",
-                                   format_func=lambda s: {"head": "the classifier head", "all": "every layer"}[s])
+        scope = scope_column.radio(
+            "Randomise",
+            ["head", "all"],
+            horizontal=True,
+            key="inspect_sanity_scope",
+            format_func=lambda s: {"head": "the classifier head", "all": "every layer"}[s],
+        )
         context = (run.id, stage, split, example_id, settings["method"], str(settings["params"]), target, scope)
         if button_column.button("Sanity check", key="inspect_sanity_go"):
             from core.explain import randomization_check
@@ -189,7 +251,9 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
             with st.spinner("Explaining again with randomised weights…"):
                 try:
                     st.session_state["inspect_sanity_result"] = (
-                        context, randomization_check(explainer, picture, settings["method"], target, scope=scope, **settings["params"]))
+                        context,
+                        randomization_check(explainer, picture, settings["method"], target, scope=scope, **settings["params"]),
+                    )
                 except UserError as problem:
                     st.error(str(problem))
         remembered = st.session_state.get("inspect_sanity_result")
@@ -197,7 +261,10 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
             result = remembered[1]
             st.metric("Spearman rank correlation", f"{result['spearman']:+.2f}")
             (st.success if abs(result["spearman"]) < 0.5 else st.warning)(result["verdict"])
-            pair = [(result.get("original"), "trained model", "sanity_trained"), (result.get("randomized"), "randomised " + scope, "sanity_random")]
+            pair = [
+                (result.get("original"), "trained model", "sanity_trained"),
+                (result.get("randomized"), "randomised " + scope, "sanity_random"),
+            ]
             for column, (explanation, heading, slot) in zip(st.columns(2), pair):
                 if explanation is not None:
                     with column:
@@ -206,11 +273,18 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
 
 def selection_overlays(run, stage, split, frame, filtered, settings, opacity) -> None:
     capped_rows, capped = inspect.gallery_rows(filtered, inspect.IMAGE_PAGE_SIZE)
-    st.caption(f"Explains the {len(capped_rows)} images of the filtered gallery in its order"
-               + (f" (the first {inspect.IMAGE_PAGE_SIZE} of {len(filtered):,}; narrow the filters to see others)" if capped else "")
-               + ", with the method and class chosen above. Explanations are cached: a second look is instant.")
-    request = {"context": (run.id, stage, split), "rows": [int(row) for row in capped_rows.index], "method": settings["method"],
-               "params": dict(settings["params"]), "target": settings["target"]}
+    st.caption(
+        f"Explains the {len(capped_rows)} images of the filtered gallery in its order"
+        + (f" (the first {inspect.IMAGE_PAGE_SIZE} of {len(filtered):,}; narrow the filters to see others)" if capped else "")
+        + ", with the method and class chosen above. Explanations are cached: a second look is instant."
+    )
+    request = {
+        "context": (run.id, stage, split),
+        "rows": [int(row) for row in capped_rows.index],
+        "method": settings["method"],
+        "params": dict(settings["params"]),
+        "target": settings["target"],
+    }
     if st.button("Explain this selection", key="inspect_gallery_go", disabled=capped_rows.empty or settings["method"] is None):
         st.session_state["inspect_gallery"] = request
     wanted = st.session_state.get("inspect_gallery")
@@ -227,8 +301,11 @@ def selection_overlays(run, stage, split, frame, filtered, settings, opacity) ->
     bar = st.progress(0.0, text="Explaining…")
     try:
         explanations = explainer.explain_many(
-            pictures, wanted["method"], target=targets if wanted["target"] == "gold" else targets[0],
-            progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message), **wanted["params"],
+            pictures,
+            wanted["method"],
+            target=targets if wanted["target"] == "gold" else targets[0],
+            progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message),
+            **wanted["params"],
         )
     except UserError as problem:
         st.error(str(problem))
@@ -237,10 +314,15 @@ def selection_overlays(run, stage, split, frame, filtered, settings, opacity) ->
     items = list(zip(rows.index, pictures, explanations))
     with st.container(key="inspect_selection_overlays"):
         for start in range(0, len(items), 4):
-            for column, (row, picture, explanation) in zip(st.columns(4), items[start:start + 4]):
+            for column, (row, picture, explanation) in zip(st.columns(4), items[start : start + 4]):
                 mark = VERDICTS[bool(rows.at[row, "correct"])]
-                column.image(viz.patch_overlay(model_view(explainer, picture), explanation, opacity, size=160), width=160, output_format="PNG",
-                             caption=f"{mark} #{row} · gold {rows.at[row, 'gold']} → {rows.at[row, 'predicted']} · explaining '{explanation.target_label}'")
+                column.image(
+                    viz.patch_overlay(model_view(explainer, picture), explanation, opacity, size=160),
+                    width=160,
+                    output_format="PNG",
+                    caption=f"{mark} #{row} · gold {rows.at[row, 'gold']} → {rows.at[row, 'predicted']} "
+                    f"· explaining '{explanation.target_label}'",
+                )
 
 
 def compare_stages(run, stage, split, frame, stages, workspace) -> None:
@@ -259,13 +341,18 @@ def compare_stages(run, stage, split, frame, stages, workspace) -> None:
         return
     a_column, b_column, changed_column = st.columns(3)
     a_column.metric(f"Accuracy · {first}", f"{comparison.accuracy_a:.1%}")
-    b_column.metric(f"Accuracy · {second}", f"{comparison.accuracy_b:.1%}",
-                    delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points")
+    b_column.metric(
+        f"Accuracy · {second}",
+        f"{comparison.accuracy_b:.1%}",
+        delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points",
+    )
     changed_column.metric("Predictions that changed", f"{comparison.changed:,}")
-    for title, flips in ((f"**Fixed** — wrong under {first}, right under {second}", comparison.fixed),
-                         (f"**Broken** — right under {first}, wrong under {second}", comparison.broken)):
+    for title, flips in (
+        (f"**Fixed** — wrong under {first}, right under {second}", comparison.fixed),
+        (f"**Broken** — right under {first}, wrong under {second}", comparison.broken),
+    ):
         st.markdown(f"{title}: {len(flips)}")
-        shown = frame_b.loc[flips.index[:inspect.IMAGE_PAGE_SIZE]]
+        shown = frame_b.loc[flips.index[: inspect.IMAGE_PAGE_SIZE]]
         if not shown.empty:
             image_gallery(shown, workspace, f"inspect_flip_{title[:7]}", selectable=False)
             if len(flips) > len(shown):

@@ -32,24 +32,41 @@ def cached_pair_splits(workspace: str, dataset: str, kind: str, seed: int, max_r
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def cached_pair_thumbnails(workspace: str, dataset: str, kind: str, seed: int, max_rows: int | None,
-                           stamp: float) -> list[tuple[bytes, str]]:
+def cached_pair_thumbnails(
+    workspace: str, dataset: str, kind: str, seed: int, max_rows: int | None, stamp: float
+) -> list[tuple[bytes, str]]:
     """The first training pairs as small PNGs, each with its caption (label first when there is one)."""
     train = cached_pair_splits(workspace, dataset, kind, seed, max_rows, stamp).train
     rows = train.select(range(min(PAIR_THUMBNAILS, len(train))))
-    return [(viz.thumbnail_png(image, THUMBNAIL_SIZE), f"{label}: {text}" if label else text)
-            for image, text, label in zip(rows["image"], rows["text"], rows["label"])]
+    return [
+        (viz.thumbnail_png(image, THUMBNAIL_SIZE), f"{label}: {text}" if label else text)
+        for image, text, label in zip(rows["image"], rows["text"], rows["label"])
+    ]
 
 
 def pair_main() -> None:
-    st.caption("Images paired with text: captions to align an image and a text encoder (CLIP-style), "
-               "or labelled pairs to classify from both at once.")
-    kind = KINDS[st.radio("What the pairs are for", list(KINDS), key="data_pair_kind", horizontal=True,
-                          help="Captions teach two encoders to agree (retrieval, zero-shot); labelled pairs train one "
-                               "classifier that reads the image and the text together.")]
-    source = st.radio("Pair dataset source", SOURCES, key="data_pair_source", horizontal=True,
-                      help="Built-in sets are ready to use; Upload adds a zip of images with a CSV of pairs; "
-                           "Registered lists uploads saved earlier.")
+    st.caption(
+        "Images paired with text: captions to align an image and a text encoder (CLIP-style), "
+        "or labelled pairs to classify from both at once."
+    )
+    kind = KINDS[
+        st.radio(
+            "What the pairs are for",
+            list(KINDS),
+            key="data_pair_kind",
+            horizontal=True,
+            help="Captions teach two encoders to agree (retrieval, zero-shot); labelled pairs train one "
+            "classifier that reads the image and the text together.",
+        )
+    ]
+    source = st.radio(
+        "Pair dataset source",
+        SOURCES,
+        key="data_pair_source",
+        horizontal=True,
+        help="Built-in sets are ready to use; Upload adds a zip of images with a CSV of pairs; "
+        "Registered lists uploads saved earlier.",
+    )
     outcome = st.session_state.pop(MESSAGE_KEY, None)  # the last Save's result, shown once
     if outcome is not None:
         (st.success if outcome[0] == "success" else st.error)(outcome[1])
@@ -64,23 +81,40 @@ def pair_main() -> None:
 def choose_dataset(kind: str, builtin: bool) -> str | None:
     datasets = {info.key: info for info in list_datasets(kind) if info.builtin == builtin}
     if not datasets:
-        st.info("No pair datasets of this kind are registered yet: choose Upload above to add a zip of images "
-                "with a CSV of pairs.")
+        st.info(
+            "No pair datasets of this kind are registered yet: choose Upload above to add a zip of images with a CSV of pairs."
+        )
         return None
     where = "builtin" if builtin else "registered"
-    key = st.selectbox("Built-in pair dataset" if builtin else "Registered pair dataset", list(datasets),
-                       key=f"data_pair_{where}_{kind}", format_func=lambda k: datasets[k].title,
-                       help="Synthetic sets have known answers for explanations; Fashion-MNIST captions are real images.")
+    key = st.selectbox(
+        "Built-in pair dataset" if builtin else "Registered pair dataset",
+        list(datasets),
+        key=f"data_pair_{where}_{kind}",
+        format_func=lambda k: datasets[k].title,
+        help="Synthetic sets have known answers for explanations; Fashion-MNIST captions are real images.",
+    )
     st.caption(datasets[key].description)
     return key
 
 
 def show_overview(dataset: str, kind: str) -> None:
     with st.expander("Split settings"):
-        seed = st.number_input("Seed", min_value=0, value=42, step=1, key="data_pair_seed",
-                               help="The same seed always puts the same pairs in the same split.")
-        max_rows = st.number_input("Subsample size (0 = all pairs)", min_value=0, value=0, step=100, key="data_pair_max_rows",
-                                   help="A sample of this many pairs (keeping each class's share) for quick experiments.")
+        seed = st.number_input(
+            "Seed",
+            min_value=0,
+            value=42,
+            step=1,
+            key="data_pair_seed",
+            help="The same seed always puts the same pairs in the same split.",
+        )
+        max_rows = st.number_input(
+            "Subsample size (0 = all pairs)",
+            min_value=0,
+            value=0,
+            step=100,
+            key="data_pair_max_rows",
+            help="A sample of this many pairs (keeping each class's share) for quick experiments.",
+        )
     builtin = dataset_kind(kind).builtins.get(dataset)
     if builtin is not None and not builtin.is_ready():
         bar = st.progress(0.0, text=f"Preparing {builtin.title}…")
@@ -104,20 +138,37 @@ def show_overview(dataset: str, kind: str) -> None:
 
 def upload_section(kind: str) -> None:
     header = ",".join(REQUIRED_COLUMNS[kind])
-    archive = st.file_uploader("Zip of images", type=["zip"], key="data_pair_zip",
-                               help="JPEG, PNG, BMP, GIF, WebP or TIFF images in a .zip file, in any folders.")
-    table = st.file_uploader(f"CSV of {header}", type=["csv"], key="data_pair_csv",
-                             help="One row per pair: the image's path inside the zip and its text"
-                                  + (" (a label column is kept for zero-shot prompts)." if kind == CONTRASTIVE else " and class."))
+    archive = st.file_uploader(
+        "Zip of images",
+        type=["zip"],
+        key="data_pair_zip",
+        help="JPEG, PNG, BMP, GIF, WebP or TIFF images in a .zip file, in any folders.",
+    )
+    table = st.file_uploader(
+        f"CSV of {header}",
+        type=["csv"],
+        key="data_pair_csv",
+        help="One row per pair: the image's path inside the zip and its text"
+        + (" (a label column is kept for zero-shot prompts)." if kind == CONTRASTIVE else " and class."),
+    )
     if archive is None or table is None:
         st.info(f"Upload a zip of images and a CSV with the header row {header}; an image may have several lines.")
         return
     name_key = f"data_pair_name_{archive.file_id}"  # a new upload proposes its own file name
-    st.text_input("Dataset name", value=Path(archive.name).stem, key=name_key,
-                  help="The name the dataset is saved under; letters, digits, dots, dashes and underscores.")
-    st.button("Save pair dataset", key="data_pair_save", type="primary", on_click=save_upload,
-              args=(kind, name_key, archive.name, archive.getvalue(), table.name, table.getvalue()),
-              help="Checks every line and image (exact duplicate pairs are dropped) and saves the dataset if it is usable.")
+    st.text_input(
+        "Dataset name",
+        value=Path(archive.name).stem,
+        key=name_key,
+        help="The name the dataset is saved under; letters, digits, dots, dashes and underscores.",
+    )
+    st.button(
+        "Save pair dataset",
+        key="data_pair_save",
+        type="primary",
+        on_click=save_upload,
+        args=(kind, name_key, archive.name, archive.getvalue(), table.name, table.getvalue()),
+        help="Checks every line and image (exact duplicate pairs are dropped) and saves the dataset if it is usable.",
+    )
 
 
 def save_upload(kind: str, name_key: str, zip_name: str, zip_data: bytes, csv_name: str, csv_data: bytes) -> None:

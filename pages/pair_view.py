@@ -8,7 +8,6 @@ score, drawn side by side with each modality's share. Logic lives in `core.pair_
 
 from __future__ import annotations
 
-
 import pandas as pd
 import streamlit as st
 
@@ -54,8 +53,13 @@ def pair_inspector(run: Run, stage_column, split_column) -> None:
     except UserError as problem:
         st.error(str(problem))
         return
-    stage = stage_column.selectbox("Stage", stages, index=len(stages) - 1, key=f"inspect_pair_stage_{run.id}",
-                                   help="'before' is the pretrained towers with untrained projections, 'after' the final model.")
+    stage = stage_column.selectbox(
+        "Stage",
+        stages,
+        index=len(stages) - 1,
+        key=f"inspect_pair_stage_{run.id}",
+        help="'before' is the pretrained towers with untrained projections, 'after' the final model.",
+    )
     split = split_column.selectbox("Split", SPLITS, key="inspect_pair_split", help="The pairs to search and explain.")
     if run.status == "running":
         st.caption(f"This run is still training; you are looking at its '{stage}' model.")
@@ -103,10 +107,15 @@ def classification_view(run: Run, stage: str, split: str, pair, workspace: str) 
     columns[2].metric("Pairs", f"{headline['examples']:,}")
     columns[3].metric("Errors", f"{headline['errors']:,}")
     left, right = st.columns([3, 2])
-    left.plotly_chart(viz.confusion_matrix(inspect.confusion_counts(frame, names)), key=f"inspect_pair_confusion_{stage}_{split}",
-                      config={"displayModeBar": False})
+    left.plotly_chart(
+        viz.confusion_matrix(inspect.confusion_counts(frame, names)),
+        key=f"inspect_pair_confusion_{stage}_{split}",
+        config={"displayModeBar": False},
+    )
     right.dataframe(viz.report_table(inspect.classification_report(frame, names)), width="stretch")
-    errors_only = st.toggle("Errors only", key="inspect_pair_errors", help="List only the pairs the model gets wrong, hardest first.")
+    errors_only = st.toggle(
+        "Errors only", key="inspect_pair_errors", help="List only the pairs the model gets wrong, hardest first."
+    )
     shown = frame[~frame["correct"]] if errors_only else frame
     shown = shown.sort_values("loss", ascending=False)
     if shown.empty:
@@ -117,9 +126,14 @@ def classification_view(run: Run, stage: str, split: str, pair, workspace: str) 
         st.session_state["inspect_pair_image"] = references[0]
     rows = shown.set_index("image")
     reference = st.selectbox(
-        "Pick a pair", references, key="inspect_pair_image",
-        format_func=lambda ref: f"{VERDICTS[bool(rows.loc[ref, 'correct'])]} · {ref} · {rows.loc[ref, 'text'][:40]} · "
-                                f"{rows.loc[ref, 'gold']} → {rows.loc[ref, 'predicted']} ({rows.loc[ref, 'confidence']:.0%})")
+        "Pick a pair",
+        references,
+        key="inspect_pair_image",
+        format_func=lambda ref: (
+            f"{VERDICTS[bool(rows.loc[ref, 'correct'])]} · {ref} · {rows.loc[ref, 'text'][:40]} · "
+            f"{rows.loc[ref, 'gold']} → {rows.loc[ref, 'predicted']} ({rows.loc[ref, 'confidence']:.0%})"
+        ),
+    )
     st.image(thumbnail(workspace, reference, 2 * THUMBNAIL), width=2 * THUMBNAIL, caption=rows.loc[reference, "text"])
     return frame, reference
 
@@ -138,15 +152,21 @@ def retrieval_summary(frame: pd.DataFrame, image_embeds, text_embeds) -> None:
     columns[2].metric("Text→image R@1", f"{metrics['text_to_image_recall@1']:.1%}")
     columns[3].metric("R@5 (mean)", f"{metrics['recall@5']:.1%}")
     columns[4].metric("Median rank (image→text)", f"{metrics['image_to_text_median_rank']:.0f}")
-    st.caption(f"Chance level for R@1 on this split: {chance_recall(groups, 1):.1%}. Equal captions count as matches "
-               "of each other, so a repeated caption does not cap recall.")
+    st.caption(
+        f"Chance level for R@1 on this split: {chance_recall(groups, 1):.1%}. Equal captions count as matches "
+        "of each other, so a repeated caption does not cap recall."
+    )
 
 
 def search_by_text(pair, frame: pd.DataFrame, image_embeds, workspace: str) -> None:
     from core.pair_runs import search_images
 
-    query = st.text_input("Search the images with words", key="inspect_pair_query", placeholder="blue square",
-                          help="Your words are embedded by the text tower and compared with every image of the split.")
+    query = st.text_input(
+        "Search the images with words",
+        key="inspect_pair_query",
+        placeholder="blue square",
+        help="Your words are embedded by the text tower and compared with every image of the split.",
+    )
     if not query.strip():
         st.caption("Type a query such as 'blue square' to see the images the model finds for it.")
         return
@@ -158,11 +178,16 @@ def search_by_text(pair, frame: pd.DataFrame, image_embeds, workspace: str) -> N
     st.caption(f"The {len(found)} images most similar to '{query}' (cosine similarity of the embeddings).")
     with st.container(key="inspect_pair_results"):
         for start in range(0, len(found), GALLERY_COLUMNS):
-            for column, (_, row) in zip(st.columns(GALLERY_COLUMNS), found.iloc[start:start + GALLERY_COLUMNS].iterrows()):
-                column.image(thumbnail(workspace, row["image"], THUMBNAIL), width=THUMBNAIL,
-                             caption=f"{row['score']:.3f} · {row['text']}")
-                column.button("Explain with the query", key=f"inspect_pair_use_{row['image']}", on_click=choose_pair,
-                              args=(row["image"], query))
+            for column, (_, row) in zip(st.columns(GALLERY_COLUMNS), found.iloc[start : start + GALLERY_COLUMNS].iterrows()):
+                column.image(
+                    thumbnail(workspace, row["image"], THUMBNAIL), width=THUMBNAIL, caption=f"{row['score']:.3f} · {row['text']}"
+                )
+                column.button(
+                    "Explain with the query",
+                    key=f"inspect_pair_use_{row['image']}",
+                    on_click=choose_pair,
+                    args=(row["image"], query),
+                )
 
 
 def choose_pair(reference: str, text: str) -> None:
@@ -183,19 +208,31 @@ def search_by_image(pair, frame: pd.DataFrame, text_embeds, workspace: str) -> s
     captions = dict(zip(frame["image"], frame["text"]))
     left, right = st.columns([1, 2])
     with left:
-        reference = st.selectbox("Pick an image", references, key="inspect_pair_image",
-                                 format_func=lambda ref: f"{ref} · {captions[ref][:40]}")
-        st.image(thumbnail(workspace, reference, 2 * THUMBNAIL), width=2 * THUMBNAIL, caption=f"its caption: {captions[reference]}")
+        reference = st.selectbox(
+            "Pick an image", references, key="inspect_pair_image", format_func=lambda ref: f"{ref} · {captions[ref][:40]}"
+        )
+        st.image(
+            thumbnail(workspace, reference, 2 * THUMBNAIL), width=2 * THUMBNAIL, caption=f"its caption: {captions[reference]}"
+        )
     picture = open_pair_record(reference)["image"]
     with right:
         st.markdown("**Captions of the split that fit it best**")
-        st.dataframe(search_captions(pair, frame, text_embeds, picture, k=RESULTS), hide_index=True, width="stretch",
-                     column_config={"score": st.column_config.NumberColumn("score", format="%.3f")})
+        st.dataframe(
+            search_captions(pair, frame, text_embeds, picture, k=RESULTS),
+            hide_index=True,
+            width="stretch",
+            column_config={"score": st.column_config.NumberColumn("score", format="%.3f")},
+        )
         if pair.label_names:
-            st.markdown("**Zero-shot classes** (class prompts such as "
-                        f"'{pair.prompt_template.format(label=pair.label_names[0])}')")
-            st.dataframe(zero_shot(pair, picture).head(5), hide_index=True, width="stretch",
-                         column_config={"probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0)})
+            st.markdown(
+                f"**Zero-shot classes** (class prompts such as '{pair.prompt_template.format(label=pair.label_names[0])}')"
+            )
+            st.dataframe(
+                zero_shot(pair, picture).head(5),
+                hide_index=True,
+                width="stretch",
+                column_config={"probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0)},
+            )
     return reference
 
 
@@ -208,19 +245,28 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
     if st.session_state.get("inspect_pair_for") != reference:  # a newly picked image starts from its own caption
         st.session_state["inspect_pair_text"] = dict(zip(frame["image"], frame["text"]))[reference]
         st.session_state["inspect_pair_for"] = reference
-    text = st.text_input("Text of the pair", key="inspect_pair_text",
-                         help="The picked image's own caption, the query you explained with, or any words you type.")
+    text = st.text_input(
+        "Text of the pair",
+        key="inspect_pair_text",
+        help="The picked image's own caption, the query you explained with, or any words you type.",
+    )
     target = None
     if pair.kind == "classification":
-        choice = st.selectbox("Explain the class", ["predicted", *pair.label_names], key="inspect_pair_target",
-                              help="Which class score to attribute: the model's prediction, or any class by name.")
+        choice = st.selectbox(
+            "Explain the class",
+            ["predicted", *pair.label_names],
+            key="inspect_pair_target",
+            help="Which class score to attribute: the model's prediction, or any class by name.",
+        )
         target = None if choice == "predicted" else choice
     from core.explain.methods import methods_for
 
     methods = methods_for("pairs")
     left, middle, right = st.columns(3)
     method = left.selectbox("Method", list(methods), format_func=lambda key: methods[key].title, key="inspect_pair_method")
-    grid = int(middle.number_input("Patch grid (cells a side)", min_value=2, max_value=16, value=4, step=1, key="inspect_pair_grid"))
+    grid = int(
+        middle.number_input("Patch grid (cells a side)", min_value=2, max_value=16, value=4, step=1, key="inspect_pair_grid")
+    )
     opacity = right.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="inspect_pair_opacity")
     st.caption(methods[method].description)
     with st.expander("Method settings"):
@@ -235,8 +281,10 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
     if st.button("Explain this pair", type="primary", key="inspect_pair_explain"):
         try:
             with st.spinner("Attributing the score to words and patches…"):
-                st.session_state["inspect_pair_result"] = (settings, explainer.explain(picture, text, method=method, target=target,
-                                                                                        grid=grid, **params))
+                st.session_state["inspect_pair_result"] = (
+                    settings,
+                    explainer.explain(picture, text, method=method, target=target, grid=grid, **params),
+                )
         except UserError as problem:
             st.error(str(problem))
             return
@@ -253,9 +301,13 @@ def word_map(explainer, picture, text: str, grid: int, target, opacity: float) -
     st.markdown("**Patches for one word** — where in the image is what this word names?")
     left, middle, right = st.columns([2, 2, 1])
     word = left.selectbox("Word", words, key="inspect_pair_word")
-    baseline = middle.selectbox("Image baseline", ("grey", "blur", "mean", "black"), key="inspect_pair_word_baseline",
-                                help="What the image fades in from: grey removes colours (for colour words), blur removes "
-                                     "shapes and edges (for shape and object words).")
+    baseline = middle.selectbox(
+        "Image baseline",
+        ("grey", "blur", "mean", "black"),
+        key="inspect_pair_word_baseline",
+        help="What the image fades in from: grey removes colours (for colour words), blur removes "
+        "shapes and edges (for shape and object words).",
+    )
     if not right.button("Show", key="inspect_pair_word_show"):
         return
     try:
@@ -265,8 +317,12 @@ def word_map(explainer, picture, text: str, grid: int, target, opacity: float) -
         st.error(str(problem))
         return
     with st.container(key="inspect_pair_word_map"):
-        st.image(viz.patch_overlay(picture, explanation, opacity, size=OVERLAY), width=OVERLAY, output_format="PNG",
-                 caption=f"'{word}' adds {explanation.output_difference:+.3f} to the score here")
+        st.image(
+            viz.patch_overlay(picture, explanation, opacity, size=OVERLAY),
+            width=OVERLAY,
+            output_format="PNG",
+            caption=f"'{word}' adds {explanation.output_difference:+.3f} to the score here",
+        )
         st.html(viz.overlay_legend_html(explanation, explained=f"'{word}' in the match"))
 
 
@@ -286,17 +342,42 @@ def draw_pair_explanation(explanation, picture, opacity: float) -> None:
     words, patches = st.columns([3, 2])
     with words.container(key="inspect_pair_words"):
         st.markdown("**Words**")
-        st.html(viz.token_attribution_html(explanation.tokens, explanation.token_scores, signed=explanation.signed,
-                                           caption=f"text share {explanation.text_share:.0%}", explained=explained_by(explanation)))
+        st.html(
+            viz.token_attribution_html(
+                explanation.tokens,
+                explanation.token_scores,
+                signed=explanation.signed,
+                caption=f"text share {explanation.text_share:.0%}",
+                explained=explained_by(explanation),
+            )
+        )
     with patches.container(key="inspect_pair_patches"):
         st.markdown("**Patches**")
-        st.image(viz.patch_overlay(picture, scores=explanation.patch_scores, grid=explanation.grid, signed=explanation.signed,
-                                   opacity=opacity, size=OVERLAY),
-                 caption=f"image share {explanation.image_share:.0%}", width=OVERLAY, output_format="PNG")
-        st.html(viz.overlay_legend_html(signed=explanation.signed, scale=max(map(abs, explanation.patch_scores), default=0.0),
-                                        explained=explained_by(explanation)))
-    st.plotly_chart(viz.modality_shares(explanation.text_share, explanation.image_share), key="inspect_pair_shares",
-                    config={"displayModeBar": False})
+        st.image(
+            viz.patch_overlay(
+                picture,
+                scores=explanation.patch_scores,
+                grid=explanation.grid,
+                signed=explanation.signed,
+                opacity=opacity,
+                size=OVERLAY,
+            ),
+            caption=f"image share {explanation.image_share:.0%}",
+            width=OVERLAY,
+            output_format="PNG",
+        )
+        st.html(
+            viz.overlay_legend_html(
+                signed=explanation.signed,
+                scale=max(map(abs, explanation.patch_scores), default=0.0),
+                explained=explained_by(explanation),
+            )
+        )
+    st.plotly_chart(
+        viz.modality_shares(explanation.text_share, explanation.image_share),
+        key="inspect_pair_shares",
+        config={"displayModeBar": False},
+    )
     score_text = f"score {explanation.score:.3f}"
     if explanation.baseline_score is not None:
         score_text += f" (baseline pair {explanation.baseline_score:.3f})"

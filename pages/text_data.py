@@ -27,11 +27,13 @@ PREVIEW_ROWS = 20
 
 
 @st.cache_data(show_spinner="Loading and splitting the dataset…", max_entries=16)
-def cached_splits(workspace: str, dataset: str, seed: int, validation_fraction: float,
-                  test_fraction: float, max_rows: int | None) -> DataSplits:
+def cached_splits(
+    workspace: str, dataset: str, seed: int, validation_fraction: float, test_fraction: float, max_rows: int | None
+) -> DataSplits:
     """Splits keyed on every argument; `workspace` keeps registered names of two workspaces apart."""
-    return load_splits(dataset, seed=seed, validation_fraction=validation_fraction,
-                       test_fraction=test_fraction, max_rows=max_rows)
+    return load_splits(
+        dataset, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction, max_rows=max_rows
+    )
 
 
 @st.cache_data(show_spinner="Reading the file…", max_entries=4)
@@ -41,8 +43,13 @@ def cached_table(filename: str, data: bytes) -> pd.DataFrame:
 
 def text_main() -> None:
     st.caption("Choose the sentences and labels the model will learn from, and check them before training.")
-    source = st.radio("Dataset source", SOURCES, key="data_source", horizontal=True,
-                      help="Built-in datasets are ready to use; Upload adds your own table; Registered lists tables you saved earlier.")
+    source = st.radio(
+        "Dataset source",
+        SOURCES,
+        key="data_source",
+        horizontal=True,
+        help="Built-in datasets are ready to use; Upload adds your own table; Registered lists tables you saved earlier.",
+    )
     show_save_message()
     if source == "Upload":
         upload_section()
@@ -54,9 +61,13 @@ def text_main() -> None:
 
 def choose_builtin() -> str:
     builtins = dataset_kind(TEXT_CLASSIFICATION).builtins
-    key = st.selectbox("Built-in dataset", list(builtins), key="data_builtin",
-                       format_func=lambda k: builtins[k].title,
-                       help="Movie reviews is real text; planted keywords is synthetic with a known answer for explanations.")
+    key = st.selectbox(
+        "Built-in dataset",
+        list(builtins),
+        key="data_builtin",
+        format_func=lambda k: builtins[k].title,
+        help="Movie reviews is real text; planted keywords is synthetic with a known answer for explanations.",
+    )
     st.caption(builtins[key].description)
     return key
 
@@ -66,16 +77,23 @@ def choose_registered() -> str | None:
     if not registered:
         st.info("No datasets are registered yet: choose Upload above to add a CSV, TSV, JSON lines or Parquet file.")
         return None
-    key = st.selectbox("Registered dataset", list(registered), key="data_registered",
-                       help="Datasets you uploaded and saved in this workspace, by the name you gave them.")
+    key = st.selectbox(
+        "Registered dataset",
+        list(registered),
+        key="data_registered",
+        help="Datasets you uploaded and saved in this workspace, by the name you gave them.",
+    )
     st.caption(registered[key].description)
     return key
 
 
 def upload_section() -> None:
-    uploaded = st.file_uploader("Upload a table", type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
-                                key="data_upload",
-                                help="A table with one row per example: a column of text and a column of labels (an optional 'split' column is kept).")
+    uploaded = st.file_uploader(
+        "Upload a table",
+        type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
+        key="data_upload",
+        help="A table with one row per example: a column of text and a column of labels (an optional 'split' column is kept).",
+    )
     if uploaded is None:
         st.info("Upload a file with a text column and a label column, e.g. a CSV with the header text,label.")
         return
@@ -93,24 +111,43 @@ def upload_form(filename: str, data: bytes) -> None:
     text_guess, label_guess = guess_columns(columns)
     text_index = columns.index(text_guess) if text_guess else 0
     label_index = columns.index(label_guess) if label_guess else min(1, len(columns) - 1)
-    st.selectbox("Text column", columns, index=text_index, key="data_text_column",
-                 help="The column holding the sentence or document the model reads.")
-    st.selectbox("Label column", columns, index=label_index, key="data_label_column",
-                 help="The column holding the class the model should predict for each row.")
-    st.text_input("Dataset name", value=Path(filename).stem, key="data_dataset_name",
-                  help="The name the dataset is saved under; letters, digits, dots, dashes and underscores.")
+    st.selectbox(
+        "Text column",
+        columns,
+        index=text_index,
+        key="data_text_column",
+        help="The column holding the sentence or document the model reads.",
+    )
+    st.selectbox(
+        "Label column",
+        columns,
+        index=label_index,
+        key="data_label_column",
+        help="The column holding the class the model should predict for each row.",
+    )
+    st.text_input(
+        "Dataset name",
+        value=Path(filename).stem,
+        key="data_dataset_name",
+        help="The name the dataset is saved under; letters, digits, dots, dashes and underscores.",
+    )
     st.caption(f"First {min(PREVIEW_ROWS, len(table))} of {len(table):,} rows of {filename}:")
     st.dataframe(table.head(PREVIEW_ROWS), hide_index=True)
-    st.button("Save dataset", key="data_save", on_click=save_upload, args=(filename, data), type="primary",
-              help="Checks the whole table (columns, labels, classes) and saves it to the workspace if it is usable.")
+    st.button(
+        "Save dataset",
+        key="data_save",
+        on_click=save_upload,
+        args=(filename, data),
+        type="primary",
+        help="Checks the whole table (columns, labels, classes) and saves it to the workspace if it is usable.",
+    )
 
 
 def save_upload(filename: str, data: bytes) -> None:
     """Button callback: runs before the rerun, so it may switch the page to the saved dataset."""
     state = st.session_state
     try:
-        info = register_dataset(state["data_dataset_name"], filename, data,
-                                state["data_text_column"], state["data_label_column"])
+        info = register_dataset(state["data_dataset_name"], filename, data, state["data_text_column"], state["data_label_column"])
     except UserError as error:
         state[SAVE_MESSAGE_KEY] = ("error", str(error))
         return
@@ -121,16 +158,41 @@ def save_upload(filename: str, data: bytes) -> None:
 
 def split_settings() -> dict:
     with st.expander("Split settings"):
-        seed = st.number_input("Seed", min_value=0, value=42, step=1, key="data_seed",
-                               help="The same seed always puts the same rows in the same split, so results can be compared.")
-        validation = st.slider("Validation fraction", 0.05, 0.4, 0.1, 0.05, key="data_validation_fraction",
-                               help="Share of each class held out to watch the model while it trains.")
-        test = st.slider("Test fraction", 0.05, 0.4, 0.1, 0.05, key="data_test_fraction",
-                         help="Share of each class kept unseen until the final evaluation.")
-        max_rows = st.number_input("Row limit (0 = all rows)", min_value=0, value=0, step=100, key="data_max_rows",
-                                   help="Use a smaller sample, keeping each class's share, for quick experiments.")
-    return {"seed": int(seed), "validation_fraction": validation, "test_fraction": test,
-            "max_rows": int(max_rows) or None}
+        seed = st.number_input(
+            "Seed",
+            min_value=0,
+            value=42,
+            step=1,
+            key="data_seed",
+            help="The same seed always puts the same rows in the same split, so results can be compared.",
+        )
+        validation = st.slider(
+            "Validation fraction",
+            0.05,
+            0.4,
+            0.1,
+            0.05,
+            key="data_validation_fraction",
+            help="Share of each class held out to watch the model while it trains.",
+        )
+        test = st.slider(
+            "Test fraction",
+            0.05,
+            0.4,
+            0.1,
+            0.05,
+            key="data_test_fraction",
+            help="Share of each class kept unseen until the final evaluation.",
+        )
+        max_rows = st.number_input(
+            "Row limit (0 = all rows)",
+            min_value=0,
+            value=0,
+            step=100,
+            key="data_max_rows",
+            help="Use a smaller sample, keeping each class's share, for quick experiments.",
+        )
+    return {"seed": int(seed), "validation_fraction": validation, "test_fraction": test, "max_rows": int(max_rows) or None}
 
 
 def show_overview(dataset: str) -> None:
@@ -154,10 +216,16 @@ def class_balance_figure(splits: DataSplits):
     import plotly.graph_objects as go
 
     balance = splits.class_balance()
-    figure = go.Figure([go.Bar(x=part["label"], y=part["count"], name=name)
-                        for name, part in balance.groupby("split", sort=False)])
-    figure.update_layout(barmode="group", title="Examples per class in each split",
-                         xaxis_title="class", yaxis_title="examples", legend_title="split")
+    figure = go.Figure(
+        [go.Bar(x=part["label"], y=part["count"], name=name) for name, part in balance.groupby("split", sort=False)]
+    )
+    figure.update_layout(
+        barmode="group",
+        title="Examples per class in each split",
+        xaxis_title="class",
+        yaxis_title="examples",
+        legend_title="split",
+    )
     return figure
 
 
@@ -165,8 +233,12 @@ def length_figure(splits: DataSplits):
     import plotly.graph_objects as go
 
     lengths = splits.text_lengths()
-    figure = go.Figure([go.Histogram(x=part["words"], name=label, opacity=0.6)
-                        for label, part in lengths.groupby("label")])
-    figure.update_layout(barmode="overlay", title="Words per text, by class",
-                         xaxis_title="words per text", yaxis_title="texts", legend_title="class")
+    figure = go.Figure([go.Histogram(x=part["words"], name=label, opacity=0.6) for label, part in lengths.groupby("label")])
+    figure.update_layout(
+        barmode="overlay",
+        title="Words per text, by class",
+        xaxis_title="words per text",
+        yaxis_title="texts",
+        legend_title="class",
+    )
     return figure

@@ -17,14 +17,31 @@ from core import inspect, viz
 from core.errors import UserError
 from core.store import Run
 from pages import (
-    VERDICTS, classification_header, clear_filters, explanation_settings, get_explainer, keep_valid, load_predictions,
-    method_picker, on_row_click, open_store, reset_page, run_label, show_delta,
+    VERDICTS,
+    classification_header,
+    clear_filters,
+    explanation_settings,
+    get_explainer,
+    keep_valid,
+    load_predictions,
+    method_picker,
+    on_row_click,
+    open_store,
+    reset_page,
+    run_label,
+    show_delta,
 )
 
 
 def text_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
-    return method_picker("tokens", f"inspect_method_{slot}", f"inspect_param_{slot}", label, optional,
-                         "How token importance is computed; each method's description appears below.")
+    return method_picker(
+        "tokens",
+        f"inspect_method_{slot}",
+        f"inspect_param_{slot}",
+        label,
+        optional,
+        "How token importance is computed; each method's description appears below.",
+    )
 
 
 def explain(explainer, text: str, method: str, target: str | None, params: dict[str, Any], merge: bool):
@@ -47,7 +64,9 @@ def draw_explanation(explanation, heading: str = "", limit: int | str = "its") -
     st.html(viz.token_attribution_html(explanation.units, explanation.scores, caption=caption, signed=explanation.signed))
     show_delta(explanation)
     if explanation.truncated:
-        st.info(f"This text is longer than the model's limit of {limit} tokens; only the first ones were explained (as in training).")
+        st.info(
+            f"This text is longer than the model's limit of {limit} tokens; only the first ones were explained (as in training)."
+        )
 
 
 def explain_side_by_side(explainer, text: str, target: str | None, settings: dict[str, Any]) -> None:
@@ -81,28 +100,48 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     predicted = row1[2].multiselect("Predicted class", names, key="inspect_predicted", on_change=reset_page, placeholder="any")
     confidence = row1[3].slider("Confidence", 0.0, 1.0, (0.0, 1.0), step=0.01, key="inspect_confidence", on_change=reset_page)
     row2 = st.columns([3, 2, 1.3, 0.9])
-    contains = row2[0].text_input("Text contains", key="inspect_contains", on_change=reset_page, placeholder="a word or phrase (any case)")
+    contains = row2[0].text_input(
+        "Text contains", key="inspect_contains", on_change=reset_page, placeholder="a word or phrase (any case)"
+    )
     lengths = row2[1].multiselect("Length", bins, key="inspect_lengths", on_change=reset_page, placeholder="any length")
-    hardest = row2[2].toggle("Hardest first", value=True, key="inspect_hardest", on_change=reset_page,
-                             help="Sort by loss, highest first: the examples the model is most confidently wrong about lead.")
+    hardest = row2[2].toggle(
+        "Hardest first",
+        value=True,
+        key="inspect_hardest",
+        on_change=reset_page,
+        help="Sort by loss, highest first: the examples the model is most confidently wrong about lead.",
+    )
     row2[3].button("Show all", key="inspect_clear", on_click=clear_filters, help="Clear every filter (and the clicked cell).")
 
-    filters = inspect.Filters(misclassified_only=misclassified, gold=gold, predicted=predicted, confidence=tuple(confidence),
-                              contains=contains, lengths=lengths, hardest_first=hardest)
+    filters = inspect.Filters(
+        misclassified_only=misclassified,
+        gold=gold,
+        predicted=predicted,
+        confidence=tuple(confidence),
+        contains=contains,
+        lengths=lengths,
+        hardest_first=hardest,
+    )
     filtered = inspect.filter_predictions(frame, filters)
     pages = inspect.page_count(len(filtered))
     if st.session_state.get("inspect_page", 1) > pages:
         reset_page()
     count_column, pager_column = st.columns([2, 3])
-    count_column.caption(f"{len(filtered):,} of {len(frame):,} examples" + (f" · {inspect.PAGE_SIZE} a page" if pages > 1 else ""))
+    count_column.caption(
+        f"{len(filtered):,} of {len(frame):,} examples" + (f" · {inspect.PAGE_SIZE} a page" if pages > 1 else "")
+    )
     with pager_column:
         page = st.pagination(pages, key="inspect_page") if pages > 1 else 1
     shown = inspect.page_of(filtered, page)
     row_ids = [int(row) for row in shown.index]
     table_key = "inspect_table_" + hashlib.sha1(f"{run.id}{stage}{split}{row_ids}".encode()).hexdigest()[:12]
     st.dataframe(
-        shown[list(inspect.TABLE_COLUMNS)], key=table_key, on_select=partial(on_row_click, table_key, row_ids),
-        selection_mode="single-row", width="stretch", height=min(38 + 35 * max(1, len(shown)), 420),
+        shown[list(inspect.TABLE_COLUMNS)],
+        key=table_key,
+        on_select=partial(on_row_click, table_key, row_ids),
+        selection_mode="single-row",
+        width="stretch",
+        height=min(38 + 35 * max(1, len(shown)), 420),
         column_config={
             "text": st.column_config.TextColumn("text", width="large"),
             "confidence": st.column_config.NumberColumn("confidence", format="%.3f"),
@@ -115,8 +154,11 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     with st.expander("Explanation settings: method, its parameters, a second method, target class", expanded=False):
         settings, third = explanation_settings(text_method_picker, names)
         with third:
-            settings["merge"] = st.toggle("Merge word pieces into words", key="inspect_merge",
-                                          help="Sum the scores of the pieces of a word (un ##believ ##able → unbelievable).")
+            settings["merge"] = st.toggle(
+                "Merge word pieces into words",
+                key="inspect_merge",
+                help="Sum the scores of the pieces of a word (un ##believ ##able → unbelievable).",
+            )
     try:
         from core.run_files import run_config
 
@@ -138,18 +180,30 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
             if st.session_state.get("inspect_example") not in row_ids:
                 st.session_state["inspect_example"] = row_ids[0]
             example_id = st.selectbox(
-                "Example (or click a row of the table)", row_ids, key="inspect_example",
-                format_func=lambda row: f"#{row} · gold {frame.at[row, 'gold']} → predicted {frame.at[row, 'predicted']} · {frame.at[row, 'text'][:80]}",
+                "Example (or click a row of the table)",
+                row_ids,
+                key="inspect_example",
+                format_func=lambda row: (
+                    f"#{row} · gold {frame.at[row, 'gold']} → predicted {frame.at[row, 'predicted']} "
+                    f"· {frame.at[row, 'text'][:80]}"
+                ),
             )
         if example_id is not None:
             example = frame.loc[example_id]
-            st.markdown(f"**#{example_id}** · gold **{example['gold']}** · predicted **{example['predicted']}** "
-                        f"({example['confidence']:.1%}) · loss {example['loss']:.3f}" + ("" if example["correct"] else " · :material/close: misclassified"))
+            st.markdown(
+                f"**#{example_id}** · gold **{example['gold']}** · predicted **{example['predicted']}** "
+                f"({example['confidence']:.1%}) · loss {example['loss']:.3f}"
+                + ("" if example["correct"] else " · :material/close: misclassified")
+            )
             probabilities_column, map_column = st.columns([1, 2])
             with probabilities_column:
                 st.plotly_chart(
-                    viz.probability_bars(names, [float(example[f"p({name})"]) for name in names], example["predicted"], example["gold"]),
-                    key="inspect_probabilities", width="stretch", config={"displayModeBar": False},
+                    viz.probability_bars(
+                        names, [float(example[f"p({name})"]) for name in names], example["predicted"], example["gold"]
+                    ),
+                    key="inspect_probabilities",
+                    width="stretch",
+                    config={"displayModeBar": False},
                 )
             with map_column:
                 explainer = get_explainer(run, stage)
@@ -161,7 +215,10 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                     st.markdown("**Sanity check** — does the map change when the learned weights are randomised?")
                     scope_column, button_column = st.columns([3, 1])
                     scope = scope_column.radio(
-                        "Randomise", ["head", "all"], horizontal=True, key="inspect_sanity_scope",
+                        "Randomise",
+                        ["head", "all"],
+                        horizontal=True,
+                        key="inspect_sanity_scope",
                         format_func=lambda s: {"head": "the classifier head", "all": "every layer"}[s],
                     )
                     context = (run.id, stage, split, example_id, settings["method"], str(settings["params"]), target, scope)
@@ -171,7 +228,11 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                         with st.spinner("Explaining again with randomised weights…"):
                             try:
                                 st.session_state["inspect_sanity_result"] = (
-                                    context, randomization_check(explainer, example["text"], settings["method"], target, scope=scope, **settings["params"]))
+                                    context,
+                                    randomization_check(
+                                        explainer, example["text"], settings["method"], target, scope=scope, **settings["params"]
+                                    ),
+                                )
                             except UserError as problem:
                                 st.error(str(problem))
                     remembered = st.session_state.get("inspect_sanity_result")
@@ -183,14 +244,18 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                         with trained_map:
                             draw_explanation(result["original"], "trained model", settings["max_length"])
                         with randomised_map:
-                            draw_explanation(result["randomized"], "randomised " + ("head" if scope == "head" else "model"),
-                                             settings["max_length"])
+                            draw_explanation(
+                                result["randomized"],
+                                "randomised " + ("head" if scope == "head" else "model"),
+                                settings["max_length"],
+                            )
 
     # --- 6. any sentence ---------------------------------------------------------------------------
 
     with sentence_tab:
-        text = st.text_area("Type any sentence", key="inspect_free_text", height=80,
-                            placeholder="e.g. an excellent film with a terrible ending")
+        text = st.text_area(
+            "Type any sentence", key="inspect_free_text", height=80, placeholder="e.g. an excellent film with a terrible ending"
+        )
         if st.button("Predict and explain", key="inspect_free_go", type="primary"):
             if not text.strip():
                 st.error("The text is empty: type a sentence first, then press Predict and explain.")
@@ -214,8 +279,12 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                     st.markdown(f"Predicted **{best}** ({probabilities.max():.1%})")
                     left, right = st.columns([1, 2])
                     with left:
-                        st.plotly_chart(viz.probability_bars(explainer.label_names, [float(p) for p in probabilities], best),
-                                        key="inspect_free_probabilities", width="stretch", config={"displayModeBar": False})
+                        st.plotly_chart(
+                            viz.probability_bars(explainer.label_names, [float(p) for p in probabilities], best),
+                            key="inspect_free_probabilities",
+                            width="stretch",
+                            config={"displayModeBar": False},
+                        )
                     with right:
                         explain_side_by_side(explainer, typed, inspect.target_for(target_choice, None), settings)
 
@@ -229,8 +298,12 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
             + ", with the method and class chosen above. Explanations are cached: a second look is instant."
         )
         request = {
-            "context": (run.id, stage, split), "rows": [int(row) for row in capped_rows.index], "method": settings["method"],
-            "params": dict(settings["params"]), "target": settings["target"], "merge": settings["merge"],
+            "context": (run.id, stage, split),
+            "rows": [int(row) for row in capped_rows.index],
+            "method": settings["method"],
+            "params": dict(settings["params"]),
+            "target": settings["target"],
+            "merge": settings["merge"],
         }
         if st.button("Explain this selection", key="inspect_gallery_go", disabled=capped_rows.empty):
             st.session_state["inspect_gallery"] = request
@@ -245,8 +318,12 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                 bar = st.progress(0.0, text="Explaining…")
                 try:
                     gallery = explainer.explain_many(
-                        rows["text"].tolist(), wanted["method"], target=targets, merge_words=wanted["merge"],
-                        progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message), **wanted["params"],
+                        rows["text"].tolist(),
+                        wanted["method"],
+                        target=targets,
+                        merge_words=wanted["merge"],
+                        progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message),
+                        **wanted["params"],
                     )
                 except UserError as problem:
                     st.error(str(problem))
@@ -272,14 +349,18 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
             if not candidates:
                 st.info("There is no other run to compare with yet.")
             else:
-                other_id = st.selectbox("Run to compare with", candidates, format_func=lambda key: run_label(by_id[key]), key="inspect_compare_run")
+                other_id = st.selectbox(
+                    "Run to compare with", candidates, format_func=lambda key: run_label(by_id[key]), key="inspect_compare_run"
+                )
                 other_run = by_id[other_id]
                 try:
                     other_stages = inspect.stages(other_run)
                 except UserError as problem:
                     st.error(str(problem))
                 else:
-                    other_stage = st.selectbox("Its stage", other_stages, index=len(other_stages) - 1, key=f"inspect_compare_stage_{other_id}")
+                    other_stage = st.selectbox(
+                        "Its stage", other_stages, index=len(other_stages) - 1, key=f"inspect_compare_stage_{other_id}"
+                    )
         if other_stage is not None:
             # A = the earlier model (the other run, or the earlier stage), B = the later one.
             ours, theirs = (run, stage), (other_run, other_stage)
@@ -298,36 +379,70 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
             else:
                 a_column, b_column, changed_column = st.columns(3)
                 a_column.metric(f"Accuracy · {label_a}", f"{comparison.accuracy_a:.1%}")
-                b_column.metric(f"Accuracy · {label_b}", f"{comparison.accuracy_b:.1%}",
-                                delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points")
+                b_column.metric(
+                    f"Accuracy · {label_b}",
+                    f"{comparison.accuracy_b:.1%}",
+                    delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points",
+                )
                 changed_column.metric("Predictions that changed", f"{comparison.changed:,}")
                 flip_columns = ["text", "gold", f"predicted ({label_a})", f"predicted ({label_b})", f"confidence ({label_b})"]
                 fixed_column, broken_column = st.columns(2)
                 with fixed_column:
                     st.markdown(f"**Fixed** — wrong under {label_a}, right under {label_b}: {len(comparison.fixed)}")
-                    st.dataframe(comparison.fixed[flip_columns], width="stretch", height=min(38 + 35 * max(1, len(comparison.fixed)), 300), key="inspect_compare_fixed")
+                    st.dataframe(
+                        comparison.fixed[flip_columns],
+                        width="stretch",
+                        height=min(38 + 35 * max(1, len(comparison.fixed)), 300),
+                        key="inspect_compare_fixed",
+                    )
                 with broken_column:
                     st.markdown(f"**Broken** — right under {label_a}, wrong under {label_b}: {len(comparison.broken)}")
-                    st.dataframe(comparison.broken[flip_columns], width="stretch", height=min(38 + 35 * max(1, len(comparison.broken)), 300), key="inspect_compare_broken")
+                    st.dataframe(
+                        comparison.broken[flip_columns],
+                        width="stretch",
+                        height=min(38 + 35 * max(1, len(comparison.broken)), 300),
+                        key="inspect_compare_broken",
+                    )
                 flipped = [int(row) for row in comparison.fixed.index] + [int(row) for row in comparison.broken.index]
                 choices = flipped + ([example_id] if example_id is not None and example_id not in flipped else [])
                 if choices:
                     # Opt-in: explaining under both models loads a second model.
                     chosen = st.selectbox(
-                        "Example to explain under both models", choices, index=None, key="inspect_compare_example",
+                        "Example to explain under both models",
+                        choices,
+                        index=None,
+                        key="inspect_compare_example",
                         placeholder="pick a flipped example to see its attribution under both models",
-                        format_func=lambda row: ("fixed · " if row in comparison.fixed.index else "broken · " if row in comparison.broken.index else "selected · ")
-                        + f"#{row} · gold {frame.at[row, 'gold']} · {frame.at[row, 'text'][:80]}",
+                        format_func=lambda row: (
+                            (
+                                "fixed · "
+                                if row in comparison.fixed.index
+                                else "broken · "
+                                if row in comparison.broken.index
+                                else "selected · "
+                            )
+                            + f"#{row} · gold {frame.at[row, 'gold']} · {frame.at[row, 'text'][:80]}"
+                        ),
                     )
                 if choices and chosen is not None:
                     target = inspect.target_for(settings["target"], frame.at[chosen, "gold"])
                     if target is None:
-                        st.caption("Each model explains its own predicted class; pick a class in the explanation settings to explain the same one under both.")
+                        st.caption(
+                            "Each model explains its own predicted class; "
+                            "pick a class in the explanation settings to explain the same one under both."
+                        )
                     side_a, side_b = st.columns(2)
                     for column, (which_run, which_stage), label in ((side_a, first, label_a), (side_b, second, label_b)):
                         with column:
                             explainer = get_explainer(which_run, which_stage)
                             if explainer is not None:
-                                explanation = explain(explainer, frame.at[chosen, "text"], settings["method"], target, settings["params"], settings["merge"])
+                                explanation = explain(
+                                    explainer,
+                                    frame.at[chosen, "text"],
+                                    settings["method"],
+                                    target,
+                                    settings["params"],
+                                    settings["merge"],
+                                )
                                 if explanation is not None:
                                     draw_explanation(explanation, label, settings["max_length"])

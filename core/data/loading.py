@@ -44,7 +44,9 @@ def load_splits(
     )
 
 
-def _resolve(dataset: str, text_column: str | None, label_column: str | None, progress: Progress) -> tuple[pd.DataFrame, str, str]:
+def _resolve(
+    dataset: str, text_column: str | None, label_column: str | None, progress: Progress
+) -> tuple[pd.DataFrame, str, str]:
     """The text/label frame of `dataset`, a one-line source, and how to name it in messages."""
     if dataset in BUILTIN_DATASETS:
         builtin = BUILTIN_DATASETS[dataset]

@@ -132,16 +132,21 @@ def find_dataset(name: str) -> DatasetInfo:
     for info in list_datasets():
         if info.key == name:
             return info
-    raise UserError(f"There is no dataset called {name!r}; `python -m core data list` lists them, "
-                    "and `python -m core data add FILE --task TASK` registers one.")
+    raise UserError(
+        f"There is no dataset called {name!r}; `python -m core data list` lists them, "
+        "and `python -m core data add FILE --task TASK` registers one."
+    )
 
 
 def registered_names() -> dict[str, str | None]:
     """Every upload in workspace/datasets/ by name -> the task its spec.yaml gives (None when it cannot be read)."""
     if not datasets_dir().is_dir():
         return {}
-    return {folder.name: registered_task(folder.name) for folder in sorted(datasets_dir().iterdir())
-            if folder.name == safe_name(folder.name, fallback="") and (folder / SPEC_FILE).is_file()}
+    return {
+        folder.name: registered_task(folder.name)
+        for folder in sorted(datasets_dir().iterdir())
+        if folder.name == safe_name(folder.name, fallback="") and (folder / SPEC_FILE).is_file()
+    }
 
 
 def registered_task(name: str) -> str | None:
@@ -176,8 +181,10 @@ def write_spec(folder: Path, fields: dict[str, Any]) -> None:
 
 
 def damaged(name: str, path: Path, error: BaseException) -> UserError:
-    return UserError(f"The description {path} of the dataset {name!r} is damaged ({type(error).__name__}); "
-                     "delete that folder and register the file again.")
+    return UserError(
+        f"The description {path} of the dataset {name!r} is damaged ({type(error).__name__}); "
+        "delete that folder and register the file again."
+    )
 
 
 def _damaged_info(name: str) -> DatasetInfo:
@@ -256,15 +263,19 @@ def max_upload_bytes() -> int:
     try:
         megabytes = float(raw) if raw.strip() else DEFAULT_MAX_UPLOAD_MB
     except ValueError:
-        raise UserError(f"{MAX_UPLOAD_ENV} is set to {raw!r}, which is not a number; set it to a size in MB such as 200.") from None
+        raise UserError(
+            f"{MAX_UPLOAD_ENV} is set to {raw!r}, which is not a number; set it to a size in MB such as 200."
+        ) from None
     return int(megabytes * 1024 * 1024)
 
 
 def check_upload_size(filename: str, size: int) -> None:
     limit = max_upload_bytes()
     if size > limit:
-        raise UserError(f"{Path(filename).name} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB upload limit; "
-                        f"upload a smaller sample or raise {MAX_UPLOAD_ENV}.")
+        raise UserError(
+            f"{Path(filename).name} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB upload limit; "
+            f"upload a smaller sample or raise {MAX_UPLOAD_ENV}."
+        )
 
 
 def read_named_file(path: str | Path) -> bytes:
@@ -275,7 +286,9 @@ def read_named_file(path: str | Path) -> bytes:
     except FileNotFoundError:
         raise UserError(f"There is no file at {path}; check the path.") from None
     except IsADirectoryError:
-        raise UserError(f"{path} is a folder, not a file; give the path of the file itself (zip a folder of images first).") from None
+        raise UserError(
+            f"{path} is a folder, not a file; give the path of the file itself (zip a folder of images first)."
+        ) from None
     except OSError as error:
         raise UserError(f"The file {path} cannot be read ({error.strerror or error}); fix its permissions.") from None
 
@@ -297,10 +310,15 @@ def delete_dataset(name: str) -> None:
         raise UserError(f"{name!r} is a built-in dataset and cannot be deleted; only datasets you registered can.")
     folder = datasets_dir() / name
     if name != safe_name(name, fallback="") or not folder.is_dir():
-        registered = ", ".join(sorted(path.name for path in datasets_dir().iterdir()
-                                      if path.is_dir() and path.name == safe_name(path.name, fallback="")))
-        raise UserError(f"There is no registered dataset called {name!r}; "
-                        + (f"the registered ones are {registered}." if registered else "none is registered in this workspace."))
+        registered = ", ".join(
+            sorted(
+                path.name for path in datasets_dir().iterdir() if path.is_dir() and path.name == safe_name(path.name, fallback="")
+            )
+        )
+        raise UserError(
+            f"There is no registered dataset called {name!r}; "
+            + (f"the registered ones are {registered}." if registered else "none is registered in this workspace.")
+        )
     doomed = Path(tempfile.mkdtemp(prefix=f".deleting-{name}-", dir=datasets_dir()))
     folder.rename(doomed / name)  # one atomic step: the dataset is there whole, or gone
     shutil.rmtree(doomed, ignore_errors=True)

@@ -18,8 +18,16 @@ from core.errors import UserError
 
 SPLIT_NAMES = ("train", "validation", "test")
 # Names people use for the splits in a "split" column, mapped to ours.
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                 "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
+}
 MIN_PER_CLASS = 2  # one example to learn from and one to check; fewer cannot be split
 
 
@@ -148,7 +156,9 @@ def _given_splits(frame: pd.DataFrame, where: str) -> bool:
     return True
 
 
-def _use_given_splits(frame: pd.DataFrame, where: str, seed: int, validation_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:
+def _use_given_splits(
+    frame: pd.DataFrame, where: str, seed: int, validation_fraction: float, test_fraction: float
+) -> dict[str, pd.DataFrame]:
     """Keep the table's own splits; a missing validation or test split is carved out of train."""
     named = frame["split"].map(SPLIT_ALIASES)
     parts = {name: frame[named == name] for name in SPLIT_NAMES}
@@ -165,7 +175,9 @@ def _use_given_splits(frame: pd.DataFrame, where: str, seed: int, validation_fra
     return parts
 
 
-def _stratified_split(frame: pd.DataFrame, seed: int, validation_fraction: float, test_fraction: float) -> dict[str, pd.DataFrame]:
+def _stratified_split(
+    frame: pd.DataFrame, seed: int, validation_fraction: float, test_fraction: float
+) -> dict[str, pd.DataFrame]:
     shuffled = frame.sample(frac=1.0, random_state=seed)
     groups = shuffled.groupby("label", sort=False)
     rank = groups.cumcount()

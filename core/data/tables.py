@@ -38,9 +38,7 @@ def parse_table(data: bytes, filename: str) -> pd.DataFrame:
     """The table held in `data`, whose format is decided by the suffix of `filename`."""
     suffix = Path(filename).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UserError(
-            f"{filename} has an unsupported file type; save it as one of {', '.join(SUPPORTED_SUFFIXES)}."
-        )
+        raise UserError(f"{filename} has an unsupported file type; save it as one of {', '.join(SUPPORTED_SUFFIXES)}.")
     if not data.strip():
         raise UserError(f"{filename} is empty; choose a file that holds a header row and data rows.")
     if suffix in PARQUET_SUFFIXES:
@@ -85,11 +83,13 @@ def _parse_json(text: str, filename: str) -> pd.DataFrame:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as error:
-            raise UserError(f"{filename} is not valid JSON ({error.msg} at line {error.lineno}); fix it or save it as JSON lines.") from None
+            raise UserError(
+                f"{filename} is not valid JSON ({error.msg} at line {error.lineno}); fix it or save it as JSON lines."
+            ) from None
     else:
         records = [_parse_json_line(line, number, filename) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not all(isinstance(record, dict) for record in records):
-        raise UserError(f"{filename} must hold one JSON object per row, like {{\"text\": \"...\", \"label\": \"...\"}}.")
+        raise UserError(f'{filename} must hold one JSON object per row, like {{"text": "...", "label": "..."}}.')
     return pd.DataFrame.from_records(records)
 
 
@@ -126,10 +126,13 @@ def select_columns(table: pd.DataFrame, text_column: str, label_column: str, whe
     if missing:
         raise UserError(
             f"{where[:1].upper() + where[1:]} has no column named {' or '.join(repr(column) for column in missing)}; "
-            f"its columns are {', '.join(repr(column) for column in table.columns)} — choose the text and label columns from those."
+            f"its columns are {', '.join(repr(column) for column in table.columns)} "
+            f"— choose the text and label columns from those."
         )
     if text_column == label_column:
-        raise UserError(f"The text column and the label column of {where} are both {text_column!r}; choose two different columns.")
+        raise UserError(
+            f"The text column and the label column of {where} are both {text_column!r}; choose two different columns."
+        )
     frame = pd.DataFrame({"text": _as_strings(table[text_column]), "label": _as_strings(table[label_column])})
     if "split" in table.columns and "split" not in (text_column, label_column):
         frame["split"] = _as_strings(table["split"]).str.lower()

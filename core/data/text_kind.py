@@ -25,31 +25,40 @@ def add_table(files: DatasetFiles) -> DatasetInfo:
         text_column, label_column = text_column or text_guess, label_column or label_guess
         for role, column in (("text", text_column), ("label", label_column)):
             if not column:
-                raise UserError(f"Which column of {files.file.name} holds the {role}? Name it with --{role}-column "
-                                f"(its columns: {', '.join(columns)}).")
+                raise UserError(
+                    f"Which column of {files.file.name} holds the {role}? Name it with --{role}-column "
+                    f"(its columns: {', '.join(columns)})."
+                )
     return register_dataset(files.name, files.file.name, data, text_column, label_column)
 
 
 def show_table(name: str) -> dict[str, Any]:
     splits = load_splits(name)
     preview = splits.all_rows().head(PREVIEW_ROWS)
-    return {"source": splits.source, "rows": splits.sizes(), "classes": splits.label_names,
-            "balance": split_counts(splits.class_balance(), "label"), "preview": preview[["text", "label", "split"]].to_dict("records")}
+    return {
+        "source": splits.source,
+        "rows": splits.sizes(),
+        "classes": splits.label_names,
+        "balance": split_counts(splits.class_balance(), "label"),
+        "preview": preview[["text", "label", "split"]].to_dict("records"),
+    }
 
 
 def table_preview(preview: list[dict[str, str]]) -> list[str]:
     return [f"[{row['split']}] {row['label']}: {row['text']}" for row in preview]
 
 
-TEXT_TABLES = register_kind(DatasetKind(
-    task=TEXT_CLASSIFICATION,
-    modality="Text",
-    builtins=BUILTIN_DATASETS,
-    registered_info=registered_table_info,
-    load=load_splits,
-    add=add_table,
-    show=show_table,
-    preview_lines=table_preview,
-    files="a CSV / TSV / JSONL / Parquet table (columns guessed as on the Data page unless given)",
-    columns=True,
-))
+TEXT_TABLES = register_kind(
+    DatasetKind(
+        task=TEXT_CLASSIFICATION,
+        modality="Text",
+        builtins=BUILTIN_DATASETS,
+        registered_info=registered_table_info,
+        load=load_splits,
+        add=add_table,
+        show=show_table,
+        preview_lines=table_preview,
+        files="a CSV / TSV / JSONL / Parquet table (columns guessed as on the Data page unless given)",
+        columns=True,
+    )
+)

@@ -10,7 +10,7 @@ not even by two saves racing each other.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -54,7 +54,8 @@ class DatasetSpec:
             title=self.name,
             task=self.task,
             source=self.source,
-            description=f"{self.rows:,} rows uploaded from {self.original_filename}; text column {self.text_column!r}, label column {self.label_column!r}.",
+            description=f"{self.rows:,} rows uploaded from {self.original_filename}; "
+            f"text column {self.text_column!r}, label column {self.label_column!r}.",
             builtin=False,
         )
 
@@ -100,7 +101,7 @@ def register_dataset(name: str, filename: str, data: bytes, text_column: str, la
         label_column=label_column,
         original_filename=original,
         rows=len(frame),
-        registered_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     _store(spec, data)
     return spec.info()

@@ -35,42 +35,64 @@ FLAG_KINDS = {
     "--word": (("pairs",), "image-text runs"),
     "--merge-words": (("text", "tags"), "text classification and named-entity runs"),
 }
-METHOD_RUNS = {"tokens": "text classification and named-entity runs", "patches": "image classification runs",
-               "pairs": "image-text runs"}
+METHOD_RUNS = {
+    "tokens": "text classification and named-entity runs",
+    "patches": "image classification runs",
+    "pairs": "image-text runs",
+}
 LISTED_WORDS = 30  # words named in the sentence asking which --token to explain
 
 
 def add_explain_parser(subparsers) -> argparse.ArgumentParser:
     from core.explain.methods import methods_for
 
-    epilog = "\n\n".join(f"methods for {runs}:\n" + "\n".join(
-        f"  {key:17} {method.title}; parameters: "
-        + (", ".join(shown_param(method, name, value) for name, value in method.defaults.items()) or "none")
-        for key, method in methods_for(modality).items()
-    ) for modality, runs in METHOD_RUNS.items())
+    epilog = "\n\n".join(
+        f"methods for {runs}:\n"
+        + "\n".join(
+            f"  {key:17} {method.title}; parameters: "
+            + (", ".join(shown_param(method, name, value) for name, value in method.defaults.items()) or "none")
+            for key, method in methods_for(modality).items()
+        )
+        for modality, runs in METHOD_RUNS.items()
+    )
     parser = subparsers.add_parser(
-        "explain", help="show which tokens, patches or words a run's model relied on for one example",
+        "explain",
+        help="show which tokens, patches or words a run's model relied on for one example",
         description="Attribute a run's prediction for one example to its tokens (text), patches (images), the tokens "
-                    "around one word (NER) or both (image-text).", epilog=epilog,
+        "around one word (NER) or both (image-text).",
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_id")
-    source = parser.add_argument_group("the example (--text, --image, or --split with --index; an image-text run takes "
-                                       "--image with --text, or --split with --index)")
+    source = parser.add_argument_group(
+        "the example (--text, --image, or --split with --index; an image-text run takes "
+        "--image with --text, or --split with --index)"
+    )
     source.add_argument("--text", help="the text (NER: a sentence, words separated by spaces) to explain")
     source.add_argument("--split", choices=SPLITS, help="take the example from this split of the run's data")
     source.add_argument("--index", type=int, help="row number within --split (0-based)")
-    source.add_argument("--image", help="an image file: explain an image classification run's prediction for it, or "
-                                        "with --text an image-text run's score of the pair")
+    source.add_argument(
+        "--image",
+        help="an image file: explain an image classification run's prediction for it, or "
+        "with --text an image-text run's score of the pair",
+    )
     parser.add_argument("--token", type=int, help="NER runs: the word (0-based) whose tag is explained")
     parser.add_argument("--grid", type=int, default=7, help="image runs and --image: patches per side of the image (default 7)")
     parser.add_argument("--word", help="with --image: show which patches make this word of --text count")
-    parser.add_argument("--method", default="ig", help=f"attribution method: {', '.join(methods_for('patches'))} "
-                                                       "(default ig; Grad-CAM for image classification runs only)")
+    parser.add_argument(
+        "--method",
+        default="ig",
+        help=f"attribution method: {', '.join(methods_for('patches'))} (default ig; Grad-CAM for image classification runs only)",
+    )
     parser.add_argument("--target", help="class (NER: tag) to explain, by name or index (default: the predicted one)")
     parser.add_argument("--stage", help="which model: before, checkpoint-N or after (default: the latest)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a method parameter, e.g. --param steps=100 --param baseline=mask (repeatable)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method parameter, e.g. --param steps=100 --param baseline=mask (repeatable)",
+    )
     parser.add_argument("--merge-words", action="store_true", help="join word pieces into words, summing their scores")
     parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
     parser.set_defaults(handler=command_explain)
@@ -111,8 +133,12 @@ def explanation_kind(run, arguments) -> tuple[str, str]:
     if task is None:
         raise UserError(f"Run {run.id} is a run of the task '{run.task}', which this version of the workbench does not know.")
     kind = task.view
-    given = {"--image": arguments.image is not None, "--token": arguments.token is not None, "--word": bool(arguments.word),
-             "--merge-words": arguments.merge_words}
+    given = {
+        "--image": arguments.image is not None,
+        "--token": arguments.token is not None,
+        "--word": bool(arguments.word),
+        "--merge-words": arguments.merge_words,
+    }
     for flag, (kinds, runs) in FLAG_KINDS.items():
         if given[flag] and kind not in kinds:
             what = f"a {task.title.lower()}"
@@ -141,10 +167,18 @@ def explain_tag(arguments, params: dict[str, str], run) -> int:
     word = chosen_word(arguments.token, words)
     stage = arguments.stage or latest_stage(run)
     explainer = load_tag_explainer(run.id, word, stage)
-    explanation = explainer.explain(" ".join(words), arguments.method, arguments.target, merge_words=arguments.merge_words,
-                                    **params)
-    show(arguments, explanation, run_id=run.id, stage=stage, gold_label=tags[word] if tags else None, word_index=word,
-         word=words[word])
+    explanation = explainer.explain(
+        " ".join(words), arguments.method, arguments.target, merge_words=arguments.merge_words, **params
+    )
+    show(
+        arguments,
+        explanation,
+        run_id=run.id,
+        stage=stage,
+        gold_label=tags[word] if tags else None,
+        word_index=word,
+        word=words[word],
+    )
     return 0
 
 
@@ -157,8 +191,14 @@ def explain_image(arguments, params: dict[str, str], run) -> int:
     image, gold = example_image(arguments, run)
     explainer = load_image_explainer(run.id, arguments.stage)
     explanation = explainer.explain(image, arguments.method, arguments.target, grid=arguments.grid, **params)
-    show(arguments, explanation, run_id=run.id, stage=explainer.stage, gold_label=gold,
-         image=arguments.image if arguments.image is not None else image)
+    show(
+        arguments,
+        explanation,
+        run_id=run.id,
+        stage=explainer.stage,
+        gold_label=gold,
+        image=arguments.image if arguments.image is not None else image,
+    )
     return 0
 
 
@@ -247,13 +287,17 @@ def example_pair(arguments, run) -> tuple[object, str, str | None]:
         if arguments.split or arguments.index is not None:
             raise UserError("Give either --image with --text or --split with --index, not both.")
         if not arguments.text:
-            raise UserError("With --image, give the text to pair it with as --text \"…\".")
+            raise UserError('With --image, give the text to pair it with as --text "…".')
         return arguments.image, arguments.text, None
     if arguments.text is not None:
-        raise UserError(f"Run {arguments.run_id} is an image-text run: explain a pair with --image FILE --text \"…\", "
-                        "or a pair of its data with --split test --index N.")
+        raise UserError(
+            f'Run {arguments.run_id} is an image-text run: explain a pair with --image FILE --text "…", '
+            "or a pair of its data with --split test --index N."
+        )
     if run is None:
-        raise UserError(f"There is no run '{arguments.run_id}' in this workspace; `python -m core runs` lists the runs there are.")
+        raise UserError(
+            f"There is no run '{arguments.run_id}' in this workspace; `python -m core runs` lists the runs there are."
+        )
     row = split_row(arguments, run)
     label = row.get("label")
     return str(row["image"]), str(row["text"]), None if label is None or label != label else str(label)
@@ -270,8 +314,10 @@ def split_row(arguments, run):
 
 def chosen_row(arguments) -> tuple[str, int]:
     if not arguments.split or arguments.index is None:
-        raise UserError("Say what to explain: --text \"…\" (an image run: --image FILE), or --split test --index N "
-                        "for a row of the run's data.")
+        raise UserError(
+            'Say what to explain: --text "…" (an image run: --image FILE), or --split test --index N '
+            "for a row of the run's data."
+        )
     return arguments.split, arguments.index
 
 
@@ -287,7 +333,9 @@ def chosen_word(token: int | None, words: list[str]) -> int:
         return token
     listed = ", ".join(f"{number} {word}" for number, word in enumerate(words[:LISTED_WORDS]))
     listed += ", …" if len(words) > LISTED_WORDS else ""
-    asked = "Say which word's tag to explain" if token is None else f"There is no word {token} in this sentence of {len(words)} words"
+    asked = (
+        "Say which word's tag to explain" if token is None else f"There is no word {token} in this sentence of {len(words)} words"
+    )
     raise UserError(f"{asked}: give --token K, 0-based ({listed}).")
 
 
@@ -342,23 +390,33 @@ def render_pair(explanation, stage: str | None = None, colour: bool = False) -> 
 
     e = explanation
     what = f"{e.target_label} logit" if e.kind == "classification" else "similarity (scaled cosine)"
-    return "\n".join([
-        f"score: {e.score:+.3g} ({what})" + (f" · model: {stage}" if stage else ""),
-        (f"explaining with {describe(e.method, e.params, 'pairs')} over a {e.grid[0]}x{e.grid[1]} grid in {e.seconds:.2f} s"
-         f" · text {e.text_share:.0%}, image {e.image_share:.0%} of the attribution"),
-        scored_units(e.tokens, e.token_scores, colour),
-        top_patches_line(e.top_patches(3)),
-    ] + delta_lines(e))
+    return "\n".join(
+        [
+            f"score: {e.score:+.3g} ({what})" + (f" · model: {stage}" if stage else ""),
+            (
+                f"explaining with {describe(e.method, e.params, 'pairs')} over a {e.grid[0]}x{e.grid[1]} "
+                f"grid in {e.seconds:.2f} s"
+                f" · text {e.text_share:.0%}, image {e.image_share:.0%} of the attribution"
+            ),
+            scored_units(e.tokens, e.token_scores, colour),
+            top_patches_line(e.top_patches(3)),
+        ]
+        + delta_lines(e)
+    )
 
 
 def render_word(explanation, stage: str | None = None) -> str:
     """Readable lines for `explain_word`'s patch map: the word, its effect on the score, the top patches, the delta."""
     e, word = explanation, explanation.params["word"]
-    return "\n".join([
-        f"word: {word} (tokens {' '.join(e.params['word_tokens'])}) in \"{e.text}\"" + (f" · model: {stage}" if stage else ""),
-        f"with the word the score is {e.params['effect_on_image']:+.3g} higher on this image; the patches that make it count:",
-        top_patches_line(e.top(3)),
-    ] + delta_lines(e))
+    return "\n".join(
+        [
+            f'word: {word} (tokens {" ".join(e.params["word_tokens"])}) in "{e.text}"' + (f" · model: {stage}" if stage else ""),
+            f"with the word the score is {e.params['effect_on_image']:+.3g} higher on this image; "
+            f"the patches that make it count:",
+            top_patches_line(e.top(3)),
+        ]
+        + delta_lines(e)
+    )
 
 
 def top_patches_line(top: list[tuple[str, float]]) -> str:
@@ -370,7 +428,7 @@ def scored_units(units: list[str], scores: list[float], colour: bool, per_line: 
     peak, decimals = max((abs(s) for s in scores), default=0.0) or 1.0, decimals_for(scores)
     painted = [paint(unit, score, score / peak, colour, decimals) for unit, score in zip(units, scores)]
     width = per_line or max(len(painted), 1)
-    return "\n".join(" ".join(painted[start:start + width]) for start in range(0, len(painted), width))
+    return "\n".join(" ".join(painted[start : start + width]) for start in range(0, len(painted), width))
 
 
 def decimals_for(scores: list[float]) -> int:
@@ -382,7 +440,11 @@ def delta_lines(e) -> list[str]:
     """The convergence delta against f(x) - f(baseline) (flagged when large), or that difference alone."""
     if e.delta is not None:
         size = f"{abs(e.delta) / max(abs(e.output_difference or 0), 1e-6):.1%} of f(x)-f(baseline) = {e.output_difference:+.3g}"
-        warning = " — large: raise --param steps" if e.delta_is_large() and e.method == "ig" else (" — large" if e.delta_is_large() else "")
+        warning = (
+            " — large: raise --param steps"
+            if e.delta_is_large() and e.method == "ig"
+            else (" — large" if e.delta_is_large() else "")
+        )
         return [f"delta: {e.delta:+.2e} ({size}){warning}"]
     if e.output_difference is not None:
         return [f"f(x)-f(baseline): {e.output_difference:+.3g}"]

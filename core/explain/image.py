@@ -33,8 +33,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,7 +44,14 @@ from core.explain import patches
 from core.explain.cache import LRUCache
 from core.explain.layers import last_convolution, patch_embedding_layer
 from core.explain.methods import (
-    AttributionMethod, Explanation, InputSpec, explain_each, get_method, methods_for, register_input, replaced_output,
+    AttributionMethod,
+    Explanation,
+    InputSpec,
+    explain_each,
+    get_method,
+    methods_for,
+    register_input,
+    replaced_output,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,11 +68,11 @@ PIXELS_PER_BATCH = 8 * 224 * 224
 class PreparedImage:
     """One image, batch of one, as the model sees it. `logits` is filled by the first forward pass."""
 
-    image: "Image.Image"  # the original, RGB
-    pixels: "torch.Tensor"  # (1, 3, H, W) processed
+    image: Image.Image  # the original, RGB
+    pixels: torch.Tensor  # (1, 3, H, W) processed
     key: str  # a hash of the original's pixels
     reference: str = ""  # e.g. "planted-squares#12" when the caller named the image
-    logits: "torch.Tensor | None" = None  # (C,)
+    logits: torch.Tensor | None = None  # (C,)
     baselines: dict = field(default_factory=dict)
 
     @property
@@ -82,11 +90,14 @@ def pixels_problem(model) -> str | None:
 
 
 # Images: the pixels (a CNN) or the patch embeddings (a ViT); baselines made by the model's processor.
-PATCHES = register_input(InputSpec(
-    modality="patches", baselines={"baseline": ("mean", IMAGE_BASELINES)},
-    preferred={"ig": {"steps": 32}, "gradient_shap": {"stdevs": 0.1}, "smoothgrad": {"stdevs": 0.1}},
-    problem=pixels_problem,
-))
+PATCHES = register_input(
+    InputSpec(
+        modality="patches",
+        baselines={"baseline": ("mean", IMAGE_BASELINES)},
+        preferred={"ig": {"steps": 32}, "gradient_shap": {"stdevs": 0.1}, "smoothgrad": {"stdevs": 0.1}},
+        problem=pixels_problem,
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,8 +114,9 @@ class ImageExplainer:
 
     modality = "patches"
 
-    def __init__(self, model, processor, label_names: Sequence[str] | None = None, cache_size: int = DEFAULT_CACHE_SIZE,
-                 name: str = ""):
+    def __init__(
+        self, model, processor, label_names: Sequence[str] | None = None, cache_size: int = DEFAULT_CACHE_SIZE, name: str = ""
+    ):
         self.model = model.eval()
         self.processor = processor
         if label_names is None:
@@ -121,7 +133,7 @@ class ImageExplainer:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_stage(cls, stage, word: int | None = None) -> "ImageExplainer":
+    def from_stage(cls, stage, word: int | None = None) -> ImageExplainer:
         """The explainer of one opened stage of an image classification run (`core.stages.open_stage`)."""
         return cls(stage.model, stage.preprocessor, stage.label_names, name=f"{stage.run.name} ({stage.run.id}, {stage.stage})")
 
@@ -143,12 +155,13 @@ class ImageExplainer:
         parts = []
         with self._lock, torch.no_grad():
             for start in range(0, len(images), batch_size):
-                pixels = self.processor(images=images[start:start + batch_size], return_tensors="pt")["pixel_values"]
+                pixels = self.processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
                 parts.append(self.forward(pixels.to(self.device)).float().softmax(-1).cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, len(self.label_names)), dtype=np.float32)
 
-    def explain(self, image, method: str = "ig", target: int | str | None = None, grid: int | Sequence[int] = 7,
-                **params) -> Explanation:
+    def explain(
+        self, image, method: str = "ig", target: int | str | None = None, grid: int | Sequence[int] = 7, **params
+    ) -> Explanation:
         """Attribution scores for every cell of a rows x cols grid over the model's input, row-major.
 
         `image` is a PIL image, an (H, W, 3) uint8 array, or a reference like "planted-squares#12".
@@ -157,24 +170,32 @@ class ImageExplainer:
         """
         return self._explained(image, method, target, grid, params)[0]
 
-    def pixel_map(self, image, method: str = "ig", target: int | str | None = None, grid: int | Sequence[int] = 7,
-                  **params) -> np.ndarray:
+    def pixel_map(
+        self, image, method: str = "ig", target: int | str | None = None, grid: int | Sequence[int] = 7, **params
+    ) -> np.ndarray:
         """The (H, W) map in model-input pixels behind `explain` (cell scores spread evenly for per-patch
         methods), so that `patches.aggregate(pixel_map, grid)` gives the explanation's scores."""
         return self._explained(image, method, target, grid, params)[1]
 
-    def explain_many(self, images: Sequence, method: str = "ig", target: int | str | None | Sequence = None,
-                     progress: Callable[[float, str], None] | None = None, grid: int | Sequence[int] = 7,
-                     **params) -> list[Explanation]:
+    def explain_many(
+        self,
+        images: Sequence,
+        method: str = "ig",
+        target: int | str | Sequence | None = None,
+        progress: Callable[[float, str], None] | None = None,
+        grid: int | Sequence[int] = 7,
+        **params,
+    ) -> list[Explanation]:
         """`explain` for each image; `target` is one value for all, or one per image. `progress(fraction, message)`."""
-        return explain_each(lambda image, one: self.explain(image, method, one, grid=grid, **params),
-                            images, target, progress, "images")
+        return explain_each(
+            lambda image, one: self.explain(image, method, one, grid=grid, **params), images, target, progress, "images"
+        )
 
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""
         return {key: method.applies_to(self.model) for key, method in methods_for(self.modality).items()}
 
-    def with_model(self, model, cache_size: int = 0) -> "ImageExplainer":
+    def with_model(self, model, cache_size: int = 0) -> ImageExplainer:
         """The same processor and labels around another model (e.g. a randomised copy)."""
         twin = ImageExplainer(model, self.processor, self.label_names, cache_size=cache_size, name=self.name)
         twin.run_id, twin.stage = self.run_id, self.stage
@@ -194,7 +215,7 @@ class ImageExplainer:
         ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
         return size[0] // ph, size[1] // pw
 
-    def input_image(self, image) -> "Image.Image":
+    def input_image(self, image) -> Image.Image:
         """The image resized and cropped exactly as the model sees it (before normalisation), for an overlay."""
         from PIL import Image
 
@@ -224,7 +245,7 @@ class ImageExplainer:
         digest = hashlib.sha1(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
         return PreparedImage(image=image, pixels=pixels.float(), key=digest, reference=reference)
 
-    def forward(self, pixel_values: "torch.Tensor") -> "torch.Tensor":
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Logits (N, C) for pixel values (N, 3, H, W)."""
         return self.model(pixel_values=pixel_values).logits
 
@@ -232,23 +253,23 @@ class ImageExplainer:
     # A CNN is attributed in its pixels; a ViT in its patch embeddings (what LayerIntegratedGradients on the
     # patch layer differentiates), one unit per patch token: hiding a patch's embedding is hiding its pixels.
 
-    def inputs(self, prepared: PreparedImage) -> tuple["torch.Tensor"]:
+    def inputs(self, prepared: PreparedImage) -> tuple[torch.Tensor]:
         return (self.patch_embeddings(prepared.pixels) if self.is_vit else prepared.pixels,)
 
-    def baseline_inputs(self, prepared: PreparedImage, used: dict[str, Any]) -> tuple["torch.Tensor"]:
+    def baseline_inputs(self, prepared: PreparedImage, used: dict[str, Any]) -> tuple[torch.Tensor]:
         pixels = self.baseline(prepared, used["baseline"])
         return (self.patch_embeddings(pixels) if self.is_vit else pixels,)
 
-    def outputs(self, prepared: PreparedImage, values: "torch.Tensor") -> "torch.Tensor":
+    def outputs(self, prepared: PreparedImage, values: torch.Tensor) -> torch.Tensor:
         if not self.is_vit:
             return self.forward(values)
         with replaced_output(self.patch_layer, values):
             return self.forward(prepared.pixels.expand(values.shape[0], -1, -1, -1))
 
-    def remember(self, prepared: PreparedImage, row: "torch.Tensor") -> None:
+    def remember(self, prepared: PreparedImage, row: torch.Tensor) -> None:
         prepared.logits = row
 
-    def unit_maps(self, prepared: PreparedImage, grid: tuple[int, int]) -> tuple["torch.Tensor"]:
+    def unit_maps(self, prepared: PreparedImage, grid: tuple[int, int]) -> tuple[torch.Tensor]:
         import torch
 
         if self.is_vit:
@@ -275,13 +296,13 @@ class ImageExplainer:
         found = last_convolution(self.model)
         return found[1] if found else None
 
-    def patch_embeddings(self, pixels: "torch.Tensor") -> "torch.Tensor":
+    def patch_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         import torch
 
         with torch.no_grad():
             return self.patch_layer(pixels).detach()
 
-    def baseline(self, prepared: PreparedImage, kind: str) -> "torch.Tensor":
+    def baseline(self, prepared: PreparedImage, kind: str) -> torch.Tensor:
         """The baseline (1, 3, H, W): the processor applied to a mean-coloured, black or blurred image."""
         from PIL import Image, ImageFilter
 
@@ -292,7 +313,7 @@ class ImageExplainer:
                 picture = Image.new("RGB", prepared.image.size, (0, 0, 0))
             elif kind == "mean":
                 mean = getattr(self.processor, "image_mean", None) or [0.5, 0.5, 0.5]
-                colour = tuple(int(round(255 * float(value))) for value in list(mean)[:3])
+                colour = tuple(round(255 * float(value)) for value in list(mean)[:3])
                 picture = Image.new("RGB", prepared.image.size, colour)
             else:
                 raise UserError(f"The baseline must be one of {', '.join(IMAGE_BASELINES)} (got {kind!r}).")
@@ -300,7 +321,7 @@ class ImageExplainer:
             prepared.baselines[kind] = pixels.to(self.device).float()
         return prepared.baselines[kind]
 
-    def logits(self, prepared: PreparedImage) -> "torch.Tensor":
+    def logits(self, prepared: PreparedImage) -> torch.Tensor:
         import torch
 
         if prepared.logits is None:
@@ -313,7 +334,7 @@ class ImageExplainer:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _open(self, image) -> tuple["Image.Image", str]:
+    def _open(self, image) -> tuple[Image.Image, str]:
         from PIL import Image
 
         if isinstance(image, str):
@@ -326,7 +347,9 @@ class ImageExplainer:
             return Image.fromarray(image[..., :3], mode="RGB"), ""
         if isinstance(image, Image.Image):
             return (image if image.mode == "RGB" else image.convert("RGB")), ""
-        raise UserError(f"Pick an image to explain (a picture or a dataset reference like 'digits#12'), not {type(image).__name__}.")
+        raise UserError(
+            f"Pick an image to explain (a picture or a dataset reference like 'digits#12'), not {type(image).__name__}."
+        )
 
     def _explained(self, image, method: str, target, grid, params: dict) -> tuple[Explanation, np.ndarray]:
         attribution = get_method(method, self.modality)
@@ -345,9 +368,12 @@ class ImageExplainer:
                 except UserError:
                     asked = grid
                 shown = f"{asked[0]}x{asked[1]}" if isinstance(asked, tuple) else str(asked)
-                note = ("" if asked == cells else
-                        f"This ViT-like model sees the image as {cells[0]}x{cells[1]} patches of its own, so that grid is "
-                        f"used instead of {shown}.")
+                note = (
+                    ""
+                    if asked == cells
+                    else f"This ViT-like model sees the image as {cells[0]}x{cells[1]} patches of its own, so that grid is "
+                    f"used instead of {shown}."
+                )
             else:
                 cells, note = patches.as_grid(grid, *size), ""
             key = (prepared.key, attribution.key, target_index, cells, tuple(sorted(used.items())), note)
@@ -356,8 +382,15 @@ class ImageExplainer:
                 return found
             return self._cache.put(key, self._compute(prepared, attribution, target_index, cells, used, note))
 
-    def _compute(self, prepared: PreparedImage, attribution: AttributionMethod, target: int | None, grid: tuple[int, int],
-                 used: dict[str, Any], note: str) -> tuple[Explanation, np.ndarray]:
+    def _compute(
+        self,
+        prepared: PreparedImage,
+        attribution: AttributionMethod,
+        target: int | None,
+        grid: tuple[int, int],
+        used: dict[str, Any],
+        note: str,
+    ) -> tuple[Explanation, np.ndarray]:
         import torch
 
         started = time.perf_counter()

@@ -34,8 +34,22 @@ def last_convolution(model) -> tuple[str, Any] | None:
     parent_name = name.rpartition(".")[0]
     if parent_name:
         parent = model.get_submodule(parent_name)
-        simple = (nn.Conv2d, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Identity, nn.Dropout,
-                  nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh)
+        simple = (
+            nn.Conv2d,
+            nn.modules.batchnorm._NormBase,
+            nn.GroupNorm,
+            nn.LayerNorm,
+            nn.Identity,
+            nn.Dropout,
+            nn.ReLU,
+            nn.ReLU6,
+            nn.GELU,
+            nn.SiLU,
+            nn.Hardswish,
+            nn.Hardsigmoid,
+            nn.Sigmoid,
+            nn.Tanh,
+        )
         children = list(parent.children())
         activation_named = type(parent).__name__.endswith(("ConvLayer", "ConvBlock", "ConvNormActivation"))
         if children and (activation_named or all(isinstance(child, simple) for child in children)):
@@ -46,8 +60,10 @@ def last_convolution(model) -> tuple[str, Any] | None:
 def grad_cam_problem(model) -> str | None:
     """None when Grad-CAM has a convolutional feature map to weigh in `model`, else the sentence why not."""
     if patch_embedding_layer(model) is not None:
-        return ("Grad-CAM needs a convolutional feature map, and this is a ViT-like model made of patch tokens; use "
-                "Integrated Gradients or Occlusion, which score its patches directly.")
+        return (
+            "Grad-CAM needs a convolutional feature map, and this is a ViT-like model made of patch tokens; use "
+            "Integrated Gradients or Occlusion, which score its patches directly."
+        )
     if last_convolution(model) is None:
         return "Grad-CAM needs a convolution layer, and this model has none."
     return None

@@ -66,9 +66,15 @@ NOT_PATCHES = "Run {run.id} is a {task} run; patch explanations need an image cl
 
 
 def load_text_explainer(run_id: str, stage: str | None = None) -> TextExplainer:
-    return load_explainer(run_id, stage, refuse={
-        "image": NOT_TOKENS, "tags": NOT_TOKENS + " For a named-entity run, pick the word: --token K.",
-        "pairs": NOT_TOKENS + " For an image-text run, give an image too: --image PATH --text WORDS."})
+    return load_explainer(
+        run_id,
+        stage,
+        refuse={
+            "image": NOT_TOKENS,
+            "tags": NOT_TOKENS + " For a named-entity run, pick the word: --token K.",
+            "pairs": NOT_TOKENS + " For an image-text run, give an image too: --image PATH --text WORDS.",
+        },
+    )
 
 
 def load_image_explainer(run_id: str, stage: str | None = None) -> ImageExplainer:

@@ -31,12 +31,13 @@ and the CLI, and the heavy imports happen on the first explanation.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
 import contextlib
 import copy
 import importlib
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class Explanation:
         return _plain(asdict(self))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Explanation":
+    def from_dict(cls, values: dict[str, Any]) -> Explanation:
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
 
@@ -200,7 +201,7 @@ class AttributionMethod:
     modalities: tuple[str, ...] | None = None
     modality: str = ""  # set on the copy `bound` makes for one input
 
-    def bound(self, spec: InputSpec) -> "AttributionMethod":
+    def bound(self, spec: InputSpec) -> AttributionMethod:
         """This method for one input: the input's baseline parameters and preferred defaults filled in."""
         bound = copy.copy(self)
         defaults, choices = dict(self.defaults), dict(self.choices)
@@ -295,7 +296,7 @@ def _seeded(seed: int):
 
 
 @contextlib.contextmanager
-def replaced_output(module, value: "torch.Tensor"):
+def replaced_output(module, value: torch.Tensor):
     """Within the block, `module` returns `value` instead of its output: word embeddings that carry gradients."""
     handle = module.register_forward_hook(lambda _module, _inputs, _output: value)
     try:
@@ -330,8 +331,9 @@ def target_scorer(adapter, prepared, target: int | None, measure: str = "logit",
     return score
 
 
-def scores_with_reference(adapter, prepared, inputs: tuple, baselines: tuple, target: int | None,
-                          measure: str = "logit") -> tuple[int | None, float]:
+def scores_with_reference(
+    adapter, prepared, inputs: tuple, baselines: tuple, target: int | None, measure: str = "logit"
+) -> tuple[int | None, float]:
     """(the resolved target, f_t(x) - f_t(b)) from one forward pass over the input and its baseline together."""
     import torch
 
@@ -403,7 +405,8 @@ class IntegratedGradients(AttributionMethod):
         inputs, reference = adapter.inputs(prepared), adapter.baseline_inputs(prepared, baselines)
         target, difference = scores_with_reference(adapter, prepared, inputs, reference, target)
         raw = CaptumIG(target_scorer(adapter, prepared, target)).attribute(
-            inputs, baselines=reference, n_steps=steps, internal_batch_size=adapter.batch_rows(prepared, steps))
+            inputs, baselines=reference, n_steps=steps, internal_batch_size=adapter.batch_rows(prepared, steps)
+        )
         # Captum's return_convergence_delta computes the same number with two more forward passes.
         parts = fold(adapter, raw, signed=True)
         return Attribution(parts, completeness(parts, difference), difference)
@@ -458,8 +461,13 @@ class SmoothGrad(AttributionMethod):
         target = adapter.resolve_target(prepared, target)
         with _seeded(seed):
             raw = NoiseTunnel(CaptumSaliency(target_scorer(adapter, prepared, target))).attribute(
-                inputs, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=stdevs,
-                nt_samples_batch_size=adapter.batch_rows(prepared, nt_samples), abs=False)
+                inputs,
+                nt_type="smoothgrad",
+                nt_samples=nt_samples,
+                stdevs=stdevs,
+                nt_samples_batch_size=adapter.batch_rows(prepared, nt_samples),
+                abs=False,
+            )
         return Attribution(fold(adapter, raw, signed=False))
 
 
@@ -515,29 +523,40 @@ class Occlusion(AttributionMethod):
         maps, layouts = adapter.unit_maps(prepared, grid), adapter.unit_layouts(prepared, grid)
         with torch.no_grad():
             whole = float(score(*inputs)[0])
-            parts = tuple(occluded_drops(adapter, prepared, score, inputs, reference, index, maps[index], layout,
-                                         window, whole) for index, layout in enumerate(layouts))
+            parts = tuple(
+                occluded_drops(adapter, prepared, score, inputs, reference, index, maps[index], layout, window, whole)
+                for index, layout in enumerate(layouts)
+            )
         return Attribution(parts, None, difference)
 
 
-def occluded_drops(adapter, prepared, score, inputs: tuple, reference: tuple, index: int, units, layout: tuple,
-                   window: int, whole: float) -> np.ndarray:
+def occluded_drops(
+    adapter, prepared, score, inputs: tuple, reference: tuple, index: int, units, layout: tuple, window: int, whole: float
+) -> np.ndarray:
     """One input's occlusion map: the mean drop of every window (of its layout) that covers each unit."""
     import torch
 
     first = int(units.min())
     local = units - first  # this input's unit ids, from 0, laid out row-major over `layout`
     spans = [min(window, size) for size in layout]
-    starts = np.stack(np.meshgrid(*[np.arange(size - span + 1) for size, span in zip(layout, spans)], indexing="ij"),
-                      -1).reshape(-1, len(layout))
-    coordinates = [local // int(np.prod(layout[axis + 1:])) % layout[axis] for axis in range(len(layout))]
+    starts = np.stack(np.meshgrid(*[np.arange(size - span + 1) for size, span in zip(layout, spans)], indexing="ij"), -1).reshape(
+        -1, len(layout)
+    )
+    coordinates = [local // int(np.prod(layout[axis + 1 :])) % layout[axis] for axis in range(len(layout))]
     batch = adapter.batch_rows(prepared, len(starts))
     drops = []
     for begin in range(0, len(starts), batch):
-        masks = torch.stack([
-            torch.stack([(coordinate >= int(start[axis])) & (coordinate < int(start[axis]) + spans[axis])
-                         for axis, coordinate in enumerate(coordinates)]).all(0)
-            for start in starts[begin:begin + batch]])
+        masks = torch.stack(
+            [
+                torch.stack(
+                    [
+                        (coordinate >= int(start[axis])) & (coordinate < int(start[axis]) + spans[axis])
+                        for axis, coordinate in enumerate(coordinates)
+                    ]
+                ).all(0)
+                for start in starts[begin : begin + batch]
+            ]
+        )
         copies = list(inputs)
         copies[index] = torch.where(masks[:, 0], reference[index], inputs[index])  # (B, ...) from B masks of batch one
         drops.append(whole - score(*copies).double().cpu())
@@ -574,7 +593,8 @@ class GradientShap(AttributionMethod):
         target, difference = scores_with_reference(adapter, prepared, inputs, reference, target)
         with _seeded(seed):
             raw = CaptumGradientShap(target_scorer(adapter, prepared, target)).attribute(
-                inputs, baselines=reference, n_samples=n_samples, stdevs=stdevs)
+                inputs, baselines=reference, n_samples=n_samples, stdevs=stdevs
+            )
         parts = fold(adapter, raw, signed=True)
         return Attribution(parts, completeness(parts, difference), difference)
 
@@ -600,8 +620,12 @@ class _Surrogate(AttributionMethod):
         masks = tuple(units.expand_as(part) for units, part in zip(maps, inputs))
         with _seeded(seed):
             raw = getattr(captum.attr, self.captum_class)(target_scorer(adapter, prepared, target)).attribute(
-                inputs, baselines=reference, feature_mask=masks, n_samples=n_samples,
-                perturbations_per_eval=adapter.batch_rows(prepared, min(n_samples, 64)))
+                inputs,
+                baselines=reference,
+                feature_mask=masks,
+                n_samples=n_samples,
+                perturbations_per_eval=adapter.batch_rows(prepared, min(n_samples, 64)),
+            )
         raw = raw if isinstance(raw, tuple) else (raw,)
         parts = unit_values(raw, maps, adapter.unit_layouts(prepared, grid))
         delta = completeness(parts, difference) if self.key == "kernel_shap" else None
@@ -660,7 +684,8 @@ class GradCam(AttributionMethod):
         (inputs,) = adapter.inputs(prepared)
         target = adapter.resolve_target(prepared, target)
         coarse = LayerGradCam(target_scorer(adapter, prepared, target, on_input=True), adapter.feature_map_layer()).attribute(
-            inputs, relu_attributions=relu)
+            inputs, relu_attributions=relu
+        )
         fine = LayerAttribution.interpolate(coarse.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
         return Attribution((fine[0].sum(0).double().cpu().numpy(),))
 
@@ -684,8 +709,9 @@ METHODS: dict[str, AttributionMethod] = {
 def methods_for(modality: str = "tokens") -> dict[str, AttributionMethod]:
     """Every method that applies to an input ("tokens", "patches" or "pairs"), with that input's parameters."""
     spec = input_spec(modality)
-    return {key: method.bound(spec) for key, method in METHODS.items()
-            if method.modalities is None or modality in method.modalities}
+    return {
+        key: method.bound(spec) for key, method in METHODS.items() if method.modalities is None or modality in method.modalities
+    }
 
 
 def get_method(key: str, modality: str = "tokens") -> AttributionMethod:
@@ -716,11 +742,23 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["AttributionMethod", "Attribution", "BASELINES", "Explanation", "InputSpec", "METHODS", "PARAM_RANGES",
-           "describe", "get_method", "input_spec", "methods_for", "register_input"]
+__all__ = [
+    "BASELINES",
+    "METHODS",
+    "PARAM_RANGES",
+    "Attribution",
+    "AttributionMethod",
+    "Explanation",
+    "InputSpec",
+    "describe",
+    "get_method",
+    "input_spec",
+    "methods_for",
+    "register_input",
+]
 
 
-def explain_each(explain_one: Callable[[Any, Any], "Explanation"], inputs: Sequence, target, progress, noun: str) -> list:
+def explain_each(explain_one: Callable[[Any, Any], Explanation], inputs: Sequence, target, progress, noun: str) -> list:
     """`explain_one(input, target)` for each input, for every modality's `explain_many`.
 
     `target` is one value for all inputs, or a sequence (list, array, Series) with one per input;

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class PreparedPair:
 
     image: PreparedImage
     text: EncodedText
-    outputs: "torch.Tensor | None" = None  # (C,) logits of a classifier, (1,) the score of a similarity model
+    outputs: torch.Tensor | None = None  # (C,) logits of a classifier, (1,) the score of a similarity model
 
 
 @dataclass(frozen=True)
@@ -160,17 +161,34 @@ class PairExplanation:
         return half_explanation(self.__dict__, units, scores, modality, {**self.params, **extra})
 
 
-def half_explanation(values: dict[str, Any], units: list[str], scores, modality: str, params: dict,
-                     delta: float | None = None, difference: float | None = None) -> Explanation:
+def half_explanation(
+    values: dict[str, Any],
+    units: list[str],
+    scores,
+    modality: str,
+    params: dict,
+    delta: float | None = None,
+    difference: float | None = None,
+) -> Explanation:
     """A one-modality `Explanation` from a pair's fields (method, target, target_label, predicted, predicted_label,
     probabilities, seconds, truncated, signed, text); a similarity model's one output is the class "match"."""
     return Explanation(
-        units=list(units), scores=[float(score) for score in scores], method=values["method"],
-        target=values["target"] or 0, target_label=values["target_label"] or SIMILARITY_LABEL,
-        predicted=values["predicted"] or 0, predicted_label=values["predicted_label"] or SIMILARITY_LABEL,
-        probabilities=list(values["probabilities"] or []), delta=delta, output_difference=difference,
-        seconds=values["seconds"], params=params, truncated=values["truncated"], modality=modality,
-        signed=values["signed"], text=values["text"],
+        units=list(units),
+        scores=[float(score) for score in scores],
+        method=values["method"],
+        target=values["target"] or 0,
+        target_label=values["target_label"] or SIMILARITY_LABEL,
+        predicted=values["predicted"] or 0,
+        predicted_label=values["predicted_label"] or SIMILARITY_LABEL,
+        probabilities=list(values["probabilities"] or []),
+        delta=delta,
+        output_difference=difference,
+        seconds=values["seconds"],
+        params=params,
+        truncated=values["truncated"],
+        modality=modality,
+        signed=values["signed"],
+        text=values["text"],
     )
 
 
@@ -185,21 +203,27 @@ def tower_problem(model) -> str | None:
     """None for a model with both towers and a word-embedding layer, else the sentence why it cannot be explained."""
     missing = [name for name in TOWER_NAMES if getattr(model, name, None) is None]
     if missing:
-        return (f"This {type(model).__name__} is not a dual encoder or fusion model: it has no {' or '.join(missing)}; "
-                "pick an image-text model (a dual encoder such as CLIP, or a fusion classifier).")
+        return (
+            f"This {type(model).__name__} is not a dual encoder or fusion model: it has no {' or '.join(missing)}; "
+            "pick an image-text model (a dual encoder such as CLIP, or a fusion classifier)."
+        )
     if getattr(model.text_model, "get_input_embeddings", lambda: None)() is None:
         return f"The text tower of this {type(model).__name__} has no word-embedding layer to attribute to."
     return None
 
 
 # Image and text together: the pixels and the text tower's word embeddings; a baseline for each half.
-PAIRS = register_input(InputSpec(
-    modality="pairs", baselines={"text_baseline": ("pad", BASELINES), "image_baseline": ("blur", PAIR_IMAGE_BASELINES)},
-    # 128 steps, not the 32-50 of one input: along a path through MobileNetV2 and a text tower at once the integral
-    # converges slowly (convergence delta often 10-100 % of the score change at 32 steps, 5-20 % at 128).
-    preferred={"ig": {"steps": 128}, "gradient_shap": {"stdevs": 0.05}, "smoothgrad": {"stdevs": 0.05}},
-    problem=tower_problem, measures=("logit",),
-))
+PAIRS = register_input(
+    InputSpec(
+        modality="pairs",
+        baselines={"text_baseline": ("pad", BASELINES), "image_baseline": ("blur", PAIR_IMAGE_BASELINES)},
+        # 128 steps, not the 32-50 of one input: along a path through MobileNetV2 and a text tower at once the integral
+        # converges slowly (convergence delta often 10-100 % of the score change at 32 steps, 5-20 % at 128).
+        preferred={"ig": {"steps": 128}, "gradient_shap": {"stdevs": 0.05}, "smoothgrad": {"stdevs": 0.05}},
+        problem=tower_problem,
+        measures=("logit",),
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,8 +241,17 @@ class PairExplainer:
 
     modality = "pairs"
 
-    def __init__(self, model, image_processor, tokenizer, kind: str = "similarity", label_names: Sequence[str] | None = None,
-                 max_length: int = 64, cache_size: int = DEFAULT_CACHE_SIZE, name: str = ""):
+    def __init__(
+        self,
+        model,
+        image_processor,
+        tokenizer,
+        kind: str = "similarity",
+        label_names: Sequence[str] | None = None,
+        max_length: int = 64,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        name: str = "",
+    ):
         problem = tower_problem(model)
         if problem:
             raise UserError(problem)
@@ -239,20 +272,27 @@ class PairExplainer:
         self._cache, self._lock = LRUCache(cache_size), threading.RLock()
 
     @classmethod
-    def from_stage(cls, stage, word: int | None = None) -> "PairExplainer":
+    def from_stage(cls, stage, word: int | None = None) -> PairExplainer:
         """The explainer of one opened stage of an image-text run (`core.stages.open_stage`)."""
         image_processor, tokenizer = stage.preprocessor
         kind = stage.extras["kind"]
-        return cls(stage.model, image_processor, tokenizer, kind, stage.label_names if kind == "classification" else None,
-                   name=f"{stage.run.name} ({stage.run.id}, {stage.stage})")
+        return cls(
+            stage.model,
+            image_processor,
+            tokenizer,
+            kind,
+            stage.label_names if kind == "classification" else None,
+            name=f"{stage.run.name} ({stage.run.id}, {stage.stage})",
+        )
 
     def __repr__(self) -> str:
         return f"PairExplainer({self.name or type(self.model).__name__}, {self.kind})"
 
     # -- the public verbs ------------------------------------------------------------------------
 
-    def explain(self, image, text: str, method: str = "ig", target: int | str | None = None,
-                grid: int | Sequence[int] = 7, **params) -> PairExplanation:
+    def explain(
+        self, image, text: str, method: str = "ig", target: int | str | None = None, grid: int | Sequence[int] = 7, **params
+    ) -> PairExplanation:
         """Attribution scores for every shown token of `text` and every cell of a grid over `image`, together.
 
         `image` is a PIL image, an (H, W, 3) uint8 array, a file path, or a pair reference like
@@ -265,14 +305,23 @@ class PairExplainer:
         with self._lock:
             prepared = self.prepare(image, text)
             cells = patches.as_grid(grid, *prepared.image.size)
-            key = ("pair", prepared.image.key, prepared.text.text, attribution.key, target_index, cells, tuple(sorted(used.items())))
+            key = (
+                "pair",
+                prepared.image.key,
+                prepared.text.text,
+                attribution.key,
+                target_index,
+                cells,
+                tuple(sorted(used.items())),
+            )
             found = self._cache.get(key)
             if found is None:
                 found = self._cache.put(key, self._compute(prepared, attribution, target_index, cells, used))
             return found
 
-    def explain_word(self, image, text: str, word: str, target: int | str | None = None, grid: int | Sequence[int] = 7,
-                     **params) -> Explanation:
+    def explain_word(
+        self, image, text: str, word: str, target: int | str | None = None, grid: int | Sequence[int] = 7, **params
+    ) -> Explanation:
         """Which patches make `word` count in this caption: a patch `Explanation` (draw it with `patch_overlay`).
 
         With c the caption and c-w the caption with every piece of `word` replaced by the text baseline, the
@@ -294,7 +343,15 @@ class PairExplainer:
             prepared = self.prepare(image, text)
             cells = patches.as_grid(grid, *prepared.image.size)
             positions = self.word_positions(prepared.text, word)
-            key = ("word", prepared.image.key, prepared.text.text, tuple(positions), target_index, cells, tuple(sorted(used.items())))
+            key = (
+                "word",
+                prepared.image.key,
+                prepared.text.text,
+                tuple(positions),
+                target_index,
+                cells,
+                tuple(sorted(used.items())),
+            )
             found = self._cache.get(key)
             if found is None:
                 found = self._cache.put(key, self._word_map(prepared, word, positions, target_index, cells, used))
@@ -315,14 +372,22 @@ class PairExplainer:
             probabilities = self.logits(self.prepare(image, text)).float().softmax(-1).cpu().numpy()
         return {label: float(p) for label, p in zip(self.label_names, probabilities)}
 
-    def input_image(self, image) -> "Image.Image":
+    def input_image(self, image) -> Image.Image:
         """The image resized and cropped exactly as the model sees it, for `core.viz.patch_overlay`."""
         return self.images.input_image(self.picture(image)[0])
 
-    def with_model(self, model, cache_size: int = 0) -> "PairExplainer":
+    def with_model(self, model, cache_size: int = 0) -> PairExplainer:
         """The same processors, kind and labels around another model (e.g. a randomised copy)."""
-        twin = PairExplainer(model, self.image_processor, self.tokenizer, self.kind,
-                             self.label_names if self.kind == "classification" else None, self.max_length, cache_size, self.name)
+        twin = PairExplainer(
+            model,
+            self.image_processor,
+            self.tokenizer,
+            self.kind,
+            self.label_names if self.kind == "classification" else None,
+            self.max_length,
+            cache_size,
+            self.name,
+        )
         twin.run_id, twin.stage = self.run_id, self.stage
         return twin
 
@@ -366,22 +431,22 @@ class PairExplainer:
             return open_pair_record(reference)["image"], reference
         raise UserError(f"There is no image file {reference}; give the path of a PNG or JPEG file.")
 
-    def inputs(self, prepared: PreparedPair) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def inputs(self, prepared: PreparedPair) -> tuple[torch.Tensor, torch.Tensor]:
         """(pixel_values (1, 3, H, W), word embeddings (1, L, D)), without gradient history."""
         return prepared.image.pixels, self.texts.embeddings(prepared.text)
 
-    def baseline_inputs(self, prepared: PreparedPair, used: dict[str, Any]) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def baseline_inputs(self, prepared: PreparedPair, used: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.baselines(prepared, used["image_baseline"], used["text_baseline"])
 
-    def outputs(self, prepared: PreparedPair, pixel_values: "torch.Tensor", embeddings: "torch.Tensor") -> "torch.Tensor":
+    def outputs(self, prepared: PreparedPair, pixel_values: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """(N, C) for N pairs: a classifier's logits, or a similarity model's one score as a column."""
         outputs = self.forward(pixel_values, embeddings, prepared.text)
         return outputs if self.kind == "classification" else outputs.unsqueeze(-1)
 
-    def remember(self, prepared: PreparedPair, row: "torch.Tensor") -> None:
+    def remember(self, prepared: PreparedPair, row: torch.Tensor) -> None:
         prepared.outputs = row.reshape(-1)
 
-    def unit_maps(self, prepared: PreparedPair, grid: tuple[int, int]) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def unit_maps(self, prepared: PreparedPair, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The image's cells (ids 0 .. rows * cols - 1), then the text's positions (ids after them)."""
         import torch
 
@@ -403,11 +468,11 @@ class PairExplainer:
     def feature_map_layer(self):
         return None
 
-    def baselines(self, prepared: PreparedPair, image_kind: str, text_kind: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def baselines(self, prepared: PreparedPair, image_kind: str, text_kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The baseline pair: the image's (mean / black / blur / grey) and the text's (pad / mask / zero)."""
         return self.image_baseline(prepared.image, image_kind), self.texts.baseline_embeddings(prepared.text, text_kind)
 
-    def image_baseline(self, prepared: PreparedImage, kind: str) -> "torch.Tensor":
+    def image_baseline(self, prepared: PreparedImage, kind: str) -> torch.Tensor:
         """(1, 3, H, W): the image modality's baselines, and "grey", the image desaturated by the processor's own path."""
         if kind != "grey":
             return self.images.baseline(prepared, kind)
@@ -418,7 +483,7 @@ class PairExplainer:
             prepared.baselines[kind] = self.image_processor(images=grey, return_tensors="pt")["pixel_values"].to(prepared.pixels)
         return prepared.baselines[kind]
 
-    def forward(self, pixel_values: "torch.Tensor", embeddings: "torch.Tensor", encoded: EncodedText) -> "torch.Tensor":
+    def forward(self, pixel_values: torch.Tensor, embeddings: torch.Tensor, encoded: EncodedText) -> torch.Tensor:
         """Scores (N,) of a similarity model or logits (N, C) of a classifier for N pairs; a batch of one is repeated."""
         from core.image_text.models import pair_scores
 
@@ -441,7 +506,7 @@ class PairExplainer:
 
         return score
 
-    def logits(self, prepared: PreparedPair) -> "torch.Tensor":
+    def logits(self, prepared: PreparedPair) -> torch.Tensor:
         """(C,) logits of a classifier, (1,) the score of a similarity model; computed once per prepared pair."""
         import torch
 
@@ -471,7 +536,7 @@ class PairExplainer:
             pieces = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
             for start in range(len(ids) - len(pieces) + 1) if pieces else ():
                 span = range(start, start + len(pieces))
-                if ids[start:start + len(pieces)] == pieces and shown.issuperset(span):
+                if ids[start : start + len(pieces)] == pieces and shown.issuperset(span):
                     found.update(span)
         if not found:
             raise UserError(f"'{word.strip()}' is not a word of the text '{encoded.text}'; pick one of its words.")
@@ -479,8 +544,14 @@ class PairExplainer:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _compute(self, prepared: PreparedPair, attribution: AttributionMethod, target: int | None, grid: tuple[int, int],
-                 used: dict[str, Any]) -> PairExplanation:
+    def _compute(
+        self,
+        prepared: PreparedPair,
+        attribution: AttributionMethod,
+        target: int | None,
+        grid: tuple[int, int],
+        used: dict[str, Any],
+    ) -> PairExplanation:
         import torch
 
         started = time.perf_counter()
@@ -494,17 +565,36 @@ class PairExplainer:
         text_share, image_share = modality_shares(token_scores, cells)
         score = float(self.logits(prepared)[target or 0])
         return PairExplanation(
-            tokens=[prepared.text.tokens[i] for i in shown], token_scores=[float(s) for s in token_scores],
-            patch_scores=[float(s) for s in cells.ravel()], grid=[grid[0], grid[1]], method=attribution.key,
-            kind=self.kind, score=score, baseline_score=None if difference is None else score - difference,
-            delta=None if delta is None else float(delta), output_difference=None if difference is None else float(difference),
-            text_share=text_share, image_share=image_share, seconds=time.perf_counter() - started,
-            params={**used, "input_size": list(prepared.image.size)}, signed=attribution.signed, text=prepared.text.text,
-            image=prepared.image.reference, truncated=prepared.text.truncated, **self._target_fields(prepared, target),
+            tokens=[prepared.text.tokens[i] for i in shown],
+            token_scores=[float(s) for s in token_scores],
+            patch_scores=[float(s) for s in cells.ravel()],
+            grid=[grid[0], grid[1]],
+            method=attribution.key,
+            kind=self.kind,
+            score=score,
+            baseline_score=None if difference is None else score - difference,
+            delta=None if delta is None else float(delta),
+            output_difference=None if difference is None else float(difference),
+            text_share=text_share,
+            image_share=image_share,
+            seconds=time.perf_counter() - started,
+            params={**used, "input_size": list(prepared.image.size)},
+            signed=attribution.signed,
+            text=prepared.text.text,
+            image=prepared.image.reference,
+            truncated=prepared.text.truncated,
+            **self._target_fields(prepared, target),
         )
 
-    def _word_map(self, prepared: PreparedPair, word: str, positions: list[int], target: int | None,
-                  grid: tuple[int, int], used: dict[str, Any]) -> Explanation:
+    def _word_map(
+        self,
+        prepared: PreparedPair,
+        word: str,
+        positions: list[int],
+        target: int | None,
+        grid: tuple[int, int],
+        used: dict[str, Any],
+    ) -> Explanation:
         import torch
         from captum.attr import IntegratedGradients
 
@@ -526,24 +616,45 @@ class PairExplainer:
             real, blank = effect(torch.cat([pixels, blank_pixels])).double().tolist()
         with torch.enable_grad():
             attributions = IntegratedGradients(effect).attribute(
-                pixels, baselines=blank_pixels, n_steps=used["steps"],
-                internal_batch_size=max(1, self.batch_rows(prepared, used["steps"]) // 2))
+                pixels,
+                baselines=blank_pixels,
+                n_steps=used["steps"],
+                internal_batch_size=max(1, self.batch_rows(prepared, used["steps"]) // 2),
+            )
         cells = patches.aggregate(attributions[0].detach().double().cpu().numpy(), grid)
         difference = real - blank
-        values = {"method": "ig", "seconds": time.perf_counter() - started, "truncated": prepared.text.truncated,
-                  "signed": True, "text": prepared.text.text, **self._target_fields(prepared, target)}
-        params = {**used, "grid": list(grid), "input_size": list(prepared.image.size), "word": word.strip(),
-                  "word_tokens": [prepared.text.tokens[i] for i in positions], "effect_on_image": real}
-        return half_explanation(values, patches.unit_names(grid), cells.ravel(), "patches", params,
-                                float(cells.sum()) - difference, difference)
+        values = {
+            "method": "ig",
+            "seconds": time.perf_counter() - started,
+            "truncated": prepared.text.truncated,
+            "signed": True,
+            "text": prepared.text.text,
+            **self._target_fields(prepared, target),
+        }
+        params = {
+            **used,
+            "grid": list(grid),
+            "input_size": list(prepared.image.size),
+            "word": word.strip(),
+            "word_tokens": [prepared.text.tokens[i] for i in positions],
+            "effect_on_image": real,
+        }
+        return half_explanation(
+            values, patches.unit_names(grid), cells.ravel(), "patches", params, float(cells.sum()) - difference, difference
+        )
 
     def _target_fields(self, prepared: PreparedPair, target: int | None) -> dict[str, Any]:
         if self.kind == "similarity":
             return dict.fromkeys(("target", "target_label", "predicted", "predicted_label", "probabilities"))
         probabilities = self.logits(prepared).float().softmax(-1).cpu().numpy()
         predicted = int(probabilities.argmax())
-        return {"target": target, "target_label": self.label_names[target], "predicted": predicted,
-                "predicted_label": self.label_names[predicted], "probabilities": [float(p) for p in probabilities]}
+        return {
+            "target": target,
+            "target_label": self.label_names[target],
+            "predicted": predicted,
+            "predicted_label": self.label_names[predicted],
+            "probabilities": [float(p) for p in probabilities],
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,9 +697,18 @@ def modules_above_towers(module, towers: tuple) -> list[tuple[Any, str]]:
     return found
 
 
-def pair_randomization_check(explainer: PairExplainer, image, text: str, method: str = "ig", target: int | str | None = None,
-                             scope: str = "head", seed: int = 0, top_k: int = 3, grid: int | Sequence[int] = 7,
-                             **params) -> dict[str, Any]:
+def pair_randomization_check(
+    explainer: PairExplainer,
+    image,
+    text: str,
+    method: str = "ig",
+    target: int | str | None = None,
+    scope: str = "head",
+    seed: int = 0,
+    top_k: int = 3,
+    grid: int | Sequence[int] = 7,
+    **params,
+) -> dict[str, Any]:
     """Compare `method`'s patch map and token map on the trained model and on a randomised copy (Adebayo et al., 2018).
 
     Returns {"patches": {"spearman", "spearman_abs", "top_k_overlap"}, "tokens": the same, "k", "original",
@@ -602,37 +722,62 @@ def pair_randomization_check(explainer: PairExplainer, image, text: str, method:
     twin = explainer.with_model(randomized_pair_copy(explainer.model, scope, seed))
     original = explainer.explain(image, text, method, target, grid=grid, **params)
     randomized = twin.explain(image, text, method, original.target, grid=grid, **params)
-    halves = {name: rank_agreement(getattr(original, field), getattr(randomized, field), top_k)
-              for name, field in (("patches", "patch_scores"), ("tokens", "token_scores"))}
-    return {**halves, "k": top_k, "original": original, "randomized": randomized, "scope": scope, "seed": seed,
-            "verdict": pair_verdict(method, halves, scope)}
+    halves = {
+        name: rank_agreement(getattr(original, field), getattr(randomized, field), top_k)
+        for name, field in (("patches", "patch_scores"), ("tokens", "token_scores"))
+    }
+    return {
+        **halves,
+        "k": top_k,
+        "original": original,
+        "randomized": randomized,
+        "scope": scope,
+        "seed": seed,
+        "verdict": pair_verdict(method, halves, scope),
+    }
 
 
 def rank_agreement(first: list[float], second: list[float], top_k: int) -> dict[str, float]:
     k = min(top_k, len(first))
-    return {"spearman": spearman(first, second),
-            "spearman_abs": spearman([abs(s) for s in first], [abs(s) for s in second]),
-            "top_k_overlap": len(top_positions(first, k) & top_positions(second, k)) / k}
+    return {
+        "spearman": spearman(first, second),
+        "spearman_abs": spearman([abs(s) for s in first], [abs(s) for s in second]),
+        "top_k_overlap": len(top_positions(first, k) & top_positions(second, k)) / k,
+    }
 
 
 def pair_verdict(method: str, halves: dict[str, dict[str, float]], scope: str) -> str:
     """One sentence: which maps changed after randomisation (both signed and magnitude ranks under PASS_BELOW)."""
     what = "the layers above the towers" if scope == "head" else "every layer"
     nouns = {"patches": "patch", "tokens": "token"}
-    figures = "; ".join(f"{name} {half['spearman']:+.2f}, their magnitudes {half['spearman_abs']:+.2f}"
-                        for name, half in halves.items())
-    kept = [name for name, half in halves.items() if abs(half["spearman"]) >= PASS_BELOW or abs(half["spearman_abs"]) >= PASS_BELOW]
+    figures = "; ".join(
+        f"{name} {half['spearman']:+.2f}, their magnitudes {half['spearman_abs']:+.2f}" for name, half in halves.items()
+    )
+    kept = [
+        name for name, half in halves.items() if abs(half["spearman"]) >= PASS_BELOW or abs(half["spearman_abs"]) >= PASS_BELOW
+    ]
     if not kept:
-        return (f"After re-initialising {what}, both {method} maps changed a lot (rank correlation of {figures}): they "
-                "depend on the learned weights, as a faithful explanation should.")
+        return (
+            f"After re-initialising {what}, both {method} maps changed a lot (rank correlation of {figures}): they "
+            "depend on the learned weights, as a faithful explanation should."
+        )
     subject = " and ".join(f"the {nouns[name]} map" for name in kept)
-    return (f"After re-initialising {what}, {subject} barely changed (rank correlation of {figures}), so "
-            f"{'they' if len(kept) > 1 else 'it'} may show properties of the input rather than what the model learned.")
+    return (
+        f"After re-initialising {what}, {subject} barely changed (rank correlation of {figures}), so "
+        f"{'they' if len(kept) > 1 else 'it'} may show properties of the input rather than what the model learned."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading a run's model
 
 
-__all__ = ["KINDS", "PAIRS", "PairExplainer", "PairExplanation", "PreparedPair",
-           "pair_randomization_check", "randomized_pair_copy"]
+__all__ = [
+    "KINDS",
+    "PAIRS",
+    "PairExplainer",
+    "PairExplanation",
+    "PreparedPair",
+    "pair_randomization_check",
+    "randomized_pair_copy",
+]

@@ -14,7 +14,7 @@ Units are named row-major: "r0c0", "r0c1", ..., "r{rows-1}c{cols-1}".
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,8 +31,10 @@ def as_grid(grid: int | Sequence[int], height: int, width: int) -> tuple[int, in
         except (TypeError, ValueError):
             raise UserError(f"The patch grid must be a number or a pair (rows, cols), not {grid!r}.") from None
     if not (1 <= rows <= height and 1 <= cols <= width):
-        raise UserError(f"The patch grid must have between 1 and {height} rows and 1 and {width} columns for a "
-                        f"{width}x{height} model input (got {rows}x{cols}).")
+        raise UserError(
+            f"The patch grid must have between 1 and {height} rows and 1 and {width} columns for a "
+            f"{width}x{height} model input (got {rows}x{cols})."
+        )
     return rows, cols
 
 

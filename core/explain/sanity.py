@@ -25,8 +25,16 @@ SCOPES = ("head", "all")
 PASS_BELOW = 0.5  # rank correlation under which the map is said to depend on the learned weights
 
 
-def randomization_check(explainer, text, method: str = "ig", target: int | str | None = None, scope: str = "head",
-                        seed: int = 0, top_k: int = 3, **params) -> dict[str, Any]:
+def randomization_check(
+    explainer,
+    text,
+    method: str = "ig",
+    target: int | str | None = None,
+    scope: str = "head",
+    seed: int = 0,
+    top_k: int = 3,
+    **params,
+) -> dict[str, Any]:
     """Compare `method`'s map for `text` on the trained model and on a randomised copy.
 
     `explainer` is a `TextExplainer` or an `ImageExplainer` (then `text` is an image and `grid=` may be
@@ -42,8 +50,11 @@ def randomization_check(explainer, text, method: str = "ig", target: int | str |
         raise UserError(f"The randomisation scope must be one of {', '.join(SCOPES)} (got {scope!r}).")
     original = explainer.explain(text, method, target, **params)
     if len(original.units) < 3:
-        what = "pick a finer grid: a rank correlation needs at least 3 patches" if original.modality == "patches" else \
-            "type a longer text: a rank correlation needs at least 3 tokens"
+        what = (
+            "pick a finer grid: a rank correlation needs at least 3 patches"
+            if original.modality == "patches"
+            else "type a longer text: a rank correlation needs at least 3 tokens"
+        )
         raise UserError(what[0].upper() + what[1:] + ".")
     twin = explainer.with_model(randomized_copy(explainer.model, scope, seed))
     randomized = twin.explain(text, method, original.target, **params)
@@ -132,9 +143,14 @@ def verdict(original: Explanation, rho: float, rho_abs: float, overlap: float, k
     what = "the classifier head" if scope == "head" else "every layer"
     figures = f"rank correlation {rho:+.2f}, of magnitudes {rho_abs:+.2f}, top-{k} overlap {overlap:.0%}"
     if abs(rho) < PASS_BELOW and abs(rho_abs) < PASS_BELOW:
-        return (f"After re-initialising {what}, the {original.method} map changed a lot ({figures}): it depends on "
-                "the learned weights there, as a faithful explanation should.")
+        return (
+            f"After re-initialising {what}, the {original.method} map changed a lot ({figures}): it depends on "
+            "the learned weights there, as a faithful explanation should."
+        )
     flipped = " apart from its sign" if rho <= -PASS_BELOW else ""
-    where = (" The evidence may live in the encoder below the head: re-initialise every layer to test the whole model."
-             if scope == "head" else " It may show properties of the text rather than what the model learned (Adebayo et al., 2018).")
+    where = (
+        " The evidence may live in the encoder below the head: re-initialise every layer to test the whole model."
+        if scope == "head"
+        else " It may show properties of the text rather than what the model learned (Adebayo et al., 2018)."
+    )
     return f"After re-initialising {what}, the {original.method} map barely changed{flipped} ({figures}).{where}"

@@ -20,25 +20,36 @@ class TagExplainer(TextExplainer):
         self.position: int | None = None  # the word's first word piece in the last encoded sentence
 
     @classmethod
-    def from_stage(cls, stage, word: int | None = None) -> "TagExplainer":
+    def from_stage(cls, stage, word: int | None = None) -> TagExplainer:
         """The explainer of word `word`'s tag under one opened stage of a NER run (`core.stages.open_stage`)."""
         if word is None:
             raise UserError(f"Run {stage.run.id} is a named-entity run: say which word's tag to explain.")
-        return cls(stage.model, stage.preprocessor, word, stage.label_names, stage.max_length,
-                   name=f"{stage.run.name} ({stage.run.id}, {stage.stage})")
+        return cls(
+            stage.model,
+            stage.preprocessor,
+            word,
+            stage.label_names,
+            stage.max_length,
+            name=f"{stage.run.name} ({stage.run.id}, {stage.stage})",
+        )
 
     def encode(self, text: str) -> EncodedText:
         import torch
 
         words = text.split()
         if not 0 <= self.word_index < len(words):
-            raise UserError(f"There is no word {self.word_index} in a sentence of {len(words)} words; pick a word of the sentence.")
-        encoding = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.max_length,
-                                  return_special_tokens_mask=True)
+            raise UserError(
+                f"There is no word {self.word_index} in a sentence of {len(words)} words; pick a word of the sentence."
+            )
+        encoding = self.tokenizer(
+            words, is_split_into_words=True, truncation=True, max_length=self.max_length, return_special_tokens_mask=True
+        )
         word_ids = encoding.word_ids()
         if self.word_index not in word_ids:
-            raise UserError(f"Word {self.word_index} ('{words[self.word_index]}') was cut off at the max length of "
-                            f"{self.max_length} tokens; pick an earlier word.")
+            raise UserError(
+                f"Word {self.word_index} ('{words[self.word_index]}') was cut off at the max length of "
+                f"{self.max_length} tokens; pick an earlier word."
+            )
         self.position = word_ids.index(self.word_index)
         ids = encoding["input_ids"]
         types = encoding.get("token_type_ids")

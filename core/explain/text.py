@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.errors import UserError
 from core.explain.cache import LRUCache
 from core.explain.methods import (
-    BASELINES, AttributionMethod, Explanation, InputSpec, explain_each, get_method, internal_batch_size, methods_for,
+    BASELINES,
+    AttributionMethod,
+    Explanation,
+    InputSpec,
+    explain_each,
+    get_method,
+    internal_batch_size,
+    methods_for,
     register_input,
 )
 
@@ -46,10 +54,14 @@ def embeddings_problem(model) -> str | None:
 
 
 # Text (and a tagger's word): the word embeddings, baselines of [PAD] / [MASK] tokens or zero vectors.
-TOKENS = register_input(InputSpec(
-    modality="tokens", baselines={"baseline": ("pad", BASELINES)}, preferred={"smoothgrad": {"stdevs": 0.02}},
-    problem=embeddings_problem,
-))
+TOKENS = register_input(
+    InputSpec(
+        modality="tokens",
+        baselines={"baseline": ("pad", BASELINES)},
+        preferred={"smoothgrad": {"stdevs": 0.02}},
+        problem=embeddings_problem,
+    )
+)
 
 
 @dataclass
@@ -57,13 +69,13 @@ class EncodedText:
     """One tokenised text, batch of one. `logits` is filled by the first forward pass on it."""
 
     text: str
-    input_ids: "torch.Tensor"  # (1, L) long
-    attention_mask: "torch.Tensor"  # (1, L)
-    token_type_ids: "torch.Tensor | None"  # (1, L) or None when the model has no segments
+    input_ids: torch.Tensor  # (1, L) long
+    attention_mask: torch.Tensor  # (1, L)
+    token_type_ids: torch.Tensor | None  # (1, L) or None when the model has no segments
     tokens: list[str]  # all L tokens, special ones included
     special: list[bool]  # True for [CLS], [SEP], ... (never shown, never replaced by a baseline)
     truncated: bool  # the text had more than max_length tokens and was cut
-    logits: "torch.Tensor | None" = None  # (C,)
+    logits: torch.Tensor | None = None  # (C,)
 
     @property
     def shown(self) -> list[int]:
@@ -80,8 +92,15 @@ class TextExplainer:
 
     modality = "tokens"
 
-    def __init__(self, model, tokenizer, label_names: Sequence[str] | None = None, max_length: int | None = None,
-                 cache_size: int = DEFAULT_CACHE_SIZE, name: str = ""):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        label_names: Sequence[str] | None = None,
+        max_length: int | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        name: str = "",
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         if label_names is None:
@@ -97,10 +116,15 @@ class TextExplainer:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_stage(cls, stage, word: int | None = None) -> "TextExplainer":
+    def from_stage(cls, stage, word: int | None = None) -> TextExplainer:
         """The explainer of one opened stage of a text classification run (`core.stages.open_stage`)."""
-        return cls(stage.model, stage.preprocessor, stage.label_names, stage.max_length,
-                   name=f"{stage.run.name} ({stage.run.id}, {stage.stage})")
+        return cls(
+            stage.model,
+            stage.preprocessor,
+            stage.label_names,
+            stage.max_length,
+            name=f"{stage.run.name} ({stage.run.id}, {stage.stage})",
+        )
 
     def __repr__(self) -> str:
         return f"TextExplainer({self.name or type(self.model).__name__}, labels={self.label_names}, max_length={self.max_length})"
@@ -119,13 +143,19 @@ class TextExplainer:
         parts = []
         with self._lock, torch.no_grad():
             for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                batch = self.tokenizer(
+                    texts[start : start + batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 parts.append(self.model(**batch).logits.float().softmax(-1).cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, len(self.label_names)), dtype=np.float32)
 
-    def explain(self, text: str, method: str = "ig", target: int | str | None = None, merge_words: bool = False,
-                **params) -> Explanation:
+    def explain(
+        self, text: str, method: str = "ig", target: int | str | None = None, merge_words: bool = False, **params
+    ) -> Explanation:
         """Attribution scores for every shown token of `text` towards `target`.
 
         `target` None explains the predicted class; a string names a class; an int is its index.
@@ -151,21 +181,28 @@ class TextExplainer:
                 explanation = self._cache.put((key, True), merge_word_pieces(explanation))
             return explanation
 
-    def explain_many(self, texts: Sequence[str], method: str = "ig", target: int | str | None | Sequence = None,
-                     progress: Callable[[float, str], None] | None = None, merge_words: bool = False,
-                     **params) -> list[Explanation]:
+    def explain_many(
+        self,
+        texts: Sequence[str],
+        method: str = "ig",
+        target: int | str | Sequence | None = None,
+        progress: Callable[[float, str], None] | None = None,
+        merge_words: bool = False,
+        **params,
+    ) -> list[Explanation]:
         """`explain` for each text; `target` is one value for all, or a sequence (list, array, Series) with one per text.
 
         `progress(fraction, message)` is called after each text, e.g. to move a progress bar.
         """
-        return explain_each(lambda text, one: self.explain(text, method, one, merge_words=merge_words, **params),
-                            texts, target, progress, "texts")
+        return explain_each(
+            lambda text, one: self.explain(text, method, one, merge_words=merge_words, **params), texts, target, progress, "texts"
+        )
 
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""
         return {key: method.applies_to(self.model) for key, method in methods_for(self.modality).items()}
 
-    def with_model(self, model, cache_size: int = 0) -> "TextExplainer":
+    def with_model(self, model, cache_size: int = 0) -> TextExplainer:
         """The same tokenizer, labels and max length around another model (e.g. a randomised copy)."""
         twin = TextExplainer(model, self.tokenizer, self.label_names, self.max_length, cache_size=cache_size, name=self.name)
         twin.run_id, twin.stage = self.run_id, self.stage
@@ -195,19 +232,19 @@ class TextExplainer:
 
     # -- the input adapter (what every method calls; see core/explain/methods.py) ----------------
 
-    def inputs(self, encoded: EncodedText) -> tuple["torch.Tensor"]:
+    def inputs(self, encoded: EncodedText) -> tuple[torch.Tensor]:
         return (self.embeddings(encoded),)
 
-    def baseline_inputs(self, encoded: EncodedText, used: dict[str, Any]) -> tuple["torch.Tensor"]:
+    def baseline_inputs(self, encoded: EncodedText, used: dict[str, Any]) -> tuple[torch.Tensor]:
         return (self.baseline_embeddings(encoded, used["baseline"]),)
 
-    def outputs(self, encoded: EncodedText, embeddings: "torch.Tensor") -> "torch.Tensor":
+    def outputs(self, encoded: EncodedText, embeddings: torch.Tensor) -> torch.Tensor:
         return self.forward(embeddings, *self.forward_args(encoded))
 
-    def remember(self, encoded: EncodedText, row: "torch.Tensor") -> None:
+    def remember(self, encoded: EncodedText, row: torch.Tensor) -> None:
         encoded.logits = row
 
-    def unit_maps(self, encoded: EncodedText, grid=None) -> tuple["torch.Tensor"]:
+    def unit_maps(self, encoded: EncodedText, grid=None) -> tuple[torch.Tensor]:
         import torch
 
         length = encoded.input_ids.shape[1]  # every position is a unit: special tokens equal their baseline
@@ -232,8 +269,9 @@ class TextExplainer:
     def encode(self, text: str) -> EncodedText:
         import torch
 
-        encoding = self.tokenizer(text, truncation=True, max_length=self.max_length, return_overflowing_tokens=True,
-                                  return_special_tokens_mask=True)
+        encoding = self.tokenizer(
+            text, truncation=True, max_length=self.max_length, return_overflowing_tokens=True, return_special_tokens_mask=True
+        )
         ids = encoding["input_ids"][0]
         device = self.device
         types = encoding.get("token_type_ids")
@@ -247,14 +285,14 @@ class TextExplainer:
             truncated=len(encoding["input_ids"]) > 1,
         )
 
-    def embeddings(self, encoded: EncodedText, ids: "torch.Tensor | None" = None) -> "torch.Tensor":
+    def embeddings(self, encoded: EncodedText, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Word embeddings (1, L, H) of the text (or of other token ids), without gradient history."""
         import torch
 
         with torch.no_grad():
             return self.model.get_input_embeddings()(encoded.input_ids if ids is None else ids).detach()
 
-    def baseline_ids(self, encoded: EncodedText, kind: str) -> "torch.Tensor":
+    def baseline_ids(self, encoded: EncodedText, kind: str) -> torch.Tensor:
         """The text's ids with every non-special token replaced by [PAD] ("pad") or [MASK] ("mask")."""
         token_id = {"pad": self.tokenizer.pad_token_id, "mask": self.tokenizer.mask_token_id}[kind]
         if token_id is None:
@@ -264,7 +302,7 @@ class TextExplainer:
             ids[0, position] = token_id
         return ids
 
-    def baseline_embeddings(self, encoded: EncodedText, kind: str) -> "torch.Tensor":
+    def baseline_embeddings(self, encoded: EncodedText, kind: str) -> torch.Tensor:
         """Baseline word embeddings (1, L, H): pad / mask tokens, or zero vectors, at every shown position."""
         if kind == "zero":
             reference = self.embeddings(encoded).clone()
@@ -275,7 +313,9 @@ class TextExplainer:
     def forward_args(self, encoded: EncodedText) -> tuple:
         return (encoded.attention_mask, encoded.token_type_ids)
 
-    def forward(self, embeddings: "torch.Tensor", attention_mask: "torch.Tensor", token_type_ids: "torch.Tensor | None" = None) -> "torch.Tensor":
+    def forward(
+        self, embeddings: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (N, C) for word embeddings (N, L, H); masks of batch 1 are broadcast to N."""
         rows = embeddings.shape[0]
         if attention_mask.shape[0] != rows:
@@ -285,7 +325,7 @@ class TextExplainer:
             extra["token_type_ids"] = token_type_ids if token_type_ids.shape[0] == rows else token_type_ids.expand(rows, -1)
         return self.model(inputs_embeds=embeddings, attention_mask=attention_mask, **extra).logits
 
-    def logits(self, encoded: EncodedText) -> "torch.Tensor":
+    def logits(self, encoded: EncodedText) -> torch.Tensor:
         """The model's logits (C,) on the text; computed once per encoded text."""
         import torch
 

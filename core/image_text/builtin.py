@@ -19,7 +19,16 @@ from PIL import ImageDraw
 from core.assets import Progress, no_progress
 from core.data.info import DatasetInfo
 from core.image_text.shapes import shapes_examples
-from core.image_text.store import CONTRASTIVE, DEFAULT_PROMPT, FUSION, PAIR_STORE_VERSION, is_current, mask_cell, pair_features, staged
+from core.image_text.store import (
+    CONTRASTIVE,
+    DEFAULT_PROMPT,
+    FUSION,
+    PAIR_STORE_VERSION,
+    is_current,
+    mask_cell,
+    pair_features,
+    staged,
+)
 from core.images.builtin import (
     CLUTTER_COLOURS,
     FASHION_MNIST_DIR,
@@ -47,8 +56,9 @@ class BuiltinPairDataset:
     extras: tuple[str, ...] = ()
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo(key=self.key, title=self.title, task=self.kind, source=self.source,
-                           description=self.description, builtin=True)
+        return DatasetInfo(
+            key=self.key, title=self.title, task=self.kind, source=self.source, description=self.description, builtin=True
+        )
 
     def is_ready(self) -> bool:
         """Whether loading needs no generation or conversion (so a page can skip a progress bar)."""
@@ -61,8 +71,13 @@ class BuiltinPairDataset:
             return target
         progress(0.0, f"Preparing the image-text dataset {self.key}")
         with staged(target.parent, self.key) as staging:
-            meta = {"key": self.key, "kind": self.kind, "source": self.source, "prompt_template": self.prompt_template,
-                    "pair_version": PAIR_STORE_VERSION}
+            meta = {
+                "key": self.key,
+                "kind": self.kind,
+                "source": self.source,
+                "prompt_template": self.prompt_template,
+                "pair_version": PAIR_STORE_VERSION,
+            }
             write_table(staging, self.records(progress), pair_features(self.extras), meta, progress, total=self.size)
             shutil.rmtree(target, ignore_errors=True)
             try:
@@ -86,8 +101,12 @@ SHAPES_SIZE = 64
 
 def shapes_caption_records(progress: Progress = no_progress) -> Iterator[dict[str, Any]]:
     for example in shapes_examples(SHAPES_ROWS, seed=SHAPES_SEED, size=SHAPES_SIZE):
-        yield {"image": png_bytes(example.image), "text": example.caption, "label": f"{example.colour} {example.shape}",
-               "mask": mask_cell(example.mask)}
+        yield {
+            "image": png_bytes(example.image),
+            "text": example.caption,
+            "label": f"{example.colour} {example.shape}",
+            "mask": mask_cell(example.mask),
+        }
 
 
 # Fashion-MNIST with captions -------------------------------------------------------------------
@@ -141,8 +160,33 @@ PLANTED_PAIRS_SEED = 11
 # Each class's evidence: the colour of the one square (planted_squares_image's classes) or a keyword.
 PLANTED_PAIR_SQUARES = {"warm": "red square", "cold": "blue square"}
 PLANTED_PAIR_KEYWORDS = {"warm": ("sunny", "scorching", "tropical"), "cold": ("icy", "frozen", "snowy")}
-NEUTRAL_WORDS = ("the", "a", "street", "table", "window", "photo", "of", "with", "near", "old", "house", "road", "chair",
-                 "people", "walk", "car", "wall", "picture", "shows", "some", "door", "quiet", "small", "open", "corner")
+NEUTRAL_WORDS = (
+    "the",
+    "a",
+    "street",
+    "table",
+    "window",
+    "photo",
+    "of",
+    "with",
+    "near",
+    "old",
+    "house",
+    "road",
+    "chair",
+    "people",
+    "walk",
+    "car",
+    "wall",
+    "picture",
+    "shows",
+    "some",
+    "door",
+    "quiet",
+    "small",
+    "open",
+    "corner",
+)
 
 
 def planted_pair(rng: random.Random, label: str) -> dict[str, Any]:
@@ -159,8 +203,14 @@ def planted_pair(rng: random.Random, label: str) -> dict[str, Any]:
     keyword = rng.choice(PLANTED_PAIR_KEYWORDS[label]) if evidence == "text" else ""
     if keyword:
         words.insert(rng.randint(0, len(words)), keyword)
-    return {"image": png_bytes(image), "text": " ".join(words), "label": label, "mask": mask_cell(mask),
-            "evidence": evidence, "keyword": keyword}
+    return {
+        "image": png_bytes(image),
+        "text": " ".join(words),
+        "label": label,
+        "mask": mask_cell(mask),
+        "evidence": evidence,
+        "keyword": keyword,
+    }
 
 
 def planted_pair_records(progress: Progress = no_progress) -> Iterator[dict[str, Any]]:
@@ -176,7 +226,7 @@ SHAPES_CAPTIONS = BuiltinPairDataset(
     title=f"Shapes with captions (synthetic, {SHAPES_ROWS:,} pairs, 12 colour-shape classes)",
     description=(
         f"Generated {SHAPES_SIZE}x{SHAPES_SIZE} images of one red, green, blue or yellow circle, square or triangle in a "
-        "corner, captioned in varied phrasing (\"a red circle in the top left\"); each keeps the shape's mask — a known "
+        'corner, captioned in varied phrasing ("a red circle in the top left"); each keeps the shape\'s mask — a known '
         "answer for cross-modal explanations. Labels (colour and shape) serve zero-shot prompts."
     ),
     source=f"generated in code (core/image_text/shapes.py, seed {SHAPES_SEED})",
@@ -191,7 +241,7 @@ FASHION_CAPTIONS = BuiltinPairDataset(
     title=f"Fashion-MNIST with captions ({FASHION_PER_CLASS * len(FASHION_MNIST_LABELS):,} pairs, 10 classes)",
     description=(
         f"{FASHION_PER_CLASS} seeded Fashion-MNIST training images per class (28x28 greyscale clothes and shoes), each "
-        "with a caption from per-class phrases and varied templates (\"product shot: an ankle boot\"), so captions are "
+        'with a caption from per-class phrases and varied templates ("product shot: an ankle boot"), so captions are '
         "more than the class name."
     ),
     source=f"Debian package dataset-fashion-mnist ({FASHION_MNIST_DIR}), captions generated in code; hub: {FASHION_MNIST_HUB_ID}",

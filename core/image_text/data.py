@@ -23,7 +23,15 @@ import pandas as pd
 
 from core.assets import Progress, no_progress
 from core.data.info import DatasetInfo
-from core.data.registry import already_exists, check_dataset_name, list_datasets, read_named_file, read_spec, registered_task, write_spec
+from core.data.registry import (
+    already_exists,
+    check_dataset_name,
+    list_datasets,
+    read_named_file,
+    read_spec,
+    registered_task,
+    write_spec,
+)
 from core.data.splits import SPLIT_NAMES
 from core.errors import UserError
 from core.image_text.builtin import BUILTIN_PAIR_DATASETS
@@ -69,21 +77,29 @@ class PairSplits(ImageSplits):
         return frame
 
 
-def load_pair_splits(dataset: str, *, kind: str, seed: int = 42, max_rows: int | None = None,
-                     progress: Progress = no_progress) -> PairSplits:
+def load_pair_splits(
+    dataset: str, *, kind: str, seed: int = 42, max_rows: int | None = None, progress: Progress = no_progress
+) -> PairSplits:
     """Seeded 80/10/10 splits of a built-in or registered pair dataset of `kind`, or of pair files named by path."""
     _checked_kind(kind)
     dataset = pair_dataset_key(dataset, kind, progress)
     folder, found = _locate(dataset, progress)
     if found != kind:
-        raise UserError(f"{dataset!r} is a {KIND_NAMES[found]}, not a {KIND_NAMES[kind]}; "
-                        f"choose one of {', '.join(info.key for info in list_pair_datasets(kind))}.")
+        raise UserError(
+            f"{dataset!r} is a {KIND_NAMES[found]}, not a {KIND_NAMES[kind]}; "
+            f"choose one of {', '.join(info.key for info in list_pair_datasets(kind))}."
+        )
     table = open_table(folder)
     meta = read_meta(folder, dataset)
     labels = table.data.column("label").to_pylist()
     rows = split_rows(labels, where=f"the image-text dataset {dataset!r}", source=meta["source"], seed=seed, max_rows=max_rows)
-    return PairSplits(label_names=sorted(set(labels) - {""}), prompt_template=meta["prompt_template"], source=meta["source"],
-                      dataset=dataset, **{name: table.select(rows[name]) for name in SPLIT_NAMES})
+    return PairSplits(
+        label_names=sorted(set(labels) - {""}),
+        prompt_template=meta["prompt_template"],
+        source=meta["source"],
+        dataset=dataset,
+        **{name: table.select(rows[name]) for name in SPLIT_NAMES},
+    )
 
 
 def open_pair_record(ref: str) -> dict[str, Any]:
@@ -93,11 +109,17 @@ def open_pair_record(ref: str) -> dict[str, Any]:
         raise UserError(f"{ref!r} does not name a pair of a dataset; references look like 'shapes-captions#12'.")
     table = open_table(_locate(dataset)[0])
     if int(row) >= len(table):
-        raise UserError(f"The image-text dataset {dataset!r} has {len(table):,} pairs, so {ref!r} names none; "
-                        "the dataset may have been uploaded again since the run.")
+        raise UserError(
+            f"The image-text dataset {dataset!r} has {len(table):,} pairs, so {ref!r} names none; "
+            "the dataset may have been uploaded again since the run."
+        )
     stored = table[int(row)]
-    record = {"image": stored["image"], "text": stored["text"], "label": stored["label"],
-              "mask": np.asarray(stored["mask"]) > 0 if stored.get("mask") is not None else None}
+    record = {
+        "image": stored["image"],
+        "text": stored["text"],
+        "label": stored["label"],
+        "mask": np.asarray(stored["mask"]) > 0 if stored.get("mask") is not None else None,
+    }
     return record | {name: stored[name] for name in ("evidence", "keyword") if name in stored}
 
 
@@ -151,27 +173,43 @@ def _locate(dataset: str, progress: Progress = no_progress) -> tuple[Path, str]:
     if kind is not None:
         return _files_folder() / dataset, kind
     known = ", ".join(info.key for each in KIND_NAMES for info in list_pair_datasets(each))
-    raise UserError(f"There is no image-text dataset called {dataset!r}; choose one of {known}, give the paths of a CSV "
-                    "and a zip of images as 'captions.csv + images.zip', or upload them on the Data page.")
+    raise UserError(
+        f"There is no image-text dataset called {dataset!r}; choose one of {known}, give the paths of a CSV "
+        "and a zip of images as 'captions.csv + images.zip', or upload them on the Data page."
+    )
 
 
-def register_pair_dataset(name: str, kind: str, zip_filename: str, zip_data: bytes, csv_filename: str, csv_data: bytes,
-                          progress: Progress = no_progress) -> DatasetInfo:
+def register_pair_dataset(
+    name: str, kind: str, zip_filename: str, zip_data: bytes, csv_filename: str, csv_data: bytes, progress: Progress = no_progress
+) -> DatasetInfo:
     """Check a zip of images and a CSV of pairs fully, then store them as datasets/<name>/ (nothing is written before)."""
     _checked_kind(kind)
     check_sizes(((zip_filename, len(zip_data)), (csv_filename, len(csv_data))))
     key = check_dataset_name(name)
     upload = checked_pairs(kind, zip_filename, zip_data, csv_filename, csv_data)
-    source = (f"uploaded {upload.meta['original_filename']} with pairs from {upload.meta['csv_filename']} "
-              f"(workspace/datasets/{key}/{TABLE_FOLDER}/{DATA_FILE})")
+    source = (
+        f"uploaded {upload.meta['original_filename']} with pairs from {upload.meta['csv_filename']} "
+        f"(workspace/datasets/{key}/{TABLE_FOLDER}/{DATA_FILE})"
+    )
     spec = {  # every kind's spec fields; the registry lists it under its task
-        "name": key, "file": f"{TABLE_FOLDER}/{DATA_FILE}", "text_column": REQUIRED_COLUMNS[kind][1], "label_column": "label",
-        "original_filename": upload.meta["original_filename"], "rows": len(upload.records),
-        "registered_at": datetime.now(UTC).isoformat(timespec="seconds"), "task": kind,
+        "name": key,
+        "file": f"{TABLE_FOLDER}/{DATA_FILE}",
+        "text_column": REQUIRED_COLUMNS[kind][1],
+        "label_column": "label",
+        "original_filename": upload.meta["original_filename"],
+        "rows": len(upload.records),
+        "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": kind,
     }
     with staged(datasets_dir(), key) as staging:
-        write_table(staging / TABLE_FOLDER, upload.records, pair_features(), {"key": key, "source": source, **upload.meta},
-                    progress, total=len(upload.records))
+        write_table(
+            staging / TABLE_FOLDER,
+            upload.records,
+            pair_features(),
+            {"key": key, "source": source, **upload.meta},
+            progress,
+            total=len(upload.records),
+        )
         write_spec(staging, spec)
         try:
             staging.rename(datasets_dir() / key)  # fails if another save claimed the name meanwhile
@@ -193,16 +231,20 @@ def pair_files_key(dataset: str, kind: str, progress: Progress = no_progress) ->
     archive, table = named
     header = ",".join(REQUIRED_COLUMNS[_checked_kind(kind)])
     if table is None:
-        raise UserError(f"A zip alone is not an image-text dataset; name the CSV of pairs ({header}) with it, "
-                        f"as 'pairs.csv + {archive.name}'.")
+        raise UserError(
+            f"A zip alone is not an image-text dataset; name the CSV of pairs ({header}) with it, "
+            f"as 'pairs.csv + {archive.name}'."
+        )
     zip_data, csv_data = read_named_file(archive), read_named_file(table)
     key = FILE_KEY_PREFIX + checksum(kind.encode(), zip_data, csv_data)
     target = _files_folder() / key
     if not is_current(target):
         check_sizes(((archive.name, len(zip_data)), (table.name, len(csv_data))))
         upload = checked_pairs(kind, archive.name, zip_data, table.name, csv_data)
-        source = (f"file {archive.resolve()} with pairs from {table.resolve()} "
-                  f"(stored as workspace/cache/image_text/{FILES_FOLDER}/{key})")
+        source = (
+            f"file {archive.resolve()} with pairs from {table.resolve()} "
+            f"(stored as workspace/cache/image_text/{FILES_FOLDER}/{key})"
+        )
         meta = {"key": key, "source": source, "pair_version": PAIR_STORE_VERSION, **upload.meta}
         with staged(target.parent, key) as staging:
             write_table(staging, upload.records, pair_features(), meta, progress, total=len(upload.records))
@@ -241,12 +283,17 @@ def registered_pair_info(name: str) -> DatasetInfo:
     try:
         meta = json.loads((folder / TABLE_FOLDER / META_FILE).read_text(encoding="utf-8"))
         names = meta["label_names"]
-        classes = (f"{len(names)} classes ({', '.join(names[:6])}{'…' if len(names) > 6 else ''})" if names else "no labels")
+        classes = f"{len(names)} classes ({', '.join(names[:6])}{'…' if len(names) > 6 else ''})" if names else "no labels"
         dropped = meta["duplicates_dropped"]
-        description = (f"{meta['rows']:,} pairs of {meta['images']:,} images, {classes}, uploaded from "
-                       f"{meta['original_filename']} with {meta['csv_filename']}; "
-                       + (f"{dropped:,} duplicate lines dropped." if dropped else "no duplicate lines."))
+        description = (
+            f"{meta['rows']:,} pairs of {meta['images']:,} images, {classes}, uploaded from "
+            f"{meta['original_filename']} with {meta['csv_filename']}; "
+            + (f"{dropped:,} duplicate lines dropped." if dropped else "no duplicate lines.")
+        )
         source = meta["source"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        description, source = f"The description of this dataset is damaged ({type(error).__name__}); delete {folder} and upload it again.", str(folder)
+        description, source = (
+            f"The description of this dataset is damaged ({type(error).__name__}); delete {folder} and upload it again.",
+            str(folder),
+        )
     return DatasetInfo(key=name, title=name, task=kind, source=source, description=description, builtin=False)

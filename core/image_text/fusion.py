@@ -64,7 +64,9 @@ class FusionClassifier(nn.Module):
         text = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             text["token_type_ids"] = token_type_ids
-        logits = self.classifier(self.dropout(self.fuse(image_embeddings(self.encoder, pixel_values), text_embeddings(self.encoder, **text))))
+        logits = self.classifier(
+            self.dropout(self.fuse(image_embeddings(self.encoder, pixel_values), text_embeddings(self.encoder, **text)))
+        )
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -81,7 +83,7 @@ class FusionClassifier(nn.Module):
         (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
     @classmethod
-    def from_pretrained(cls, folder) -> "FusionClassifier":
+    def from_pretrained(cls, folder) -> FusionClassifier:
         from safetensors.torch import load_file
 
         from core.image_text.models import load_dual_encoder

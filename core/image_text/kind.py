@@ -17,16 +17,22 @@ PREVIEW_PAIRS = 12  # the Data page's preview size
 
 def add_pairs(kind: str, files: DatasetFiles) -> DatasetInfo:
     """A CSV of pairs (`file`) and the zip of images it names (`images`, required for pairs)."""
-    return register_pair_dataset(files.name, kind, files.images.name, read_named_file(files.images),
-                                 files.file.name, read_named_file(files.file))
+    return register_pair_dataset(
+        files.name, kind, files.images.name, read_named_file(files.images), files.file.name, read_named_file(files.file)
+    )
 
 
 def show_pairs(kind: str, name: str) -> dict[str, Any]:
     splits = load_pair_splits(name, kind=kind)
     train = splits.frame("train").head(PREVIEW_PAIRS)
-    return {"source": splits.source, "rows": splits.sizes(), "classes": splits.label_names,
-            "balance": split_counts(splits.class_balance(), "label") if splits.label_names else {},
-            "prompt_template": splits.prompt_template, "preview": train[["image", "text", "label"]].to_dict("records")}
+    return {
+        "source": splits.source,
+        "rows": splits.sizes(),
+        "classes": splits.label_names,
+        "balance": split_counts(splits.class_balance(), "label") if splits.label_names else {},
+        "prompt_template": splits.prompt_template,
+        "preview": train[["image", "text", "label"]].to_dict("records"),
+    }
 
 
 def pair_preview(preview: list[dict[str, str]]) -> list[str]:

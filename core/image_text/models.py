@@ -140,8 +140,13 @@ def apply_tower_modes(model, modes: dict[str, str], lora: dict[str, Any]):
             tower_names = [name for name, module in model.named_modules() if tower_of(name + ".") == tower]
             found = [target for target in lora["targets"] if any(name.split(".")[-1] == target for name in tower_names)]
             if not found:
-                layers = sorted({name.split(".")[-1] for name, module in model.named_modules()
-                                 if tower_of(name + ".") == tower and isinstance(module, (nn.Linear, nn.Conv2d))})
+                layers = sorted(
+                    {
+                        name.split(".")[-1]
+                        for name, module in model.named_modules()
+                        if tower_of(name + ".") == tower and isinstance(module, (nn.Linear, nn.Conv2d))
+                    }
+                )
                 raise UserError(
                     f"None of the LoRA target modules ({', '.join(lora['targets'])}) is in the {tower} tower; its linear and "
                     f"convolution layers are named: {', '.join(layers[:20])}. Add one to the LoRA targets, or train or freeze "
@@ -149,8 +154,9 @@ def apply_tower_modes(model, modes: dict[str, str], lora: dict[str, Any]):
                 )
             targets += [rf"(.*\.)?{prefix}\..*\.{target}" for target in found]  # a fusion model nests the towers in `encoder`
         pattern = "^(" + "|".join(targets) + ")$"
-        inject_adapter_in_model(LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                           target_modules=pattern), model)
+        inject_adapter_in_model(
+            LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=pattern), model
+        )
     for name, parameter in model.named_parameters():
         mode = modes.get(tower_of(name) or "", "train")
         parameter.requires_grad = mode == "train" or (mode == "lora" and "lora_" in name)
@@ -180,5 +186,6 @@ def parameter_groups(model, base_lr: float, tower_lrs: dict[str, float], weight_
         lr = (tower_lrs.get(tower) or base_lr) if tower else base_lr
         decays = parameter.ndim >= 2 and "norm" not in name.lower()
         groups.setdefault((lr, decays), []).append(parameter)
-    return [{"params": params, "lr": lr, "weight_decay": weight_decay if decays else 0.0}
-            for (lr, decays), params in groups.items()]
+    return [
+        {"params": params, "lr": lr, "weight_decay": weight_decay if decays else 0.0} for (lr, decays), params in groups.items()
+    ]

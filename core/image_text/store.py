@@ -33,12 +33,21 @@ VALIDATION_FRACTION = TEST_FRACTION = 0.1
 DEFAULT_PROMPT = "a photo of a {label}"
 
 
-def split_rows(labels: list[str], *, where: str, source: str, seed: int = 42, max_rows: int | None = None) -> dict[str, list[int]]:
+def split_rows(
+    labels: list[str], *, where: str, source: str, seed: int = 42, max_rows: int | None = None
+) -> dict[str, list[int]]:
     """Row numbers per split: stratified by label (make_splits' checks) when labelled, else a seeded random split."""
     frame = pd.DataFrame({"text": [str(row) for row in range(len(labels))], "label": labels})
     if any(labels):
-        splits = make_splits(frame, where=where, source=source, seed=seed, validation_fraction=VALIDATION_FRACTION,
-                             test_fraction=TEST_FRACTION, max_rows=max_rows)
+        splits = make_splits(
+            frame,
+            where=where,
+            source=source,
+            seed=seed,
+            validation_fraction=VALIDATION_FRACTION,
+            test_fraction=TEST_FRACTION,
+            max_rows=max_rows,
+        )
         parts = {name: splits.split(name) for name in SPLIT_NAMES}
     else:
         # One shared (empty) label makes the per-class split a plain seeded shuffle with the same rounding.
@@ -60,8 +69,10 @@ def read_meta(folder: Path, dataset: str) -> dict[str, Any]:
     try:
         return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise UserError(f"The description {folder / META_FILE} of the image-text dataset {dataset!r} is damaged "
-                        f"({type(error).__name__}); delete that folder and load or upload the dataset again.") from None
+        raise UserError(
+            f"The description {folder / META_FILE} of the image-text dataset {dataset!r} is damaged "
+            f"({type(error).__name__}); delete that folder and load or upload the dataset again."
+        ) from None
 
 
 def pair_features(extras: Iterable[str] = ()):

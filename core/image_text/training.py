@@ -17,11 +17,15 @@ def check_pair_config(config: RunConfig, kind: str) -> None:
 
     if not is_pair_dataset(config.dataset, kind):
         known = ", ".join(info.key for info in list_pair_datasets(kind))
-        raise UserError(f"There is no image-text dataset '{config.dataset}' for this task. Choose one of {known}, "
-                        "or upload a CSV with a zip of images on the Data page (Image + text).")
+        raise UserError(
+            f"There is no image-text dataset '{config.dataset}' for this task. Choose one of {known}, "
+            "or upload a CSV with a zip of images on the Data page (Image + text)."
+        )
     if config.strategy != "full":
-        raise UserError("Image-text tasks choose what trains per tower: set the vision tower and the text tower to train, "
-                        "freeze or lora, and leave the strategy at full.")
+        raise UserError(
+            "Image-text tasks choose what trains per tower: set the vision tower and the text tower to train, "
+            "freeze or lora, and leave the strategy at full."
+        )
     if config.adversarial != "none":
         raise UserError("Adversarial training is not available for image-text tasks yet; set adversarial to none.")
 
@@ -63,8 +67,9 @@ def pair_processor_for(image_processor, tokenizer):
     return pair_processor(image_processor, tokenizer)
 
 
-def encode_pairs(split, image_processor, tokenizer, config: RunConfig, label_ids: dict[str, int], augmenting: bool,
-                 with_caption_groups: bool):
+def encode_pairs(
+    split, image_processor, tokenizer, config: RunConfig, label_ids: dict[str, int], augmenting: bool, with_caption_groups: bool
+):
     """Rows of (pixel_values, input_ids, attention_mask, labels) made on the fly from the stored pairs.
 
     `labels` is the class id for fusion. For alignment it is [caption group, class id]: the group

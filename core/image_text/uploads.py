@@ -44,13 +44,21 @@ def checked_pairs(kind: str, zip_filename: str, zip_data: bytes, csv_filename: s
         if member not in images:
             images[member] = read_image(archive, members[member], member, original)
     records = [{"image": images[member], "text": text, "label": label} for member, text, label in pairs]
-    meta = {"kind": kind, "prompt_template": DEFAULT_PROMPT, "label_names": sorted(set(labels) - {""}), "images": len(images),
-            "duplicates_dropped": dropped, "original_filename": original, "csv_filename": csv_name}
+    meta = {
+        "kind": kind,
+        "prompt_template": DEFAULT_PROMPT,
+        "label_names": sorted(set(labels) - {""}),
+        "images": len(images),
+        "duplicates_dropped": dropped,
+        "original_filename": original,
+        "csv_filename": csv_name,
+    }
     return CheckedPairs(records=records, meta=meta)
 
 
 def _member_lookup(members: dict[str, Any]) -> dict[str, str]:
-    """CSV path -> zip member: the path inside the zip, or the path below the folder every image sits in (photos/1.jpg as 1.jpg)."""
+    """CSV path -> zip member: the path inside the zip, or the path below the folder every image sits in
+    (photos/1.jpg as 1.jpg)."""
     folders = [PurePosixPath(name).parts[:-1] for name in members]
     depth = 0
     while all(len(parts) > depth for parts in folders) and len({parts[depth] for parts in folders}) == 1:
@@ -59,8 +67,9 @@ def _member_lookup(members: dict[str, Any]) -> dict[str, str]:
     return lookup | {name: name for name in members}
 
 
-def _pairs_from_csv(csv_data: bytes, csv_name: str, kind: str, lookup: dict[str, str],
-                    original: str) -> tuple[list[tuple[str, str, str]], int]:
+def _pairs_from_csv(
+    csv_data: bytes, csv_name: str, kind: str, lookup: dict[str, str], original: str
+) -> tuple[list[tuple[str, str, str]], int]:
     """(zip member, text, label) per distinct CSV line, and how many exact duplicate lines were dropped."""
     table = _read_csv(csv_data, csv_name, kind)
     columns = {str(column).strip().lower(): column for column in table.columns}
@@ -70,7 +79,9 @@ def _pairs_from_csv(csv_data: bytes, csv_name: str, kind: str, lookup: dict[str,
     for line, (path, text, label) in enumerate(zip(table[columns[image_column]], table[columns[text_column]], labels), start=2):
         wanted = path.strip().replace("\\", "/").removeprefix("./")
         if not wanted:
-            raise UserError(f"Line {line} of {csv_name} has no image path; write the image's path inside {original} or delete the line.")
+            raise UserError(
+                f"Line {line} of {csv_name} has no image path; write the image's path inside {original} or delete the line."
+            )
         if wanted not in lookup:
             missing.append((line, path))
             continue
@@ -78,26 +89,36 @@ def _pairs_from_csv(csv_data: bytes, csv_name: str, kind: str, lookup: dict[str,
         if not text:
             raise UserError(f"Line {line} of {csv_name} ({path!r}) has an empty {text_column}; write one or delete the line.")
         if "label" in columns and not label:
-            raise UserError(f"Line {line} of {csv_name} ({path!r}) has no label; fill it in or delete the line"
-                            + (", or drop the label column." if kind == CONTRASTIVE else "."))
+            raise UserError(
+                f"Line {line} of {csv_name} ({path!r}) has no label; fill it in or delete the line"
+                + (", or drop the label column." if kind == CONTRASTIVE else ".")
+            )
         pair = (lookup[wanted], text)
         if pair in seen:
             first_line, first_label = seen[pair]
             if first_label != label:
-                raise UserError(f"Lines {first_line} and {line} of {csv_name} give {path!r} the same {text_column} but the labels "
-                                f"{first_label!r} and {label!r}; keep the line with the right label.")
+                raise UserError(
+                    f"Lines {first_line} and {line} of {csv_name} give {path!r} the same {text_column} but the labels "
+                    f"{first_label!r} and {label!r}; keep the line with the right label."
+                )
             continue
         seen[pair] = (line, label)
         pairs.append((lookup[wanted], text, label))
     if missing:
         line, path = missing[0]
-        what = (f"Line {line} of {csv_name} names {path!r}, which is not an image in {original}" if len(missing) == 1 else
-                f"{len(missing)} lines of {csv_name} name images that are not in {original}, the first line {line} ({path!r})")
+        what = (
+            f"Line {line} of {csv_name} names {path!r}, which is not an image in {original}"
+            if len(missing) == 1
+            else f"{len(missing)} lines of {csv_name} name images that are not in {original}, the first line {line} ({path!r})"
+        )
         raise UserError(f"{what}; write each path as it appears inside the zip (folder/name.jpg).")
     dropped = len(table) - len(pairs)
     if len(pairs) < MIN_PAIRS:
-        raise UserError(f"{csv_name} has {len(pairs)} distinct pairs" + (f" ({dropped} duplicate lines dropped)" if dropped else "")
-                        + f", fewer than the {MIN_PAIRS} needed to fill train, validation and test; add more lines.")
+        raise UserError(
+            f"{csv_name} has {len(pairs)} distinct pairs"
+            + (f" ({dropped} duplicate lines dropped)" if dropped else "")
+            + f", fewer than the {MIN_PAIRS} needed to fill train, validation and test; add more lines."
+        )
     return pairs, dropped
 
 
@@ -106,10 +127,14 @@ def _read_csv(csv_data: bytes, csv_name: str, kind: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(io.BytesIO(csv_data), dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise UserError(f"{csv_name} could not be read as a CSV ({error}); save it as UTF-8 CSV with the header row {header}.") from None
+        raise UserError(
+            f"{csv_name} could not be read as a CSV ({error}); save it as UTF-8 CSV with the header row {header}."
+        ) from None
     present = {str(column).strip().lower() for column in table.columns}
     lacking = [column for column in REQUIRED_COLUMNS[kind] if column not in present]
     if lacking:
-        raise UserError(f"{csv_name} lacks the column{'s' if len(lacking) > 1 else ''} {', '.join(lacking)} (it has "
-                        f"{', '.join(map(str, table.columns)) or 'none'}); name the header row {header}.")
+        raise UserError(
+            f"{csv_name} lacks the column{'s' if len(lacking) > 1 else ''} {', '.join(lacking)} (it has "
+            f"{', '.join(map(str, table.columns)) or 'none'}); name the header row {header}."
+        )
     return table

@@ -52,7 +52,9 @@ class AugmentParams:
         """Every out-of-range value, as sentences (empty when usable)."""
         found = []
         if not 0.05 <= self.crop_scale <= 1:
-            found.append(f"The crop scale is the smallest share of the image a crop keeps, between 0.05 and 1 (got {self.crop_scale}).")
+            found.append(
+                f"The crop scale is the smallest share of the image a crop keeps, between 0.05 and 1 (got {self.crop_scale})."
+            )
         if not 0 <= self.flip <= 1:
             found.append(f"The flip probability must be between 0 and 1 (got {self.flip}).")
         if not 0 <= self.rotation <= 180:
@@ -82,8 +84,11 @@ def augment(image: Image.Image, params: AugmentParams, rng: np.random.Generator)
     if params.rotation > 0:
         angle = float(rng.uniform(-params.rotation, params.rotation))
         out = out.rotate(angle, resample=Image.Resampling.BILINEAR)
-    for strength, enhancer in ((params.brightness, ImageEnhance.Brightness), (params.contrast, ImageEnhance.Contrast),
-                               (params.saturation, ImageEnhance.Color)):
+    for strength, enhancer in (
+        (params.brightness, ImageEnhance.Brightness),
+        (params.contrast, ImageEnhance.Contrast),
+        (params.saturation, ImageEnhance.Color),
+    ):
         if strength > 0:
             out = enhancer(out).enhance(float(rng.uniform(1 - strength, 1 + strength)))
     return out.copy() if out is image else out
@@ -97,8 +102,8 @@ def random_resized_crop(image: Image.Image, min_scale: float, rng: np.random.Gen
     for _ in range(10):
         target = area * rng.uniform(min_scale, 1.0)
         ratio = math.exp(rng.uniform(log_low, log_high))
-        w = int(round(math.sqrt(target * ratio)))
-        h = int(round(math.sqrt(target / ratio)))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             left = int(rng.integers(0, width - w + 1))
             top = int(rng.integers(0, height - h + 1))

@@ -13,14 +13,15 @@ import json
 import random
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from core.assets import no_progress, PipAsset, prepare, Progress, sha256_of
+from core.assets import PipAsset, Progress, no_progress, prepare, sha256_of
 from core.data.info import DatasetInfo
 from core.errors import UserError
 from core.images.store import IMAGE_CLASSIFICATION, META_FILE, STORE_VERSION, image_features, png_bytes, write_table
@@ -43,8 +44,14 @@ class BuiltinImageDataset:
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo(key=self.key, title=self.title, task=IMAGE_CLASSIFICATION, source=self.source,
-                           description=self.description, builtin=True)
+        return DatasetInfo(
+            key=self.key,
+            title=self.title,
+            task=IMAGE_CLASSIFICATION,
+            source=self.source,
+            description=self.description,
+            builtin=True,
+        )
 
     def is_ready(self) -> bool:
         """Whether loading needs no download or conversion (so a page can skip a progress bar)."""
@@ -65,9 +72,14 @@ class BuiltinImageDataset:
         staging.chmod(0o755)  # mkdtemp makes it private; the stored dataset is an ordinary folder
         try:
             progress(0.0, f"Preparing the image dataset {self.key}")
-            write_table(staging, self.records(progress), image_features(self.with_bbox, self.official_split),
-                        {"key": self.key, "source": self.source, "official_split": self.official_split, **self.extra_meta},
-                        progress, total=self.size)
+            write_table(
+                staging,
+                self.records(progress),
+                image_features(self.with_bbox, self.official_split),
+                {"key": self.key, "source": self.source, "official_split": self.official_split, **self.extra_meta},
+                progress,
+                total=self.size,
+            )
             shutil.rmtree(target, ignore_errors=True)
             try:
                 staging.rename(target)
@@ -104,14 +116,20 @@ def fashion_mnist_records(progress: Progress = no_progress) -> Iterator[dict[str
         )
     for name, expected in FASHION_MNIST_FILES.items():
         if sha256_of(folder / name) != expected:
-            raise UserError(f"The Fashion-MNIST file {folder / name} failed its checksum; reinstall it with "
-                            "`apt-get install --reinstall dataset-fashion-mnist`.")
+            raise UserError(
+                f"The Fashion-MNIST file {folder / name} failed its checksum; reinstall it with "
+                "`apt-get install --reinstall dataset-fashion-mnist`."
+            )
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
         labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
         for pixels, label in zip(images, labels):
             # Stored greyscale (a third of the bytes); the image feature decodes it as RGB.
-            yield {"image": png_bytes(Image.fromarray(pixels, mode="L")), "label": FASHION_MNIST_LABELS[int(label)], "split": split}
+            yield {
+                "image": png_bytes(Image.fromarray(pixels, mode="L")),
+                "label": FASHION_MNIST_LABELS[int(label)],
+                "split": split,
+            }
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -119,7 +137,7 @@ def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as handle:
         data = handle.read()
     dimensions = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dimensions))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dimensions).reshape(shape)
 
 
@@ -152,8 +170,10 @@ def textile_records(progress: Progress = no_progress) -> Iterator[dict[str, Any]
         manifest.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
         contents.append((path.parent.name, path))
     if len(files) != 2000 or manifest.hexdigest() != TEXTILE_MANIFEST_SHA256:
-        raise UserError(f"The textile images in {folder} are incomplete or changed ({len(files)} files); delete that folder "
-                        "and load the dataset again.")
+        raise UserError(
+            f"The textile images in {folder} are incomplete or changed ({len(files)} files); delete that folder "
+            "and load the dataset again."
+        )
     for folder_name, path in contents:
         yield {"image": path.read_bytes(), "label": TEXTILE_LABELS[folder_name]}
 
@@ -185,8 +205,9 @@ PLANTED_SQUARE_COLOURS = {"red square": (220, 30, 30), "blue square": (30, 60, 2
 CLUTTER_COLOURS = [(40, 160, 60), (90, 200, 90), (230, 210, 40), (200, 200, 200), (70, 70, 70), (245, 245, 245), (20, 110, 40)]
 
 
-def planted_squares_image(rng: random.Random, label: str, size: int = PLANTED_SQUARES_SIZE,
-                          side: int = PLANTED_SQUARE_SIDE) -> tuple[Image.Image, list[int]]:
+def planted_squares_image(
+    rng: random.Random, label: str, size: int = PLANTED_SQUARES_SIZE, side: int = PLANTED_SQUARE_SIDE
+) -> tuple[Image.Image, list[int]]:
     """One image: noisy grey background, 3-6 green/yellow/grey circles and lines, and one square of the
     class colour placed anywhere (drawn last, fully visible). Returns the image and the square's
     [x0, y0, x1, y1] (end exclusive)."""
@@ -206,8 +227,9 @@ def planted_squares_image(rng: random.Random, label: str, size: int = PLANTED_SQ
     return image, [x0, y0, x0 + side, y0 + side]
 
 
-def planted_squares_records(progress: Progress = no_progress, rows: int = PLANTED_SQUARES_ROWS,
-                            seed: int = PLANTED_SQUARES_SEED) -> Iterator[dict[str, Any]]:
+def planted_squares_records(
+    progress: Progress = no_progress, rows: int = PLANTED_SQUARES_ROWS, seed: int = PLANTED_SQUARES_SEED
+) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
     labels = sorted(PLANTED_SQUARE_COLOURS)
     for index in range(rows):

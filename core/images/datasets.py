@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from core.assets import no_progress, Progress
+from core.assets import Progress, no_progress
 from core.data.info import DatasetInfo
 from core.data.registry import already_exists, check_dataset_name, list_datasets, read_named_file, registered_task
 from core.data.splits import SPLIT_NAMES, make_splits
@@ -110,8 +110,10 @@ def open_record(ref: str, progress: Progress = no_progress) -> dict[str, Any]:
         raise UserError(f"{ref!r} does not name an image of a dataset; references look like 'digits#12'.")
     table = stored_table(dataset, progress)
     if int(row) >= len(table):
-        raise UserError(f"The image dataset {dataset!r} has {len(table):,} images, so {ref!r} names none; "
-                        "the dataset may have been uploaded again since the run.")
+        raise UserError(
+            f"The image dataset {dataset!r} has {len(table):,} images, so {ref!r} names none; "
+            "the dataset may have been uploaded again since the run."
+        )
     return table[int(row)]
 
 
@@ -133,8 +135,15 @@ def load_image_splits(
     if meta.get("official_split"):
         frame["split"] = table.data.column("split").to_pylist()
     where = f"the image dataset {dataset!r}"
-    splits = make_splits(frame, where=where, source=meta["source"], seed=seed, validation_fraction=validation_fraction,
-                         test_fraction=test_fraction, max_rows=max_rows)
+    splits = make_splits(
+        frame,
+        where=where,
+        source=meta["source"],
+        seed=seed,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        max_rows=max_rows,
+    )
     columns = [column for column in table.column_names if column != "split"]
     parts = {name: table.select(splits.split(name)["text"].astype(int).tolist()).select_columns(columns) for name in SPLIT_NAMES}
     return ImageSplits(label_names=splits.label_names, source=meta["source"], dataset=dataset, **parts)
@@ -171,8 +180,10 @@ def image_dataset_key(dataset: str, progress: Progress = no_progress) -> str:
 
 def _no_such_dataset(dataset: str) -> UserError:
     known = ", ".join(info.key for info in list_image_datasets())
-    return UserError(f"There is no image dataset called {dataset!r}; choose one of {known}, give the path of a zip of class "
-                     "folders (or 'labels.csv + images.zip'), or upload a zip of images on the Data page.")
+    return UserError(
+        f"There is no image dataset called {dataset!r}; choose one of {known}, give the path of a zip of class "
+        "folders (or 'labels.csv + images.zip'), or upload a zip of images on the Data page."
+    )
 
 
 def read_meta(dataset: str) -> dict[str, Any]:
@@ -180,8 +191,10 @@ def read_meta(dataset: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise UserError(f"The description {path} of the image dataset {dataset!r} is damaged ({type(error).__name__}); "
-                        "delete that folder and load or upload the dataset again.") from None
+        raise UserError(
+            f"The description {path} of the image dataset {dataset!r} is damaged ({type(error).__name__}); "
+            "delete that folder and load or upload the dataset again."
+        ) from None
 
 
 def list_image_datasets() -> list[DatasetInfo]:
@@ -207,17 +220,29 @@ def registered_image_info(name: str) -> DatasetInfo:
     folder = datasets_dir() / name
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        description = (f"{meta['rows']:,} images in {len(meta['label_names'])} classes "
-                       f"({', '.join(meta['label_names'][:6])}{'…' if len(meta['label_names']) > 6 else ''}) uploaded from "
-                       f"{meta['original_filename']}.")
+        description = (
+            f"{meta['rows']:,} images in {len(meta['label_names'])} classes "
+            f"({', '.join(meta['label_names'][:6])}{'…' if len(meta['label_names']) > 6 else ''}) uploaded from "
+            f"{meta['original_filename']}."
+        )
         source = meta["source"]
     except (OSError, ValueError, KeyError) as error:
-        description, source = f"The description of this dataset is damaged ({type(error).__name__}); delete {folder} and upload it again.", str(folder)
+        description, source = (
+            f"The description of this dataset is damaged ({type(error).__name__}); delete {folder} and upload it again.",
+            str(folder),
+        )
     return DatasetInfo(key=name, title=name, task=IMAGE_CLASSIFICATION, source=source, description=description, builtin=False)
 
 
-def register_image_dataset(name: str, filename: str, data: bytes, *, csv_filename: str | None = None,
-                           csv_data: bytes | None = None, progress: Progress = no_progress) -> DatasetInfo:
+def register_image_dataset(
+    name: str,
+    filename: str,
+    data: bytes,
+    *,
+    csv_filename: str | None = None,
+    csv_data: bytes | None = None,
+    progress: Progress = no_progress,
+) -> DatasetInfo:
     """Check an uploaded zip of images (class folders, or with a `path,label` CSV) and store it as datasets/<name>/.
 
     Every image is decoded before anything is written; the folder appears (renamed from a hidden
@@ -261,5 +286,8 @@ def image_files_key(dataset: str, progress: Progress = no_progress) -> str | Non
 
 
 def _is_stored_files(dataset: str) -> bool:
-    return (dataset.startswith(FILE_KEY_PREFIX) and dataset == safe_name(dataset, fallback="")
-            and (cache_dir() / "images" / FILES_FOLDER / dataset / META_FILE).is_file())
+    return (
+        dataset.startswith(FILE_KEY_PREFIX)
+        and dataset == safe_name(dataset, fallback="")
+        and (cache_dir() / "images" / FILES_FOLDER / dataset / META_FILE).is_file()
+    )

@@ -152,14 +152,16 @@ def key_map(torchvision_keys: list[str]) -> dict[str, str]:
     }
     for block in range(2, 18):
         layer = f"mobilenet_v2.layer.{block - 2}"
-        modules.update({
-            f"features.{block}.conv.0.0": f"{layer}.expand_1x1.convolution",
-            f"features.{block}.conv.0.1": f"{layer}.expand_1x1.normalization",
-            f"features.{block}.conv.1.0": f"{layer}.conv_3x3.convolution",
-            f"features.{block}.conv.1.1": f"{layer}.conv_3x3.normalization",
-            f"features.{block}.conv.2": f"{layer}.reduce_1x1.convolution",
-            f"features.{block}.conv.3": f"{layer}.reduce_1x1.normalization",
-        })
+        modules.update(
+            {
+                f"features.{block}.conv.0.0": f"{layer}.expand_1x1.convolution",
+                f"features.{block}.conv.0.1": f"{layer}.expand_1x1.normalization",
+                f"features.{block}.conv.1.0": f"{layer}.conv_3x3.convolution",
+                f"features.{block}.conv.1.1": f"{layer}.conv_3x3.normalization",
+                f"features.{block}.conv.2": f"{layer}.reduce_1x1.convolution",
+                f"features.{block}.conv.3": f"{layer}.reduce_1x1.normalization",
+            }
+        )
     mapping = {}
     for key in torchvision_keys:
         module, _, tensor = key.rpartition(".")
@@ -201,12 +203,17 @@ def convert(weights: Path, label_names: list[str], target: Path) -> Path:
     model.load_state_dict(converted, strict=True)
     model.save_pretrained(target)  # safetensors
     image_processor().save_pretrained(target)
-    (target / "conversion.json").write_text(json.dumps({
-        "source": f"{WEIGHTS_ASSET.requirement} ({WEIGHTS_FILE}, torchvision ImageNet-1k weights)",
-        "labels": f"{LABELS_ASSET.requirement} ({LABELS_FILE})",
-        "hub_equivalent": HUB_ID,
-        "tensors": len(mapping),
-        "notes": "1000 classes in torchvision order (no background class); tf_padding off; BatchNorm eps 1e-5.",
-    }, indent=2), encoding="utf-8")
+    (target / "conversion.json").write_text(
+        json.dumps(
+            {
+                "source": f"{WEIGHTS_ASSET.requirement} ({WEIGHTS_FILE}, torchvision ImageNet-1k weights)",
+                "labels": f"{LABELS_ASSET.requirement} ({LABELS_FILE})",
+                "hub_equivalent": HUB_ID,
+                "tensors": len(mapping),
+                "notes": "1000 classes in torchvision order (no background class); tf_padding off; BatchNorm eps 1e-5.",
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     return target
-

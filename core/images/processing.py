@@ -22,8 +22,10 @@ def load_processor(source: str, image_size: int = 0):
     try:
         processor = AutoImageProcessor.from_pretrained(source, backend="pil", trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise UserError(f"The model at {source} has no usable image processor (preprocessor_config.json): {error}. "
-                        "Save one with image_processor.save_pretrained next to the model.") from None
+        raise UserError(
+            f"The model at {source} has no usable image processor (preprocessor_config.json): {error}. "
+            "Save one with image_processor.save_pretrained next to the model."
+        ) from None
     if not image_size:
         return processor
     size, crop = dict(processor.size or {}), dict(getattr(processor, "crop_size", None) or {})

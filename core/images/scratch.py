@@ -9,10 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 
 SIZES = {
-    "tiny": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64},
-    "small": {"image_size": 64, "patch_size": 8, "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-              "intermediate_size": 512},
+    "tiny": {
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "small": {
+        "image_size": 64,
+        "patch_size": 8,
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 512,
+    },
 }
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from PIL import Image
 
-from core.assets import no_progress, Progress
+from core.assets import Progress, no_progress
 
 IMAGE_CLASSIFICATION = "image_classification"
 DATA_FILE = "images.arrow"
@@ -32,7 +33,8 @@ def reference(dataset: str, row: int) -> str:
 
 
 def image_features(with_bbox: bool = False, with_split: bool = False):
-    from datasets import Features, Image as ImageFeature, Sequence, Value
+    from datasets import Features, Sequence, Value
+    from datasets import Image as ImageFeature
 
     columns = {"image": ImageFeature(mode="RGB"), "label": Value("string"), "row": Value("int64")}
     if with_bbox:
@@ -42,8 +44,14 @@ def image_features(with_bbox: bool = False, with_split: bool = False):
     return Features(columns)
 
 
-def write_table(target: Path, records: Iterable[dict[str, Any]], features, meta: dict[str, Any], progress: Progress = no_progress,
-                total: int | None = None) -> int:
+def write_table(
+    target: Path,
+    records: Iterable[dict[str, Any]],
+    features,
+    meta: dict[str, Any],
+    progress: Progress = no_progress,
+    total: int | None = None,
+) -> int:
     """Write records (image as PNG/JPEG bytes, label, …) to `target/images.arrow` plus meta.json; returns the row count.
 
     The rows stream to disk in batches; `target` must not exist yet or be an empty staging folder.
@@ -72,7 +80,9 @@ def write_table(target: Path, records: Iterable[dict[str, Any]], features, meta:
         writer.finalize()
     finally:
         writer.close()
-    (target / META_FILE).write_text(json.dumps({**meta, "rows": rows, "store_version": STORE_VERSION}, indent=2), encoding="utf-8")
+    (target / META_FILE).write_text(
+        json.dumps({**meta, "rows": rows, "store_version": STORE_VERSION}, indent=2), encoding="utf-8"
+    )
     return rows
 
 

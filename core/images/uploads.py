@@ -15,10 +15,11 @@ import os
 import shutil
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,9 @@ def max_unpacked_bytes() -> int:
     try:
         megabytes = float(raw) if raw.strip() else DEFAULT_MAX_UNPACKED_MB
     except ValueError:
-        raise UserError(f"{MAX_UNPACKED_ENV} is set to {raw!r}, which is not a number; set it to a size in MB such as 1024.") from None
+        raise UserError(
+            f"{MAX_UNPACKED_ENV} is set to {raw!r}, which is not a number; set it to a size in MB such as 1024."
+        ) from None
     return int(megabytes * 2**20)
 
 
@@ -101,8 +104,11 @@ def checked_upload(filename: str, data: bytes, csv_filename: str | None, csv_dat
     labels = [label for _, label in entries]
     _check_classes(labels, original)
     # The checks load_image_splits applies (every split gets rows), so a stored dataset always loads.
-    make_splits(pd.DataFrame({"text": [str(i) for i in range(len(entries))], "label": labels}),
-                where=f"the upload {original}", source=original)
+    make_splits(
+        pd.DataFrame({"text": [str(i) for i in range(len(entries))], "label": labels}),
+        where=f"the upload {original}",
+        source=original,
+    )
     records = [{"image": read_image(archive, members[member], member, original), "label": label} for member, label in entries]
     return CheckedUpload(records=records, label_names=sorted(set(labels)), original=original, csv_name=csv_name, how=how)
 
@@ -112,14 +118,30 @@ def write_upload(target: Path, upload: CheckedUpload, source: str, progress: Pro
     beside it and renamed into place; FileExistsError when `target` exists by then."""
     staging = staging_folder(target.parent, target.name)
     try:
-        rows = write_table(staging, upload.records, image_features(), {
-            "key": target.name, "source": source, "label_names": upload.label_names, "original_filename": upload.original,
-            "csv_filename": upload.csv_name, "official_split": False,
-        }, progress, total=len(upload.records))
+        rows = write_table(
+            staging,
+            upload.records,
+            image_features(),
+            {
+                "key": target.name,
+                "source": source,
+                "label_names": upload.label_names,
+                "original_filename": upload.original,
+                "csv_filename": upload.csv_name,
+                "official_split": False,
+            },
+            progress,
+            total=len(upload.records),
+        )
         spec = {  # every kind's spec fields; the registry lists it by its task
-            "name": target.name, "file": DATA_FILE, "text_column": "image", "label_column": "label",
-            "original_filename": upload.original, "rows": rows,
-            "registered_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "task": IMAGE_CLASSIFICATION,
+            "name": target.name,
+            "file": DATA_FILE,
+            "text_column": "image",
+            "label_column": "label",
+            "original_filename": upload.original,
+            "rows": rows,
+            "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "task": IMAGE_CLASSIFICATION,
         }
         write_spec(staging, spec)
         try:
@@ -134,7 +156,9 @@ def open_zip(data: bytes, original: str) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
-        raise UserError(f"{original} is not a zip file; zip the class folders (or the images for the CSV) and upload the .zip.") from None
+        raise UserError(
+            f"{original} is not a zip file; zip the class folders (or the images for the CSV) and upload the .zip."
+        ) from None
     infos = archive.infolist()
     unpacked = sum(info.file_size for info in infos)
     cap = max_unpacked_bytes()
@@ -154,8 +178,10 @@ def usable_members(archive: zipfile.ZipFile, original: str) -> dict[str, zipfile
         name = info.filename.replace("\\", "/")
         path = PurePosixPath(name)
         if name.startswith("/") or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-            raise UserError(f"{original} contains the unsafe path {info.filename!r} (it points outside the zip's folder); "
-                            "zip the folders again with relative paths.")
+            raise UserError(
+                f"{original} contains the unsafe path {info.filename!r} (it points outside the zip's folder); "
+                "zip the folders again with relative paths."
+            )
         if info.is_dir() or not path.parts:
             continue
         if any(part.startswith(".") or part == "__MACOSX" for part in path.parts) or path.name.lower() in JUNK_NAMES:
@@ -195,17 +221,23 @@ def _entries_from_folders(members: dict[str, zipfile.ZipInfo], original: str) ->
     return entries
 
 
-def _entries_from_csv(csv_data: bytes, csv_name: str, members: dict[str, zipfile.ZipInfo], original: str) -> list[tuple[str, str]]:
+def _entries_from_csv(
+    csv_data: bytes, csv_name: str, members: dict[str, zipfile.ZipInfo], original: str
+) -> list[tuple[str, str]]:
     try:
         table = pd.read_csv(io.BytesIO(csv_data), dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise UserError(f"{csv_name} could not be read as a CSV ({error}); save it as UTF-8 CSV with a header row path,label.") from None
+        raise UserError(
+            f"{csv_name} could not be read as a CSV ({error}); save it as UTF-8 CSV with a header row path,label."
+        ) from None
     columns = {column.strip().lower(): column for column in table.columns}
     if "path" not in columns or "label" not in columns:
-        raise UserError(f"{csv_name} needs the columns path and label (it has {', '.join(map(str, table.columns)) or 'none'}); "
-                        "name the header row path,label.")
+        raise UserError(
+            f"{csv_name} needs the columns path and label (it has {', '.join(map(str, table.columns)) or 'none'}); "
+            "name the header row path,label."
+        )
     root = _common_root(members)
-    by_name = dict((name, name) for name in members)
+    by_name = {name: name for name in members}
     by_name.update((str(PurePosixPath(name).relative_to(root)), name) for name in members)
     entries, missing = [], []
     for number, (path, label) in enumerate(zip(table[columns["path"]], table[columns["label"]]), start=2):
@@ -229,12 +261,16 @@ def _entries_from_csv(csv_data: bytes, csv_name: str, members: dict[str, zipfile
 def _check_classes(labels: list[str], original: str) -> None:
     counts = pd.Series(labels).value_counts()
     if len(counts) < 2:
-        raise UserError(f"Every image in {original} has the class {counts.index[0]!r}; a classifier needs at least two classes — "
-                        "add a folder (or CSV labels) for another class.")
+        raise UserError(
+            f"Every image in {original} has the class {counts.index[0]!r}; a classifier needs at least two classes — "
+            "add a folder (or CSV labels) for another class."
+        )
     lonely = sorted(counts[counts < 2].index)
     if lonely:
-        raise UserError(f"The class {lonely[0]!r} in {original} has only one image; add at least one more per class "
-                        "so every class can appear in both training and evaluation.")
+        raise UserError(
+            f"The class {lonely[0]!r} in {original} has only one image; add at least one more per class "
+            "so every class can appear in both training and evaluation."
+        )
 
 
 def read_image(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: str, original: str) -> bytes:
@@ -250,15 +286,19 @@ def read_image(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: str, ori
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_PIXELS:
-                raise UserError(f"{member} in {original} is {image.width}x{image.height} pixels, over the "
-                                f"{MAX_PIXELS // 1_000_000} megapixel limit; downscale it first.")
+                raise UserError(
+                    f"{member} in {original} is {image.width}x{image.height} pixels, over the "
+                    f"{MAX_PIXELS // 1_000_000} megapixel limit; downscale it first."
+                )
             image_format = image.format
             image.load()
     except UserError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UserError(f"{member} in {original} is not a readable image ({type(error).__name__}: {error}); it may be "
-                        "truncated or corrupt — replace or remove it.") from None
+        raise UserError(
+            f"{member} in {original} is not a readable image ({type(error).__name__}: {error}); it may be "
+            "truncated or corrupt — replace or remove it."
+        ) from None
     if image.mode == "RGB" and image_format in KEPT_FORMATS and getattr(image, "n_frames", 1) == 1:
         return data
     return png_bytes(to_rgb(image))

@@ -20,7 +20,7 @@ model as the unknown token instead.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 IGNORE_INDEX = -100  # the label value PyTorch's cross-entropy and the Trainer ignore
 

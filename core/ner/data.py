@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -47,16 +47,31 @@ from core.ner.parsing import (
     parse_ner,
     read_ner_file,
 )
-from core.ner.schemes import SCHEME_NAMES, check_tags, entity_types, is_entity_scheme, tag_names
+
 # Re-exported for the callers outside this package that still import them from here (core.tasks, pages).
-from core.ner.schemes import (  # noqa: F401
+from core.ner.schemes import (
     BIOES as BIOES,
+)
+from core.ner.schemes import (
     IOB2 as IOB2,
+)
+from core.ner.schemes import (
     NO_TAG as NO_TAG,
+)
+from core.ner.schemes import (
     OUTSIDE as OUTSIDE,
+)
+from core.ner.schemes import (
     PLAIN as PLAIN,
+)
+from core.ner.schemes import SCHEME_NAMES, check_tags, entity_types, is_entity_scheme, tag_names
+from core.ner.schemes import (
     detect_scheme as detect_scheme,
+)
+from core.ner.schemes import (
     scheme_sentence as scheme_sentence,
+)
+from core.ner.schemes import (
     word_spans as word_spans,
 )
 from core.workspace import datasets_dir, safe_name
@@ -107,7 +122,9 @@ class NerSplits:
         """Entities per (split, type), zero counts kept, so a type missing from a split shows as a gap."""
         from seqeval.metrics.sequence_labeling import get_entities
 
-        rows = [(name, kind) for name in SPLIT_NAMES for tags in self.split(name)["tags"] for kind, _, _ in get_entities(list(tags))]
+        rows = [
+            (name, kind) for name in SPLIT_NAMES for tags in self.split(name)["tags"] for kind, _, _ in get_entities(list(tags))
+        ]
         return _full_counts(rows, "type", self.entity_types)
 
     def tag_counts(self) -> pd.DataFrame:
@@ -141,8 +158,9 @@ def load_ner_splits(
     frame, source, where = _resolve(dataset, tokens_column, tags_column, progress)
     scheme = check_tags(frame, where)
     label_names = tag_names(frame, scheme)
-    parts = split_sentences(frame, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,
-                            max_rows=max_rows, where=where)
+    parts = split_sentences(
+        frame, seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction, max_rows=max_rows, where=where
+    )
     return NerSplits(**parts, label_names=label_names, source=source, scheme=scheme)
 
 
@@ -163,7 +181,9 @@ def split_sentences(
         )
     if max_rows is not None:
         if max_rows < 1:
-            raise UserError(f"The maximum number of rows must be at least 1 (got {max_rows}); leave it empty to use all sentences.")
+            raise UserError(
+                f"The maximum number of rows must be at least 1 (got {max_rows}); leave it empty to use all sentences."
+            )
         if max_rows < len(frame):
             frame = frame.sample(n=max_rows, random_state=seed)
     if "split" in frame.columns:
@@ -173,7 +193,9 @@ def split_sentences(
     return {name: part[["tokens", "tags"]].reset_index(drop=True) for name, part in parts.items()}
 
 
-def _random_split(frame: pd.DataFrame, seed: int, validation_fraction: float, test_fraction: float, where: str) -> dict[str, pd.DataFrame]:
+def _random_split(
+    frame: pd.DataFrame, seed: int, validation_fraction: float, test_fraction: float, where: str
+) -> dict[str, pd.DataFrame]:
     rows = len(frame)
     n_test = max(1, _round_half_up(rows * test_fraction))
     n_validation = max(1, _round_half_up(rows * validation_fraction))
@@ -184,13 +206,15 @@ def _random_split(frame: pd.DataFrame, seed: int, validation_fraction: float, te
         )
     shuffled = frame.sample(frac=1.0, random_state=seed)
     return {
-        "train": shuffled.iloc[n_test + n_validation:],
-        "validation": shuffled.iloc[n_test:n_test + n_validation],
+        "train": shuffled.iloc[n_test + n_validation :],
+        "validation": shuffled.iloc[n_test : n_test + n_validation],
         "test": shuffled.iloc[:n_test],
     }
 
 
-def _given_splits(frame: pd.DataFrame, seed: int, validation_fraction: float, test_fraction: float, where: str) -> dict[str, pd.DataFrame]:
+def _given_splits(
+    frame: pd.DataFrame, seed: int, validation_fraction: float, test_fraction: float, where: str
+) -> dict[str, pd.DataFrame]:
     named = frame["split"].map(lambda value: SPLIT_ALIASES.get(str(value).strip().lower()))
     unknown = sorted({str(value) for value, name in zip(frame["split"], named) if name is None})
     if unknown:
@@ -202,18 +226,20 @@ def _given_splits(frame: pd.DataFrame, seed: int, validation_fraction: float, te
     if parts["train"].empty:
         raise UserError(f"The split column of {where} marks no sentences as train; mark the training sentences with 'train'.")
     shuffled = parts["train"].sample(frac=1.0, random_state=seed)
-    carve = {name: 0 if not parts[name].empty else max(1, _round_half_up(len(shuffled) * fraction))
-             for name, fraction in (("test", test_fraction), ("validation", validation_fraction))}
+    carve = {
+        name: 0 if not parts[name].empty else max(1, _round_half_up(len(shuffled) * fraction))
+        for name, fraction in (("test", test_fraction), ("validation", validation_fraction))
+    }
     if len(shuffled) - carve["test"] - carve["validation"] < 1:
         raise UserError(
             f"{_capital(where)} has too few train sentences ({len(shuffled)}) to carve out the missing validation or "
             "test split; add sentences or mark some as validation and test in the split column."
         )
     if carve["test"]:
-        parts["test"] = shuffled.iloc[:carve["test"]]
+        parts["test"] = shuffled.iloc[: carve["test"]]
     if carve["validation"]:
-        parts["validation"] = shuffled.iloc[carve["test"]:carve["test"] + carve["validation"]]
-    parts["train"] = shuffled.iloc[carve["test"] + carve["validation"]:]
+        parts["validation"] = shuffled.iloc[carve["test"] : carve["test"] + carve["validation"]]
+    parts["train"] = shuffled.iloc[carve["test"] + carve["validation"] :]
     return parts
 
 
@@ -240,8 +266,14 @@ class BuiltinNerDataset:
     read: Callable[[Path], pd.DataFrame]
 
     def info(self) -> DatasetInfo:
-        return DatasetInfo(key=self.key, title=self.title, task=TOKEN_CLASSIFICATION, source=self.source,
-                           description=self.description, builtin=True)
+        return DatasetInfo(
+            key=self.key,
+            title=self.title,
+            task=TOKEN_CLASSIFICATION,
+            source=self.source,
+            description=self.description,
+            builtin=True,
+        )
 
     def is_ready(self) -> bool:
         """Whether loading needs no download (so a page can skip showing a progress bar)."""
@@ -305,21 +337,29 @@ def registered_ner_info(name: str) -> DatasetInfo:
         description = _description(meta, spec["original_filename"])
         source = meta["source"]
     except (UserError, KeyError, TypeError) as error:
-        description, source = str(error) if isinstance(error, UserError) else f"The description of this dataset is damaged ({error!r}).", str(datasets_dir() / name)
+        description, source = (
+            str(error) if isinstance(error, UserError) else f"The description of this dataset is damaged ({error!r}).",
+            str(datasets_dir() / name),
+        )
     return DatasetInfo(key=name, title=name, task=TOKEN_CLASSIFICATION, source=source, description=description, builtin=False)
 
 
 def _description(meta: dict, original_filename: str) -> str:
     scheme = SCHEME_NAMES.get(meta["scheme"], meta["scheme"])
     if is_entity_scheme(meta["scheme"]):
-        return (f"{meta['sentences']:,} sentences ({meta['tokens']:,} tokens, {meta['entities']:,} entities) in {scheme}, "
-                f"uploaded from {original_filename}; entity types: {', '.join(meta['types'])}.")
-    return (f"{meta['sentences']:,} sentences ({meta['tokens']:,} tokens) in {scheme} (one label per word, no entity spans), "
-            f"uploaded from {original_filename}; tags: {', '.join(meta['types'])}.")
+        return (
+            f"{meta['sentences']:,} sentences ({meta['tokens']:,} tokens, {meta['entities']:,} entities) in {scheme}, "
+            f"uploaded from {original_filename}; entity types: {', '.join(meta['types'])}."
+        )
+    return (
+        f"{meta['sentences']:,} sentences ({meta['tokens']:,} tokens) in {scheme} (one label per word, no entity spans), "
+        f"uploaded from {original_filename}; tags: {', '.join(meta['types'])}."
+    )
 
 
-def register_ner_dataset(name: str, filename: str, data: bytes, *, tokens_column: str = DEFAULT_TOKENS_COLUMN,
-                         tags_column: str = DEFAULT_TAGS_COLUMN) -> DatasetInfo:
+def register_ner_dataset(
+    name: str, filename: str, data: bytes, *, tokens_column: str = DEFAULT_TOKENS_COLUMN, tags_column: str = DEFAULT_TAGS_COLUMN
+) -> DatasetInfo:
     """Check an uploaded NER file fully (format, scheme, splits) and store it as workspace/datasets/<name>/.
 
     The spec.yaml holds the fields every kind writes (the token and tag columns as its text and
@@ -336,14 +376,23 @@ def register_ner_dataset(name: str, filename: str, data: bytes, *, tokens_column
     stored = stored_file_name(original)
     source = f"uploaded file {original} (workspace/datasets/{key}/{stored})"
     meta = {
-        "sentences": len(frame), "tokens": int(sum(len(tokens) for tokens in frame["tokens"])),
-        "entities": _entity_count(frame, scheme), "scheme": scheme, "types": _types(frame, scheme), "source": source,
+        "sentences": len(frame),
+        "tokens": int(sum(len(tokens) for tokens in frame["tokens"])),
+        "entities": _entity_count(frame, scheme),
+        "scheme": scheme,
+        "types": _types(frame, scheme),
+        "source": source,
         "format": "conll" if Path(original).suffix.lower() in CONLL_SUFFIXES else "table",
     }
     spec = {
-        "name": key, "file": stored, "text_column": tokens_column, "label_column": tags_column,
-        "original_filename": original, "rows": len(frame),
-        "registered_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "task": TOKEN_CLASSIFICATION,
+        "name": key,
+        "file": stored,
+        "text_column": tokens_column,
+        "label_column": tags_column,
+        "original_filename": original,
+        "rows": len(frame),
+        "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": TOKEN_CLASSIFICATION,
     }
     staging = staging_folder(datasets_dir(), key)
     try:
@@ -378,7 +427,9 @@ def _types(frame: pd.DataFrame, scheme: str) -> list[str]:
 # One entry point
 
 
-def _resolve(dataset: str, tokens_column: str | None, tags_column: str | None, progress: Progress) -> tuple[pd.DataFrame, str, str]:
+def _resolve(
+    dataset: str, tokens_column: str | None, tags_column: str | None, progress: Progress
+) -> tuple[pd.DataFrame, str, str]:
     """The sentence frame of `dataset`, a one-line source, and how to name it in messages."""
     if dataset in BUILTIN_NER_DATASETS:
         builtin = BUILTIN_NER_DATASETS[dataset]

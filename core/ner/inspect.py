@@ -21,8 +21,14 @@ MISSING = "O (none)"  # the row/column for "no entity here" in the per-type conf
 def ner_predictions(run: Run, split: str = "test", stage: str = "after") -> pd.DataFrame:
     path = run.directory / "predictions" / f"{split}_{stage}.parquet"
     if not path.exists():
-        stored = sorted(p.stem for p in (run.directory / "predictions").glob("*.parquet")) if (run.directory / "predictions").exists() else []
-        raise UserError(f"Run {run.id} has no {split} predictions for stage '{stage}'; available: {', '.join(stored) or 'none yet'}.")
+        stored = (
+            sorted(p.stem for p in (run.directory / "predictions").glob("*.parquet"))
+            if (run.directory / "predictions").exists()
+            else []
+        )
+        raise UserError(
+            f"Run {run.id} has no {split} predictions for stage '{stage}'; available: {', '.join(stored) or 'none yet'}."
+        )
     frame = pd.read_parquet(path)
     if "gold_entities" not in frame.columns:
         raise UserError(f"Run {run.id} is not a named-entity run; its predictions have no entities.")
@@ -57,8 +63,9 @@ def type_confusion(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(table["gold"], table["predicted"]) if len(table) else pd.DataFrame()
 
 
-def filter_sentences(frame: pd.DataFrame, *, errors_only: bool = False, error_type: str | None = None,
-                     contains: str = "") -> pd.DataFrame:
+def filter_sentences(
+    frame: pd.DataFrame, *, errors_only: bool = False, error_type: str | None = None, contains: str = ""
+) -> pd.DataFrame:
     """Sentences with errors (of one entity type, when given), containing a text, hardest first."""
     selected = frame
     if errors_only:

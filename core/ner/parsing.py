@@ -41,8 +41,9 @@ def parse_ner(data: bytes, filename: str, tokens_column: str | None = None, tags
     if suffix in CONLL_SUFFIXES:
         return parse_conll(_decode_utf8(data, filename), filename)
     if suffix in TABLE_SUFFIXES:
-        return sentences_from_table(parse_table(data, filename), tokens_column or DEFAULT_TOKENS_COLUMN,
-                                    tags_column or DEFAULT_TAGS_COLUMN, filename)
+        return sentences_from_table(
+            parse_table(data, filename), tokens_column or DEFAULT_TOKENS_COLUMN, tags_column or DEFAULT_TAGS_COLUMN, filename
+        )
     raise UserError(
         f"{filename} has an unsupported file type for NER; save it as CoNLL text ({', '.join(CONLL_SUFFIXES)}: one "
         f"'token tag' per line, a blank line between sentences) or as a table ({', '.join(TABLE_SUFFIXES)}) with "
@@ -82,9 +83,12 @@ def parse_conll(text: str, filename: str) -> pd.DataFrame:
             close()  # document boundaries are sentence boundaries too
             continue
         if len(fields) != 2:
-            hint = ("add the missing tag, or leave the line empty if it should end the sentence" if len(fields) == 1 else
-                    "remove the space inside a token, or keep only the first (token) and last (tag) columns of a file "
-                    "with more, such as CoNLL-2003's token, POS, chunk, tag")
+            hint = (
+                "add the missing tag, or leave the line empty if it should end the sentence"
+                if len(fields) == 1
+                else "remove the space inside a token, or keep only the first (token) and last (tag) columns of a file "
+                "with more, such as CoNLL-2003's token, POS, chunk, tag"
+            )
             raise UserError(
                 f"Line {number} of {filename} has {len(fields)} field{'s' if len(fields) != 1 else ''} ({line.strip()[:60]!r}) "
                 f"but needs exactly two, a token and its tag separated by a space or tab; {hint}."
@@ -95,7 +99,9 @@ def parse_conll(text: str, filename: str) -> pd.DataFrame:
     close()
     if not sentences:
         raise UserError(f"{filename} holds no sentences; write one 'token tag' per line with a blank line between sentences.")
-    return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences], "lines": [s[2] for s in sentences]})
+    return pd.DataFrame(
+        {"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences], "lines": [s[2] for s in sentences]}
+    )
 
 
 def sentences_from_table(table: pd.DataFrame, tokens_column: str, tags_column: str, filename: str) -> pd.DataFrame:
@@ -107,12 +113,16 @@ def sentences_from_table(table: pd.DataFrame, tokens_column: str, tags_column: s
             f"{', '.join(repr(str(column)) for column in table.columns)} — choose the token and tag list columns from those."
         )
     if tokens_column == tags_column:
-        raise UserError(f"The token column and the tag column of {filename} are both {tokens_column!r}; choose two different columns.")
+        raise UserError(
+            f"The token column and the tag column of {filename} are both {tokens_column!r}; choose two different columns."
+        )
     tokens = [_string_list(cell, row, tokens_column, filename) for row, cell in enumerate(table[tokens_column], 1)]
     tags = [_string_list(cell, row, tags_column, filename) for row, cell in enumerate(table[tags_column], 1)]
     for row, (words, labels) in enumerate(zip(tokens, tags), 1):
         if not words:
-            raise UserError(f"Row {row} of {filename} is an empty sentence (no tokens); delete that row or give it tokens and tags.")
+            raise UserError(
+                f"Row {row} of {filename} is an empty sentence (no tokens); delete that row or give it tokens and tags."
+            )
         if len(words) != len(labels):
             raise UserError(
                 f"Row {row} of {filename} has {len(words)} tokens but {len(labels)} tags; give exactly one tag per token."

@@ -43,12 +43,16 @@ def word_spans(tags: list[str]) -> list[tuple[str, int, int]]:
 def scheme_sentence(scheme: str) -> str:
     """What the detected scheme means for training and scoring, in one sentence for people."""
     if scheme == PLAIN:
-        return ("Found plain tags (no B-/I-/E-/S- prefixes, as in part-of-speech tagging): each word gets one label and "
-                "no spans are formed, so a run trains per-word tagging and reports token accuracy and scikit-learn's "
-                "per-tag precision, recall and F1; its f1 is the macro F1 over the tags.")
+        return (
+            "Found plain tags (no B-/I-/E-/S- prefixes, as in part-of-speech tagging): each word gets one label and "
+            "no spans are formed, so a run trains per-word tagging and reports token accuracy and scikit-learn's "
+            "per-tag precision, recall and F1; its f1 is the macro F1 over the tags."
+        )
     spans = "B- begins an entity, I- continues it" + (", E- ends it, S- is a one-word entity" if scheme == BIOES else "")
-    return (f"Found {SCHEME_NAMES[scheme]} entity tags ({spans}): a run is scored on whole entities with seqeval's "
-            "strict entity-level report (precision, recall and F1 per entity type); its f1 is the micro entity F1.")
+    return (
+        f"Found {SCHEME_NAMES[scheme]} entity tags ({spans}): a run is scored on whole entities with seqeval's "
+        "strict entity-level report (precision, recall and F1 per entity type); its f1 is the micro entity F1."
+    )
 
 
 def tag_names(frame: pd.DataFrame, scheme: str) -> list[str]:
@@ -60,7 +64,7 @@ def tag_names(frame: pd.DataFrame, scheme: str) -> list[str]:
 
 
 def detect_scheme(tag_lists) -> str:
-    """"plain" when no tag has a B-/I-/E-/S- prefix, else "BIOES" when an E- or S- tag is used, else "IOB2".
+    """ "plain" when no tag has a B-/I-/E-/S- prefix, else "BIOES" when an E- or S- tag is used, else "IOB2".
 
     A tag set that mixes prefixed and other tags is an entity scheme with mistakes in it (a typo such
     as PER for B-PER), not a plain one; `check_tags` names the offending tag.
@@ -137,13 +141,19 @@ def _advice(tags, index: int, scheme: str) -> str:
     tag = tags[index]
     kind = tag[2:]
     if scheme == IOB2:
-        return (f"in the {SCHEME_NAMES[scheme]} scheme an entity starts with B-{kind}, so change this tag to B-{kind} "
-                f"or fix the tag before it (a file in IOB1, where I- may start an entity, must be converted to IOB2).")
+        return (
+            f"in the {SCHEME_NAMES[scheme]} scheme an entity starts with B-{kind}, so change this tag to B-{kind} "
+            f"or fix the tag before it (a file in IOB1, where I- may start an entity, must be converted to IOB2)."
+        )
     if tag.startswith(("I-", "E-")) and (index == 0 or tags[index - 1] not in (f"B-{kind}", f"I-{kind}")):
-        return (f"in the BIOES scheme {tag[:1]}-{kind} continues an entity begun by B-{kind}, so change this tag "
-                f"(to B-{kind} or S-{kind}) or fix the tag before it.")
-    return (f"in the BIOES scheme an entity of several words ends with E-{kind} and a one-word entity is S-{kind}, so change "
-            "this tag or the one after it.")
+        return (
+            f"in the BIOES scheme {tag[:1]}-{kind} continues an entity begun by B-{kind}, so change this tag "
+            f"(to B-{kind} or S-{kind}) or fix the tag before it."
+        )
+    return (
+        f"in the BIOES scheme an entity of several words ends with E-{kind} and a one-word entity is S-{kind}, so change "
+        "this tag or the one after it."
+    )
 
 
 def _place(sentence: int, index: int, tokens, numbers) -> str:

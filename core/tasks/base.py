@@ -59,7 +59,7 @@ class StageModel:
         parts: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(rows), batch_size):
-                logits = self.logits_of(self, rows.iloc[start:start + batch_size])
+                logits = self.logits_of(self, rows.iloc[start : start + batch_size])
                 parts.extend(np.asarray(row, dtype=np.float32) for row in logits)
                 done = min(len(rows), start + batch_size)
                 if progress:

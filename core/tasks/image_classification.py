@@ -51,8 +51,10 @@ class ImageClassification(Task):
 
         if not is_image_dataset(config.dataset):
             known = ", ".join(info.key for info in list_image_datasets())
-            raise UserError(f"There is no image dataset '{config.dataset}'. Choose one of {known}, or upload a zip of images on "
-                            "the Data page.")
+            raise UserError(
+                f"There is no image dataset '{config.dataset}'. Choose one of {known}, or upload a zip of images on "
+                "the Data page."
+            )
         problems = params_from_config(config).problems()
         if problems:
             raise UserError(" ".join(problems))
@@ -165,8 +167,10 @@ def check_image_size(model_config, image_size: int) -> None:
     if not image_size:
         return
     if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-        raise UserError(f"The image size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels (got {image_size}); "
-                        "use 0 for the model's own size.")
+        raise UserError(
+            f"The image size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels (got {image_size}); "
+            "use 0 for the model's own size."
+        )
     fixed = getattr(model_config, "image_size", None)
     if getattr(model_config, "patch_size", None) and fixed and image_size != fixed:
         # Patch models (ViT and kin) learned one position embedding per patch of a fixed grid.
@@ -199,8 +203,9 @@ def head_names(model) -> tuple[str, ...]:
     children = [name for name, _ in model.named_children()]
     heads = tuple(name for name in children if "classifier" in name) or tuple(name for name in children if name in ("head", "fc"))
     if not heads:
-        raise UserError(f"Cannot find the classification head of this {type(model).__name__}; its top modules are "
-                        f"{', '.join(children)}.")
+        raise UserError(
+            f"Cannot find the classification head of this {type(model).__name__}; its top modules are {', '.join(children)}."
+        )
     return heads
 
 

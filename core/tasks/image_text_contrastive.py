@@ -37,7 +37,7 @@ class ImageTextContrastive(PairTask):
         "from transformers import AutoModel, AutoProcessor\n"
         "model = AutoModel.from_pretrained(FOLDER)  # a VisionTextDualEncoderModel (or CLIP / SigLIP)\n"
         "processor = AutoProcessor.from_pretrained(FOLDER)\n"
-        "scores = model(**processor(text=captions, images=images, return_tensors=\"pt\", padding=True)).logits_per_image"
+        'scores = model(**processor(text=captions, images=images, return_tensors="pt", padding=True)).logits_per_image'
     )
     settings = ("towers", "images")
     with_caption_groups = True
@@ -55,8 +55,11 @@ class ImageTextContrastive(PairTask):
     def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
         prompts = [prepared.extras["prompt_template"].format(label=name) for name in prepared.label_names]
         tokenizer = prepared.processor.tokenizer
-        prompt_inputs = (tokenizer(prompts, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
-                         if prompts else None)
+        prompt_inputs = (
+            tokenizer(prompts, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
+            if prompts
+            else None
+        )
         return contrastive_trainer(base, prompt_inputs, {"vision": config.vision_lr, "text": config.text_lr})
 
     def compute_metrics(self, logits, labels: np.ndarray) -> dict[str, float]:
@@ -74,8 +77,11 @@ class ImageTextContrastive(PairTask):
 
         _image_embeds, _text_embeds, zero_shot = logits
         labelled = labels[:, 1] >= 0
-        zero_shot_report = (classification_report(zero_shot[labelled], labels[labelled, 1], prepared.label_names)
-                            if prepared.label_names and labelled.any() else {})
+        zero_shot_report = (
+            classification_report(zero_shot[labelled], labels[labelled, 1], prepared.label_names)
+            if prepared.label_names and labelled.any()
+            else {}
+        )
         return {
             "retrieval": self.compute_metrics(logits, labels),
             "chance_recall@1": chance_recall(labels[:, 0], 1),
@@ -85,10 +91,16 @@ class ImageTextContrastive(PairTask):
 
     def headline(self, report: dict[str, Any]) -> dict[str, float | None]:
         retrieval = report.get("retrieval", {})
-        names = {"recall@1": "R@1 (mean of both directions)", "image_to_text_recall@1": "image→text R@1",
-                 "text_to_image_recall@1": "text→image R@1", "recall@5": "R@5", "recall@10": "R@10",
-                 "image_to_text_median_rank": "image→text median rank", "text_to_image_median_rank": "text→image median rank",
-                 "zero_shot_accuracy": "zero-shot accuracy"}
+        names = {
+            "recall@1": "R@1 (mean of both directions)",
+            "image_to_text_recall@1": "image→text R@1",
+            "text_to_image_recall@1": "text→image R@1",
+            "recall@5": "R@5",
+            "recall@10": "R@10",
+            "image_to_text_median_rank": "image→text median rank",
+            "text_to_image_median_rank": "text→image median rank",
+            "zero_shot_accuracy": "zero-shot accuracy",
+        }
         return {label: retrieval.get(key) for key, label in names.items() if key in retrieval}
 
     def class_report(self, report: dict[str, Any]) -> dict[str, Any]:
@@ -102,15 +114,17 @@ class ImageTextContrastive(PairTask):
         image_embeds, text_embeds, zero_shot = logits
         similarity = image_embeds @ text_embeds.T
         raw = prepared.raw[split]
-        frame = pd.DataFrame({
-            "image": raw["image"].tolist(),
-            "text": raw["text"].tolist(),
-            "gold": raw["label"].tolist(),
-            "image_to_text_rank": match_ranks(similarity, labels[:, 0]),
-            "text_to_image_rank": match_ranks(similarity.T, labels[:, 0]),
-            "top_caption": raw["text"].to_numpy()[similarity.argmax(axis=1)],
-            "similarity": np.diag(similarity).astype(float),
-        })
+        frame = pd.DataFrame(
+            {
+                "image": raw["image"].tolist(),
+                "text": raw["text"].tolist(),
+                "gold": raw["label"].tolist(),
+                "image_to_text_rank": match_ranks(similarity, labels[:, 0]),
+                "text_to_image_rank": match_ranks(similarity.T, labels[:, 0]),
+                "top_caption": raw["text"].to_numpy()[similarity.argmax(axis=1)],
+                "similarity": np.diag(similarity).astype(float),
+            }
+        )
         if zero_shot.shape[-1]:
             probabilities = softmax(zero_shot)
             frame["predicted"] = [prepared.label_names[i] for i in probabilities.argmax(axis=1)]
@@ -147,8 +161,11 @@ def contrastive_trainer(base: type, prompt_inputs, tower_lrs: dict[str, float]) 
             if prediction_loss_only:
                 return loss.detach(), None, None
             images = outputs.image_embeds.detach()
-            zero_shot = (images @ self.prompt_embeddings.T * logit_scale(model).detach()
-                         if self.prompt_embeddings is not None else images[:, :0])
+            zero_shot = (
+                images @ self.prompt_embeddings.T * logit_scale(model).detach()
+                if self.prompt_embeddings is not None
+                else images[:, :0]
+            )
             return loss.detach(), (images, outputs.text_embeds.detach(), zero_shot), inputs["labels"]
 
         def evaluation_loop(self, *args, **kwargs):

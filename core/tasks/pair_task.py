@@ -62,9 +62,18 @@ class PairTask(Task):
         splits, source, image_processor, tokenizer = load_pairs_and_processors(config, self.dataset_kind, progress)
         model = self.build_model(load_dual_encoder(source, config.dropout), config, splits.label_names)
         label_ids = {name: index for index, name in enumerate(splits.label_names)}
-        datasets = {split: encode_pairs(splits.split(split), image_processor, tokenizer, config, label_ids,
-                                        augmenting=split == "train", with_caption_groups=self.with_caption_groups)
-                    for split in ("train", "validation", "test")}
+        datasets = {
+            split: encode_pairs(
+                splits.split(split),
+                image_processor,
+                tokenizer,
+                config,
+                label_ids,
+                augmenting=split == "train",
+                with_caption_groups=self.with_caption_groups,
+            )
+            for split in ("train", "validation", "test")
+        }
         return Prepared(
             model=model,
             processor=pair_processor_for(image_processor, tokenizer),
@@ -73,8 +82,12 @@ class PairTask(Task):
             collator=PairCollator(tokenizer),
             label_names=splits.label_names,
             head_names=(),
-            extras={"data_source": splits.source, "model_source": source,
-                    "towers": f"vision {config.vision_tower}, text {config.text_tower}", **self.extras(config, splits)},
+            extras={
+                "data_source": splits.source,
+                "model_source": source,
+                "towers": f"vision {config.vision_tower}, text {config.text_tower}",
+                **self.extras(config, splits),
+            },
         )
 
     def trainable(self, prepared: Prepared, config: RunConfig, total_steps: int):
@@ -100,9 +113,16 @@ class PairTask(Task):
         from core.run_files import run_config
 
         pair = load_pair_stage(run, stage, self.pair_kind)
-        return StageModel(run, stage, pair.model, (pair.image_processor, pair.tokenizer), list(pair.label_names),
-                          self.stage_logits, max_length=run_config(run).max_length,
-                          extras={"kind": pair.kind, "prompt_template": pair.prompt_template})
+        return StageModel(
+            run,
+            stage,
+            pair.model,
+            (pair.image_processor, pair.tokenizer),
+            list(pair.label_names),
+            self.stage_logits,
+            max_length=run_config(run).max_length,
+            extras={"kind": pair.kind, "prompt_template": pair.prompt_template},
+        )
 
     def stage_logits(self, stage: StageModel, rows):
         """A classifier's logits for each row's (image, text), or a dual encoder's score of each row's pair as (N, 1)."""
@@ -112,9 +132,9 @@ class PairTask(Task):
         image_processor, tokenizer = stage.preprocessor
         pictures = [open_pair_record(reference)["image"] for reference in rows["image"]]
         pixels = image_processor(images=pictures, return_tensors="pt")["pixel_values"].to(stage.model.device)
-        text = tokenizer(rows["text"].astype(str).tolist(), padding=True, truncation=True, max_length=stage.max_length,
-                         return_tensors="pt").to(stage.model.device)
+        text = tokenizer(
+            rows["text"].astype(str).tolist(), padding=True, truncation=True, max_length=stage.max_length, return_tensors="pt"
+        ).to(stage.model.device)
         if stage.extras["kind"] == "similarity":
             return pair_scores(stage.model, pixels, **text)[:, None].float().cpu().numpy()
         return stage.model(pixel_values=pixels, **text).logits.float().cpu().numpy()
-

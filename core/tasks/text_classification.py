@@ -81,12 +81,14 @@ class TextClassification(Task):
         from core.run_files import run_config
 
         model, tokenizer = load_stage_model(run, stage, "AutoModelForSequenceClassification")
-        return StageModel(run, stage, model, tokenizer, config_labels(model), self.stage_logits,
-                          max_length=run_config(run).max_length)
+        return StageModel(
+            run, stage, model, tokenizer, config_labels(model), self.stage_logits, max_length=run_config(run).max_length
+        )
 
     def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
-        batch = stage.preprocessor(rows["text"].astype(str).tolist(), truncation=True, max_length=stage.max_length,
-                                   padding=True, return_tensors="pt").to(stage.model.device)
+        batch = stage.preprocessor(
+            rows["text"].astype(str).tolist(), truncation=True, max_length=stage.max_length, padding=True, return_tensors="pt"
+        ).to(stage.model.device)
         return stage.model(**batch).logits.float().cpu().numpy()
 
 
@@ -116,8 +118,10 @@ def check_dataset_exists(dataset: str) -> None:
 
     known = [info.key for info in TextClassification().datasets()]
     if dataset not in known and not Path(dataset).expanduser().is_file():
-        raise UserError(f"There is no dataset '{dataset}'. Choose one of {', '.join(known)}, or give the path of a "
-                        "CSV/TSV/JSONL/Parquet file.")
+        raise UserError(
+            f"There is no dataset '{dataset}'. Choose one of {', '.join(known)}, or give the path of a "
+            "CSV/TSV/JSONL/Parquet file."
+        )
 
 
 def load_model(source: str, label_names: list[str], dropout: float):

@@ -107,8 +107,11 @@ class TokenClassification(Task):
         }
         cut = {split: truncated_sentences(frame, datasets[split]) for split, frame in raw.items()}
         if any(cut.values()):
-            progress(1.0, f"Sentences longer than {config.max_length} tokens lose their last words (train {cut['train']}, "
-                          f"validation {cut['validation']}, test {cut['test']}); raise the max length to keep them")
+            progress(
+                1.0,
+                f"Sentences longer than {config.max_length} tokens lose their last words (train {cut['train']}, "
+                f"validation {cut['validation']}, test {cut['test']}); raise the max length to keep them",
+            )
         self._tagging = (splits.label_names, splits.scheme)
         from transformers import DataCollatorForTokenClassification
 
@@ -154,10 +157,16 @@ class TokenClassification(Task):
             return {}
         average = report.get("macro avg", {}).get("f1-score")
         if ENTITY_AVERAGE in report:
-            return {"entity F1 (micro; logged f1)": report[ENTITY_AVERAGE]["f1-score"], "entity F1 (macro)": average,
-                    "token accuracy": report.get("accuracy")}
-        return {"tag F1 (macro; logged f1)": average, "token accuracy": report.get("accuracy"),
-                "tag F1 (weighted)": report.get("weighted avg", {}).get("f1-score")}
+            return {
+                "entity F1 (micro; logged f1)": report[ENTITY_AVERAGE]["f1-score"],
+                "entity F1 (macro)": average,
+                "token accuracy": report.get("accuracy"),
+            }
+        return {
+            "tag F1 (macro; logged f1)": average,
+            "token accuracy": report.get("accuracy"),
+            "tag F1 (weighted)": report.get("weighted avg", {}).get("f1-score"),
+        }
 
     # -- after training ------------------------------------------------------------------------------
 
@@ -172,16 +181,18 @@ class TokenClassification(Task):
         from core.run_files import run_config
 
         model, tokenizer = load_stage_model(run, stage, "AutoModelForTokenClassification")
-        return StageModel(run, stage, model, tokenizer, config_labels(model), self.stage_logits,
-                          max_length=run_config(run).max_length)
+        return StageModel(
+            run, stage, model, tokenizer, config_labels(model), self.stage_logits, max_length=run_config(run).max_length
+        )
 
     def stage_logits(self, stage: StageModel, rows: pd.DataFrame) -> list[np.ndarray]:
         """Each sentence's (words, tags) logits at the first piece of each word (NaN for a word cut off)."""
         from core.ner.align import first_positions
 
         sentences = [[str(word) for word in words] for words in rows["tokens"]]
-        encoded = stage.preprocessor(sentences, is_split_into_words=True, truncation=True, max_length=stage.max_length,
-                                     padding=True, return_tensors="pt").to(stage.model.device)
+        encoded = stage.preprocessor(
+            sentences, is_split_into_words=True, truncation=True, max_length=stage.max_length, padding=True, return_tensors="pt"
+        ).to(stage.model.device)
         logits = stage.model(**encoded).logits.float().cpu().numpy()
         per_sentence = []
         for index, words in enumerate(sentences):
@@ -267,8 +278,15 @@ def load_model(source: str, label_names: list[str], dropout: float):
 def encode(frame: pd.DataFrame, tokenizer, label_ids: dict[str, int], max_length: int, scheme: str, all_pieces: bool):
     from datasets import Dataset
 
-    columns = encode_sentences(tokenizer, frame["tokens"].tolist(), frame["tags"].tolist(), label_ids, max_length,
-                               label_all_subtokens=all_pieces, scheme=scheme)
+    columns = encode_sentences(
+        tokenizer,
+        frame["tokens"].tolist(),
+        frame["tags"].tolist(),
+        label_ids,
+        max_length,
+        label_all_subtokens=all_pieces,
+        scheme=scheme,
+    )
     return Dataset.from_dict(columns)
 
 
@@ -340,8 +358,9 @@ def ner_report(gold: list[list[str]], predicted: list[list[str]], scheme: str, t
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        raw = classification_report(gold, predicted, output_dict=True, mode="strict", scheme=seqeval_scheme(scheme),
-                                    zero_division=0)
+        raw = classification_report(
+            gold, predicted, output_dict=True, mode="strict", scheme=seqeval_scheme(scheme), zero_division=0
+        )
     report: dict[str, Any] = {}
     for name in sorted(set(types) | (set(raw) - set(AVERAGES))):
         scores = raw.get(name, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
@@ -357,8 +376,12 @@ def _plain(scores: dict[str, Any]) -> dict[str, float | int]:
         value = float(value)
         return 0.0 if math.isnan(value) else value
 
-    return {"precision": number(scores["precision"]), "recall": number(scores["recall"]),
-            "f1-score": number(scores["f1-score"]), "support": int(scores["support"])}
+    return {
+        "precision": number(scores["precision"]),
+        "recall": number(scores["recall"]),
+        "f1-score": number(scores["f1-score"]),
+        "support": int(scores["support"]),
+    }
 
 
 def entities(tags: list[str], scheme: str) -> list[tuple[str, int, int]]:
@@ -428,26 +451,50 @@ def prediction_frame(logits: np.ndarray, labels: np.ndarray, prepared: Prepared,
         for key, found in (("missed", missed), ("spurious", spurious)):
             for kind, _, _ in found:
                 by_type.setdefault(kind, {"missed": 0, "spurious": 0})[key] += 1
-        rows.append({
-            "text": " ".join(words),
-            "tokens": list(words),
-            "gold_tags": gold[index],
-            "predicted_tags": predicted[index],
-            "gold_entities": json.dumps([list(entity) for entity in gold_entities]),
-            "predicted_entities": json.dumps([list(entity) for entity in predicted_entities]),
-            "correct": not missed and not spurious,
-            "missed": len(missed),
-            "spurious": len(spurious),
-            "errors": len(missed) + len(spurious),
-            "error_types": sorted(by_type),
-            "errors_by_type": json.dumps(dict(sorted(by_type.items()))),
-            "loss": (float(-np.log(np.clip(probabilities[np.arange(len(targets)), targets], 1e-12, None)).mean())
-                     if len(targets) else float("nan")),
-            "confidence": float(top.mean()) if len(targets) else float("nan"),
-            "word_confidence": [by_position.get(p, float("nan")) if p is not None else float("nan") for p in positions[index]],
-            "unseen_words": sum(1 for p in positions[index] if p is None),
-        })
-    return pd.DataFrame(rows, columns=[
-        "text", "tokens", "gold_tags", "predicted_tags", "gold_entities", "predicted_entities", "correct", "missed",
-        "spurious", "errors", "error_types", "errors_by_type", "loss", "confidence", "word_confidence", "unseen_words",
-    ])
+        rows.append(
+            {
+                "text": " ".join(words),
+                "tokens": list(words),
+                "gold_tags": gold[index],
+                "predicted_tags": predicted[index],
+                "gold_entities": json.dumps([list(entity) for entity in gold_entities]),
+                "predicted_entities": json.dumps([list(entity) for entity in predicted_entities]),
+                "correct": not missed and not spurious,
+                "missed": len(missed),
+                "spurious": len(spurious),
+                "errors": len(missed) + len(spurious),
+                "error_types": sorted(by_type),
+                "errors_by_type": json.dumps(dict(sorted(by_type.items()))),
+                "loss": (
+                    float(-np.log(np.clip(probabilities[np.arange(len(targets)), targets], 1e-12, None)).mean())
+                    if len(targets)
+                    else float("nan")
+                ),
+                "confidence": float(top.mean()) if len(targets) else float("nan"),
+                "word_confidence": [
+                    by_position.get(p, float("nan")) if p is not None else float("nan") for p in positions[index]
+                ],
+                "unseen_words": sum(1 for p in positions[index] if p is None),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "text",
+            "tokens",
+            "gold_tags",
+            "predicted_tags",
+            "gold_entities",
+            "predicted_entities",
+            "correct",
+            "missed",
+            "spurious",
+            "errors",
+            "error_types",
+            "errors_by_type",
+            "loss",
+            "confidence",
+            "word_confidence",
+            "unseen_words",
+        ],
+    )

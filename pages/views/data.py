@@ -28,9 +28,14 @@ VIEWS = {
 def main() -> None:
     st.title("Data")
     modalities = list(data_modalities())
-    modality = st.segmented_control("Kind of data", modalities, default=modalities[0], key="data_modality",
-                                    help="Text datasets train text classifiers, image datasets image classifiers, NER datasets entity taggers; "
-                                         "image + text datasets align or fuse the two.")
+    modality = st.segmented_control(
+        "Kind of data",
+        modalities,
+        default=modalities[0],
+        key="data_modality",
+        help="Text datasets train text classifiers, image datasets image classifiers, NER datasets entity taggers; "
+        "image + text datasets align or fuse the two.",
+    )
     module, view = VIEWS[modality or modalities[0]]
     getattr(importlib.import_module(module), view)()
 

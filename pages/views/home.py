@@ -31,10 +31,22 @@ middle.metric("Queued or running", active)
 right.metric("Completed", sum(run.status == "completed" for run in runs))
 
 st.subheader("Start here")
-st.page_link("pages/views/data.py", label="1 · Data — look at a built-in dataset or upload your own", icon=PAGE_ICONS["pages/views/data.py"])
-st.page_link("pages/views/train.py", label="2 · Train — MiniLM on movie reviews is ready to go", icon=PAGE_ICONS["pages/views/train.py"])
-st.page_link("pages/views/runs.py", label="3 · Runs — live curves, cancel, resume, compare", icon=PAGE_ICONS["pages/views/runs.py"])
-st.page_link("pages/views/inspect.py", label="4 · Inspect — errors, attributions, and for image-text runs a retrieval browser", icon=PAGE_ICONS["pages/views/inspect.py"])
+st.page_link(
+    "pages/views/data.py",
+    label="1 · Data — look at a built-in dataset or upload your own",
+    icon=PAGE_ICONS["pages/views/data.py"],
+)
+st.page_link(
+    "pages/views/train.py", label="2 · Train — MiniLM on movie reviews is ready to go", icon=PAGE_ICONS["pages/views/train.py"]
+)
+st.page_link(
+    "pages/views/runs.py", label="3 · Runs — live curves, cancel, resume, compare", icon=PAGE_ICONS["pages/views/runs.py"]
+)
+st.page_link(
+    "pages/views/inspect.py",
+    label="4 · Inspect — errors, attributions, and for image-text runs a retrieval browser",
+    icon=PAGE_ICONS["pages/views/inspect.py"],
+)
 st.caption(
     "Built in and offline: the all-MiniLM-L6-v2 encoder (hub: sentence-transformers/all-MiniLM-L6-v2) and "
     "4,000 Pang & Lee movie-review sentences (hub: cornell-movie-review-data/rotten_tomatoes); ImageNet "

@@ -30,14 +30,19 @@ if not runs:
 by_id = {run.id: run for run in runs}
 pick_run, pick_stage, pick_split = st.columns([3, 2, 1])
 run_id = pick_run.selectbox(
-    "Run", list(by_id), format_func=lambda key: run_label(by_id[key]), key="inspect_run", persist_state="session",
+    "Run",
+    list(by_id),
+    format_func=lambda key: run_label(by_id[key]),
+    key="inspect_run",
+    persist_state="session",
     help="A finished run, or a running one (its latest checkpoint).",
 )
 run = by_id[run_id]
 task = TASKS.get(run.task)
 if task is None:
-    st.error(f"Run {run.id} is a run of the task '{run.task}', which this version of the workbench does not know; "
-             "pick another run.")
+    st.error(
+        f"Run {run.id} is a run of the task '{run.task}', which this version of the workbench does not know; pick another run."
+    )
     st.stop()
 module, view = INSPECT_VIEWS[task.view]
 getattr(importlib.import_module(module), view)(run, pick_stage, pick_split)

@@ -47,12 +47,16 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
 def actions(run: Run) -> None:
     left, right, _ = st.columns([1, 1, 4])
     if run.status in ("queued", "running"):
-        if left.button("Cancel", key=f"runs_cancel_{run.id}", help="Stop this run; a running one saves a checkpoint so it can "
-                                                                   "resume."):
+        if left.button(
+            "Cancel", key=f"runs_cancel_{run.id}", help="Stop this run; a running one saves a checkpoint so it can resume."
+        ):
             act(jobs.cancel, run.id)
     if run.status in ("failed", "cancelled"):
-        if right.button("Resume", key=f"runs_resume_{run.id}", help="Queue it again; it continues from its last checkpoint with "
-                                                                    "optimizer and scheduler state."):
+        if right.button(
+            "Resume",
+            key=f"runs_resume_{run.id}",
+            help="Queue it again; it continues from its last checkpoint with optimizer and scheduler state.",
+        ):
             act(jobs.resume, run.id)
 
 
@@ -117,15 +121,20 @@ def export_section(run: Run) -> None:
     from core.tasks import TASKS
 
     with st.expander("Export for deployment"):
-        st.caption("A Hugging Face model folder (safetensors) with a model card that shows how to load it. "
-                   f"Same as `python -m core export {run.id} OUT_DIR [--int8]`.")
+        st.caption(
+            "A Hugging Face model folder (safetensors) with a model card that shows how to load it. "
+            f"Same as `python -m core export {run.id} OUT_DIR [--int8]`."
+        )
         report_key, zip_key = f"runs_int8_{run.id}", f"runs_zip_{run.id}"
         with_int8 = False
         if TASKS[run.task].onnx_model_class:
             left, right = st.columns(2)
-            if left.button("Measure int8 (ONNX)", key=f"runs_measure_{run.id}",
-                           help="Export the model to ONNX, quantize it to int8 with ONNX Runtime, and time and score "
-                                "both on this CPU on the run's test split (about half a minute for MiniLM)."):
+            if left.button(
+                "Measure int8 (ONNX)",
+                key=f"runs_measure_{run.id}",
+                help="Export the model to ONNX, quantize it to int8 with ONNX Runtime, and time and score "
+                "both on this CPU on the run's test split (about half a minute for MiniLM).",
+            ):
                 try:
                     with st.spinner("Exporting to ONNX, quantizing and timing fp32 vs int8…"):
                         st.session_state[report_key] = measure_quantization(run)
@@ -134,11 +143,17 @@ def export_section(run: Run) -> None:
             report = st.session_state.get(report_key) or existing_report(run)
             if report:
                 st.dataframe(report.table(), width="content")
-                st.caption(f"int8 predicts what fp32 predicts for {report.agreement:.1%} of {report.scored} test predictions. "
-                           f"Latency is the median on this CPU ({report.threads} threads); fp32 is the PyTorch folder, "
-                           f"int8 the ONNX Runtime one, which `{TASKS[run.task].onnx_model_class}` loads.")
-            with_int8 = right.checkbox("Include the int8 variant", key=f"runs_with_int8_{run.id}", disabled=report is None,
-                                       help="Measure it first, so you know what you trade.")
+                st.caption(
+                    f"int8 predicts what fp32 predicts for {report.agreement:.1%} of {report.scored} test predictions. "
+                    f"Latency is the median on this CPU ({report.threads} threads); fp32 is the PyTorch folder, "
+                    f"int8 the ONNX Runtime one, which `{TASKS[run.task].onnx_model_class}` loads."
+                )
+            with_int8 = right.checkbox(
+                "Include the int8 variant",
+                key=f"runs_with_int8_{run.id}",
+                disabled=report is None,
+                help="Measure it first, so you know what you trade.",
+            )
         if st.button("Prepare download", key=f"runs_prepare_{run.id}"):
             try:
                 with st.spinner("Writing the model folder and zipping it…"):
@@ -146,8 +161,13 @@ def export_section(run: Run) -> None:
             except UserError as problem:
                 st.error(str(problem))
         if zip_key in st.session_state:
-            st.download_button("Download model (zip)", st.session_state[zip_key], file_name=f"{run.id}.zip",
-                               mime="application/zip", key=f"runs_download_{run.id}")
+            st.download_button(
+                "Download model (zip)",
+                st.session_state[zip_key],
+                file_name=f"{run.id}.zip",
+                mime="application/zip",
+                key=f"runs_download_{run.id}",
+            )
 
 
 def robustness_section(run: Run) -> None:
@@ -155,13 +175,25 @@ def robustness_section(run: Run) -> None:
     from core.adversarial import evaluate_robustness
 
     with st.expander("Robustness check"):
-        st.caption("Attack each test example inside a ball of relative size epsilon around its word embeddings "
-                   "and count how often the prediction survives. Compare an adversarially trained run with a plain one.")
+        st.caption(
+            "Attack each test example inside a ball of relative size epsilon around its word embeddings "
+            "and count how often the prediction survives. Compare an adversarially trained run with a plain one."
+        )
         left, middle, right = st.columns(3)
-        method = left.selectbox("Attack", ("fgm", "pgd"), key=f"runs_attack_{run.id}",
-                                format_func={"fgm": "FGSM (one step)", "pgd": "PGD (5 steps)"}.get)
-        epsilon = middle.number_input("Epsilon (relative)", value=0.05, step=0.01, format="%.3f", key=f"runs_attack_eps_{run.id}",
-                                      help="Perturbation size relative to the input's own size (0.05 = 5 %).")
+        method = left.selectbox(
+            "Attack",
+            ("fgm", "pgd"),
+            key=f"runs_attack_{run.id}",
+            format_func={"fgm": "FGSM (one step)", "pgd": "PGD (5 steps)"}.get,
+        )
+        epsilon = middle.number_input(
+            "Epsilon (relative)",
+            value=0.05,
+            step=0.01,
+            format="%.3f",
+            key=f"runs_attack_eps_{run.id}",
+            help="Perturbation size relative to the input's own size (0.05 = 5 %).",
+        )
         if right.button("Run the check", key=f"runs_attack_go_{run.id}"):
             try:
                 with st.spinner("Attacking the test split (up to 200 examples)…"):
@@ -187,7 +219,9 @@ def live_view(selected_ids: list[str]) -> None:
     reconcile_or_warn()
     runs = store.list()
     st.dataframe(
-        runs_table(runs), hide_index=True, width="stretch",
+        runs_table(runs),
+        hide_index=True,
+        width="stretch",
         column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")},
     )
     selected = [run for run in runs if run.id in selected_ids]
@@ -225,8 +259,11 @@ ids = [run.id for run in all_runs]
 by_id = {run.id: run for run in all_runs}
 remembered = [run_id for run_id in st.session_state.get("runs_selected_ids", []) if run_id in by_id]
 selected_ids = st.multiselect(
-    "Runs to show (pick several to overlay their curves and compare configs)", ids,
-    default=remembered or ids[:1], format_func=lambda run_id: run_label(by_id[run_id]), key="runs_selection",
+    "Runs to show (pick several to overlay their curves and compare configs)",
+    ids,
+    default=remembered or ids[:1],
+    format_func=lambda run_id: run_label(by_id[run_id]),
+    key="runs_selection",
 )
 st.session_state["runs_selected_ids"] = selected_ids
 st.toggle("Log-scale loss", key="runs_log_loss", help="Loss often falls by orders of magnitude; a log scale shows late progress.")

@@ -74,8 +74,9 @@ HARDWARE = (
     ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
     ("precision", "Precision", "select", {"options": PRECISIONS}),
 )
-WIDGET_FIELDS = [spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, TOWERS, FUSION, HARDWARE)
-                 for spec in group]
+WIDGET_FIELDS = [
+    spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, TOWERS, FUSION, HARDWARE) for spec in group
+]
 
 
 def widget_value(field: str, value):
@@ -100,7 +101,7 @@ def fill_form(config: RunConfig) -> None:
 def draw(specs, columns: int = 4) -> dict:
     values = {}
     for start in range(0, len(specs), columns):
-        for column, (field, label, kind, options) in zip(st.columns(columns), specs[start:start + columns]):
+        for column, (field, label, kind, options) in zip(st.columns(columns), specs[start : start + columns]):
             key, help_text = f"train_{field}", HELP[field]
             if kind == "number":
                 values[field] = column.number_input(label, key=key, help=help_text, **options)
@@ -120,22 +121,32 @@ def presets() -> None:
         st.markdown(preset.watch_for)
         configs = preset.configs()
         left, right = st.columns(2)
-        left.button("Fill the form", key="train_preset_fill", on_click=fill_form, args=(configs[0],),
-                    help="Replace the form's values with this preset's (the first variant, for comparisons).")
+        left.button(
+            "Fill the form",
+            key="train_preset_fill",
+            on_click=fill_form,
+            args=(configs[0],),
+            help="Replace the form's values with this preset's (the first variant, for comparisons).",
+        )
         if len(configs) > 1 and right.button(f"Queue all {len(configs)} variants", key="train_preset_queue"):
             queue(configs)
 
 
 def model_picker(task) -> str:
-    source = st.radio("Model source", MODEL_SOURCES, horizontal=True, key="train_model_source",
-                      help="Built-in models work offline; a hub id needs internet; a local folder is one written by "
-                           "save_pretrained.")
+    source = st.radio(
+        "Model source",
+        MODEL_SOURCES,
+        horizontal=True,
+        key="train_model_source",
+        help="Built-in models work offline; a hub id needs internet; a local folder is one written by save_pretrained.",
+    )
     if source == "Built-in":
         fitting = [key for key, model in BUILTIN_MODELS.items() if model.modality == task.modality]
         if st.session_state.get("train_model_builtin") not in fitting:
             st.session_state["train_model_builtin"] = fitting[0]
-        return st.selectbox("Model", fitting, format_func=lambda key: BUILTIN_MODELS[key].title,
-                            key="train_model_builtin", help=HELP["model"])
+        return st.selectbox(
+            "Model", fitting, format_func=lambda key: BUILTIN_MODELS[key].title, key="train_model_builtin", help=HELP["model"]
+        )
     placeholder = "bert-base-uncased" if source == "Hugging Face hub id" else "/path/to/model-folder"
     return st.text_input("Model", placeholder=placeholder, key="train_model_text", help=HELP["model"])
 
@@ -150,7 +161,10 @@ def dataset_picker(task) -> tuple[str, str, str]:
     if st.session_state.get("train_dataset") not in [*datasets, FILE_PATH]:
         st.session_state["train_dataset"] = next(iter(datasets), FILE_PATH)
     choice = st.selectbox(
-        "Dataset", [*datasets, FILE_PATH], key="train_dataset", help=HELP["dataset"],
+        "Dataset",
+        [*datasets, FILE_PATH],
+        key="train_dataset",
+        help=HELP["dataset"],
         format_func=lambda key: "A file path…" if key == FILE_PATH else f"{datasets[key].title} ({key})",
     )
     if choice != FILE_PATH:
@@ -167,8 +181,9 @@ def build_config() -> RunConfig | None:
 
     values: dict = {}
     name_slot = st.container()  # the name comes first on the page but follows the task and dataset picked below
-    values["task"] = st.selectbox("Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task",
-                                  help=HELP["task"])
+    values["task"] = st.selectbox(
+        "Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task", help=HELP["task"]
+    )
     task = TASKS[values["task"]]
     values["model"] = model_picker(task)
     values["dataset"], values["text_column"], values["label_column"] = dataset_picker(task)
@@ -194,10 +209,20 @@ def build_config() -> RunConfig | None:
 def tracker_settings() -> dict:
     """Experiment trackers beside TensorBoard (none unless chosen), and where MLflow logs when it is one."""
     left, right = st.columns(2)
-    trackers = left.multiselect("Experiment trackers (beside TensorBoard)", list(TRACKERS), key="train_trackers",
-                                format_func=lambda name: TRACKERS[name].label, help=HELP["trackers"])
-    uri = right.text_input("MLflow tracking URI", key="train_mlflow_tracking_uri", placeholder="empty: workspace/mlruns",
-                           disabled="mlflow" not in trackers, help=HELP["mlflow_tracking_uri"])
+    trackers = left.multiselect(
+        "Experiment trackers (beside TensorBoard)",
+        list(TRACKERS),
+        key="train_trackers",
+        format_func=lambda name: TRACKERS[name].label,
+        help=HELP["trackers"],
+    )
+    uri = right.text_input(
+        "MLflow tracking URI",
+        key="train_mlflow_tracking_uri",
+        placeholder="empty: workspace/mlruns",
+        disabled="mlflow" not in trackers,
+        help=HELP["mlflow_tracking_uri"],
+    )
     return {"trackers": trackers, "mlflow_tracking_uri": uri.strip() if "mlflow" in trackers else ""}
 
 
@@ -228,20 +253,34 @@ def follow_suggested_name(suggestion: str) -> None:
 
 def strategy_settings(values: dict) -> dict:
     st.subheader("What trains")
-    chosen = {"strategy": st.radio(
-        "Fine-tuning strategy", STRATEGIES, horizontal=True, key="train_strategy", help=HELP["strategy"],
-        format_func={"full": "full", "head": "head only", "freeze": "freeze bottom N layers", "lora": "LoRA",
-                     "adalora": "AdaLoRA"}.get,
-    )}
+    chosen = {
+        "strategy": st.radio(
+            "Fine-tuning strategy",
+            STRATEGIES,
+            horizontal=True,
+            key="train_strategy",
+            help=HELP["strategy"],
+            format_func={
+                "full": "full",
+                "head": "head only",
+                "freeze": "freeze bottom N layers",
+                "lora": "LoRA",
+                "adalora": "AdaLoRA",
+            }.get,
+        )
+    }
     if chosen["strategy"] == "freeze":
-        chosen["freeze_layers"] = st.number_input("Layers to freeze", min_value=0, step=1, key="train_freeze_layers",
-                                                  help=HELP["freeze_layers"])
+        chosen["freeze_layers"] = st.number_input(
+            "Layers to freeze", min_value=0, step=1, key="train_freeze_layers", help=HELP["freeze_layers"]
+        )
     if chosen["strategy"] in ("lora", "adalora"):
         chosen.update(draw(LORA))
     if chosen["strategy"] == "adalora":
         chosen.update(draw(ADALORA))
-        st.caption("AdaLoRA keeps the full rank budget for the first 10 % of steps, prunes it in the middle, "
-                   "and fixes the ranks for the last 20 %; the Runs page draws the budget as it moves.")
+        st.caption(
+            "AdaLoRA keeps the full rank budget for the first 10 % of steps, prunes it in the middle, "
+            "and fixes the ranks for the last 20 %; the Runs page draws the budget as it moves."
+        )
     return chosen
 
 
@@ -263,13 +302,17 @@ def tower_settings(values: dict) -> dict:
     st.subheader("What trains: the two towers")
     chosen = {"strategy": "full", **draw(TOWERS)}
     if "lora" in (chosen["vision_tower"], chosen["text_tower"]):
-        st.caption("LoRA targets are looked up in each LoRA tower by name (BERT text tower: query, value; "
-                   "MobileNetV2 has convolutions such as expand_1x1.convolution).")
+        st.caption(
+            "LoRA targets are looked up in each LoRA tower by name (BERT text tower: query, value; "
+            "MobileNetV2 has convolutions such as expand_1x1.convolution)."
+        )
         chosen.update(draw(LORA))
     negatives = max(int(values.get("batch_size") or 1) - 1, 0)
-    st.caption(f"Contrastive loss: each pair is scored against the other {negatives} pairs of its batch (in-batch "
-               "negatives), so a larger batch gives harder training. Gradient accumulation adds optimizer steps, "
-               "not negatives: each micro-batch's loss sees only its own batch.")
+    st.caption(
+        f"Contrastive loss: each pair is scored against the other {negatives} pairs of its batch (in-batch "
+        "negatives), so a larger batch gives harder training. Gradient accumulation adds optimizer steps, "
+        "not negatives: each micro-batch's loss sees only its own batch."
+    )
     return chosen
 
 
@@ -277,8 +320,13 @@ def fusion_settings(values: dict) -> dict:
     return draw(FUSION, columns=2)
 
 
-SETTING_GROUPS = {"strategy": strategy_settings, "subtokens": subtoken_settings, "images": image_settings,
-                  "towers": tower_settings, "fusion": fusion_settings}
+SETTING_GROUPS = {
+    "strategy": strategy_settings,
+    "subtokens": subtoken_settings,
+    "images": image_settings,
+    "towers": tower_settings,
+    "fusion": fusion_settings,
+}
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -296,8 +344,13 @@ def augmentation_preview(values: dict) -> None:
     params = params_from_config(RunConfig(**{k: v for k, v in values.items() if k.startswith("aug_")}))
     if params.problems():
         return
-    seed = st.number_input("Preview seed", min_value=0, step=1, key="train_preview_seed",
-                           help="Change it to draw other random augmentations of the same images.")
+    seed = st.number_input(
+        "Preview seed",
+        min_value=0,
+        step=1,
+        key="train_preview_seed",
+        help="Change it to draw other random augmentations of the same images.",
+    )
     try:
         with st.spinner("Preparing sample images…"):
             originals = sample_images(values["dataset"])
@@ -340,8 +393,9 @@ if config is not None:
         st.error(problem)
     st.subheader("Launch")
     left, right = st.columns([1, 2])
-    left.download_button("Download config (YAML)", config.to_yaml(), file_name="run.yaml", mime="application/x-yaml",
-                         key="train_download")
+    left.download_button(
+        "Download config (YAML)", config.to_yaml(), file_name="run.yaml", mime="application/x-yaml", key="train_download"
+    )
     right.code(config.cli_command("run.yaml"), language="bash")
     if st.button("Start training", type="primary", disabled=bool(problems), key="train_start"):
         queue([config])

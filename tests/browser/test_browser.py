@@ -6,14 +6,11 @@ on 127.0.0.1; skipped with a reason when Chromium or Playwright is missing.
 
 from __future__ import annotations
 
-
 import pytest
-
-from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 from core.store import RunStore
 from pages import STATUS_ICONS
-
+from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 pytestmark = needs_browser
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
-
 from test_image_pages import explainer_ready, trained_image_run  # the shared finished run (helpers, not tests)
 
+from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 pytestmark = needs_browser
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
-
 from test_inspect import trained_run  # the shared finished tiny run (a helper, not a test)
 
+from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
 
 pytestmark = needs_browser
 

@@ -9,10 +9,9 @@ session through the job manager. Skipped with a reason when Chromium or Playwrig
 from __future__ import annotations
 
 import pytest
+from test_pair_pages import trained_pair_run  # the shared finished run (a helper, not a test)
 
 from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
-
-from test_pair_pages import trained_pair_run  # the shared finished run (a helper, not a test)
 
 pytestmark = needs_browser
 

@@ -17,7 +17,12 @@ REPO = Path(__file__).resolve().parents[2]
 def core_cli(*arguments, workspace, timeout=120):
     env = dict(os.environ, WORKBENCH_WORKSPACE=str(workspace), HF_HUB_OFFLINE="1")
     return subprocess.run(
-        [sys.executable, "-m", "core", *arguments], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "core", *arguments],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -30,8 +35,15 @@ def test_runs_on_an_empty_workspace_says_how_to_start(workspace):
 
 def test_runs_lists_runs_with_status_and_progress(workspace):
     store = RunStore()
-    store.create("20990101-000000-abcd", name="my sentiment run", task="text_classification", model="m",
-                 dataset="d", device="cpu", config_yaml="")
+    store.create(
+        "20990101-000000-abcd",
+        name="my sentiment run",
+        task="text_classification",
+        model="m",
+        dataset="d",
+        device="cpu",
+        config_yaml="",
+    )
     store.update("20990101-000000-abcd", status="completed", step=30, max_steps=60)
     result = core_cli("runs", workspace=workspace)
     assert result.returncode == 0, result.stderr

@@ -25,12 +25,34 @@ def test_defaults_are_valid_and_every_knob_has_help():
 
 def test_yaml_round_trip_keeps_every_value():
     config = RunConfig(
-        name="a run: with 'quotes' and # hash", model="/tmp/some model", dataset="data/file.csv",
-        text_column="body", label_column="stars", max_rows=300, learning_rate=3e-4, batch_size=8,
-        epochs=2.5, max_steps=0, warmup_ratio=0.0, scheduler="cosine", weight_decay=0.0, dropout=0.2,
-        max_length=64, grad_accum=2, seed=7, eval_steps=5, logging_steps=1, strategy="lora",
-        freeze_layers=1, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=["query", "key", "value"],
-        device="cpu", precision="fp32", group_by_length=False,
+        name="a run: with 'quotes' and # hash",
+        model="/tmp/some model",
+        dataset="data/file.csv",
+        text_column="body",
+        label_column="stars",
+        max_rows=300,
+        learning_rate=3e-4,
+        batch_size=8,
+        epochs=2.5,
+        max_steps=0,
+        warmup_ratio=0.0,
+        scheduler="cosine",
+        weight_decay=0.0,
+        dropout=0.2,
+        max_length=64,
+        grad_accum=2,
+        seed=7,
+        eval_steps=5,
+        logging_steps=1,
+        strategy="lora",
+        freeze_layers=1,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        lora_targets=["query", "key", "value"],
+        device="cpu",
+        precision="fp32",
+        group_by_length=False,
     )
     text = config.to_yaml()
     again = RunConfig.from_yaml(text)
@@ -46,7 +68,7 @@ def test_load_reads_a_file_and_names_a_missing_one(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(RunConfig(name="from file", seed=3).to_yaml(), encoding="utf-8")
     assert RunConfig.load(path) == RunConfig(name="from file", seed=3)
-    with pytest.raises(UserError, match="no config file at .*missing.yaml"):
+    with pytest.raises(UserError, match=r"no config file at .*missing.yaml"):
         RunConfig.load(tmp_path / "missing.yaml")
 
 
@@ -84,7 +106,13 @@ def test_strings_are_coerced_to_the_field_types():
 
 @pytest.mark.parametrize(
     "key, value",
-    [("batch_size", "sixteen"), ("batch_size", 2.5), ("learning_rate", "fast"), ("group_by_length", "maybe"), ("lora_targets", 5)],
+    [
+        ("batch_size", "sixteen"),
+        ("batch_size", 2.5),
+        ("learning_rate", "fast"),
+        ("group_by_length", "maybe"),
+        ("lora_targets", 5),
+    ],
 )
 def test_values_that_cannot_be_coerced_say_which_key(key, value):
     with pytest.raises(UserError) as caught:

@@ -27,7 +27,6 @@ from core.data.builtin import MOVIE_REVIEWS_ASSET, MOVIE_REVIEWS_HUB_ID
 from core.errors import UserError
 from core.workspace import datasets_dir
 
-
 # Every test here gets its own workspace (the `workspace` fixture in the root conftest.py).
 pytestmark = pytest.mark.usefixtures("workspace")
 
@@ -89,7 +88,7 @@ def test_missing_json_label_is_a_blank_and_float_labels_lose_their_point(tmp_pat
     path = tmp_path / "t.jsonl"
     lines = [{"text": f"t{i}", "label": i % 2} for i in range(10)] + [{"text": "extra", "label": None}]
     path.write_text("\n".join(json.dumps(line) for line in lines))
-    with pytest.raises(UserError, match="^1 rows of the file t.jsonl have no label"):
+    with pytest.raises(UserError, match=r"^1 rows of the file t.jsonl have no label"):
         load_splits(str(path))
     floats = tmp_path / "floats.parquet"
     floats.write_bytes(_parquet_bytes([{"text": f"t{i}", "label": float(i % 2)} for i in range(10)]))
@@ -141,8 +140,12 @@ def test_small_classes_still_split_with_every_class_in_train(tmp_path):
 
 
 def test_given_split_column_is_kept(tmp_path):
-    records = [dict(r, split=s) for s, part in (("train", {"x": 6, "y": 6}), ("dev", {"x": 2, "y": 1}), ("TEST", {"x": 1, "y": 3}))
-               for r in rows(part) for r in [dict(r, text=f"{s} {r['text']}")]]
+    records = [
+        dict(r, split=s)
+        for s, part in (("train", {"x": 6, "y": 6}), ("dev", {"x": 2, "y": 1}), ("TEST", {"x": 1, "y": 3}))
+        for r in rows(part)
+        for r in [dict(r, text=f"{s} {r['text']}")]
+    ]
     path = tmp_path / "given.csv"
     path.write_bytes(csv_bytes(records))
     splits = load_splits(str(path), seed=3)
@@ -153,8 +156,11 @@ def test_given_split_column_is_kept(tmp_path):
 
 
 def test_missing_validation_split_is_carved_from_train_stratified(tmp_path):
-    records = [dict(r, text=f"{s} {r['text']}", split=s) for s, part in (("train", {"x": 50, "y": 30}), ("test", {"x": 5, "y": 5}))
-               for r in rows(part)]
+    records = [
+        dict(r, text=f"{s} {r['text']}", split=s)
+        for s, part in (("train", {"x": 50, "y": 30}), ("test", {"x": 5, "y": 5}))
+        for r in rows(part)
+    ]
     path = tmp_path / "given.csv"
     path.write_bytes(csv_bytes(records))
     splits = load_splits(str(path), validation_fraction=0.1)
@@ -167,7 +173,7 @@ def test_missing_validation_split_is_carved_from_train_stratified(tmp_path):
 def test_unknown_split_values_are_an_error(tmp_path):
     path = tmp_path / "given.csv"
     path.write_bytes(csv_bytes([dict(r, split="holdout") for r in rows({"x": 3, "y": 3})]))
-    with pytest.raises(UserError, match="'holdout'.*train, validation"):
+    with pytest.raises(UserError, match=r"'holdout'.*train, validation"):
         load_splits(str(path))
 
 
@@ -247,21 +253,21 @@ def test_blank_texts_are_refused(tmp_path):
     records[0]["text"] = ""
     path = tmp_path / "d.csv"
     path.write_bytes(csv_bytes(records))
-    with pytest.raises(UserError, match="1 rows .* have empty text"):
+    with pytest.raises(UserError, match=r"1 rows .* have empty text"):
         load_splits(str(path))
 
 
 def test_single_class_is_refused(tmp_path):
     path = tmp_path / "d.csv"
     path.write_bytes(csv_bytes(rows({"only": 8})))
-    with pytest.raises(UserError, match="label 'only'.*at least two classes"):
+    with pytest.raises(UserError, match=r"label 'only'.*at least two classes"):
         load_splits(str(path))
 
 
 def test_class_with_one_example_is_named(tmp_path):
     path = tmp_path / "d.csv"
     path.write_bytes(csv_bytes(rows({"a": 8, "b": 8, "rare": 1})))
-    with pytest.raises(UserError, match="class 'rare' .* only one example"):
+    with pytest.raises(UserError, match=r"class 'rare' .* only one example"):
         load_splits(str(path))
 
 
@@ -272,7 +278,7 @@ def test_unknown_dataset_lists_the_available_ones():
 
 
 def test_missing_file_path_is_named(tmp_path):
-    with pytest.raises(UserError, match="There is no file at .*missing.csv"):
+    with pytest.raises(UserError, match=r"There is no file at .*missing.csv"):
         load_splits(str(tmp_path / "missing.csv"))
 
 
@@ -314,14 +320,17 @@ def test_register_sanitises_names_and_stays_inside_the_workspace(workspace):
     info = register_dataset("../../escape", "..\\..\\evil name.csv", csv_bytes(rows({"a": 10, "b": 10})), "text", "label")
     assert info.key == "escape"
     stored = [p for p in workspace.rglob("*") if p.is_file() and not p.name.startswith(".write-check")]
-    assert sorted(p.relative_to(workspace).as_posix() for p in stored) == ["datasets/escape/evil_name.csv", "datasets/escape/spec.yaml"]
+    assert sorted(p.relative_to(workspace).as_posix() for p in stored) == [
+        "datasets/escape/evil_name.csv",
+        "datasets/escape/spec.yaml",
+    ]
     assert not (workspace.parent / "escape").exists()
 
 
 def test_register_validates_fully_and_writes_nothing_on_failure():
     records = rows({"a": 10, "b": 10})
     records[4]["label"] = ""
-    with pytest.raises(UserError, match="1 rows of the uploaded file bad.csv have no label"):
+    with pytest.raises(UserError, match=r"1 rows of the uploaded file bad.csv have no label"):
         register_dataset("bad", "bad.csv", csv_bytes(records), "text", "label")
     with pytest.raises(UserError, match="no column named 'stars'"):
         register_dataset("bad", "bad.csv", csv_bytes(rows({"a": 10, "b": 10})), "text", "stars")
@@ -466,8 +475,9 @@ BUILTIN_OF_EACH_KIND = ["planted-keywords", "digits", "tweet-ner", "shapes-capti
 @pytest.mark.parametrize("task", UPLOAD_TASKS)
 @pytest.mark.parametrize("builtin", BUILTIN_OF_EACH_KIND)
 def test_no_upload_of_any_kind_takes_a_builtin_of_any_kind(task, builtin):
-    with pytest.raises(UserError, match=f"'{builtin}' is the name of a built-in dataset; choose another name, "
-                                        f"such as '{builtin}-2'"):
+    with pytest.raises(
+        UserError, match=f"'{builtin}' is the name of a built-in dataset; choose another name, such as '{builtin}-2'"
+    ):
         register_as(task, builtin)
     assert not (datasets_dir() / builtin).exists()
 
@@ -497,14 +507,23 @@ def test_the_name_rule_sanitises_and_suggests_a_free_name():
 def test_the_registry_lists_every_kind_with_its_task():
     from core.data import dataset_kinds, find_dataset
 
-    assert list(dataset_kinds()) == ["text_classification", "image_classification", "token_classification",
-                                     "image_text_contrastive", "image_text_fusion"]
+    assert list(dataset_kinds()) == [
+        "text_classification",
+        "image_classification",
+        "token_classification",
+        "image_text_contrastive",
+        "image_text_fusion",
+    ]
     for task in UPLOAD_TASKS:
         register_as(task, f"my-{task}")
     listed = [(info.key, info.task, info.builtin) for info in list_datasets()]
-    for key, task in (("movie-reviews", "text_classification"), ("digits", "image_classification"),
-                      ("tweet-ner", "token_classification"), ("shapes-captions", "image_text_contrastive"),
-                      ("planted-pairs", "image_text_fusion")):
+    for key, task in (
+        ("movie-reviews", "text_classification"),
+        ("digits", "image_classification"),
+        ("tweet-ner", "token_classification"),
+        ("shapes-captions", "image_text_contrastive"),
+        ("planted-pairs", "image_text_fusion"),
+    ):
         assert (key, task, True) in listed
     for task in UPLOAD_TASKS:
         assert (f"my-{task}", task, False) in listed

@@ -44,8 +44,16 @@ TEXT = "the film was superb and the actress was wonderful"
 
 def explain_config(model_dir) -> RunConfig:
     return RunConfig(
-        name="explain", model=str(model_dir), dataset="planted-keywords", max_rows=300, epochs=4, batch_size=16,
-        learning_rate=0.002, eval_steps=10, logging_steps=5, max_length=32,
+        name="explain",
+        model=str(model_dir),
+        dataset="planted-keywords",
+        max_rows=300,
+        epochs=4,
+        batch_size=16,
+        learning_rate=0.002,
+        eval_steps=10,
+        logging_steps=5,
+        max_length=32,
         # The checks below describe the model at the end of training; kept-best would be the first
         # checkpoint that reached accuracy 1.0, long before the encoder settled.
         best_checkpoint=False,
@@ -145,8 +153,12 @@ def test_ig_delta_is_small_shown_and_equal_to_captum(explainer, correct):
             return model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
 
         attributions, delta = LayerIntegratedGradients(forward, model.get_input_embeddings()).attribute(
-            encoded["input_ids"], baselines=baseline, target=explanation.target, n_steps=50,
-            additional_forward_args=(encoded["attention_mask"], encoded["token_type_ids"]), return_convergence_delta=True,
+            encoded["input_ids"],
+            baselines=baseline,
+            target=explanation.target,
+            n_steps=50,
+            additional_forward_args=(encoded["attention_mask"], encoded["token_type_ids"]),
+            return_convergence_delta=True,
         )
         expected = attributions.sum(-1)[0, 1:-1]
         assert torch.allclose(torch.tensor(explanation.scores, dtype=expected.dtype), expected, atol=1e-5, rtol=1e-4)
@@ -154,8 +166,19 @@ def test_ig_delta_is_small_shown_and_equal_to_captum(explainer, correct):
 
 
 def test_large_delta_is_flagged():
-    base = dict(units=["a"], scores=[1.0], method="ig", target=0, target_label="x", predicted=0, predicted_label="x",
-                probabilities=[1.0], seconds=0.1, params={}, truncated=False)
+    base = {
+        "units": ["a"],
+        "scores": [1.0],
+        "method": "ig",
+        "target": 0,
+        "target_label": "x",
+        "predicted": 0,
+        "predicted_label": "x",
+        "probabilities": [1.0],
+        "seconds": 0.1,
+        "params": {},
+        "truncated": False,
+    }
     assert Explanation(delta=0.2, output_difference=1.0, **base).delta_is_large()
     assert not Explanation(delta=0.01, output_difference=1.0, **base).delta_is_large()
     assert not Explanation(delta=None, output_difference=None, **base).delta_is_large()
@@ -195,7 +218,7 @@ def test_target_by_name_index_or_predicted(explainer):
     assert predicted.scores[superb] > 0 > by_name.scores[superb]
     with pytest.raises(UserError, match=r"no class 7: this model has 2 classes, numbered 0 to 1 \(negative, positive\)"):
         explainer.explain(TEXT, "ig", target=7)
-    with pytest.raises(UserError, match="no class 'neutral'.*negative, positive"):
+    with pytest.raises(UserError, match=r"no class 'neutral'.*negative, positive"):
         explainer.explain(TEXT, "ig", target="neutral")
 
 
@@ -203,7 +226,7 @@ def test_bad_requests_are_sentences(explainer):
     for empty in ("", "   \n"):
         with pytest.raises(UserError, match="The text is empty"):
             explainer.explain(empty)
-    with pytest.raises(UserError, match="no attribution method 'shap'; choose one of ig, saliency, .*occlusion"):
+    with pytest.raises(UserError, match=r"no attribution method 'shap'; choose one of ig, saliency, .*occlusion"):
         explainer.explain(TEXT, "shap")
     with pytest.raises(UserError, match="Integrated Gradients has no parameter window; it takes: steps, baseline"):
         explainer.explain(TEXT, "ig", window=2)
@@ -242,9 +265,21 @@ def test_baselines_and_method_params_are_used(explainer):
 
 
 def hand_made(units, scores) -> Explanation:
-    return Explanation(units=units, scores=scores, method="ig", target=1, target_label="positive", predicted=1,
-                       predicted_label="positive", probabilities=[0.2, 0.8], delta=0.0, output_difference=1.0,
-                       seconds=0.01, params={"steps": 50}, truncated=False)
+    return Explanation(
+        units=units,
+        scores=scores,
+        method="ig",
+        target=1,
+        target_label="positive",
+        predicted=1,
+        predicted_label="positive",
+        probabilities=[0.2, 0.8],
+        delta=0.0,
+        output_difference=1.0,
+        seconds=0.01,
+        params={"steps": 50},
+        truncated=False,
+    )
 
 
 def test_merge_word_pieces_joins_pieces_and_sums_scores():
@@ -375,7 +410,9 @@ def test_second_identical_call_is_the_cached_object(explainer):
 def test_explain_many_reports_progress_and_takes_one_target_per_text(explainer, correct):
     texts = [text for text, _ in correct[:3]]
     seen = []
-    results = explainer.explain_many(texts, "occlusion", target=["negative", "positive", 0], progress=lambda f, m: seen.append((f, m)))
+    results = explainer.explain_many(
+        texts, "occlusion", target=["negative", "positive", 0], progress=lambda f, m: seen.append((f, m))
+    )
     assert [r.target_label for r in results] == ["negative", "positive", "negative"]
     assert [f for f, _ in seen] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert seen[-1][1] == "Explained 3 of 3 texts"
@@ -406,8 +443,9 @@ def test_load_text_explainer_caches_and_refuses_with_sentences(trained, explaine
         load_text_explainer(run.id, "checkpoint-999")
     store = RunStore()
     for run_id, make_directory in (("20990101-000000-gone", False), ("20990101-000000-none", True)):
-        store.create(run_id, name="x", task="text_classification", model="m", dataset="d", device="cpu",
-                     config_yaml=RunConfig().to_yaml())
+        store.create(
+            run_id, name="x", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml()
+        )
         if make_directory:
             (trained["root"] / "runs" / run_id).mkdir(parents=True)
     with pytest.raises(UserError, match="directory of run 20990101-000000-gone was deleted"):
@@ -424,8 +462,9 @@ def explain_cli(*arguments, workspace, timeout=180):
     """`python -m core explain …`, as a user types it."""
     command = ["-m", "core", "explain"]
     env = dict(os.environ, WORKBENCH_WORKSPACE=str(workspace), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, *command, *arguments], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *command, *arguments], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_core_cli_has_the_explain_command():
@@ -447,8 +486,18 @@ def test_cli_prints_json_with_units_and_scores(trained):
 def test_cli_explains_a_row_of_the_runs_split_readably(trained):
     config = trained["config"]
     row = load_splits(config.dataset, seed=config.seed, max_rows=config.max_rows).test.iloc[3]
-    result = explain_cli(trained["run"].id, "--split", "test", "--index", "3", "--method", "occlusion",
-                         "--param", "window=1", workspace=trained["root"])
+    result = explain_cli(
+        trained["run"].id,
+        "--split",
+        "test",
+        "--index",
+        "3",
+        "--method",
+        "occlusion",
+        "--param",
+        "window=1",
+        workspace=trained["root"],
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("prediction: ") and f"gold: {row['label']}" in lines[0]

@@ -64,8 +64,9 @@ def test_an_image_file_explains_as_its_dataset_row_does(image_run, tmp_path, cap
     from_split = json.loads(out)
     picture = tmp_path / "square.png"
     open_image(from_split["image"]).save(picture)  # PNG keeps every pixel
-    status, out, err = cli(capsys, image_run.id, "--image", str(picture), "--method", "occlusion", "--json",
-                           "--target", "red square")
+    status, out, err = cli(
+        capsys, image_run.id, "--image", str(picture), "--method", "occlusion", "--json", "--target", "red square"
+    )
     assert status == 0, err
     from_file = json.loads(out)
     assert from_file["target_label"] == "red square" and from_file["gold_label"] is None and from_file["image"] == str(picture)
@@ -90,9 +91,12 @@ def test_readable_lines_name_the_class_and_draw_the_grid(image_run, capsys):
 def test_image_runs_refuse_what_they_cannot_explain(image_run, tmp_path, capsys):
     assert "has 20 rows; choose an index from 0 to 19" in refused(capsys, image_run.id, "--split", "test", "--index", "20")
     assert "is an image classification run: give --image FILE or --split with --index, not --text" in refused(
-        capsys, image_run.id, "--text", "a red square")
+        capsys, image_run.id, "--text", "a red square"
+    )
     assert "--token is for named-entity runs" in refused(capsys, image_run.id, "--split", "test", "--index", "0", "--token", "1")
-    assert f"There is no image file {tmp_path / 'gone.png'}" in refused(capsys, image_run.id, "--image", str(tmp_path / "gone.png"))
+    assert f"There is no image file {tmp_path / 'gone.png'}" in refused(
+        capsys, image_run.id, "--image", str(tmp_path / "gone.png")
+    )
     assert "There is no attribution method 'anchors'" in refused(capsys, image_run.id, "--image", "x.png", "--method", "anchors")
 
 
@@ -136,8 +140,9 @@ def test_a_words_tag_is_explained_over_the_sentence_as_json(ner, capsys):
 
 def test_a_typed_sentence_and_a_chosen_tag_read_as_lines(ner, capsys):
     run, _ = ner
-    status, out, err = cli(capsys, run.id, "--text", "yesterday Alice flew to Paris", "--token", "4", "--target", "B-LOC",
-                           "--method", "occlusion")
+    status, out, err = cli(
+        capsys, run.id, "--text", "yesterday Alice flew to Paris", "--token", "4", "--target", "B-LOC", "--method", "occlusion"
+    )
     assert status == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("prediction: ") and "gold" not in lines[0]
@@ -150,11 +155,14 @@ def test_ner_runs_ask_for_the_word_and_refuse_images(ner, capsys):
     run, test = ner
     words = list(test.iloc[0]["tokens"])
     assert f"Say which word's tag to explain: give --token K, 0-based (0 {words[0]}, 1 {words[1]}" in refused(
-        capsys, run.id, "--split", "test", "--index", "0")
+        capsys, run.id, "--split", "test", "--index", "0"
+    )
     assert f"There is no word {len(words)} in this sentence of {len(words)} words" in refused(
-        capsys, run.id, "--split", "test", "--index", "0", "--token", str(len(words)))
+        capsys, run.id, "--split", "test", "--index", "0", "--token", str(len(words))
+    )
     assert "--image is for image classification and image-text runs; run" in refused(
-        capsys, run.id, "--image", "x.png", "--token", "0")
+        capsys, run.id, "--image", "x.png", "--token", "0"
+    )
     assert "There is no class 'B-ORG'" in refused(capsys, run.id, "--text", "Alice is here", "--token", "0", "--target", "B-ORG")
 
 
@@ -175,15 +183,28 @@ def test_a_pair_of_the_runs_split_is_explained_over_tokens_and_patches(pair_run,
     from core.stages import split_rows
 
     row = split_rows(pair_run, "test")[0].iloc[2]
-    status, out, err = cli(capsys, pair_run.id, "--split", "test", "--index", "2", "--grid", "4", "--method", "smoothgrad",
-                           "--param", "nt_samples=4", "--json")
+    status, out, err = cli(
+        capsys,
+        pair_run.id,
+        "--split",
+        "test",
+        "--index",
+        "2",
+        "--grid",
+        "4",
+        "--method",
+        "smoothgrad",
+        "--param",
+        "nt_samples=4",
+        "--json",
+    )
     assert status == 0, err
     payload = json.loads(out)
     assert payload["method"] == "smoothgrad" and payload["text"] == row["text"] and payload["image"] == row["image"]
     assert len(payload["patch_scores"]) == 16 and len(payload["tokens"]) == len(payload["token_scores"]) > 0
     assert payload["run_id"] == pair_run.id and payload["signed"] is False
-    assert "--split with --index, not both" in refused(capsys, pair_run.id, "--image", "x.png", "--split", "test",
-                                                       "--index", "1")
+    assert "--split with --index, not both" in refused(capsys, pair_run.id, "--image", "x.png", "--split", "test", "--index", "1")
     assert "or a pair of its data with --split test --index N" in refused(capsys, pair_run.id, "--text", "a red circle")
-    assert "has no parameter window" in refused(capsys, pair_run.id, "--split", "test", "--index", "0", "--method", "ig",
-                                                "--param", "window=2")
+    assert "has no parameter window" in refused(
+        capsys, pair_run.id, "--split", "test", "--index", "0", "--method", "ig", "--param", "window=2"
+    )

@@ -22,9 +22,9 @@ from core.explain import (
     describe,
     load_image_explainer,
     methods_for,
+    patches,
     randomization_check,
 )
-from core.explain import patches
 from core.explain.layers import last_convolution
 
 RUN_TIMEOUT = 240
@@ -77,8 +77,9 @@ def vit_explainer(tmp_path_factory):
 
     folder = write_random_vit(tmp_path_factory.mktemp("tiny-vit-explain"), "tiny")
     torch.manual_seed(0)
-    model = AutoModelForImageClassification.from_pretrained(folder, num_labels=2, id2label={0: "blue", 1: "red"},
-                                                            label2id={"blue": 0, "red": 1})
+    model = AutoModelForImageClassification.from_pretrained(
+        folder, num_labels=2, id2label={0: "blue", 1: "red"}, label2id={"blue": 0, "red": 1}
+    )
     return ImageExplainer(model, AutoImageProcessor.from_pretrained(folder, backend="pil"))
 
 
@@ -88,8 +89,14 @@ def cnn_explainer():
     from transformers.models.mobilenet_v2 import MobileNetV2ImageProcessorPil
 
     torch.manual_seed(0)
-    config = MobileNetV2Config(depth_multiplier=0.35, image_size=CNN_SIZE, num_labels=3, tf_padding=False,
-                               id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
+    config = MobileNetV2Config(
+        depth_multiplier=0.35,
+        image_size=CNN_SIZE,
+        num_labels=3,
+        tf_padding=False,
+        id2label={0: "a", 1: "b", 2: "c"},
+        label2id={"a": 0, "b": 1, "c": 2},
+    )
     model = MobileNetV2ForImageClassification(config)
     processor = MobileNetV2ImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": CNN_SIZE, "width": CNN_SIZE})
     return ImageExplainer(model, processor)
@@ -112,8 +119,10 @@ def test_one_registry_serves_every_input():
     with pytest.raises(UserError, match="no attribution methods for 'audio'"):
         methods_for("audio")
     assert describe("ig", {"steps": 50, "baseline": "pad"}) == "Integrated Gradients (steps 50, baseline pad)"
-    assert describe("occlusion", {"baseline": "mean", "measure": "logit", "grid": [8, 8], "input_size": [64, 64]}) == \
-        "Occlusion (baseline mean, measure logit, grid 8x8)"
+    assert (
+        describe("occlusion", {"baseline": "mean", "measure": "logit", "grid": [8, 8], "input_size": [64, 64]})
+        == "Occlusion (baseline mean, measure logit, grid 8x8)"
+    )
 
 
 def test_vit_patch_count_equals_its_patch_grid(vit_explainer):
@@ -137,8 +146,13 @@ def test_each_method_gives_a_finite_json_ready_patch_map(kind, method, vit_expla
         with pytest.raises(UserError, match="convolutional feature map"):
             explainer.explain(image, method)
         return
-    params = {"ig": {"steps": 16}, "gradient_shap": {"n_samples": 8}, "kernel_shap": {"n_samples": 32},
-              "lime": {"n_samples": 32}, "smoothgrad": {"nt_samples": 4}}.get(method, {})
+    params = {
+        "ig": {"steps": 16},
+        "gradient_shap": {"n_samples": 8},
+        "kernel_shap": {"n_samples": 32},
+        "lime": {"n_samples": 32},
+        "smoothgrad": {"nt_samples": 4},
+    }.get(method, {})
     explanation = explainer.explain(image, method, grid=7, **params)
     rows, cols = (4, 4) if kind == "vit" else (7, 7)
     assert explanation.modality == "patches" and explanation.params["grid"] == [rows, cols]
@@ -212,9 +226,19 @@ def planted_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WORKBENCH_WORKSPACE", str(root))
         patch.setenv("OMP_NUM_THREADS", "1")
-        config = RunConfig(name="explain images", task="image_classification", model=str(model), dataset="planted-squares",
-                           max_rows=600, epochs=3, batch_size=16, learning_rate=1e-3, eval_steps=15, logging_steps=5,
-                           device="cpu")
+        config = RunConfig(
+            name="explain images",
+            task="image_classification",
+            model=str(model),
+            dataset="planted-squares",
+            max_rows=600,
+            epochs=3,
+            batch_size=16,
+            learning_rate=1e-3,
+            eval_steps=15,
+            logging_steps=5,
+            device="cpu",
+        )
         run = jobs.submit(config)
         try:
             run = jobs.wait(run.id, timeout=RUN_TIMEOUT)
@@ -273,7 +297,7 @@ def test_occlusion_finds_the_square_where_hiding_evidence_can_matter(planted_exp
     score drops when all is hidden (f(x) - f(baseline) > 0.5) carry evidence occlusion can find. One 8 px patch
     rarely holds the whole square (which straddles patch edges), so windows of 2x2 patches are used; a cell at the
     border lies in fewer windows, so it can tie with the square's cells (Captum's averaging rule): ties count."""
-    share, explanations = top_patch_hits(planted_explainer, planted_correct, "occlusion", window=2)
+    _share, explanations = top_patch_hits(planted_explainer, planted_correct, "occlusion", window=2)
     informative = [index for index, explanation in enumerate(explanations) if explanation.output_difference > 0.5]
     assert len(informative) >= 0.3 * len(explanations)
     examples = [planted_correct[index] for index in informative]
@@ -306,7 +330,7 @@ def test_loader_refuses_what_it_cannot_explain(planted_run, planted_explainer, m
     with pytest.raises(UserError, match="text classification run; patch explanations need an image classification run"):
         load_image_explainer(text_run.id)
     empty = record("image_classification")
-    with pytest.raises(UserError, match="directory of run .* was deleted"):
+    with pytest.raises(UserError, match=r"directory of run .* was deleted"):
         load_image_explainer(empty.id)
     empty.directory.mkdir(parents=True, exist_ok=True)
     with pytest.raises(UserError, match="no model to inspect yet"):

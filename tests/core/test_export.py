@@ -9,33 +9,64 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from finished_runs import finished_run
 
 from core.config import RunConfig
 from core.errors import UserError
 from core.export import INT8_FOLDER, ONNX_FILE, REPORT_FILE, export_run, measure_quantization
 from core.run_files import summary
 from core.store import RunStore
-from finished_runs import finished_run
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt"}
 
 
 def text_config(tiny_bert) -> RunConfig:
-    return RunConfig(name="t", model=str(tiny_bert), dataset="planted-keywords", max_rows=300, epochs=4, batch_size=16,
-                     learning_rate=0.005, eval_steps=10, logging_steps=5, max_length=32)
+    return RunConfig(
+        name="t",
+        model=str(tiny_bert),
+        dataset="planted-keywords",
+        max_rows=300,
+        epochs=4,
+        batch_size=16,
+        learning_rate=0.005,
+        eval_steps=10,
+        logging_steps=5,
+        max_length=32,
+    )
 
 
 def ner_config(tiny_bert) -> RunConfig:
-    return RunConfig(name="ner", task="token_classification", model=str(tiny_bert), dataset="tweet-ner", max_rows=400,
-                     epochs=3, batch_size=16, learning_rate=0.005, eval_steps=20, logging_steps=10, max_length=48)
+    return RunConfig(
+        name="ner",
+        task="token_classification",
+        model=str(tiny_bert),
+        dataset="tweet-ner",
+        max_rows=400,
+        epochs=3,
+        batch_size=16,
+        learning_rate=0.005,
+        eval_steps=20,
+        logging_steps=10,
+        max_length=48,
+    )
 
 
 def image_config(scratch: Path) -> RunConfig:
     from core.images.scratch import write_random_vit
 
-    return RunConfig(name="img", task="image_classification", model=str(write_random_vit(scratch, "tiny")),
-                     dataset="planted-squares", max_rows=200, max_steps=12, batch_size=16, learning_rate=3e-3,
-                     eval_steps=6, logging_steps=3, device="cpu")
+    return RunConfig(
+        name="img",
+        task="image_classification",
+        model=str(write_random_vit(scratch, "tiny")),
+        dataset="planted-squares",
+        max_rows=200,
+        max_steps=12,
+        batch_size=16,
+        learning_rate=3e-3,
+        eval_steps=6,
+        logging_steps=3,
+        device="cpu",
+    )
 
 
 def exported(tmp_path_factory, key: str, make_config) -> dict:
@@ -87,7 +118,7 @@ def test_exported_folder_loads_with_pipeline_and_matches_workbench_predictions(t
 
     folder, run = text_export["folder"], text_export["run"]
     card = (folder / "README.md").read_text()
-    assert "(before → after fine-tuning)" in card and "- accuracy: " in card and "pipeline(\"text-classification\"" in card
+    assert "(before → after fine-tuning)" in card and "- accuracy: " in card and 'pipeline("text-classification"' in card
     saved = pd.read_parquet(run.directory / "predictions" / "test_after.parquet")
     classify = pipeline("text-classification", model=str(folder), device="cpu")
     predicted = [result["label"] for result in classify(saved["text"].tolist())]
@@ -125,7 +156,7 @@ def test_the_int8_model_cards_snippet_runs_as_written(text_export):
     snippet = re.findall(r"```python\n(.*?)```", card, re.S)[0].replace("PATH/TO/THIS/FOLDER", str(folder))
     assert "ORTModelForSequenceClassification.from_pretrained" in snippet
     scope: dict = {}
-    exec(snippet, scope)  # noqa: S102 - the card's own code, on the exported folder
+    exec(snippet, scope)
     assert scope["classify"]("a planted keyword")[0]["label"] in summary(text_export["run"])["label_names"]
 
 
@@ -138,8 +169,11 @@ def test_int8_token_classifier_runs_in_ort_model_and_pipeline_like_fp32(ner_expo
     folder, report = ner_export["folder"], ner_export["report"]
     sentences = [" ".join(tokens) for tokens in load_ner_splits("tweet-ner", seed=42, max_rows=400).test["tokens"]]
     fp32 = pipeline("token-classification", model=str(folder))
-    int8 = pipeline("token-classification", model=ORTModelForTokenClassification.from_pretrained(folder / INT8_FOLDER),
-                    tokenizer=str(folder / INT8_FOLDER))
+    int8 = pipeline(
+        "token-classification",
+        model=ORTModelForTokenClassification.from_pretrained(folder / INT8_FOLDER),
+        tokenizer=str(folder / INT8_FOLDER),
+    )
     fp32_tags = [[piece["entity"] for piece in tagged] for tagged in fp32(sentences, ignore_labels=[])]
     int8_tags = [[piece["entity"] for piece in tagged] for tagged in int8(sentences, ignore_labels=[])]
     agreement = np.mean([a == b for left, right in zip(fp32_tags, int8_tags) for a, b in zip(left, right)])
@@ -155,10 +189,15 @@ def test_int8_image_classifier_runs_in_ort_model_and_pipeline_like_fp32(image_ex
     from core.images import load_image_splits, open_image
 
     folder, report = image_export["folder"], image_export["report"]
-    images = [open_image(reference) for reference in load_image_splits("planted-squares", seed=42, max_rows=200).frame("test")["image"]]
+    images = [
+        open_image(reference) for reference in load_image_splits("planted-squares", seed=42, max_rows=200).frame("test")["image"]
+    ]
     fp32 = pipeline("image-classification", model=str(folder))
-    int8 = pipeline("image-classification", model=ORTModelForImageClassification.from_pretrained(folder / INT8_FOLDER),
-                    image_processor=str(folder / INT8_FOLDER))
+    int8 = pipeline(
+        "image-classification",
+        model=ORTModelForImageClassification.from_pretrained(folder / INT8_FOLDER),
+        image_processor=str(folder / INT8_FOLDER),
+    )
     agreement = np.mean([a[0]["label"] == b[0]["label"] for a, b in zip(fp32(images), int8(images))])
     assert agreement >= 0.95, agreement  # measured 1.0 on the 20 test images
     # No size claim: quantization scales and graph overhead outweigh the weights of this 0.1 MB ViT.
@@ -193,14 +232,16 @@ def test_a_task_without_an_onnx_class_is_refused_before_anything_is_written(work
     store.update(run.id, status="completed")
     (run.directory / "model").mkdir(parents=True)
     (run.directory / "model" / "config.json").write_text("{}")
-    with pytest.raises(UserError, match="int8 quantization is measured for text classification runs, .* this is image-text"):
+    with pytest.raises(UserError, match=r"int8 quantization is measured for text classification runs, .* this is image-text"):
         export_run(run.id, tmp_path / "out", int8=True, store=store)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_failed_run_cannot_be_exported(workspace, tmp_path):
     store = RunStore()
-    store.create("bad", name="b", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml())
+    store.create(
+        "bad", name="b", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml()
+    )
     store.update("bad", status="failed")
     with pytest.raises(UserError, match="only a completed run"):
         export_run("bad", tmp_path / "out", store=store)

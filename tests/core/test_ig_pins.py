@@ -64,7 +64,10 @@ def text_scores(folder: Path) -> dict[str, list[float]]:
 def image_scores(folder: Path) -> dict[str, list[float]]:
     import torch
     from transformers import (
-        AutoImageProcessor, AutoModelForImageClassification, MobileNetV2Config, MobileNetV2ForImageClassification,
+        AutoImageProcessor,
+        AutoModelForImageClassification,
+        MobileNetV2Config,
+        MobileNetV2ForImageClassification,
     )
     from transformers.models.mobilenet_v2 import MobileNetV2ImageProcessorPil
 
@@ -73,8 +76,9 @@ def image_scores(folder: Path) -> dict[str, list[float]]:
     torch.manual_seed(0)
     vit = AutoModelForImageClassification.from_pretrained(folder, num_labels=2)
     torch.manual_seed(0)
-    cnn = MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35, image_size=50, num_labels=3,
-                                                              tf_padding=False))
+    cnn = MobileNetV2ForImageClassification(
+        MobileNetV2Config(depth_multiplier=0.35, image_size=50, num_labels=3, tf_padding=False)
+    )
     spread_out(cnn, 2, 0.3)
     cnn_processor = MobileNetV2ImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 50, "width": 50})
     vit_explainer = ImageExplainer(vit, AutoImageProcessor.from_pretrained(folder, backend="pil"), cache_size=0)
@@ -92,8 +96,9 @@ def pair_scores(folder: Path) -> dict[str, list[float]]:
     from core.explain.pairs import PairExplainer
 
     model = VisionTextDualEncoderModel.from_pretrained(folder)
-    explainer = PairExplainer(model, AutoImageProcessor.from_pretrained(folder, backend="pil"),
-                              AutoTokenizer.from_pretrained(folder), cache_size=0)
+    explainer = PairExplainer(
+        model, AutoImageProcessor.from_pretrained(folder, backend="pil"), AutoTokenizer.from_pretrained(folder), cache_size=0
+    )
     explanation = explainer.explain(picture(2, 32), CAPTION, "ig", grid=4, steps=32)
     return {"pair_tokens": explanation.token_scores, "pair_patches": explanation.patch_scores}
 
@@ -131,8 +136,11 @@ if __name__ == "__main__" and "--write" in sys.argv:
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["WORKBENCH_WORKSPACE"] = str(Path(scratch) / "workspace")
         made = Path(scratch)
-        scores = all_scores(write_random_bert(made / "bert", "tiny"), write_random_vit(made / "vit", "tiny"),
-                            write_random_dual_encoder(made / "dual"))
+        scores = all_scores(
+            write_random_bert(made / "bert", "tiny"),
+            write_random_vit(made / "vit", "tiny"),
+            write_random_dual_encoder(made / "dual"),
+        )
     PINS.parent.mkdir(exist_ok=True)
     PINS.write_text(json.dumps(scores, indent=1) + "\n")
     print(f"wrote {len(scores)} pinned score lists to {PINS}")

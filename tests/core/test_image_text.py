@@ -8,11 +8,13 @@ from core.image_text.shapes import COLOURS, shapes_examples
 
 
 def test_ranks_and_recall_on_a_hand_made_similarity_matrix():
-    similarity = np.array([
-        [0.9, 0.1, 0.2],   # image 0: its caption first
-        [0.8, 0.5, 0.1],   # image 1: its caption second
-        [0.3, 0.7, 0.2],   # image 2: its caption last
-    ])
+    similarity = np.array(
+        [
+            [0.9, 0.1, 0.2],  # image 0: its caption first
+            [0.8, 0.5, 0.1],  # image 1: its caption second
+            [0.3, 0.7, 0.2],  # image 2: its caption last
+        ]
+    )
     assert match_ranks(similarity).tolist() == [1, 2, 3]
     metrics = retrieval_metrics(similarity, ks=(1, 2))
     assert metrics["image_to_text_recall@1"] == pytest.approx(1 / 3)
@@ -50,10 +52,13 @@ def test_dual_encoder_from_the_two_built_in_towers_gives_a_symmetric_contrastive
     from core.catalog_images import MOBILENET_V2
 
     model = VisionTextDualEncoderModel.from_vision_text_pretrained(
-        str(MOBILENET_V2.local_dir()), str(MINILM_L6.local_dir()), projection_dim=32)
+        str(MOBILENET_V2.local_dir()), str(MINILM_L6.local_dir()), projection_dim=32
+    )
     tokenizer = AutoTokenizer.from_pretrained(MINILM_L6.local_dir())
     examples = shapes_examples(4, seed=1)
-    pixels = torch.tensor(np.stack([np.asarray(e.image.resize((64, 64)), dtype=np.float32) / 255 for e in examples])).permute(0, 3, 1, 2)
+    pixels = torch.tensor(np.stack([np.asarray(e.image.resize((64, 64)), dtype=np.float32) / 255 for e in examples])).permute(
+        0, 3, 1, 2
+    )
     text = tokenizer([e.caption for e in examples], padding=True, return_tensors="pt")
     output = model(pixel_values=pixels, **text, return_loss=True)
     assert output.logits_per_image.shape == (4, 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_images import image_bytes, make_zip  # the image upload tests' helpers
 
 from core.errors import UserError
 from core.image_text import builtin as pair_builtin
@@ -11,7 +12,6 @@ from core.image_text import data as pairs
 from core.image_text.shapes import COLOURS, SHAPES
 from core.images import builtin as image_builtin
 from core.images import datasets as image_data
-from test_images import image_bytes, make_zip  # the image upload tests' helpers
 
 WARM, COLD = (np.array(image_builtin.PLANTED_SQUARE_COLOURS[square]) for square in ("red square", "blue square"))
 
@@ -107,9 +107,9 @@ def test_lists_kinds_and_unknown_names(shared_workspace):
     assert all(info.builtin and info.task == pairs.FUSION for info in pairs.list_pair_datasets(pairs.FUSION))
     assert pairs.is_pair_dataset("planted-pairs", pairs.FUSION) and not pairs.is_pair_dataset("planted-pairs", pairs.CONTRASTIVE)
     assert not pairs.is_pair_dataset("planted-squares", pairs.FUSION)
-    with pytest.raises(UserError, match="'planted-pairs' is a labelled-pair dataset .*not a caption dataset.*shapes-captions"):
+    with pytest.raises(UserError, match=r"'planted-pairs' is a labelled-pair dataset .*not a caption dataset.*shapes-captions"):
         pairs.load_pair_splits("planted-pairs", kind=pairs.CONTRASTIVE)
-    with pytest.raises(UserError, match="no image-text dataset called 'coco'.*planted-pairs"):
+    with pytest.raises(UserError, match=r"no image-text dataset called 'coco'.*planted-pairs"):
         pairs.load_pair_splits("coco", kind=pairs.CONTRASTIVE)
     with pytest.raises(UserError, match="references look like"):
         pairs.open_pair_record("planted-pairs-3")
@@ -150,10 +150,15 @@ def dataset_folders(workspace) -> list[str]:
 
 
 def test_caption_upload_drops_duplicates_and_loads(workspace):
-    lines = caption_lines() + ["0.png,picture number 0", "photos/1.png,  picture number 1 ", "2.png,another caption of two",
-                               "3.png,picture number 4"]  # 2 exact duplicates; a second caption; a caption shared by two images
-    info = pairs.register_pair_dataset("My captions!", pairs.CONTRASTIVE, "shots.zip", make_zip(photos()), "pairs.csv",
-                                       csv("image,caption,source", lines))
+    lines = caption_lines() + [
+        "0.png,picture number 0",
+        "photos/1.png,  picture number 1 ",
+        "2.png,another caption of two",
+        "3.png,picture number 4",
+    ]  # 2 exact duplicates; a second caption; a caption shared by two images
+    info = pairs.register_pair_dataset(
+        "My captions!", pairs.CONTRASTIVE, "shots.zip", make_zip(photos()), "pairs.csv", csv("image,caption,source", lines)
+    )
     assert info.key == "My_captions" and info.task == pairs.CONTRASTIVE and not info.builtin
     assert "14 pairs of 12 images, no labels" in info.description and "2 duplicate lines dropped" in info.description
     assert [i.key for i in pairs.list_pair_datasets(pairs.CONTRASTIVE)][-1] == "My_captions"
@@ -172,8 +177,9 @@ def test_uploads_stay_out_of_the_other_dataset_lists(workspace):
     from core.data import list_datasets
     from core.ner.data import list_ner_datasets
 
-    pairs.register_pair_dataset("pairs", pairs.FUSION, "shots.zip", make_zip(photos()), "pairs.csv",
-                                csv("image,text,label", fusion_lines()))
+    pairs.register_pair_dataset(
+        "pairs", pairs.FUSION, "shots.zip", make_zip(photos()), "pairs.csv", csv("image,text,label", fusion_lines())
+    )
     assert [info.key for info in image_data.list_image_datasets() if not info.builtin] == []
     assert not image_data.is_image_dataset("pairs")
     assert [info.key for info in list_ner_datasets() if not info.builtin] == []
@@ -184,8 +190,9 @@ def test_uploads_stay_out_of_the_other_dataset_lists(workspace):
 
 def test_fusion_upload_is_stratified_by_label(workspace):
     lines = [f"{i}.png,text {i},{'cat' if i < 20 else 'dog'}" for i in range(40)]
-    pairs.register_pair_dataset("animals", pairs.FUSION, "a.zip", make_zip(photos(40, root="")), "a.csv",
-                                csv("Image,Text,Label", lines))
+    pairs.register_pair_dataset(
+        "animals", pairs.FUSION, "a.zip", make_zip(photos(40, root="")), "a.csv", csv("Image,Text,Label", lines)
+    )
     splits = pairs.load_pair_splits("animals", kind=pairs.FUSION)
     assert splits.label_names == ["cat", "dog"]
     for name, share in (("train", 16), ("validation", 2), ("test", 2)):
@@ -194,7 +201,9 @@ def test_fusion_upload_is_stratified_by_label(workspace):
 
 def test_a_caption_upload_may_keep_labels_for_zero_shot(workspace):
     lines = [f"{i}.png,caption {i},{'red' if i % 2 else 'blue'}" for i in range(12)]
-    pairs.register_pair_dataset("labelled", pairs.CONTRASTIVE, "a.zip", make_zip(photos()), "a.csv", csv("image,caption,label", lines))
+    pairs.register_pair_dataset(
+        "labelled", pairs.CONTRASTIVE, "a.zip", make_zip(photos()), "a.csv", csv("image,caption,label", lines)
+    )
     splits = pairs.load_pair_splits("labelled", kind=pairs.CONTRASTIVE)
     assert splits.label_names == ["blue", "red"] and "{label}" in splits.prompt_template
 
@@ -202,30 +211,100 @@ def test_a_caption_upload_may_keep_labels_for_zero_shot(workspace):
 BROKEN_PNG = image_bytes()[:40]
 
 
-@pytest.mark.parametrize("kind, files, header, lines, pattern", [
-    (pairs.CONTRASTIVE, photos(), "image,text", caption_lines(), r"lacks the column caption .*header row image,caption"),
-    (pairs.FUSION, photos(), "image,text", caption_lines(), r"lacks the column label .*image,text,label"),
-    (pairs.CONTRASTIVE, photos(), "image,caption", caption_lines() + ["gone.png,where"],
-     r"Line 14 of pairs.csv names 'gone.png', which is not an image in shots.zip; write each path as it appears inside the zip"),
-    (pairs.CONTRASTIVE, photos(), "image,caption", caption_lines() + ["a.png,x", "b.png,y"],
-     r"2 lines of pairs.csv name images that are not in shots.zip, the first line 14 \('a.png'\)"),
-    (pairs.CONTRASTIVE, photos(), "image,caption", caption_lines() + [",no image"], r"Line 14 of pairs.csv has no image path"),
-    (pairs.CONTRASTIVE, {**photos(), "photos/bad.png": BROKEN_PNG}, "image,caption", caption_lines() + ["bad.png,broken"],
-     r"photos/bad.png in shots.zip is not a readable image"),
-    (pairs.CONTRASTIVE, {**photos(), "photos/empty.png": b""}, "image,caption", caption_lines() + ["empty.png,empty"],
-     r"photos/empty.png in shots.zip is an empty file"),
-    (pairs.CONTRASTIVE, photos(), "image,caption", caption_lines() + ["3.png,  "], r"Line 14 of pairs.csv \('3.png'\) has an empty caption"),
-    (pairs.FUSION, photos(), "image,text,label", fusion_lines() + ["3.png,hello,"], r"Line 14 of pairs.csv \('3.png'\) has no label; fill it in"),
-    (pairs.CONTRASTIVE, photos(), "image,caption,label", ["0.png,zero,x", *caption_lines()[1:]],
-     r"Line 3 of pairs.csv \('1.png'\) has no label.*or drop the label column"),
-    (pairs.CONTRASTIVE, photos(), "image,caption", caption_lines(8) + caption_lines(8),
-     r"8 distinct pairs \(8 duplicate lines dropped\), fewer than the 10"),
-    (pairs.FUSION, photos(), "image,text,label", [f"{i}.png,text {i},same" for i in range(12)], r"has the label 'same'.*two classes"),
-    (pairs.FUSION, photos(), "image,text,label", fusion_lines(11) + ["11.png,text 11,c"], r"class 'c' .*only one example"),
-    (pairs.FUSION, photos(), "image,text,label", fusion_lines() + ["2.png,text number 2,a"],
-     r"Lines 4 and 14 of pairs.csv give '2.png' the same text but the labels 'b' and 'a'"),
-    (pairs.CONTRASTIVE, photos(), "image,caption", ["0.png,\"unclosed"], r"pairs.csv could not be read as a CSV \(.*EOF inside string.*\); save it as UTF-8 CSV with the header row image,caption"),
-])
+@pytest.mark.parametrize(
+    "kind, files, header, lines, pattern",
+    [
+        (pairs.CONTRASTIVE, photos(), "image,text", caption_lines(), r"lacks the column caption .*header row image,caption"),
+        (pairs.FUSION, photos(), "image,text", caption_lines(), r"lacks the column label .*image,text,label"),
+        (
+            pairs.CONTRASTIVE,
+            photos(),
+            "image,caption",
+            caption_lines() + ["gone.png,where"],
+            r"Line 14 of pairs.csv names 'gone.png', which is not an image in shots.zip"
+            r"; write each path as it appears inside the zip",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            photos(),
+            "image,caption",
+            caption_lines() + ["a.png,x", "b.png,y"],
+            r"2 lines of pairs.csv name images that are not in shots.zip, the first line 14 \('a.png'\)",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            photos(),
+            "image,caption",
+            caption_lines() + [",no image"],
+            r"Line 14 of pairs.csv has no image path",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            {**photos(), "photos/bad.png": BROKEN_PNG},
+            "image,caption",
+            caption_lines() + ["bad.png,broken"],
+            r"photos/bad.png in shots.zip is not a readable image",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            {**photos(), "photos/empty.png": b""},
+            "image,caption",
+            caption_lines() + ["empty.png,empty"],
+            r"photos/empty.png in shots.zip is an empty file",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            photos(),
+            "image,caption",
+            caption_lines() + ["3.png,  "],
+            r"Line 14 of pairs.csv \('3.png'\) has an empty caption",
+        ),
+        (
+            pairs.FUSION,
+            photos(),
+            "image,text,label",
+            fusion_lines() + ["3.png,hello,"],
+            r"Line 14 of pairs.csv \('3.png'\) has no label; fill it in",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            photos(),
+            "image,caption,label",
+            ["0.png,zero,x", *caption_lines()[1:]],
+            r"Line 3 of pairs.csv \('1.png'\) has no label.*or drop the label column",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            photos(),
+            "image,caption",
+            caption_lines(8) + caption_lines(8),
+            r"8 distinct pairs \(8 duplicate lines dropped\), fewer than the 10",
+        ),
+        (
+            pairs.FUSION,
+            photos(),
+            "image,text,label",
+            [f"{i}.png,text {i},same" for i in range(12)],
+            r"has the label 'same'.*two classes",
+        ),
+        (pairs.FUSION, photos(), "image,text,label", fusion_lines(11) + ["11.png,text 11,c"], r"class 'c' .*only one example"),
+        (
+            pairs.FUSION,
+            photos(),
+            "image,text,label",
+            fusion_lines() + ["2.png,text number 2,a"],
+            r"Lines 4 and 14 of pairs.csv give '2.png' the same text but the labels 'b' and 'a'",
+        ),
+        (
+            pairs.CONTRASTIVE,
+            photos(),
+            "image,caption",
+            ['0.png,"unclosed'],
+            r"pairs.csv could not be read as a CSV \(.*EOF inside string.*\)"
+            r"; save it as UTF-8 CSV with the header row image,caption",
+        ),
+    ],
+)
 def test_bad_uploads_are_refused_with_a_sentence_and_nothing_is_written(workspace, kind, files, header, lines, pattern):
     with pytest.raises(UserError, match=pattern):
         pairs.register_pair_dataset("bad", kind, "shots.zip", make_zip(files), "pairs.csv", csv(header, lines))

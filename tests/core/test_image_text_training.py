@@ -12,21 +12,32 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_training import train_here
 
 from core.config import RunConfig
 from core.errors import UserError
 from core.image_text.metrics import caption_groups, chance_recall, match_ranks, retrieval_metrics
 from core.store import RunStore
-from test_training import train_here
-
 
 BUILTIN = "mobilenet-minilm-clip"
 
 
 def pair_config(model_dir=BUILTIN, **overrides) -> RunConfig:
-    values = dict(name="pairs", task="image_text_contrastive", model=str(model_dir), dataset="shapes-captions", max_rows=300,
-                  epochs=1, batch_size=32, learning_rate=1e-4, eval_steps=4, logging_steps=2, max_length=24, device="cpu",
-                  image_size=64)
+    values = {
+        "name": "pairs",
+        "task": "image_text_contrastive",
+        "model": str(model_dir),
+        "dataset": "shapes-captions",
+        "max_rows": 300,
+        "epochs": 1,
+        "batch_size": 32,
+        "learning_rate": 1e-4,
+        "eval_steps": 4,
+        "logging_steps": 2,
+        "max_length": 24,
+        "device": "cpu",
+        "image_size": 64,
+    }
     values.update(overrides)
     return RunConfig(**values)
 
@@ -35,11 +46,13 @@ def pair_config(model_dir=BUILTIN, **overrides) -> RunConfig:
 
 
 def test_equal_captions_count_as_matches_of_each_other():
-    similarity = np.array([
-        [0.2, 0.9, 0.1],  # image 0: caption 1 first, but captions 0 and 1 are the same words
-        [0.8, 0.3, 0.1],
-        [0.3, 0.7, 0.2],  # image 2: its caption third
-    ])
+    similarity = np.array(
+        [
+            [0.2, 0.9, 0.1],  # image 0: caption 1 first, but captions 0 and 1 are the same words
+            [0.8, 0.3, 0.1],
+            [0.3, 0.7, 0.2],  # image 2: its caption third
+        ]
+    )
     assert match_ranks(similarity).tolist() == [2, 2, 3]
     groups = caption_groups(["a red circle", "A red circle ", "a blue square"])
     assert groups.tolist() == [0, 0, 1]
@@ -52,7 +65,9 @@ def test_equal_captions_count_as_matches_of_each_other():
 def test_chance_recall_matches_a_random_ranking():
     rng = np.random.default_rng(0)
     groups = np.array([0, 0, 1, 2, 3, 3, 3, 4, 5, 6])
-    simulated = np.mean([retrieval_metrics(rng.random((10, 10)), ks=(1,), groups=groups)["image_to_text_recall@1"] for _ in range(3000)])
+    simulated = np.mean(
+        [retrieval_metrics(rng.random((10, 10)), ks=(1,), groups=groups)["image_to_text_recall@1"] for _ in range(3000)]
+    )
     assert chance_recall(groups, 1) == pytest.approx(simulated, abs=0.02)
     assert chance_recall(np.arange(20), 1) == pytest.approx(1 / 20)
 
@@ -69,12 +84,17 @@ def test_contrastive_loss_is_symmetric_and_falls(tiny_dual_encoder):
     model = VisionTextDualEncoderModel.from_pretrained(tiny_dual_encoder).eval()  # no dropout: the same batch each step
     tokenizer = load_tokenizer(str(tiny_dual_encoder))
     pixels = torch.randn(6, 3, 32, 32)
-    text = tokenizer(["a red circle", "a blue square", "a green triangle", "a yellow star", "the big dog", "a small cat"],
-                     padding=True, return_tensors="pt")
+    text = tokenizer(
+        ["a red circle", "a blue square", "a green triangle", "a yellow star", "the big dog", "a small cat"],
+        padding=True,
+        return_tensors="pt",
+    )
     output = model(pixel_values=pixels, **text, return_loss=True)
     targets = torch.arange(6)
-    both_ways = (torch.nn.functional.cross_entropy(output.logits_per_image, targets)
-                 + torch.nn.functional.cross_entropy(output.logits_per_text, targets)) / 2
+    both_ways = (
+        torch.nn.functional.cross_entropy(output.logits_per_image, targets)
+        + torch.nn.functional.cross_entropy(output.logits_per_text, targets)
+    ) / 2
     assert output.loss.item() == pytest.approx(both_ways.item(), rel=1e-5)
     order = torch.randperm(6)  # the same pairs in another order: the same loss
     shuffled = model(pixel_values=pixels[order], **{k: v[order] for k, v in text.items()}, return_loss=True)
@@ -98,11 +118,15 @@ def test_tower_settings_freeze_add_adapters_and_set_learning_rates(tiny_dual_enc
     apply_tower_modes(model, {"vision": "freeze", "text": "lora"}, lora)
     trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert not any(name.startswith("vision_model.") for name in trained)
-    assert {name for name in trained if name.startswith("text_model.")} and all("lora_" in name for name in trained if name.startswith("text_model."))
+    assert {name for name in trained if name.startswith("text_model.")} and all(
+        "lora_" in name for name in trained if name.startswith("text_model.")
+    )
     assert {"visual_projection.weight", "text_projection.weight", "logit_scale"} <= trained
     groups = parameter_groups(model, 1e-4, {"text": 5e-4}, weight_decay=0.01)
     assert {group["lr"] for group in groups} == {1e-4, 5e-4}
-    assert all(group["lr"] == 5e-4 for group in groups if any(p is q for p in group["params"] for q in model.text_model.parameters()))
+    assert all(
+        group["lr"] == 5e-4 for group in groups if any(p is q for p in group["params"] for q in model.text_model.parameters())
+    )
     grouped = sum(p.numel() for group in groups for p in group["params"])
     assert grouped == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert all(group["weight_decay"] == 0.0 for group in groups if any(p.ndim < 2 for p in group["params"]))
@@ -110,7 +134,9 @@ def test_tower_settings_freeze_add_adapters_and_set_learning_rates(tiny_dual_enc
     assert not any("lora_" in name for name, _ in model.named_parameters())
 
     with pytest.raises(UserError, match="None of the LoRA target modules"):
-        apply_tower_modes(load_dual_encoder(str(tiny_dual_encoder)), {"vision": "lora", "text": "train"}, {**lora, "targets": ["nothing"]})
+        apply_tower_modes(
+            load_dual_encoder(str(tiny_dual_encoder)), {"vision": "lora", "text": "train"}, {**lora, "targets": ["nothing"]}
+        )
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -177,9 +203,13 @@ def test_alignment_writes_reports_predictions_and_a_plain_final_model(aligned):
     assert 0 < before["chance_recall@1"] < 0.2
     headline = TASKS["image_text_contrastive"].headline(after)
     assert "R@1 (mean of both directions)" in headline and "zero-shot accuracy" in headline
-    assert TASKS["image_text_contrastive"].class_report(after)["accuracy"] == pytest.approx(after["retrieval"]["zero_shot_accuracy"])
+    assert TASKS["image_text_contrastive"].class_report(after)["accuracy"] == pytest.approx(
+        after["retrieval"]["zero_shot_accuracy"]
+    )
     frame = pd.read_parquet(directory / "predictions" / "test_after.parquet")
-    assert {"image", "text", "image_to_text_rank", "text_to_image_rank", "top_caption", "predicted", "image_embedding"} <= set(frame.columns)
+    assert {"image", "text", "image_to_text_rank", "text_to_image_rank", "top_caption", "predicted", "image_embedding"} <= set(
+        frame.columns
+    )
     assert (frame["image_to_text_rank"] >= 1).all() and len(frame["image_embedding"].iloc[0]) == 256
     summary = json.loads((directory / "summary.json").read_text())
     assert summary["in_batch_negatives"] == "31" and "not negatives" in summary["gradient_accumulation"]
@@ -249,7 +279,9 @@ def fusion_trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WORKBENCH_WORKSPACE", str(root))
         patch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
-        config = pair_config(task="image_text_fusion", dataset="planted-pairs", fusion="gated", max_rows=0, epochs=2, eval_steps=20)
+        config = pair_config(
+            task="image_text_fusion", dataset="planted-pairs", fusion="gated", max_rows=0, epochs=2, eval_steps=20
+        )
         return root, train_here(config, RunStore(), "fusion")
 
 
@@ -332,7 +364,9 @@ def test_fusion_maps_point_at_the_planted_evidence(fusion_run):
     pair = load_stage_pair_model(run, "after")
     correct = fusion_predictions(run, pair, "after", "test").query("correct").head(30)
     assert len(correct) >= 20
-    explainer = PairExplainer(pair.model, pair.image_processor, pair.tokenizer, kind="classification", label_names=pair.label_names)
+    explainer = PairExplainer(
+        pair.model, pair.image_processor, pair.tokenizer, kind="classification", label_names=pair.label_names
+    )
     on_evidence, larger_share = [], []
     for reference, text in zip(correct["image"], correct["text"]):
         record = open_pair_record(reference)

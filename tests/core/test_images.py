@@ -61,8 +61,15 @@ def reference_logits(state: dict, pixel_values: torch.Tensor) -> torch.Tensor:
     def conv_bn(x, conv, bn, stride=1, groups=1, act=True):
         weight = state[f"{conv}.weight"]
         x = F.conv2d(x, weight, stride=stride, padding=(weight.shape[-1] - 1) // 2, groups=groups)
-        x = F.batch_norm(x, state[f"{bn}.running_mean"], state[f"{bn}.running_var"], state[f"{bn}.weight"],
-                         state[f"{bn}.bias"], training=False, eps=1e-5)
+        x = F.batch_norm(
+            x,
+            state[f"{bn}.running_mean"],
+            state[f"{bn}.running_var"],
+            state[f"{bn}.weight"],
+            state[f"{bn}.bias"],
+            training=False,
+            eps=1e-5,
+        )
         return F.relu6(x) if act else x
 
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -155,7 +162,11 @@ def test_planted_squares_are_deterministic_and_keep_their_square(shared_workspac
     assert [r["image"] for r in first] == [r["image"] for r in again] and [r["bbox"] for r in first] == [r["bbox"] for r in again]
     assert [r["image"] for r in first] != [r["image"] for r in other]
     splits = ds.load_image_splits("planted-squares", seed=1)
-    assert splits.label_names == ["blue square", "red square"] and splits.sizes() == {"train": 800, "validation": 100, "test": 100}
+    assert splits.label_names == ["blue square", "red square"] and splits.sizes() == {
+        "train": 800,
+        "validation": 100,
+        "test": 100,
+    }
     for row in splits.test.select(range(20)):
         pixels = np.asarray(row["image"]).astype(int)
         x0, y0, x1, y1 = row["bbox"]
@@ -226,7 +237,7 @@ def test_list_and_unknown_datasets(workspace):
     keys = [info.key for info in ds.list_image_datasets()]
     assert keys == ["planted-squares", "digits", "textile-defects", "fashion-mnist"]
     assert all(info.task == "image_classification" and info.builtin for info in ds.list_image_datasets())
-    with pytest.raises(UserError, match="no image dataset called 'cifar'.*planted-squares"):
+    with pytest.raises(UserError, match=r"no image dataset called 'cifar'.*planted-squares"):
         ds.load_image_splits("cifar")
     with pytest.raises(UserError, match="references look like 'digits#12'"):
         ds.open_image("digits-12")
@@ -312,18 +323,30 @@ def truncated_png() -> bytes:
     return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize("files, pattern", [
-    ({"a.png": image_bytes(), "b.png": image_bytes(seed=1)}, "no class folders"),
-    ({**class_folders(), "dog/broken.png": b"this is not a png at all"}, r"dog/broken.png in upload.zip is not a readable image"),
-    ({**class_folders(), "cat/cut.png": truncated_png()}, r"cat/cut.png in upload.zip is not a readable image"),
-    ({**class_folders(), "cat/empty.jpg": b""}, r"cat/empty.jpg in upload.zip is an empty file \(0 bytes\)"),
-    ({**class_folders(), "../../evil/x.png": image_bytes()}, r"unsafe path '../../evil/x.png'"),
-    ({**class_folders(), "/etc/x.png": image_bytes()}, r"unsafe path '/etc/x.png'"),
-    ({f"cat/{i}.png": image_bytes(seed=i) for i in range(4)}, r"Every image in upload.zip has the class 'cat'.*at least two classes"),
-    ({**{f"cat/{i}.png": image_bytes(seed=i) for i in range(3)}, "dog/0.png": image_bytes()}, r"class 'dog' in upload.zip has only one image"),
-    ({"notes/readme.txt": b"hello"}, r"holds no images"),
-    (class_folders(per_class=2), r"The upload upload.zip has too few rows \(4\) to fill the validation and test split"),
-])
+@pytest.mark.parametrize(
+    "files, pattern",
+    [
+        ({"a.png": image_bytes(), "b.png": image_bytes(seed=1)}, "no class folders"),
+        (
+            {**class_folders(), "dog/broken.png": b"this is not a png at all"},
+            r"dog/broken.png in upload.zip is not a readable image",
+        ),
+        ({**class_folders(), "cat/cut.png": truncated_png()}, r"cat/cut.png in upload.zip is not a readable image"),
+        ({**class_folders(), "cat/empty.jpg": b""}, r"cat/empty.jpg in upload.zip is an empty file \(0 bytes\)"),
+        ({**class_folders(), "../../evil/x.png": image_bytes()}, r"unsafe path '../../evil/x.png'"),
+        ({**class_folders(), "/etc/x.png": image_bytes()}, r"unsafe path '/etc/x.png'"),
+        (
+            {f"cat/{i}.png": image_bytes(seed=i) for i in range(4)},
+            r"Every image in upload.zip has the class 'cat'.*at least two classes",
+        ),
+        (
+            {**{f"cat/{i}.png": image_bytes(seed=i) for i in range(3)}, "dog/0.png": image_bytes()},
+            r"class 'dog' in upload.zip has only one image",
+        ),
+        ({"notes/readme.txt": b"hello"}, r"holds no images"),
+        (class_folders(per_class=2), r"The upload upload.zip has too few rows \(4\) to fill the validation and test split"),
+    ],
+)
 def test_bad_zips_are_refused_with_a_sentence_and_nothing_is_written(workspace, tmp_path, files, pattern):
     with pytest.raises(UserError, match=pattern):
         ds.register_image_dataset("bad", "upload.zip", make_zip(files))
@@ -332,7 +355,7 @@ def test_bad_zips_are_refused_with_a_sentence_and_nothing_is_written(workspace, 
 
 
 def test_not_a_zip_is_refused(workspace):
-    with pytest.raises(UserError, match="upload.zip is not a zip file"):
+    with pytest.raises(UserError, match=r"upload.zip is not a zip file"):
         ds.register_image_dataset("bad", "upload.zip", b"PK but not really")
     assert workspace_files(workspace) == []
 
@@ -342,7 +365,7 @@ def test_zip_bomb_is_refused_before_unpacking(workspace, monkeypatch):
     files["cat/huge.bmp"] = bytes(80 * 2**20)  # 80 MB of zeros packs into about 80 KB
     data = make_zip(files)
     assert len(data) < 2**20
-    with pytest.raises(UserError, match="would unpack to 80 MB.*zip bomb"):
+    with pytest.raises(UserError, match=r"would unpack to 80 MB.*zip bomb"):
         ds.register_image_dataset("bomb", "upload.zip", data)
     monkeypatch.setenv(image_uploads.MAX_UNPACKED_ENV, "0.001")  # a plain cap on the unpacked size, too
     with pytest.raises(UserError, match="over the 0 MB limit"):
@@ -350,12 +373,18 @@ def test_zip_bomb_is_refused_before_unpacking(workspace, monkeypatch):
     assert workspace_files(workspace) == []
 
 
-@pytest.mark.parametrize("csv, pattern", [
-    ("path,label\nimg/0.png,a\nimg/1.png,b\nimg/missing.png,a\n", r"1 paths in labels.csv are not images in upload.zip, the first 'img/missing.png'"),
-    ("file,class\nimg/0.png,a\n", r"labels.csv needs the columns path and label"),
-    ("path,label\nimg/0.png,a\nimg/1.png,\n", r"Line 3 of labels.csv \('img/1.png'\) has no label"),
-    ("path,label\nimg/0.png,a\nimg/1.png,a\n", r"Every image in upload.zip has the class 'a'"),
-])
+@pytest.mark.parametrize(
+    "csv, pattern",
+    [
+        (
+            "path,label\nimg/0.png,a\nimg/1.png,b\nimg/missing.png,a\n",
+            r"1 paths in labels.csv are not images in upload.zip, the first 'img/missing.png'",
+        ),
+        ("file,class\nimg/0.png,a\n", r"labels.csv needs the columns path and label"),
+        ("path,label\nimg/0.png,a\nimg/1.png,\n", r"Line 3 of labels.csv \('img/1.png'\) has no label"),
+        ("path,label\nimg/0.png,a\nimg/1.png,a\n", r"Every image in upload.zip has the class 'a'"),
+    ],
+)
 def test_bad_csv_uploads_are_refused(workspace, csv, pattern):
     files = {f"img/{index}.png": image_bytes(seed=index) for index in range(2)}
     with pytest.raises(UserError, match=pattern):
@@ -423,8 +452,19 @@ def test_augmentation_settings_are_checked_and_read_from_a_config():
 def image_config(model, **overrides):
     from core.config import RunConfig
 
-    values = dict(name="tiny image run", task="image_classification", model=str(model), dataset="planted-squares",
-                  max_rows=200, epochs=1, batch_size=16, learning_rate=3e-3, eval_steps=10, logging_steps=5, device="cpu")
+    values = {
+        "name": "tiny image run",
+        "task": "image_classification",
+        "model": str(model),
+        "dataset": "planted-squares",
+        "max_rows": 200,
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+        "eval_steps": 10,
+        "logging_steps": 5,
+        "device": "cpu",
+    }
     values.update(overrides)
     return RunConfig(**values)
 
@@ -447,7 +487,16 @@ def test_prepare_augments_training_batches_only(shared_workspace, tiny_vit):
     logits = np.random.default_rng(0).normal(size=(len(test), 2))
     labels = np.array([prepared.label_names.index(label) for label in prepared.raw["test"]["label"]])
     frame = ImageClassification().predictions(logits, labels, prepared, "test")
-    assert list(frame.columns) == ["image", "gold", "predicted", "confidence", "loss", "correct", "p(blue square)", "p(red square)"]
+    assert list(frame.columns) == [
+        "image",
+        "gold",
+        "predicted",
+        "confidence",
+        "loss",
+        "correct",
+        "p(blue square)",
+        "p(red square)",
+    ]
     assert frame["image"][0].startswith("planted-squares#") and ds.open_image(frame["image"][0]).size == (64, 64)
 
 

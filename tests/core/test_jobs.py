@@ -23,10 +23,18 @@ RUN_TIMEOUT = 240
 
 
 def tiny_config(model_dir, **overrides) -> RunConfig:
-    values = dict(
-        name="tiny", model=str(model_dir), dataset="planted-keywords", max_rows=300, epochs=4, batch_size=16,
-        learning_rate=0.005, eval_steps=10, logging_steps=5, max_length=32,
-    )
+    values = {
+        "name": "tiny",
+        "model": str(model_dir),
+        "dataset": "planted-keywords",
+        "max_rows": 300,
+        "epochs": 4,
+        "batch_size": 16,
+        "learning_rate": 0.005,
+        "eval_steps": 10,
+        "logging_steps": 5,
+        "max_length": 32,
+    }
     values.update(overrides)
     return RunConfig(**values)
 
@@ -271,7 +279,7 @@ def test_submit_refuses_a_folder_that_is_not_a_model(workspace, tmp_path):
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"x")
     store = RunStore()
-    with pytest.raises(UserError, match="is not a model: it has no config.json"):
+    with pytest.raises(UserError, match=r"is not a model: it has no config.json"):
         jobs.submit(tiny_config(folder), store)
     with pytest.raises(UserError, match="is not a model"):
         jobs.submit(tiny_config(tmp_path / "missing-folder"), store)
@@ -380,7 +388,13 @@ def test_dispatch_honours_the_slot_count(workspace, monkeypatch, stand_in):
         store.create(run_id, name=run_id, task="t", model="m", dataset="d", device="cpu", config_yaml="")
         time.sleep(0.002)
     spawned = []
-    monkeypatch.setattr(jobs, "_spawn", lambda run, store: spawned.append(run.id) or store.update(run.id, pid=stand_in.pid, pid_started_at=stand_in.create_time()))
+    monkeypatch.setattr(
+        jobs,
+        "_spawn",
+        lambda run, store: (
+            spawned.append(run.id) or store.update(run.id, pid=stand_in.pid, pid_started_at=stand_in.create_time())
+        ),
+    )
     monkeypatch.setenv(jobs.SLOTS_ENV, "2")
     assert [r.id for r in jobs.dispatch(store)] == ["a", "b"]
     assert spawned == ["a", "b"]

@@ -34,7 +34,7 @@ def find_cycle(graph: grimp.ImportGraph) -> list[str] | None:
                 done.add(path[-1])
                 on_path.discard(path.pop())
             elif module in on_path:
-                return [*path[path.index(module):], module]
+                return [*path[path.index(module) :], module]
             elif module not in done:
                 path.append(module)
                 on_path.add(module)

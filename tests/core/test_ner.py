@@ -25,8 +25,22 @@ from core.tasks.token_classification import (
 )
 
 PREDICTION_COLUMNS = {
-    "text", "tokens", "gold_tags", "predicted_tags", "gold_entities", "predicted_entities", "correct", "missed",
-    "spurious", "errors", "error_types", "errors_by_type", "loss", "confidence", "word_confidence", "unseen_words",
+    "text",
+    "tokens",
+    "gold_tags",
+    "predicted_tags",
+    "gold_entities",
+    "predicted_entities",
+    "correct",
+    "missed",
+    "spurious",
+    "errors",
+    "error_types",
+    "errors_by_type",
+    "loss",
+    "confidence",
+    "word_confidence",
+    "unseen_words",
 }
 
 
@@ -64,7 +78,9 @@ def test_conll_parsing_docstart_blank_lines_tabs_and_spaces():
 @pytest.mark.parametrize("line, count", [("Paris", "1 field"), ("New York B-LOC", "3 fields"), ("EU NNP B-NP B-ORG", "4 fields")])
 def test_ragged_lines_name_their_line(line, count):
     text = f"Ada B-PER\nsays O\n\nhello O\n{line}\n"
-    with pytest.raises(UserError, match=rf"^Line 5 of bad\.conll has {count} .*exactly two, a token and its tag separated by a space or tab; "):
+    with pytest.raises(
+        UserError, match=rf"^Line 5 of bad\.conll has {count} .*exactly two, a token and its tag separated by a space or tab; "
+    ):
         parse_conll(text, "bad.conll")
 
 
@@ -101,12 +117,18 @@ def test_jsonl_and_parquet_with_custom_columns_and_split(tmp_path):
         assert splits.test["tags"].tolist() == [["B-PER", "I-PER", "O"]]
 
 
-@pytest.mark.parametrize("record, message", [
-    ({"tokens": [], "tags": []}, r"Row 2 of bad\.jsonl is an empty sentence"),
-    ({"tokens": ["a", "b"], "tags": ["O"]}, r"Row 2 of bad\.jsonl has 2 tokens but 1 tags"),
-    ({"tokens": "Ada codes", "tags": ["B-PER", "O"]}, r"Row 2 of bad\.jsonl holds str 'Ada codes' in the column 'tokens', which must be a list"),
-    ({"tokens": ["Ada", " "], "tags": ["B-PER", "O"]}, r"Token 2 of row 2 in bad\.jsonl is empty"),
-])
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"tokens": [], "tags": []}, r"Row 2 of bad\.jsonl is an empty sentence"),
+        ({"tokens": ["a", "b"], "tags": ["O"]}, r"Row 2 of bad\.jsonl has 2 tokens but 1 tags"),
+        (
+            {"tokens": "Ada codes", "tags": ["B-PER", "O"]},
+            r"Row 2 of bad\.jsonl holds str 'Ada codes' in the column 'tokens', which must be a list",
+        ),
+        ({"tokens": ["Ada", " "], "tags": ["B-PER", "O"]}, r"Token 2 of row 2 in bad\.jsonl is empty"),
+    ],
+)
 def test_bad_table_rows(record, message):
     data = "\n".join(json.dumps(r) for r in ({"tokens": ["Ada"], "tags": ["B-PER"]}, record)).encode()
     with pytest.raises(UserError, match=message):
@@ -126,26 +148,40 @@ def test_scheme_detection():
 
 def test_i_after_o_names_sentence_token_and_line():
     text = conll([("Ada", "B-PER"), ("codes", "O")], [("Yes", "O"), ("Ada", "O"), ("Lovelace", "I-PER")])
-    with pytest.raises(UserError, match=(r"^I-PER after O at sentence 2, token 3 \('Lovelace', line 6\) of the file data\.conll: "
-                                         r"in the IOB2 \(BIO\) scheme an entity starts with B-PER")):
+    with pytest.raises(
+        UserError,
+        match=(
+            r"^I-PER after O at sentence 2, token 3 \('Lovelace', line 6\) of the file data\.conll: "
+            r"in the IOB2 \(BIO\) scheme an entity starts with B-PER"
+        ),
+    ):
         checked(text)
 
 
-@pytest.mark.parametrize("sentence, message", [
-    ([("Ada", "I-PER")], r"I-PER after the start of the sentence at sentence 1, token 1"),
-    ([("Ada", "B-PER"), ("Paris", "I-LOC")], r"I-LOC after B-PER at sentence 1, token 2 \('Paris', line 2\)"),
-])
+@pytest.mark.parametrize(
+    "sentence, message",
+    [
+        ([("Ada", "I-PER")], r"I-PER after the start of the sentence at sentence 1, token 1"),
+        ([("Ada", "B-PER"), ("Paris", "I-LOC")], r"I-LOC after B-PER at sentence 1, token 2 \('Paris', line 2\)"),
+    ],
+)
 def test_broken_iob2_sequences(sentence, message):
     with pytest.raises(UserError, match=message):
         checked(conll(sentence))
 
 
-@pytest.mark.parametrize("sentence, message", [
-    ([("Ada", "B-PER"), ("codes", "O"), ("Rome", "S-LOC")], r"B-PER followed by O at sentence 1, token 1 .*one-word entity is S-PER"),
-    ([("Ada", "B-PER"), ("Lovelace", "I-PER"), ("Rome", "S-LOC")], r"I-PER followed by S-LOC at sentence 1, token 2"),
-    ([("codes", "O"), ("Lovelace", "E-PER"), ("Rome", "S-LOC")], r"E-PER after O at sentence 1, token 2 .*begun by B-PER"),
-    ([("Rome", "S-LOC"), ("Ada", "B-PER")], r"B-PER followed by the end of the sentence at sentence 1, token 2"),
-])
+@pytest.mark.parametrize(
+    "sentence, message",
+    [
+        (
+            [("Ada", "B-PER"), ("codes", "O"), ("Rome", "S-LOC")],
+            r"B-PER followed by O at sentence 1, token 1 .*one-word entity is S-PER",
+        ),
+        ([("Ada", "B-PER"), ("Lovelace", "I-PER"), ("Rome", "S-LOC")], r"I-PER followed by S-LOC at sentence 1, token 2"),
+        ([("codes", "O"), ("Lovelace", "E-PER"), ("Rome", "S-LOC")], r"E-PER after O at sentence 1, token 2 .*begun by B-PER"),
+        ([("Rome", "S-LOC"), ("Ada", "B-PER")], r"B-PER followed by the end of the sentence at sentence 1, token 2"),
+    ],
+)
 def test_broken_bioes_sequences(sentence, message):
     with pytest.raises(UserError, match=message):
         checked(conll(sentence))
@@ -153,7 +189,10 @@ def test_broken_bioes_sequences(sentence, message):
 
 @pytest.mark.parametrize("tag", ["PER", "B-", "b-per", "0", "X-PER", "B_PER"])
 def test_tags_outside_the_scheme(tag):
-    with pytest.raises(UserError, match=rf"The tag '{tag}' at sentence 2, token 1 \('Ada', line 4\) of the file data\.conll is outside the BIO/BIOES"):
+    with pytest.raises(
+        UserError,
+        match=rf"The tag '{tag}' at sentence 2, token 1 \('Ada', line 4\) of the file data\.conll is outside the BIO/BIOES",
+    ):
         checked(conll([("Hi", "O"), ("Bob", "B-PER")], [("Ada", tag)]))
 
 
@@ -276,23 +315,40 @@ def one_hot_logits(rows: list[list[str | None]], names: list[str], width: int) -
 
 def test_metrics_and_predictions_from_piece_logits():
     names = ["O", "B-LOC", "B-PER", "I-PER"]
-    raw = pd.DataFrame({"tokens": [["Ada", "Lovelace", "codes"], ["in", "Paris"], ["Bob", "sings", "loud"]],
-                        "tags": [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-PER", "O", "O"]]})
+    raw = pd.DataFrame(
+        {
+            "tokens": [["Ada", "Lovelace", "codes"], ["in", "Paris"], ["Bob", "sings", "loud"]],
+            "tags": [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-PER", "O", "O"]],
+        }
+    )
     # Pieces: [CLS] first ##piece ... [SEP]; "gold/predicted" where they differ. Sentence 3 lost its last word to truncation.
-    logits, labels = one_hot_logits([
-        [None, "B-PER", None, "I-PER", "O", None],
-        [None, "O", "B-LOC/B-PER", None],
-        [None, "B-PER", "O", None],
-    ], names, width=6)
+    logits, labels = one_hot_logits(
+        [
+            [None, "B-PER", None, "I-PER", "O", None],
+            [None, "O", "B-LOC/B-PER", None],
+            [None, "B-PER", "O", None],
+        ],
+        names,
+        width=6,
+    )
     task = TokenClassification()
     task._tagging = (names, IOB2)
     gold, predicted = labelled_sequences(logits, labels, names)
     assert gold == [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-PER", "O"]]
     assert predicted == [["B-PER", "I-PER", "O"], ["O", "B-PER"], ["B-PER", "O"]]
     assert task.compute_metrics(logits, labels) == pytest.approx(
-        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "f1_lenient": 2 / 3, "accuracy": 6 / 7})
-    prepared = Prepared(model=None, processor=None, datasets={}, raw={"test": raw}, collator=None, label_names=names,
-                        head_names=("classifier",), extras={"tag_scheme": IOB2})
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "f1_lenient": 2 / 3, "accuracy": 6 / 7}
+    )
+    prepared = Prepared(
+        model=None,
+        processor=None,
+        datasets={},
+        raw={"test": raw},
+        collator=None,
+        label_names=names,
+        head_names=("classifier",),
+        extras={"tag_scheme": IOB2},
+    )
     report = task.report(logits, labels, prepared)
     assert report["micro avg"]["f1-score"] == pytest.approx(2 / 3) and report["LOC"]["recall"] == 0.0
     frame = task.predictions(logits, labels, prepared, "test")
@@ -308,7 +364,9 @@ def test_metrics_and_predictions_from_piece_logits():
     assert frame["unseen_words"].tolist() == [0, 0, 1]
     assert np.isnan(frame["word_confidence"][2][2]) and frame["word_confidence"][0][0] > 0.9
     # Loss: the mean cross-entropy over the labelled pieces; the wrong piece of sentence 2 raises it.
-    assert frame["loss"][1] > frame["loss"][0] > 0 and frame["confidence"][0] == pytest.approx(frame["word_confidence"][0][0], abs=1e-6)
+    assert frame["loss"][1] > frame["loss"][0] > 0 and frame["confidence"][0] == pytest.approx(
+        frame["word_confidence"][0][0], abs=1e-6
+    )
     # Parquet-friendly.
     buffer = io.BytesIO()
     frame.to_parquet(buffer)
@@ -427,8 +485,18 @@ def test_tweet_ner_loads_from_pypi(tweet_workspace):
     everything = pd.concat([splits.train, splits.validation, splits.test])
     assert len(everything) == 2394 and sum(len(tokens) for tokens in everything["tokens"]) == 46469
     assert splits.scheme == IOB2 and splits.label_names[0] == "O" and len(splits.label_names) == 21
-    assert splits.entity_types == ["company", "facility", "geo-loc", "movie", "musicartist", "other", "person",
-                                   "product", "sportsteam", "tvshow"]
+    assert splits.entity_types == [
+        "company",
+        "facility",
+        "geo-loc",
+        "movie",
+        "musicartist",
+        "other",
+        "person",
+        "product",
+        "sportsteam",
+        "tvshow",
+    ]
     first = everything[everything["tokens"].map(lambda tokens: tokens[0] == "@paulwalk")].iloc[0]  # the file's first tweet
     assert first["tokens"][14:17] == ["Empire", "State", "Building"]
     assert first["tags"][14:17] == ["B-facility", "I-facility", "I-facility"]
@@ -442,9 +510,10 @@ def test_tweet_ner_loads_from_pypi(tweet_workspace):
 @pytest.fixture(scope="module")
 def ner_run(tiny_bert, tmp_path_factory):
     """A tiny BERT tagging the synthetic names and cities, trained in this process (a few seconds)."""
+    from test_training import train_here
+
     from core.config import RunConfig
     from core.store import RunStore
-    from test_training import train_here
 
     with pytest.MonkeyPatch.context() as patch:
         root = tmp_path_factory.mktemp("ner-training")
@@ -452,8 +521,19 @@ def ner_run(tiny_bert, tmp_path_factory):
         patch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
         data = root / "people-and-places.conll"
         data.write_text(synthetic_conll(), encoding="utf-8")
-        config = RunConfig(name="ner", task="token_classification", model=str(tiny_bert), dataset=str(data), epochs=4,
-                           batch_size=16, learning_rate=0.005, eval_steps=12, logging_steps=6, max_length=32, device="cpu")
+        config = RunConfig(
+            name="ner",
+            task="token_classification",
+            model=str(tiny_bert),
+            dataset=str(data),
+            epochs=4,
+            batch_size=16,
+            learning_rate=0.005,
+            eval_steps=12,
+            logging_steps=6,
+            max_length=32,
+            device="cpu",
+        )
         store = RunStore()
         run = train_here(config, store, "ner-run")
         yield {"run": run, "store": store, "config": config, "metrics": store.metrics(run.id), "data": data}

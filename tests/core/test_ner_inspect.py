@@ -9,15 +9,17 @@ from core.viz import entity_spans_html
 
 
 def frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "text": ["Ada met Bob", "Paris is big", "nothing here"],
-        "tokens": [["Ada", "met", "Bob"], ["Paris", "is", "big"], ["nothing", "here"]],
-        "gold_entities": [json.dumps([["PER", 0, 0], ["PER", 2, 2]]), json.dumps([["LOC", 0, 0]]), "[]"],
-        "predicted_entities": [json.dumps([["PER", 0, 0], ["LOC", 2, 2]]), "[]", json.dumps([["ORG", 1, 1]])],
-        "correct": [False, False, False],
-        "error_types": [["PER", "LOC"], ["LOC"], ["ORG"]],
-        "loss": [0.5, 0.9, 0.1],
-    })
+    return pd.DataFrame(
+        {
+            "text": ["Ada met Bob", "Paris is big", "nothing here"],
+            "tokens": [["Ada", "met", "Bob"], ["Paris", "is", "big"], ["nothing", "here"]],
+            "gold_entities": [json.dumps([["PER", 0, 0], ["PER", 2, 2]]), json.dumps([["LOC", 0, 0]]), "[]"],
+            "predicted_entities": [json.dumps([["PER", 0, 0], ["LOC", 2, 2]]), "[]", json.dumps([["ORG", 1, 1]])],
+            "correct": [False, False, False],
+            "error_types": [["PER", "LOC"], ["LOC"], ["ORG"]],
+            "loss": [0.5, 0.9, 0.1],
+        }
+    )
 
 
 def test_type_confusion_counts_spans_by_gold_and_predicted_type():

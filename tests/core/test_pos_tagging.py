@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_ner import one_hot_logits
 
 from core.errors import UserError
 from core.ner.align import piece_tags
@@ -18,7 +19,6 @@ from core.ner.parsing import parse_conll
 from core.ner.schemes import BIOES, IOB2, PLAIN, check_tags, detect_scheme
 from core.tasks.base import Prepared
 from core.tasks.token_classification import TokenClassification, tag_metrics, tag_report
-from test_ner import one_hot_logits
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["Pierre", "Vinken", "Mary", "John", "Anna", "Lucas"]
@@ -44,10 +44,16 @@ def conll(*sentences: list[tuple[str, str]]) -> str:
     return "\n\n".join("\n".join(f"{token} {tag}" for token, tag in sentence) for sentence in sentences) + "\n"
 
 
-BIO_TEXT = conll([("Ada", "B-PER"), ("Lovelace", "I-PER"), ("visits", "O"), ("Paris", "B-LOC")], [("Bob", "B-PER"), ("sings", "O")],
-                 [("in", "O"), ("Rome", "B-LOC")])
-BIOES_TEXT = conll([("Ada", "B-PER"), ("Lovelace", "E-PER"), ("visits", "O"), ("Paris", "S-LOC")], [("Bob", "S-PER"), ("sings", "O")],
-                   [("in", "O"), ("Rome", "S-LOC")])
+BIO_TEXT = conll(
+    [("Ada", "B-PER"), ("Lovelace", "I-PER"), ("visits", "O"), ("Paris", "B-LOC")],
+    [("Bob", "B-PER"), ("sings", "O")],
+    [("in", "O"), ("Rome", "B-LOC")],
+)
+BIOES_TEXT = conll(
+    [("Ada", "B-PER"), ("Lovelace", "E-PER"), ("visits", "O"), ("Paris", "S-LOC")],
+    [("Bob", "S-PER"), ("sings", "O")],
+    [("in", "O"), ("Rome", "S-LOC")],
+)
 
 
 # --- detection -----------------------------------------------------------------------------
@@ -58,12 +64,18 @@ def test_pos_bio_and_bioes_files_are_told_apart(tmp_path):
     for name, text in (("pos.conll", pos_conll()), ("bio.conll", BIO_TEXT), ("bioes.conll", BIOES_TEXT)):
         (tmp_path / name).write_text(text, encoding="utf-8")
         found[name] = load_ner_splits(str(tmp_path / name))
-    assert {name: splits.scheme for name, splits in found.items()} == {"pos.conll": PLAIN, "bio.conll": IOB2, "bioes.conll": BIOES}
+    assert {name: splits.scheme for name, splits in found.items()} == {
+        "pos.conll": PLAIN,
+        "bio.conll": IOB2,
+        "bioes.conll": BIOES,
+    }
     pos = found["pos.conll"]
     assert pos.label_names == [".", "DT", "NN", "NNP", "VBZ"]  # no "O" invented for a tag set without one
     assert not pos.has_entities and pos.entity_types == []
     counts = pos.tag_counts()
-    assert set(counts["tag"]) == set(pos.label_names) and counts["count"].sum() == sum(len(t) for t in parse_conll(pos_conll(), "x")["tags"])
+    assert set(counts["tag"]) == set(pos.label_names) and counts["count"].sum() == sum(
+        len(t) for t in parse_conll(pos_conll(), "x")["tags"]
+    )
     assert found["bio.conll"].entity_types == ["LOC", "PER"]
 
 
@@ -73,8 +85,11 @@ def test_plain_and_mixed_tag_sets():
     assert detect_scheme([["O"], ["O"]]) == IOB2  # all O is an entity file without entities, refused by check_tags
     # A prefix-less tag among BIO tags is a mistake in a BIO file, not a plain tag set.
     mixed = parse_conll(conll([("Ada", "B-PER"), ("codes", "O")], [("Bob", "PER")]), "mixed.conll")
-    with pytest.raises(UserError, match=r"^The tag 'PER' at sentence 2, token 1 \('Bob', line 4\) of the file mixed\.conll is outside "
-                                        r"the BIO/BIOES tag scheme that its other tags use; .*no tag may start with B-, I-, E- or S-\.$"):
+    with pytest.raises(
+        UserError,
+        match=r"^The tag 'PER' at sentence 2, token 1 \('Bob', line 4\) of the file mixed\.conll is outside "
+        r"the BIO/BIOES tag scheme that its other tags use; .*no tag may start with B-, I-, E- or S-\.$",
+    ):
         check_tags(mixed, "the file mixed.conll")
     single = parse_conll(conll([("dog", "NN"), ("cat", "NN")]), "one.conll")
     with pytest.raises(UserError, match=r"^Every word in the file one\.conll has the tag 'NN', so there is nothing to learn"):
@@ -103,37 +118,73 @@ def test_per_word_scores_and_report_on_a_hand_made_prediction():
     metrics = tag_metrics(gold, predicted)
     # NN: precision 1/2, recall 1/2; NNP: 2/3 and 1; VBZ: 1 and 1/2; DT and . perfect.
     f1 = {".": 1.0, "DT": 1.0, "NN": 0.5, "NNP": 0.8, "VBZ": 2 / 3}
-    assert metrics == pytest.approx({"accuracy": 0.8, "precision": (1 + 1 + 0.5 + 2 / 3 + 1) / 5, "recall": (1 + 1 + 0.5 + 1 + 0.5) / 5,
-                                     "f1": sum(f1.values()) / 5})
+    assert metrics == pytest.approx(
+        {
+            "accuracy": 0.8,
+            "precision": (1 + 1 + 0.5 + 2 / 3 + 1) / 5,
+            "recall": (1 + 1 + 0.5 + 1 + 0.5) / 5,
+            "f1": sum(f1.values()) / 5,
+        }
+    )
     report = tag_report(gold, predicted, NAMES_OF_TAGS + ["JJ"])
     assert list(report) == NAMES_OF_TAGS + ["JJ", "accuracy", "macro avg", "weighted avg"]
     assert report["NNP"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1-score": 0.8, "support": 2})
-    assert report["JJ"] == {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0}  # a tag absent here: listed, not averaged
+    assert report["JJ"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1-score": 0.0,
+        "support": 0,
+    }  # a tag absent here: listed, not averaged
     assert report["macro avg"]["f1-score"] == pytest.approx(metrics["f1"]) and report["accuracy"] == pytest.approx(0.8)
     assert json.loads(json.dumps(report)) == report
     headline = TokenClassification().headline(report)
-    assert headline == pytest.approx({"tag F1 (macro; logged f1)": metrics["f1"], "token accuracy": 0.8,
-                                      "tag F1 (weighted)": report["weighted avg"]["f1-score"]})
+    assert headline == pytest.approx(
+        {
+            "tag F1 (macro; logged f1)": metrics["f1"],
+            "token accuracy": 0.8,
+            "tag F1 (weighted)": report["weighted avg"]["f1-score"],
+        }
+    )
 
 
 def test_predictions_of_plain_tags_are_one_span_per_word():
     from core.ner.inspect import MISSING, type_confusion
 
-    raw = pd.DataFrame({"tokens": [["Mary", "reads", "."], ["the", "dog", "sees", "John", "."]],
-                        "tags": [["NNP", "VBZ", "."], ["DT", "NN", "VBZ", "NNP", "."]]})
+    raw = pd.DataFrame(
+        {
+            "tokens": [["Mary", "reads", "."], ["the", "dog", "sees", "John", "."]],
+            "tags": [["NNP", "VBZ", "."], ["DT", "NN", "VBZ", "NNP", "."]],
+        }
+    )
     # Sentence 2 lost its last word to truncation; "dog" is tagged NNP instead of NN.
-    logits, labels = one_hot_logits([[None, "NNP", "VBZ", ".", None], [None, "DT", "NN/NNP", "VBZ", "NNP", None]], NAMES_OF_TAGS, width=6)
+    logits, labels = one_hot_logits(
+        [[None, "NNP", "VBZ", ".", None], [None, "DT", "NN/NNP", "VBZ", "NNP", None]], NAMES_OF_TAGS, width=6
+    )
     task = TokenClassification()
     task._tagging = (NAMES_OF_TAGS, PLAIN)
     assert task.compute_metrics(logits, labels)["accuracy"] == pytest.approx(6 / 7)
-    prepared = Prepared(model=None, processor=None, datasets={}, raw={"test": raw}, collator=None, label_names=NAMES_OF_TAGS,
-                        head_names=("classifier",), extras={"tag_scheme": PLAIN})
+    prepared = Prepared(
+        model=None,
+        processor=None,
+        datasets={},
+        raw={"test": raw},
+        collator=None,
+        label_names=NAMES_OF_TAGS,
+        head_names=("classifier",),
+        extras={"tag_scheme": PLAIN},
+    )
     frame = task.predictions(logits, labels, prepared, "test")
-    assert frame["predicted_tags"].tolist() == [["NNP", "VBZ", "."], ["DT", "NNP", "VBZ", "NNP", ""]]  # no tag for the unseen word
+    assert frame["predicted_tags"].tolist() == [
+        ["NNP", "VBZ", "."],
+        ["DT", "NNP", "VBZ", "NNP", ""],
+    ]  # no tag for the unseen word
     assert json.loads(frame["gold_entities"][0]) == [["NNP", 0, 0], ["VBZ", 1, 1], [".", 2, 2]]
     assert frame["correct"].tolist() == [True, False] and frame["unseen_words"].tolist() == [0, 1]
-    assert json.loads(frame["errors_by_type"][1]) == {".": {"missed": 1, "spurious": 0}, "NN": {"missed": 1, "spurious": 0},
-                                                      "NNP": {"missed": 0, "spurious": 1}}
+    assert json.loads(frame["errors_by_type"][1]) == {
+        ".": {"missed": 1, "spurious": 0},
+        "NN": {"missed": 1, "spurious": 0},
+        "NNP": {"missed": 0, "spurious": 1},
+    }
     confusion = type_confusion(frame)  # per tag: gold rows, predicted columns
     assert confusion.loc["NN", "NNP"] == 1 and confusion.loc["NNP", "NNP"] == 2 and confusion.loc[".", MISSING] == 1
     assert confusion.values.sum() == 8
@@ -146,9 +197,10 @@ def test_predictions_of_plain_tags_are_one_span_per_word():
 @pytest.fixture(scope="module")
 def pos_run(tiny_bert, tmp_path_factory):
     """The tiny BERT learning the POS pattern, trained in this process through the real trainer (a few seconds)."""
+    from test_training import train_here
+
     from core.config import RunConfig
     from core.store import RunStore
-    from test_training import train_here
 
     with pytest.MonkeyPatch.context() as patch:
         root = tmp_path_factory.mktemp("pos-training")
@@ -156,8 +208,19 @@ def pos_run(tiny_bert, tmp_path_factory):
         patch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
         data = root / "pos.conll"
         data.write_text(pos_conll(), encoding="utf-8")
-        config = RunConfig(name="pos", task="token_classification", model=str(tiny_bert), dataset=str(data), epochs=8,
-                           batch_size=8, learning_rate=0.005, eval_steps=12, logging_steps=6, max_length=32, device="cpu")
+        config = RunConfig(
+            name="pos",
+            task="token_classification",
+            model=str(tiny_bert),
+            dataset=str(data),
+            epochs=8,
+            batch_size=8,
+            learning_rate=0.005,
+            eval_steps=12,
+            logging_steps=6,
+            max_length=32,
+            device="cpu",
+        )
         store = RunStore()
         run = train_here(config, store, "pos-run")
         yield {"run": run, "store": store, "metrics": store.metrics(run.id), "workspace": root / "workspace"}
@@ -172,7 +235,10 @@ def test_training_raises_token_accuracy_and_tag_f1(pos_run):
     assert pos_run["run"].step == 48  # 48 sentences / 8 x 8 epochs
     accuracy, f1 = series(metrics, "eval_accuracy"), series(metrics, "eval_f1")
     assert accuracy.index.tolist() == [0, 12, 24, 36, 48]
-    print(f"validation token accuracy {accuracy.iloc[0]:.3f} -> {accuracy.iloc[-1]:.3f}, tag macro F1 {f1.iloc[0]:.3f} -> {f1.iloc[-1]:.3f}")
+    print(
+        f"validation token accuracy {accuracy.iloc[0]:.3f} -> {accuracy.iloc[-1]:.3f}"
+        f", tag macro F1 {f1.iloc[0]:.3f} -> {f1.iloc[-1]:.3f}"
+    )
     assert accuracy.iloc[0] < 0.5 and accuracy.iloc[-1] >= 0.9
     assert f1.iloc[-1] > f1.iloc[0] + 0.4
     assert not series(metrics, "eval_precision").empty and not series(metrics, "eval_recall").empty
@@ -221,10 +287,16 @@ def token_config(tiny_bert, dataset: str, **values):
     return RunConfig(name="tagger", task="token_classification", model=str(tiny_bert), dataset=dataset, device="cpu", **values)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("Mary NNP\nreads VBZ\n\nthe DT\ndog\n", r"^Line 5 of bad\.conll has 1 field \('dog'\) but needs exactly two"),
-    ("Ada B-PER\ncodes O\n\nin O\nLovelace I-PER\n", r"^I-PER after O at sentence 2, token 2 \('Lovelace', line 5\) of the file bad\.conll"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("Mary NNP\nreads VBZ\n\nthe DT\ndog\n", r"^Line 5 of bad\.conll has 1 field \('dog'\) but needs exactly two"),
+        (
+            "Ada B-PER\ncodes O\n\nin O\nLovelace I-PER\n",
+            r"^I-PER after O at sentence 2, token 2 \('Lovelace', line 5\) of the file bad\.conll",
+        ),
+    ],
+)
 def test_submit_refuses_a_bad_file_before_queueing(workspace, tiny_bert, text, message):
     from core.jobs import submit
     from core.store import RunStore
@@ -262,22 +334,31 @@ def test_text_classification_refuses_a_bad_file_at_submit_too(workspace, tiny_be
 
 def test_image_and_pair_tasks_check_a_stored_sets_splits_at_submit(workspace, tiny_dual_encoder, tmp_path):
     """A row limit the stored labels cannot split is refused by submit, from the labels alone (no image is opened)."""
+    from test_image_text_data import csv, fusion_lines, photos
+    from test_images import class_folders, make_zip
+
     from core.config import RunConfig
     from core.image_text import data as pairs
     from core.images.datasets import register_image_dataset
     from core.images.scratch import write_random_vit
     from core.jobs import submit
     from core.store import RunStore
-    from test_image_text_data import csv, fusion_lines, photos
-    from test_images import class_folders, make_zip
 
     register_image_dataset("pets", "pets.zip", make_zip(class_folders()))
-    pairs.register_pair_dataset("pairs", pairs.FUSION, "shots.zip", make_zip(photos()), "pairs.csv", csv("image,text,label", fusion_lines()))
+    pairs.register_pair_dataset(
+        "pairs", pairs.FUSION, "shots.zip", make_zip(photos()), "pairs.csv", csv("image,text,label", fusion_lines())
+    )
     vit = write_random_vit(tmp_path / "tiny-vit", "tiny")
-    for config in (RunConfig(name="pets", task="image_classification", model=str(vit), dataset="pets", max_rows=3, device="cpu"),
-                   RunConfig(name="pairs", task="image_text_fusion", model=str(tiny_dual_encoder), dataset="pairs", max_rows=3,
-                             device="cpu")):
-        with pytest.raises(UserError, match=r"^The image(-text)? dataset '(pets|pairs)' has too few rows \(4\) to fill the validation and test split"):
+    for config in (
+        RunConfig(name="pets", task="image_classification", model=str(vit), dataset="pets", max_rows=3, device="cpu"),
+        RunConfig(
+            name="pairs", task="image_text_fusion", model=str(tiny_dual_encoder), dataset="pairs", max_rows=3, device="cpu"
+        ),
+    ):
+        with pytest.raises(
+            UserError,
+            match=r"^The image(-text)? dataset '(pets|pairs)' has too few rows \(4\) to fill the validation and test split",
+        ):
             submit(config)
     assert RunStore().list() == []
 
@@ -287,8 +368,14 @@ def test_cli_refuses_a_bad_file_with_the_sentence(workspace, tiny_bert):
     path.write_text("Mary NNP\nreads VBZ\n\nthe DT\ndog\n", encoding="utf-8")
     config = workspace.parent / "run.yaml"
     config.write_text(token_config(tiny_bert, str(path)).to_yaml(), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "core", "train", str(config), "--detach"], capture_output=True, text=True,
-                            cwd=ROOT, env={**os.environ, "WORKBENCH_WORKSPACE": str(workspace)}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "train", str(config), "--detach"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "WORKBENCH_WORKSPACE": str(workspace)},
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: Line 5 of bad.conll has 1 field" in result.stderr + result.stdout
     from core.store import RunStore
@@ -299,10 +386,13 @@ def test_cli_refuses_a_bad_file_with_the_sentence(workspace, tiny_bert):
 # --- the Data page -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("filename, text, scheme, sentence, table", [
-    ("pos.conll", pos_conll(), "plain tags", "Found plain tags", "Words per tag"),
-    ("bio.conll", BIO_TEXT, "IOB2", "Found IOB2 (BIO) entity tags", "Entities per type"),
-])
+@pytest.mark.parametrize(
+    "filename, text, scheme, sentence, table",
+    [
+        ("pos.conll", pos_conll(), "plain tags", "Found plain tags", "Words per tag"),
+        ("bio.conll", BIO_TEXT, "IOB2", "Found IOB2 (BIO) entity tags", "Entities per type"),
+    ],
+)
 def test_data_page_says_which_scheme_it_found(workspace, filename, text, scheme, sentence, table):
     from streamlit.testing.v1 import AppTest
 

@@ -19,11 +19,14 @@ def test_seed_preset_matches_the_seed_recipe():
     assert (config.learning_rate, config.batch_size, config.model, config.dataset) == (2e-5, 16, "minilm-l6", "movie-reviews")
 
 
-@pytest.mark.parametrize("key, knobs", [
-    ("probe-vs-full", {"name", "strategy", "learning_rate"}),
-    ("lora-vs-full", {"name", "strategy", "lora_r", "learning_rate"}),
-    ("adversarial-vs-plain", {"name", "adversarial", "adv_epsilon"}),
-])
+@pytest.mark.parametrize(
+    "key, knobs",
+    [
+        ("probe-vs-full", {"name", "strategy", "learning_rate"}),
+        ("lora-vs-full", {"name", "strategy", "lora_r", "learning_rate"}),
+        ("adversarial-vs-plain", {"name", "adversarial", "adv_epsilon"}),
+    ],
+)
 def test_comparison_variants_differ_only_in_the_lesson(key, knobs):
     first, second = PRESETS[key].configs()
     assert set(first.differences(second)) <= knobs

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from test_training import series, tiny_config, train_here
 
 from core.adversarial import EMBEDDINGS, attack, loss_on, robust_accuracy
 from core.config import RunConfig
 from core.store import RunStore
-from test_training import series, tiny_config, train_here
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +63,17 @@ def test_robust_accuracy_never_exceeds_clean_accuracy(classifier):
     assert result["attacked_accuracy"] <= result["clean_accuracy"]
 
 
-@pytest.mark.parametrize("changes, sentence", [
-    ({"adversarial": "fgm", "adv_epsilon": 0}, "epsilon must be above 0"),
-    ({"adversarial": "fgm", "adv_epsilon": -1}, "epsilon must be above 0"),
-    ({"adversarial": "magic"}, "Unknown adversarial training"),
-    ({"strategy": "adalora", "adalora_target_r": 20}, "target rank"),
-    ({"label_smoothing": 1.0}, "Label smoothing"),
-    ({"early_stopping_patience": -1}, "patience"),
-])
+@pytest.mark.parametrize(
+    "changes, sentence",
+    [
+        ({"adversarial": "fgm", "adv_epsilon": 0}, "epsilon must be above 0"),
+        ({"adversarial": "fgm", "adv_epsilon": -1}, "epsilon must be above 0"),
+        ({"adversarial": "magic"}, "Unknown adversarial training"),
+        ({"strategy": "adalora", "adalora_target_r": 20}, "target rank"),
+        ({"label_smoothing": 1.0}, "Label smoothing"),
+        ({"early_stopping_patience": -1}, "patience"),
+    ],
+)
 def test_robust_options_are_validated(changes, sentence):
     assert any(sentence in problem for problem in RunConfig(**changes).validate())
 

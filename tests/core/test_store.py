@@ -15,8 +15,13 @@ def store(workspace):
 
 def make(store: RunStore, run_id: str, device: str = "cpu", name: str | None = None) -> Run:
     return store.create(
-        run_id, name=name or f"run {run_id}", task="text_classification", model="m", dataset="d",
-        device=device, config_yaml="name: x\n",
+        run_id,
+        name=name or f"run {run_id}",
+        task="text_classification",
+        model="m",
+        dataset="d",
+        device=device,
+        config_yaml="name: x\n",
     )
 
 
@@ -147,11 +152,28 @@ def test_forget_metrics_after_drops_only_later_steps_of_that_run(store):
 
 
 def run_with(**values) -> Run:
-    base = dict(
-        id="r", name="n", task="t", model="m", dataset="d", device="cpu", status="running", created_at=0.0,
-        started_at=0.0, finished_at=None, pid=None, pid_started_at=None, step=0, max_steps=0,
-        train_started_at=None, train_start_step=0, progress_at=None, error=None, resume=0, config="",
-    )
+    base = {
+        "id": "r",
+        "name": "n",
+        "task": "t",
+        "model": "m",
+        "dataset": "d",
+        "device": "cpu",
+        "status": "running",
+        "created_at": 0.0,
+        "started_at": 0.0,
+        "finished_at": None,
+        "pid": None,
+        "pid_started_at": None,
+        "step": 0,
+        "max_steps": 0,
+        "train_started_at": None,
+        "train_start_step": 0,
+        "progress_at": None,
+        "error": None,
+        "resume": 0,
+        "config": "",
+    }
     base.update(values)
     return Run(**base)
 
@@ -185,7 +207,7 @@ def test_eta_from_pace_since_this_start():
     ],
 )
 def test_eta_unknown(values):
-    base = dict(step=30, max_steps=110, train_started_at=100.0, train_start_step=10, progress_at=110.0)
+    base = {"step": 30, "max_steps": 110, "train_started_at": 100.0, "train_start_step": 10, "progress_at": 110.0}
     base.update(values)
     assert run_with(**base).eta_seconds() is None
 

@@ -1,6 +1,5 @@
 """Strategies: which weights train (full / head / freeze N / LoRA), checked with real optimizer steps."""
 
-
 import pytest
 import torch
 

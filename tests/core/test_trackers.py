@@ -3,14 +3,22 @@
 import importlib.util
 
 import pytest
+from test_training import tiny_config, train_here
 
 from core.config import TRACKERS, RunConfig
 from core.errors import UserError
 from core.store import RunStore
-from test_training import tiny_config, train_here
 
 # The variables the trainer sets for the trackers; monkeypatch restores them after each test.
-TRACKER_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "TRACKIO_DIR", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT")
+TRACKER_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_ALLOW_FILE_STORE",
+    "MLFLOW_EXPERIMENT_NAME",
+    "TRACKIO_DIR",
+    "WANDB_MODE",
+    "WANDB_DIR",
+    "WANDB_PROJECT",
+)
 
 
 @pytest.fixture
@@ -42,10 +50,15 @@ def test_a_tiny_run_logs_its_curves_to_mlflows_file_store_in_the_workspace(mlflo
     metrics = mlflow_run["store"].metrics("mlflow-run")
     stored = {name: dict(zip(rows["step"], rows["value"])) for name, rows in metrics.groupby("name")}
     # Trainer logs the step loss as "loss" (the store calls it train_loss) and the run's mean as "train_loss".
-    train_loss, eval_loss = mlflow_history(client, tracked.info.run_id, "loss"), mlflow_history(client, tracked.info.run_id, "eval_loss")
+    train_loss, eval_loss = (
+        mlflow_history(client, tracked.info.run_id, "loss"),
+        mlflow_history(client, tracked.info.run_id, "eval_loss"),
+    )
     assert train_loss and max(train_loss) == max(stored["train_loss"]) == 60  # 4 epochs of 15 steps (240 training rows, batch 16)
     assert train_loss == pytest.approx(stored["train_loss"])
-    assert max(eval_loss) == max(stored["eval_loss"]) and eval_loss[max(eval_loss)] == pytest.approx(stored["eval_loss"][max(eval_loss)])
+    assert max(eval_loss) == max(stored["eval_loss"]) and eval_loss[max(eval_loss)] == pytest.approx(
+        stored["eval_loss"][max(eval_loss)]
+    )
     assert tracked.data.metrics["train_loss"] == pytest.approx(stored["train_loss_mean"][60])
     assert tracked.data.params["learning_rate"] == "0.005"
     assert list((mlflow_run["run"].directory / "tensorboard").rglob("events.out.tfevents.*"))  # TensorBoard still logs
@@ -79,15 +92,19 @@ def test_a_tracking_uri_and_wandb_keep_to_what_the_user_chose(workspace, clean_t
 
 def test_unknown_and_missing_trackers_are_sentences_with_the_install_command(monkeypatch):
     assert RunConfig(trackers=["comet"]).tracker_problems() == [
-        "Unknown tracker 'comet'; choose from mlflow, trackio, wandb (TensorBoard always logs)."]
+        "Unknown tracker 'comet'; choose from mlflow, trackio, wandb (TensorBoard always logs)."
+    ]
     present = {name for name, tracker in TRACKERS.items() if importlib.util.find_spec(tracker.module)}
     monkeypatch.setattr(importlib.util, "find_spec", lambda module: object() if module in present - {"mlflow"} else None)
     problems = RunConfig(trackers=["mlflow", "trackio", "wandb"]).tracker_problems()
-    assert "MLflow is not installed here; run `pip install mlflow-skinny==3.17.2`, or remove mlflow from the trackers." in problems
+    assert (
+        "MLflow is not installed here; run `pip install mlflow-skinny==3.17.2`, or remove mlflow from the trackers." in problems
+    )
     assert "Trackio is not installed here; run `pip install trackio==0.43.0`, or remove trackio from the trackers." in problems
     assert any("`pip install wandb`" in problem for problem in problems)
     assert RunConfig(mlflow_tracking_uri="http://localhost:5000").tracker_problems() == [
-        "An MLflow tracking URI is set but mlflow is not among the trackers; add it, or clear the URI."]
+        "An MLflow tracking URI is set but mlflow is not among the trackers; add it, or clear the URI."
+    ]
 
 
 def test_trackers_come_from_yaml_and_a_missing_one_is_refused_at_submit(workspace, monkeypatch):

@@ -13,10 +13,19 @@ from core.store import RunStore
 
 
 def tiny_config(model_dir, **overrides) -> RunConfig:
-    values = dict(
-        name="tiny", model=str(model_dir), dataset="planted-keywords", max_rows=300, epochs=4, batch_size=16,
-        learning_rate=0.005, eval_steps=10, logging_steps=5, max_length=32, device="cpu",
-    )
+    values = {
+        "name": "tiny",
+        "model": str(model_dir),
+        "dataset": "planted-keywords",
+        "max_rows": 300,
+        "epochs": 4,
+        "batch_size": 16,
+        "learning_rate": 0.005,
+        "eval_steps": 10,
+        "logging_steps": 5,
+        "max_length": 32,
+        "device": "cpu",
+    }
     values.update(overrides)
     return RunConfig(**values)
 
@@ -28,8 +37,15 @@ def train_here(config: RunConfig, store: RunStore, run_id: str):
     directory = store.path.parent / "runs" / run_id
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    store.create(run_id, name=config.name, task=config.task, model=config.model, dataset=config.dataset,
-                 device="cpu", config_yaml=config.to_yaml())
+    store.create(
+        run_id,
+        name=config.name,
+        task=config.task,
+        model=config.model,
+        dataset=config.dataset,
+        device="cpu",
+        config_yaml=config.to_yaml(),
+    )
     run = store.claim_next("cpu", slots=10)
     assert run.id == run_id
     train(config, run, store)
@@ -196,7 +212,6 @@ def model_inputs(folder, texts):
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return tokenizer(texts, truncation=True, max_length=32, padding=True, return_tensors="pt")
-
 
 
 # The callbacks on their own, with the objects the Trainer passes them.

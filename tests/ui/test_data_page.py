@@ -59,12 +59,19 @@ def test_builtin_dataset_shows_counts_preview_and_charts():
     at = page(data_builtin="planted-keywords")
     assert not at.exception
     assert "**1,200 rows** in 2 classes: negative, positive" in texts(at.markdown)
-    assert {metric.label: metric.value for metric in at.metric} == {"train rows": "960", "validation rows": "120", "test rows": "120"}
+    assert {metric.label: metric.value for metric in at.metric} == {
+        "train rows": "960",
+        "validation rows": "120",
+        "test rows": "120",
+    }
     assert len(at.dataframe) == 1
     balance, lengths = plotly_figures(at)
     bars = {trace["name"]: dict(zip(array(trace["x"]), array(trace["y"]))) for trace in balance["data"]}
-    assert bars == {"train": {"negative": 480, "positive": 480}, "validation": {"negative": 60, "positive": 60},
-                    "test": {"negative": 60, "positive": 60}}
+    assert bars == {
+        "train": {"negative": 480, "positive": 480},
+        "validation": {"negative": 60, "positive": 60},
+        "test": {"negative": 60, "positive": 60},
+    }
     assert {trace["type"] for trace in lengths["data"]} == {"histogram"}
     words = [w for trace in lengths["data"] for w in array(trace["x"])]
     assert len(words) == 1200 and 8 <= min(words) and max(words) <= 16
@@ -76,7 +83,11 @@ def test_split_settings_change_what_is_shown():
     at.slider(key="data_test_fraction").set_value(0.25).run()
     assert not at.exception
     assert "**200 rows** in 2 classes: negative, positive" in texts(at.markdown)
-    assert {metric.label: metric.value for metric in at.metric} == {"train rows": "130", "validation rows": "20", "test rows": "50"}
+    assert {metric.label: metric.value for metric in at.metric} == {
+        "train rows": "130",
+        "validation rows": "20",
+        "test rows": "50",
+    }
 
 
 def test_every_widget_explains_itself():
@@ -118,8 +129,10 @@ def test_upload_with_bad_labels_shows_the_sentence_and_saves_nothing():
     at.file_uploader(key="data_upload").upload("few.csv", csv_upload({"bad": 12, "good": 1}), "text/csv").run()
     at.button(key="data_save").click().run()
     assert not at.exception
-    assert texts(at.error) == ["The class 'good' in the uploaded file few.csv has only one example; add at least one more "
-                               "example per class or remove those rows, so every class can appear in both training and evaluation."]
+    assert texts(at.error) == [
+        "The class 'good' in the uploaded file few.csv has only one example; add at least one more "
+        "example per class or remove those rows, so every class can appear in both training and evaluation."
+    ]
     assert at.radio(key="data_source").value == "Upload"
     assert list(datasets_dir().iterdir()) == []
 

@@ -65,11 +65,16 @@ def model_folder(root: Path, config_text: str) -> Path:
     return root
 
 
-REMOTE_CODE = json.dumps({
-    "model_type": "custom-x",
-    "auto_map": {"AutoConfig": "configuration_custom.CustomConfig", "AutoModel": "modeling_custom.CustomModel",
-                 "AutoModelForSequenceClassification": "modeling_custom.CustomModel"},
-})
+REMOTE_CODE = json.dumps(
+    {
+        "model_type": "custom-x",
+        "auto_map": {
+            "AutoConfig": "configuration_custom.CustomConfig",
+            "AutoModel": "modeling_custom.CustomModel",
+            "AutoModelForSequenceClassification": "modeling_custom.CustomModel",
+        },
+    }
+)
 
 
 def run_yaml(tmp_path: Path, **values) -> Path:
@@ -80,16 +85,18 @@ def run_yaml(tmp_path: Path, **values) -> Path:
 
 def test_train_refuses_a_model_whose_config_is_not_json(workspace, tmp_path):
     folder = model_folder(tmp_path / "broken", '{"model_type": "bert",\n  "hidden_size": 32,,\n}')
-    result = core_cli("train", str(run_yaml(tmp_path, model=str(folder), dataset="planted-keywords")), "--detach",
-                      workspace=workspace)
+    result = core_cli(
+        "train", str(run_yaml(tmp_path, model=str(folder), dataset="planted-keywords")), "--detach", workspace=workspace
+    )
     assert_refused(result, f"{folder / 'config.json'} is not valid JSON (line 2:", "save_pretrained")
     assert RunStore().list() == []
 
 
 def test_train_refuses_a_model_that_needs_remote_code_without_running_it(workspace, tmp_path):
     folder = model_folder(tmp_path / "remote", REMOTE_CODE)
-    result = core_cli("train", str(run_yaml(tmp_path, model=str(folder), dataset="planted-keywords")), "--detach",
-                      workspace=workspace)
+    result = core_cli(
+        "train", str(run_yaml(tmp_path, model=str(folder), dataset="planted-keywords")), "--detach", workspace=workspace
+    )
     assert_refused(result, "needs remote code (auto_map", "which the workbench does not run")
     assert not (folder / "REMOTE-CODE-RAN").exists()
     assert RunStore().list() == []
@@ -147,8 +154,9 @@ def test_explain_refuses_an_out_of_range_parameter_before_loading_a_model(worksp
     # No run is needed: the bound is checked before the run's model is looked up.
     result = core_cli("explain", "no-such-run", "--text", "a film", "--param", "steps=100000000", workspace=workspace)
     assert_refused(result, "'steps' must be at most 1000 (got 100000000); choose a value from 1 to 1000")
-    result = core_cli("explain", "no-such-run", "--image", "x.png", "--text", "a red circle", "--param", "steps=0",
-                      workspace=workspace)
+    result = core_cli(
+        "explain", "no-such-run", "--image", "x.png", "--text", "a red circle", "--param", "steps=0", workspace=workspace
+    )
     assert_refused(result, "'steps' must be at least 1 (got 0)")
 
 
@@ -201,7 +209,9 @@ def test_export_to_a_folder_that_cannot_be_made_exits_2(workspace, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x", encoding="utf-8")
     result = core_cli("export", run_id, str(blocker / "out"), workspace=workspace)
-    assert_refused(result, f"The export folder {blocker / 'out'} cannot be created or written", "choose a folder you can write to")
+    assert_refused(
+        result, f"The export folder {blocker / 'out'} cannot be created or written", "choose a folder you can write to"
+    )
     assert_refused(core_cli("export", run_id, str(blocker), workspace=workspace), f"{blocker} is a file, not a folder")
 
 
@@ -210,8 +220,9 @@ def test_export_to_a_folder_that_cannot_be_made_exits_2(workspace, tmp_path):
 
 def test_runs_escapes_control_characters_in_names(workspace):
     name = "evil\x1b[31m red\nfake-run   completed  100% cpu    forged \u202e é 日本 🙂"
-    RunStore().create("20990101-000000-abcd", name=name, task="text_classification", model="m", dataset="d",
-                      device="cpu", config_yaml="")
+    RunStore().create(
+        "20990101-000000-abcd", name=name, task="text_classification", model="m", dataset="d", device="cpu", config_yaml=""
+    )
     result = core_cli("runs", workspace=workspace)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -226,7 +237,10 @@ def test_runs_escapes_control_characters_in_names(workspace):
 @pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, 10**12])
 def test_a_seed_outside_0_to_2_32_is_refused_in_validate(seed):
     problems = RunConfig(seed=seed).validate()
-    assert f"The seed must be a whole number from 0 to 4294967295 (got {seed}); any number in that range repeats a run exactly." in problems
+    assert (
+        f"The seed must be a whole number from 0 to 4294967295 (got {seed}); any number in that range repeats a run exactly."
+        in problems
+    )
 
 
 def test_the_largest_seed_is_accepted():

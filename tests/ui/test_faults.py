@@ -16,12 +16,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_jobs import RUN_TIMEOUT, claimed_run, log_of, poll, tiny_config
 
 from core import jobs
 from core.checkpoints import available_stages, checkpoint_folders, is_complete_checkpoint, lost_state
 from core.errors import UserError
 from core.store import LOST_REASON, RunStore, StoreError
-from test_jobs import RUN_TIMEOUT, claimed_run, log_of, poll, tiny_config
 
 FAULTS = Path(__file__).parent / "faults"
 
@@ -98,8 +98,14 @@ def test_kills_at_random_moments_and_inside_saves_and_the_run_still_completes(ti
         seen = len(log_of(run))
         jobs.resume(run.id, store)
         resumes += 1
-        attempt = poll(lambda: (text := log_of(run)[seen:]) and ("Resuming from" in text or "No complete checkpoint" in text)
-                       and text, RUN_TIMEOUT, 0.1, "the resumed trainer to choose a checkpoint")
+        attempt = poll(
+            lambda seen=seen: (
+                (text := log_of(run)[seen:]) and ("Resuming from" in text or "No complete checkpoint" in text) and text
+            ),
+            RUN_TIMEOUT,
+            0.1,
+            "the resumed trainer to choose a checkpoint",
+        )
         if expected:
             assert f"Resuming from {expected} " in attempt, attempt[-2000:]
         else:
@@ -182,8 +188,17 @@ def test_a_trainer_silent_for_many_of_its_step_times_is_stalled(workspace, stand
     store = RunStore()
     run = claimed_run(store)
     now = time.time()
-    store.update(run.id, pid=stand_in.pid, pid_ticks=jobs.process_start_ticks(stand_in.pid), step=10, max_steps=100,
-                 train_started_at=now - 100, train_start_step=0, progress_at=now - 90, heartbeat_at=now - 90)
+    store.update(
+        run.id,
+        pid=stand_in.pid,
+        pid_ticks=jobs.process_start_ticks(stand_in.pid),
+        step=10,
+        max_steps=100,
+        train_started_at=now - 100,
+        train_start_step=0,
+        progress_at=now - 90,
+        heartbeat_at=now - 90,
+    )
     stall = jobs.stall_of(store.get(run.id), now=now)
     assert stall is not None and stall.seconds == pytest.approx(90, abs=1)
     assert "a step usually takes 1 s" in stall.sentence() and "1 min 30 s" in stall.sentence()
@@ -194,8 +209,9 @@ def test_a_trainer_silent_for_many_of_its_step_times_is_stalled(workspace, stand
 def test_a_clock_jump_does_not_declare_a_live_trainer_dead(workspace, stand_in, monkeypatch):
     store = RunStore()
     run = claimed_run(store)
-    store.update(run.id, pid=stand_in.pid, pid_started_at=stand_in.create_time(),
-                 pid_ticks=jobs.process_start_ticks(stand_in.pid))
+    store.update(
+        run.id, pid=stand_in.pid, pid_started_at=stand_in.create_time(), pid_ticks=jobs.process_start_ticks(stand_in.pid)
+    )
     real = psutil.Process.create_time
     # What a 34 s suspend of the machine did to psutil's wall-clock start time.
     monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 34.0)
@@ -241,8 +257,7 @@ def read_only_store(workspace, monkeypatch):
     run = claimed_run(store)
     store.update(run.id, pid=2**22 + 999)
     connect = sqlite3.connect
-    monkeypatch.setattr(core.store.sqlite3, "connect",
-                        lambda path, **kwargs: connect(f"file:{path}?mode=ro", uri=True, **kwargs))
+    monkeypatch.setattr(core.store.sqlite3, "connect", lambda path, **kwargs: connect(f"file:{path}?mode=ro", uri=True, **kwargs))
     return store, run
 
 
@@ -257,7 +272,6 @@ def test_a_read_only_store_is_said_in_words_and_can_still_be_read(read_only_stor
 
 def test_home_page_with_a_read_only_store_warns_and_still_counts_runs(read_only_store):
     from streamlit.testing.v1 import AppTest
-
     from test_pages import APP, TIMEOUT
 
     page = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
@@ -272,7 +286,6 @@ def test_home_page_with_a_read_only_store_warns_and_still_counts_runs(read_only_
 
 def test_a_nan_loss_stops_the_run_with_a_sentence_and_the_store_keeps_working(tiny_bert, workspace, monkeypatch):
     import torch
-
     from test_training import train_here
 
     cross_entropy, calls = torch.nn.functional.cross_entropy, [0]
@@ -298,13 +311,13 @@ def test_a_diverging_loss_is_said_on_the_run_and_can_stop_it(tiny_bert, workspac
     from test_training import train_here
 
     store = RunStore()
-    settings = dict(learning_rate=0.9, max_grad_norm=0.0, epochs=0, max_steps=40, logging_steps=5, device="cpu")
+    settings = {"learning_rate": 0.9, "max_grad_norm": 0.0, "epochs": 0, "max_steps": 40, "logging_steps": 5, "device": "cpu"}
     run = train_here(tiny_config(tiny_bert, **settings), store, "diverged")
     assert "The training loss diverged" in run.warning
     assert "no better than chance" in run.warning
     summary = json.loads((run.directory / "summary.json").read_text())
     assert any("diverged" in line for line in summary["health"])
-    with pytest.raises(UserError, match="diverged.*was stopped"):
+    with pytest.raises(UserError, match=r"diverged.*was stopped"):
         train_here(tiny_config(tiny_bert, stop_on_divergence=True, **settings), store, "stopped")
     calm = train_here(tiny_config(tiny_bert, epochs=0, max_steps=40, logging_steps=5, device="cpu"), store, "calm")
     assert calm.warning is None
@@ -316,8 +329,16 @@ def test_the_train_loss_does_not_grow_with_gradient_accumulation(tiny_bert, work
     store = RunStore()
     first = {}
     for accumulation, batch in ((1, 16), (4, 4)):
-        config = tiny_config(tiny_bert, epochs=0, max_steps=3, logging_steps=1, batch_size=batch, grad_accum=accumulation,
-                             learning_rate=1e-5, device="cpu")
+        config = tiny_config(
+            tiny_bert,
+            epochs=0,
+            max_steps=3,
+            logging_steps=1,
+            batch_size=batch,
+            grad_accum=accumulation,
+            learning_rate=1e-5,
+            device="cpu",
+        )
         run = train_here(config, store, f"accumulate-{accumulation}")
         losses = store.metrics(run.id)
         first[accumulation] = losses[losses["name"] == "train_loss"].sort_values("step")["value"].iloc[0]
@@ -375,7 +396,7 @@ def test_resuming_says_what_a_checkpoint_cannot_restore(tmp_path, capsys):
 def test_cli_runs_with_a_read_only_store_warns_and_still_lists(read_only_store, capsys):
     from core.cli import main
 
-    store, run = read_only_store
+    _store, run = read_only_store
     assert main(["runs"]) == 0
     out, err = capsys.readouterr()
     assert "is read-only" in err and "Traceback" not in err
@@ -384,14 +405,22 @@ def test_cli_runs_with_a_read_only_store_warns_and_still_lists(read_only_store, 
 
 def test_runs_page_shows_a_suspended_trainer_as_stalled(workspace, stand_in):
     from streamlit.testing.v1 import AppTest
-
     from test_pages import APP, TIMEOUT
 
     store = RunStore()
     run = claimed_run(store)
     now = time.time()
-    store.update(run.id, pid=stand_in.pid, pid_ticks=jobs.process_start_ticks(stand_in.pid), step=10, max_steps=100,
-                 train_started_at=now - 20, train_start_step=0, progress_at=now - 10, heartbeat_at=now - 10)
+    store.update(
+        run.id,
+        pid=stand_in.pid,
+        pid_ticks=jobs.process_start_ticks(stand_in.pid),
+        step=10,
+        max_steps=100,
+        train_started_at=now - 20,
+        train_start_step=0,
+        progress_at=now - 10,
+        heartbeat_at=now - 10,
+    )
     os.kill(stand_in.pid, signal.SIGSTOP)
     try:
         page = AppTest.from_file(APP, default_timeout=TIMEOUT).run()

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from finished_runs import finished_run
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import inspect, viz
 from core.config import RunConfig
 from core.store import RunStore
-from finished_runs import finished_run
 
 TIMEOUT = 120
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -33,8 +33,19 @@ def tiny_image_config(scratch: Path) -> RunConfig:
     from core.images.scratch import write_random_vit
 
     vit = write_random_vit(scratch, "tiny")
-    return RunConfig(name="tiny image inspect", task="image_classification", model=str(vit), dataset="planted-squares",
-                     max_rows=200, max_steps=12, batch_size=16, learning_rate=3e-3, eval_steps=6, logging_steps=3, device="cpu")
+    return RunConfig(
+        name="tiny image inspect",
+        task="image_classification",
+        model=str(vit),
+        dataset="planted-squares",
+        max_rows=200,
+        max_steps=12,
+        batch_size=16,
+        learning_rate=3e-3,
+        eval_steps=6,
+        logging_steps=3,
+        device="cpu",
+    )
 
 
 def trained_image_run(tmp_path_factory) -> tuple[Path, str]:
@@ -118,7 +129,9 @@ def test_data_page_image_upload_saves_or_says_why(workspace):
     at.file_uploader(key="data_image_zip").upload("not-a-zip.zip", b"hello", "application/zip").run()
     at.button(key="data_image_save").click().run()
     assert any("is not a zip file" in error.value for error in at.error)
-    good = zip_of({f"{name}/{i}.png": png(colour) for name, colour in (("red", (200, 0, 0)), ("blue", (0, 0, 200))) for i in range(10)})
+    good = zip_of(
+        {f"{name}/{i}.png": png(colour) for name, colour in (("red", (200, 0, 0)), ("blue", (0, 0, 200))) for i in range(10)}
+    )
     at.file_uploader(key="data_image_zip").upload("shapes.zip", good, "application/zip").run()
     at.button(key="data_image_save").click().run()
     assert not at.error, [e.value for e in at.error]
@@ -216,11 +229,25 @@ def test_inspect_image_sanity_check(image_run):
 
 def test_inspect_image_bad_inputs_get_sentences(workspace):
     store = RunStore()
-    run = store.create("img-queued", name="waiting images", task="image_classification", model="m", dataset="planted-squares",
-                       device="cpu", config_yaml=RunConfig(task="image_classification").to_yaml())
+    run = store.create(
+        "img-queued",
+        name="waiting images",
+        task="image_classification",
+        model="m",
+        dataset="planted-squares",
+        device="cpu",
+        config_yaml=RunConfig(task="image_classification").to_yaml(),
+    )
     run.directory.mkdir(parents=True)
-    other = store.create("ner-1", name="tagger", task="token_classification", model="m", dataset="x",
-                         device="cpu", config_yaml=RunConfig().to_yaml())
+    other = store.create(
+        "ner-1",
+        name="tagger",
+        task="token_classification",
+        model="m",
+        dataset="x",
+        device="cpu",
+        config_yaml=RunConfig().to_yaml(),
+    )
     other.directory.mkdir(parents=True)
     app = open_inspect()
     app.selectbox(key="inspect_run").set_value(run.id).run()

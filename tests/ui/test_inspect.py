@@ -35,8 +35,18 @@ def trained_run(tmp_path_factory, tiny_bert) -> tuple[Path, str]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("WORKBENCH_WORKSPACE", str(root))
             store = RunStore()
-            config = RunConfig(name="tiny inspect", model=str(tiny_bert), dataset="planted-keywords", max_rows=300,
-                               max_steps=24, batch_size=16, learning_rate=0.005, eval_steps=12, logging_steps=4, max_length=32)
+            config = RunConfig(
+                name="tiny inspect",
+                model=str(tiny_bert),
+                dataset="planted-keywords",
+                max_rows=300,
+                max_steps=24,
+                batch_size=16,
+                learning_rate=0.005,
+                eval_steps=12,
+                logging_steps=4,
+                max_length=32,
+            )
             run = jobs.submit(config, store)
             finished = jobs.wait(run.id, store, timeout=180)
             assert finished.status == "completed", finished.error
@@ -86,13 +96,15 @@ def test_computed_predictions_match_the_trainers_own(trained):
 
 def test_stages_and_predictions_say_what_is_wrong(workspace):
     store = RunStore()
-    queued = store.create("q1", name="waiting", task="text_classification", model="m", dataset="d", device="cpu",
-                          config_yaml=RunConfig().to_yaml())
+    queued = store.create(
+        "q1", name="waiting", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml()
+    )
     queued.directory.mkdir(parents=True)
     with pytest.raises(UserError, match="has no model to inspect yet"):
         inspect.stages(queued)
-    gone = store.create("g1", name="gone", task="text_classification", model="m", dataset="d", device="cpu",
-                        config_yaml=RunConfig().to_yaml())
+    gone = store.create(
+        "g1", name="gone", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml()
+    )
     with pytest.raises(UserError, match="was deleted"):
         inspect.stages(gone)
     with pytest.raises(UserError, match="was deleted"):
@@ -100,8 +112,9 @@ def test_stages_and_predictions_say_what_is_wrong(workspace):
     with pytest.raises(UserError, match="no split 'dev'"):
         inspect.predictions(queued, "dev", "after")
     # Image runs are inspected too (tests/test_image_pages.py); other tasks get a sentence.
-    tagger = store.create("t1", name="tagger", task="token_classification", model="m", dataset="d", device="cpu",
-                          config_yaml=RunConfig().to_yaml())
+    tagger = store.create(
+        "t1", name="tagger", task="token_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml()
+    )
     with pytest.raises(UserError, match="token classification run; this page inspects text and image"):
         inspect.stages(tagger)
 
@@ -168,7 +181,7 @@ def test_pages_gallery_cap_and_targets():
     assert list(inspect.page_of(frame, 9).index) == list(range(100, 120))  # clamped
     capped, left_out = inspect.gallery_rows(frame)
     assert len(capped) == inspect.GALLERY_CAP and left_out
-    assert inspect.gallery_rows(frame.head(7)) [1] is False
+    assert inspect.gallery_rows(frame.head(7))[1] is False
     assert inspect.target_for("predicted", "pos") is None
     assert inspect.target_for("gold", "pos") == "pos"
     assert inspect.target_for("neg", "pos") == "neg"
@@ -335,10 +348,10 @@ def test_typed_sentence_methods_gallery_compare_and_sanity_check(trained):
     app.selectbox(key="inspect_target").set_value("negative")
     app.toggle(key="inspect_merge").set_value(True)
     app.button(key="inspect_free_go").click().run()
-    typed = [html for html in maps(app) if "story" in html][0]
+    typed = next(html for html in maps(app) if "story" in html)
     assert "explaining &#x27;negative&#x27;" in typed and ">overacted<" in typed and "##" not in typed
     app.toggle(key="inspect_merge").set_value(False).run()
-    typed = [html for html in maps(app) if "story" in html][0]
+    typed = next(html for html in maps(app) if "story" in html)
     assert ">##" in typed  # the pieces, unmerged
     app.selectbox(key="inspect_target").set_value("predicted")
     # Longer than the run's max length (32 tokens): explained, with the truncation note.
@@ -393,8 +406,15 @@ def test_bad_inputs_get_sentences(workspace):
     app = open_inspect()
     assert any("No runs yet" in info.value for info in app.info)
     store = RunStore()
-    run = store.create("r-queued", name="waiting", task="text_classification", model="m", dataset="planted-keywords",
-                       device="cpu", config_yaml=RunConfig().to_yaml())
+    run = store.create(
+        "r-queued",
+        name="waiting",
+        task="text_classification",
+        model="m",
+        dataset="planted-keywords",
+        device="cpu",
+        config_yaml=RunConfig().to_yaml(),
+    )
     run.directory.mkdir(parents=True)
     app = open_inspect()
     assert any("has no model to inspect yet" in e.value for e in app.error)
@@ -409,8 +429,15 @@ def test_a_running_run_is_inspected_at_its_latest_checkpoint(tmp_path_factory, t
     shared_root, shared_id = trained_run(tmp_path_factory, tiny_bert)
     source = shared_root / "runs" / shared_id
     store = RunStore()
-    run = store.create("running-1", name="still training", task="text_classification", model=str(tiny_bert),
-                       dataset="planted-keywords", device="cpu", config_yaml=(source / "config.yaml").read_text())
+    run = store.create(
+        "running-1",
+        name="still training",
+        task="text_classification",
+        model=str(tiny_bert),
+        dataset="planted-keywords",
+        device="cpu",
+        config_yaml=(source / "config.yaml").read_text(),
+    )
     shutil.copytree(source, run.directory, ignore=shutil.ignore_patterns("model", "predictions", "tensorboard"))
     store.update(run.id, status="running", step=12, max_steps=24)
     newest = inspect.stages(store.get(run.id))[-1]

@@ -19,7 +19,7 @@ TIMEOUT = 90
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 # Emoji and pictographs: a browser without a colour-emoji font draws them as empty boxes.
-EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\u23E9-\u23FA\uFE0F]")
+EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u23e9-\u23fa\ufe0f]")
 MATERIAL = re.compile(r"^:material/([a-z0-9_]+):$")
 
 
@@ -57,8 +57,11 @@ def test_one_run_draws_one_colour_per_metric_and_a_legend_under_each_panel():
     legends = {}
     for trace in figure.data:
         legends.setdefault(trace.legend or "legend", set()).add(trace.name)
-    assert legends == {"legend": {"train_loss", "eval_loss"}, "legend2": {"eval_accuracy", "eval_f1_macro"},
-                       "legend3": {"learning_rate"}}
+    assert legends == {
+        "legend": {"train_loss", "eval_loss"},
+        "legend2": {"eval_accuracy", "eval_f1_macro"},
+        "legend3": {"learning_rate"},
+    }
     for column, legend in enumerate(("legend", "legend2", "legend3"), start=1):
         panel = figure.layout["xaxis" if column == 1 else f"xaxis{column}"].domain
         placed = figure.layout[legend]
@@ -102,8 +105,14 @@ def test_navigation_and_page_links_use_material_icons_and_statuses_plain_marks()
         assert MATERIAL.match(icon) and MATERIAL.match(icon).group(1) in ALL_MATERIAL_ICONS, icon
     for mark in [*STATUS_ICONS.values(), *VERDICTS.values()]:
         assert not EMOJI.search(mark), mark
-    for source in ("app.py", "pages/__init__.py", "pages/views/home.py", "pages/views/data.py",
-                   "pages/views/train.py", "pages/views/inspect.py"):
+    for source in (
+        "app.py",
+        "pages/__init__.py",
+        "pages/views/home.py",
+        "pages/views/data.py",
+        "pages/views/train.py",
+        "pages/views/inspect.py",
+    ):
         assert not EMOJI.search((ROOT / source).read_text(encoding="utf-8")), source
 
 
@@ -161,8 +170,18 @@ def test_a_name_the_user_typed_stays_when_the_task_changes(workspace):
 
 
 def test_the_worker_log_has_no_progress_bars_or_load_reports(workspace, tiny_bert):
-    config = RunConfig(name="quiet", model=str(tiny_bert), dataset="planted-keywords", max_rows=200, max_steps=4,
-                       batch_size=16, eval_steps=2, logging_steps=2, max_length=32, device="cpu")
+    config = RunConfig(
+        name="quiet",
+        model=str(tiny_bert),
+        dataset="planted-keywords",
+        max_rows=200,
+        max_steps=4,
+        batch_size=16,
+        eval_steps=2,
+        logging_steps=2,
+        max_length=32,
+        device="cpu",
+    )
     store = RunStore()
     run = jobs.submit(config, store)
     finished = jobs.wait(run.id, store, timeout=240)

@@ -23,10 +23,18 @@ def open_page(page: str) -> AppTest:
 
 
 def tiny_config(tiny_bert, **changes) -> RunConfig:
-    values = dict(
-        name="tiny", model=str(tiny_bert), dataset="planted-keywords", max_rows=200, epochs=2,
-        batch_size=16, learning_rate=0.005, eval_steps=5, logging_steps=2, max_length=32,
-    )
+    values = {
+        "name": "tiny",
+        "model": str(tiny_bert),
+        "dataset": "planted-keywords",
+        "max_rows": 200,
+        "epochs": 2,
+        "batch_size": 16,
+        "learning_rate": 0.005,
+        "eval_steps": 5,
+        "logging_steps": 2,
+        "max_length": 32,
+    }
     values.update(changes)
     return RunConfig(**values)
 
@@ -127,7 +135,9 @@ def test_runs_page_shows_curves_reports_and_compares(two_finished_runs):
 
 def test_runs_page_shows_failure_reason_and_resume(workspace):
     store = RunStore()
-    run = store.create("r1", name="broken", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml())
+    run = store.create(
+        "r1", name="broken", task="text_classification", model="m", dataset="d", device="cpu", config_yaml=RunConfig().to_yaml()
+    )
     store.update(run.id, status="failed", error="The label column has 3 blank rows.")
     app = open_page("pages/views/runs.py")
     assert any("3 blank rows" in e.value for e in app.error)
@@ -168,7 +178,7 @@ def test_runs_page_exports_a_completed_run_with_int8_figures(two_finished_runs):
     app = open_page("pages/views/runs.py")
     app.multiselect(key="runs_selection").set_value([first]).run()
     app.button(key=f"runs_measure_{first}").click().run()
-    table = [t.value for t in app.dataframe if "int8" in t.value.columns][0]
+    table = next(t.value for t in app.dataframe if "int8" in t.value.columns)
     assert table.loc["size (MB)", "int8"] > 0
     app.checkbox(key=f"runs_with_int8_{first}").check().run()
     app.button(key=f"runs_prepare_{first}").click().run()
@@ -182,7 +192,7 @@ def test_runs_page_robustness_check_compares_before_and_after(two_finished_runs)
     app.multiselect(key="runs_selection").set_value([first]).run()
     app.number_input(key=f"runs_attack_eps_{first}").set_value(0.2)
     app.button(key=f"runs_attack_go_{first}").click().run()
-    table = [t.value for t in app.dataframe if "after fine-tuning" in t.value.columns and "drop" in t.value.index][0]
+    table = next(t.value for t in app.dataframe if "after fine-tuning" in t.value.columns and "drop" in t.value.index)
     assert 0 <= table.loc["accuracy under attack", "after fine-tuning"] <= table.loc["clean accuracy", "after fine-tuning"]
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-
 from test_images import image_bytes, make_zip  # the image upload tests' helpers
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "views" / "data.py")
@@ -35,7 +34,9 @@ def test_builtin_shapes_captions_show_sizes_pairs_and_caption_lengths():
     assert {m.label: m.value for m in at.metric} == {"train pairs": "962", "validation pairs": "119", "test pairs": "119"}
     (grid,) = at.image
     assert len(grid.value) == 12
-    assert all(": " in caption and any(shape in caption for shape in ("circle", "square", "triangle")) for caption in grid.captions)
+    assert all(
+        ": " in caption and any(shape in caption for shape in ("circle", "square", "triangle")) for caption in grid.captions
+    )
     (lengths,) = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     assert [trace["name"] for trace in lengths["data"]] == ["train", "validation", "test"]
     assert all(widget.help for widget in [*at.radio, *at.selectbox, *at.number_input])
@@ -49,16 +50,24 @@ def test_upload_says_what_is_wrong_then_saves_and_shows_the_dataset(workspace):
     at = pair_page(data_pair_source="Upload")
     assert "header row image,caption" in texts(at.info)[0]
     lines = [f"{i}.png,a picture numbered {i}" for i in range(12)]
-    at.file_uploader(key="data_pair_zip").upload("pics.zip", make_zip({f"pics/{i}.png": image_bytes(seed=i) for i in range(12)}), "application/zip")
-    at.file_uploader(key="data_pair_csv").upload("bad.csv", ("image,caption\n" + "\n".join(lines + ["nope.png,lost"])).encode(),
-                                                 "text/csv").run()
+    at.file_uploader(key="data_pair_zip").upload(
+        "pics.zip", make_zip({f"pics/{i}.png": image_bytes(seed=i) for i in range(12)}), "application/zip"
+    )
+    at.file_uploader(key="data_pair_csv").upload(
+        "bad.csv", ("image,caption\n" + "\n".join(lines + ["nope.png,lost"])).encode(), "text/csv"
+    ).run()
     at.button(key="data_pair_save").click().run()
     assert not at.exception
-    assert texts(at.error) == [("Line 14 of bad.csv names 'nope.png', which is not an image in pics.zip; "
-                                "write each path as it appears inside the zip (folder/name.jpg).")]
+    assert texts(at.error) == [
+        (
+            "Line 14 of bad.csv names 'nope.png', which is not an image in pics.zip; "
+            "write each path as it appears inside the zip (folder/name.jpg)."
+        )
+    ]
     assert not (workspace / "datasets").exists() or not list((workspace / "datasets").iterdir())
-    at.file_uploader(key="data_pair_csv").upload("good.csv", ("image,caption\n" + "\n".join(lines + lines[:2])).encode(),
-                                                 "text/csv").run()
+    at.file_uploader(key="data_pair_csv").upload(
+        "good.csv", ("image,caption\n" + "\n".join(lines + lines[:2])).encode(), "text/csv"
+    ).run()
     at.button(key="data_pair_save").click().run()
     assert not at.exception and not at.error, texts(at.error)
     assert "Saved 'pics'" in texts(at.success)[0] and "2 duplicate lines dropped" in texts(at.success)[0]

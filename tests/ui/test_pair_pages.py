@@ -11,22 +11,34 @@ import json
 from pathlib import Path
 
 import pytest
+from finished_runs import finished_run
 from streamlit.testing.v1 import AppTest
+from test_pages import open_page
 
 from core import jobs
 from core.config import RunConfig
 from core.store import RunStore
-from finished_runs import finished_run
-from test_pages import open_page
 
 TIMEOUT = 180
 INSPECT = "pages/views/inspect.py"
 
 
 def alignment_config(scratch: Path) -> RunConfig:
-    return RunConfig(name="shapes alignment", task="image_text_contrastive", model="mobilenet-minilm-clip",
-                     dataset="shapes-captions", max_rows=240, max_steps=6, batch_size=32, learning_rate=1e-4,
-                     image_size=64, max_length=24, eval_steps=3, logging_steps=2, device="cpu")
+    return RunConfig(
+        name="shapes alignment",
+        task="image_text_contrastive",
+        model="mobilenet-minilm-clip",
+        dataset="shapes-captions",
+        max_rows=240,
+        max_steps=6,
+        batch_size=32,
+        learning_rate=1e-4,
+        image_size=64,
+        max_length=24,
+        eval_steps=3,
+        logging_steps=2,
+        device="cpu",
+    )
 
 
 def trained_pair_run(tmp_path_factory) -> tuple[Path, str]:
@@ -57,7 +69,12 @@ def test_train_page_offers_the_dual_encoder_tower_settings_and_negatives(workspa
     app.button(key="train_start").click().run()
     (run,) = RunStore().list()
     config = RunConfig.from_yaml(run.config)
-    assert (config.task, config.text_tower, config.vision_tower, config.strategy) == ("image_text_contrastive", "lora", "train", "full")
+    assert (config.task, config.text_tower, config.vision_tower, config.strategy) == (
+        "image_text_contrastive",
+        "lora",
+        "train",
+        "full",
+    )
     jobs.cancel(run.id, RunStore())
 
 

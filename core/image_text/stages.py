@@ -14,6 +14,7 @@ from typing import Any
 from core.checkpoints import BEFORE_MODEL, available_stages, stage_folder
 from core.config import RunConfig
 from core.errors import UserError
+from core.run_files import run_config
 from core.store import Run
 
 
@@ -25,10 +26,6 @@ class PairModel:
     kind: str  # "similarity" (dual encoder) or "classification" (fusion)
     label_names: list[str]
     prompt_template: str = "a {label}"
-
-
-def run_config(run: Run) -> RunConfig:
-    return RunConfig.load(run.directory / "config.yaml")
 
 
 def summary_of(run: Run) -> dict[str, Any]:

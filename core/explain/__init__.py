@@ -17,6 +17,7 @@ the `explain` command in `cli.py`.
 Importing this package does not import torch or captum: they load on the first explanation.
 """
 
+from core.explain.base import BASELINES, AttributionMethod, Explanation
 from core.explain.image import ImageExplainer
 from core.explain.loading import (
     clear_explainer_cache,
@@ -26,17 +27,9 @@ from core.explain.loading import (
     load_tag_explainer,
     load_text_explainer,
 )
-from core.explain.methods import (
-    BASELINES,
-    METHODS,
-    AttributionMethod,
-    Explanation,
-    describe,
-    get_method,
-    methods_for,
-)
-from core.explain.pairs import PairExplainer, PairExplanation, pair_randomization_check
-from core.explain.sanity import randomization_check, randomized_copy
+from core.explain.methods import METHODS, describe, get_method, methods_for
+from core.explain.pairs import PairExplainer, PairExplanation
+from core.explain.sanity import pair_randomization_check, randomization_check, randomized_copy
 from core.explain.text import EncodedText, TextExplainer, merge_word_pieces
 
 __all__ = [

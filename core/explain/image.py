@@ -41,18 +41,10 @@ import numpy as np
 
 from core.errors import UserError
 from core.explain import patches
+from core.explain.base import AttributionMethod, Explanation, InputSpec, explain_each, register_input, replaced_output
 from core.explain.cache import LRUCache
 from core.explain.layers import last_convolution, patch_embedding_layer
-from core.explain.methods import (
-    AttributionMethod,
-    Explanation,
-    InputSpec,
-    explain_each,
-    get_method,
-    methods_for,
-    register_input,
-    replaced_output,
-)
+from core.explain.methods import get_method, methods_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -48,6 +48,15 @@ import numpy as np
 
 from core.errors import UserError
 from core.explain import patches
+from core.explain.base import (
+    BASELINES,
+    TOKENS_PER_BATCH,
+    AttributionMethod,
+    Explanation,
+    InputSpec,
+    register_input,
+    replaced_output,
+)
 from core.explain.cache import LRUCache
 from core.explain.image import (
     IMAGE_BASELINES,
@@ -55,23 +64,7 @@ from core.explain.image import (
     ImageExplainer,
     PreparedImage,
 )
-from core.explain.methods import (
-    BASELINES,
-    TOKENS_PER_BATCH,
-    AttributionMethod,
-    Explanation,
-    InputSpec,
-    get_method,
-    register_input,
-    replaced_output,
-)
-from core.explain.sanity import (
-    PASS_BELOW,
-    SCOPES,
-    randomized_copy,
-    spearman,
-    top_positions,
-)
+from core.explain.methods import get_method
 from core.explain.text import EncodedText, TextExplainer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -658,117 +651,6 @@ class PairExplainer:
 
 
 # ---------------------------------------------------------------------------------------------
-# The randomisation sanity check, both halves
-
-
-def randomized_pair_copy(model, scope: str = "head", seed: int = 0):
-    """A copy of `model` with everything above the towers ("head": projections, fusion head) or every layer
-    ("all") re-initialised; the original is not touched.
-
-    `randomized_copy`'s own "head" would take a dual encoder's towers for its head (the model is its own base),
-    so for "head" each module outside the two towers is randomised on its own.
-    """
-    import copy
-
-    if scope not in SCOPES:
-        raise UserError(f"The randomisation scope must be one of {', '.join(SCOPES)} (got {scope!r}).")
-    if scope == "all":
-        return randomized_copy(model, "all", seed)
-    twin = copy.deepcopy(model).eval()
-    heads = modules_above_towers(twin, (twin.vision_model, twin.text_model))
-    if not heads:
-        raise UserError("This model has no layers above its two towers to randomise; use scope 'all'.")
-    for parent, name in heads:
-        setattr(parent, name, randomized_copy(getattr(parent, name), "all", seed))
-    return twin
-
-
-def modules_above_towers(module, towers: tuple) -> list[tuple[Any, str]]:
-    """(parent, name) of each submodule with weights that neither is nor holds a tower; a fusion model keeps its
-    dual encoder as one child, so children that hold a tower are searched too."""
-    found = []
-    for name, child in module.named_children():
-        if any(child is tower for tower in towers):
-            continue
-        if any(part is tower for part in child.modules() for tower in towers):
-            found += modules_above_towers(child, towers)
-        elif any(True for _ in child.parameters()):
-            found.append((module, name))
-    return found
-
-
-def pair_randomization_check(
-    explainer: PairExplainer,
-    image,
-    text: str,
-    method: str = "ig",
-    target: int | str | None = None,
-    scope: str = "head",
-    seed: int = 0,
-    top_k: int = 3,
-    grid: int | Sequence[int] = 7,
-    **params,
-) -> dict[str, Any]:
-    """Compare `method`'s patch map and token map on the trained model and on a randomised copy (Adebayo et al., 2018).
-
-    Returns {"patches": {"spearman", "spearman_abs", "top_k_overlap"}, "tokens": the same, "k", "original",
-    "randomized" (PairExplanations), "scope", "seed", "verdict": a sentence}. A half passes when the rank
-    correlations of its signed scores and of their magnitudes both fall under `PASS_BELOW`.
-    """
-    prepared = explainer.prepare(image, text)
-    rows, cols = patches.as_grid(grid, *prepared.image.size)
-    if rows * cols < 3 or len(prepared.text.shown) < 3:
-        raise UserError("A rank correlation needs at least 3 patches and 3 tokens: pick a finer grid or a longer text.")
-    twin = explainer.with_model(randomized_pair_copy(explainer.model, scope, seed))
-    original = explainer.explain(image, text, method, target, grid=grid, **params)
-    randomized = twin.explain(image, text, method, original.target, grid=grid, **params)
-    halves = {
-        name: rank_agreement(getattr(original, field), getattr(randomized, field), top_k)
-        for name, field in (("patches", "patch_scores"), ("tokens", "token_scores"))
-    }
-    return {
-        **halves,
-        "k": top_k,
-        "original": original,
-        "randomized": randomized,
-        "scope": scope,
-        "seed": seed,
-        "verdict": pair_verdict(method, halves, scope),
-    }
-
-
-def rank_agreement(first: list[float], second: list[float], top_k: int) -> dict[str, float]:
-    k = min(top_k, len(first))
-    return {
-        "spearman": spearman(first, second),
-        "spearman_abs": spearman([abs(s) for s in first], [abs(s) for s in second]),
-        "top_k_overlap": len(top_positions(first, k) & top_positions(second, k)) / k,
-    }
-
-
-def pair_verdict(method: str, halves: dict[str, dict[str, float]], scope: str) -> str:
-    """One sentence: which maps changed after randomisation (both signed and magnitude ranks under PASS_BELOW)."""
-    what = "the layers above the towers" if scope == "head" else "every layer"
-    nouns = {"patches": "patch", "tokens": "token"}
-    figures = "; ".join(
-        f"{name} {half['spearman']:+.2f}, their magnitudes {half['spearman_abs']:+.2f}" for name, half in halves.items()
-    )
-    kept = [
-        name for name, half in halves.items() if abs(half["spearman"]) >= PASS_BELOW or abs(half["spearman_abs"]) >= PASS_BELOW
-    ]
-    if not kept:
-        return (
-            f"After re-initialising {what}, both {method} maps changed a lot (rank correlation of {figures}): they "
-            "depend on the learned weights, as a faithful explanation should."
-        )
-    subject = " and ".join(f"the {nouns[name]} map" for name in kept)
-    return (
-        f"After re-initialising {what}, {subject} barely changed (rank correlation of {figures}), so "
-        f"{'they' if len(kept) > 1 else 'it'} may show properties of the input rather than what the model learned."
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Loading a run's model
 
 
@@ -778,6 +660,4 @@ __all__ = [
     "PairExplainer",
     "PairExplanation",
     "PreparedPair",
-    "pair_randomization_check",
-    "randomized_pair_copy",
 ]

@@ -22,18 +22,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import UserError
-from core.explain.cache import LRUCache
-from core.explain.methods import (
+from core.explain.base import (
     BASELINES,
     AttributionMethod,
     Explanation,
     InputSpec,
     explain_each,
-    get_method,
     internal_batch_size,
-    methods_for,
     register_input,
 )
+from core.explain.cache import LRUCache
+from core.explain.methods import get_method, methods_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

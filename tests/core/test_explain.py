@@ -34,7 +34,7 @@ from core.explain import (
     randomization_check,
     randomized_copy,
 )
-from core.explain.methods import Attribution
+from core.explain.base import Attribution
 from core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]

@@ -307,7 +307,7 @@ def test_word_map_adds_up_to_the_words_effect(untrained):
 @pytest.mark.parametrize("kind", ["similarity", "classification"])
 def test_head_randomisation_leaves_the_towers_and_the_model_alone(kind, untrained, fusion):
     """Above the towers: a dual encoder's projections; a fusion model's projections, gate and classifier."""
-    from core.explain.pairs import randomized_pair_copy
+    from core.explain.sanity import randomized_pair_copy
 
     model = untrained.model if kind == "similarity" else fusion.model
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}

@@ -192,9 +192,11 @@ def evaluate_robustness(
 
     if epsilon <= 0:
         raise UserError(f"The attack's epsilon must be above 0 (got {epsilon}); try 0.05.")
-    config = run_config(run)
-    if config.task != "text_classification":
+    from core.stages import task_of
+
+    if not task_of(run).checks_robustness:
         raise UserError("The robustness check covers text classification runs; pick a text run.")
+    config = run_config(run)
     opened = open_stage(run, stage)
     model, tokenizer = opened.model, opened.preprocessor
     rows, label_names = split_rows(run, split)

@@ -20,14 +20,11 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.stages import SPLITS
+from core.stages import SPLITS, task_of
 from core.store import Run
 
-TEXT_TASK = "text_classification"
-IMAGE_TASK = "image_classification"
-# Tasks this page inspects, and the modality that decides how an example is shown and explained.
-MODALITIES = {TEXT_TASK: "text", IMAGE_TASK: "image"}
-# The column naming each example in a prediction frame: its text, or an image reference ("digits#12").
+# The classification views (`Task.view`) whose runs these functions inspect, and the column naming each example in
+# their prediction frames: its text, or an image reference ("digits#12").
 INPUT_COLUMNS = {"text": "text", "image": "image"}
 TABLE_COLUMNS = ("text", "gold", "predicted", "confidence", "loss", "correct")
 IMAGE_COLUMNS = ("image", "gold", "predicted", "confidence", "loss", "correct")
@@ -70,8 +67,8 @@ def stages(run: Run) -> list[str]:
 
 def modality(run: Run) -> str:
     """ "text" or "image": how the run's examples are shown and explained; a sentence for other tasks."""
-    found = MODALITIES.get(run.task)
-    if found is None:
+    found = task_of(run).view
+    if found not in INPUT_COLUMNS:
         kind = run.task.replace("_", " ")
         raise UserError(
             f"Run {run.id} is a {kind} run; this page inspects text and image classification runs. Pick one of those."

@@ -102,6 +102,8 @@ class Task(ABC):
     # ("text", "tags", "image" or "pairs": the Inspect page's view and the explain command's example reader).
     explains: str = "tokens"
     view: str = "text"
+    # Whether `core.adversarial.evaluate_robustness` can attack this task's runs (the Runs page offers it then).
+    checks_robustness: bool = False
 
     @abstractmethod
     def datasets(self) -> list:

@@ -21,6 +21,7 @@ class TextClassification(Task):
     key = TEXT_CLASSIFICATION
     title = "Text classification"
     modality = "text"
+    checks_robustness = True
     primary_metric = "accuracy"
     onnx_model_class = "ORTModelForSequenceClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("text-classification", model=FOLDER)'

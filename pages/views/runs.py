@@ -8,6 +8,7 @@ import streamlit as st
 from core import jobs, run_files, viz
 from core.errors import UserError
 from core.store import Run
+from core.tasks import TASKS
 from pages import PAGE_ICONS, STATUS_ICONS, duration, open_store, run_label, since
 
 LIVE_REFRESH_SECONDS = 1.0
@@ -99,8 +100,6 @@ def curves(selected: list[Run]) -> None:
 
 
 def reports(run: Run) -> None:
-    from core.tasks import TASKS
-
     before, after = run_files.test_report(run, "before"), run_files.test_report(run, "after")
     if (not before and not after) or run.task not in TASKS:
         return
@@ -118,7 +117,6 @@ def export_section(run: Run) -> None:
     """Download the final model, and for tasks ONNX Runtime serves an int8 ONNX variant whose cost and
     benefit are measured first (once per run: the figures are those of the file the download holds)."""
     from core.export import existing_report, export_zip, measure_quantization
-    from core.tasks import TASKS
 
     with st.expander("Export for deployment"):
         st.caption(
@@ -233,7 +231,7 @@ def live_view(selected_ids: list[str]) -> None:
     if len(selected) == 1:
         reports(selected[0])
         if selected[0].status == "completed":
-            if selected[0].task == "text_classification":
+            if TASKS[selected[0].task].checks_robustness:
                 robustness_section(selected[0])
             export_section(selected[0])
         with st.expander("Log (last lines)", expanded=selected[0].status == "failed"):

@@ -292,8 +292,7 @@ def subtoken_settings(values: dict) -> dict:
 def image_settings(values: dict) -> dict:
     st.subheader("Images and augmentation")
     chosen = draw(IMAGES)
-    if values["task"] == "image_classification":
-        augmentation_preview({**values, **chosen})
+    augmentation_preview({**values, **chosen})
     return chosen
 
 
@@ -330,10 +329,11 @@ SETTING_GROUPS = {
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def sample_images(dataset: str, count: int = 4):
-    from core.images.datasets import load_image_splits
+def sample_images(task: str, dataset: str, count: int = 4):
+    """The first training images of a dataset of any kind with images (image classes, image-text pairs)."""
+    from core.data.registry import dataset_kind
 
-    train = load_image_splits(dataset, max_rows=200).train
+    train = dataset_kind(task).load(dataset, max_rows=200).train
     return [train[index]["image"] for index in range(min(count, len(train)))]
 
 
@@ -353,7 +353,7 @@ def augmentation_preview(values: dict) -> None:
     )
     try:
         with st.spinner("Preparing sample images…"):
-            originals = sample_images(values["dataset"])
+            originals = sample_images(values["task"], values["dataset"])
     except UserError as problem:
         st.info(f"No preview: {problem}")
         return

@@ -53,6 +53,23 @@ def pair_stages(run: Run) -> list[str]:
     return found
 
 
+def stage_pair_model(run: Run, stage: str) -> PairModel:
+    """The run's model at `stage` as retrieval reads it, from the stage `core.stages.open_stage` keeps open."""
+    from core.stages import open_stage
+
+    check_pair_run(run)
+    opened = open_stage(run, stage)
+    image_processor, tokenizer = opened.preprocessor
+    return PairModel(
+        opened.model,
+        image_processor,
+        tokenizer,
+        opened.extras["kind"],
+        list(opened.label_names),
+        opened.extras["prompt_template"],
+    )
+
+
 def load_stage_pair_model(run: Run, stage: str | None = None) -> PairModel:
     """The run's model at `stage` (None: the latest) in eval mode, with the processors it trained with; a sentence
     when the run is not an image-text run or has no such stage."""

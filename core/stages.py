@@ -11,6 +11,9 @@ A stage is "before" (the pretrained model with its untrained head), "checkpoint-
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import pandas as pd
 
 from core.errors import UserError
@@ -39,8 +42,43 @@ def split_rows(run: Run, split: str) -> tuple[pd.DataFrame, list[str]]:
     return task_of(run).split_rows(run, split)
 
 
+STAGE_CACHE_SIZE = 4  # opened stage models kept (each holds a model in memory)
+_OPENED: OrderedDict[tuple, StageModel] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def stage_key(run: Run, stage: str) -> tuple:
+    """(workspace, run, stage, time the stage's model was written): a re-saved model is a new key."""
+    from core.checkpoints import stage_folder
+    from core.workspace import workspace_root
+
+    written = stage_folder(run, stage) / "config.json"
+    return str(workspace_root()), run.id, stage, written.stat().st_mtime_ns if written.exists() else None
+
+
 def open_stage(run: Run, stage: str) -> StageModel:
-    """The model of one stage of a run, ready to predict and explain; a sentence when it cannot be read."""
+    """The model of one stage of a run, ready to predict and explain, opened once and kept for the next caller
+    (Inspect, the explainers, retrieval) until the stage's model is written again; a sentence when it cannot be read."""
+    key = stage_key(run, stage)
+    with _LOCK:
+        if key in _OPENED:
+            _OPENED.move_to_end(key)
+            return _OPENED[key]
+    opened = read_stage(run, stage)
+    with _LOCK:
+        _OPENED[key] = opened
+        while len(_OPENED) > STAGE_CACHE_SIZE:
+            _OPENED.popitem(last=False)
+    return opened
+
+
+def clear_stage_cache() -> None:
+    with _LOCK:
+        _OPENED.clear()
+
+
+def read_stage(run: Run, stage: str) -> StageModel:
+    """The model of one stage of a run, read from disk through its task; a sentence when it cannot be read."""
     from core.checkpoints import available_stages
 
     if not run.directory.exists():

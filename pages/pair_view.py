@@ -26,13 +26,12 @@ OVERLAY = 256
 JOINT_MAP_DEFAULTS = {"image_baseline": "grey"}
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
-def pair_model(run_id: str, stage: str, written_at: int | None):
-    """One loaded model per (run, stage, time its model was written)."""
-    from core.pair_runs import load_stage_pair_model
-    from pages import open_store
+def pair_model(run: Run, stage: str):
+    """The stage's model, opened once for this view and the explanations alike (`core.stages.open_stage`)."""
+    from core.pair_runs import stage_pair_model
 
-    return load_stage_pair_model(open_store().get(run_id), stage)
+    with st.spinner("Loading the model…"):
+        return stage_pair_model(run, stage)
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
@@ -44,7 +43,6 @@ def thumbnail(workspace: str, reference: str, size: int) -> bytes:
 
 def pair_inspector(run: Run, stage_column, split_column) -> None:
     """Stage and split pickers for an image-text run, then retrieval and cross-modal attribution."""
-    from core import inspect
     from core.pair_runs import pair_stages
     from core.workspace import workspace_root
 
@@ -64,7 +62,7 @@ def pair_inspector(run: Run, stage_column, split_column) -> None:
     if run.status == "running":
         st.caption(f"This run is still training; you are looking at its '{stage}' model.")
     try:
-        pair = pair_model(run.id, stage, inspect.stage_stamp(run, stage))
+        pair = pair_model(run, stage)
         frame, picked = KIND_VIEWS[pair.kind](run, stage, split, pair, str(workspace_root()))
     except UserError as problem:
         st.error(str(problem))
@@ -239,7 +237,6 @@ def search_by_image(pair, frame: pd.DataFrame, text_embeds, workspace: str) -> s
 def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: str) -> None:
     """Which words and which patches raise the pair's score: token map beside patch overlay, with shares;
     then, for one word, the patches that make it count."""
-    from core import inspect
     from core.image_text.data import open_pair_record
 
     if st.session_state.get("inspect_pair_for") != reference:  # a newly picked image starts from its own caption
@@ -272,7 +269,9 @@ def cross_modal_map(run: Run, stage: str, pair, frame: pd.DataFrame, reference: 
     with st.expander("Method settings"):
         params = method_params(methods[method], f"inspect_pair_param_{method}", preferred=JOINT_MAP_DEFAULTS)
     try:
-        explainer = pair_explainer(run.id, stage, inspect.stage_stamp(run, stage), pair)
+        from core.explain.loading import load_pair_explainer
+
+        explainer = load_pair_explainer(run.id, stage)
         picture = explainer.input_image(open_pair_record(reference)["image"])  # as the model sees it, so patches line up
     except UserError as problem:
         st.error(str(problem))
@@ -329,13 +328,6 @@ def word_map(explainer, picture, text: str, grid: int, target, opacity: float) -
 def explained_by(explanation) -> str:
     """What red stands for: the pair's match (a dual encoder) or the explained class (a fusion classifier)."""
     return f"the class '{explanation.target_label}'" if explanation.kind == "classification" else "the match"
-
-
-@st.cache_resource(max_entries=2, show_spinner=False)
-def pair_explainer(run_id: str, stage: str, written_at: int | None, _pair):
-    from core.explain.pairs import PairExplainer
-
-    return PairExplainer(_pair.model, _pair.image_processor, _pair.tokenizer, kind=_pair.kind, label_names=_pair.label_names)
 
 
 def draw_pair_explanation(explanation, picture, opacity: float) -> None:

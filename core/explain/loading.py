@@ -3,10 +3,10 @@
     explainer = load_explainer(run_id)                    # the adapter the run's task names (Task.view)
     explainer = load_explainer(run_id, "before", word=3)  # a NER run: the explainer of word 3's tag
 
-The stage's model is opened once through `core.stages.open_stage` (the task's own loader) and kept per
-(workspace, run, stage, time the stage's model was written), so a page calling this on every rerun, or on
-every click for another word, loads the model once; a run that saves a new model gets a fresh one. Each
-explainer (with its explanation cache) is kept beside it. `ADAPTERS` says which adapter class reads which
+The stage's model is opened once by `core.stages.open_stage` (the task's own loader, kept per workspace, run,
+stage and time the stage's model was written), so a page calling this on every rerun, or on every click for
+another word, loads the model once; a run that saves a new model gets a fresh one. Each explainer (with its
+explanation cache) is kept under the same key. `ADAPTERS` says which adapter class reads which
 view; each class builds itself from a `StageModel` (`from_stage`).
 """
 
@@ -19,13 +19,11 @@ from core.explain.pairs import PairExplainer
 from core.explain.tags import TagExplainer
 from core.explain.text import TextExplainer
 
-STAGE_CACHE_SIZE = 4  # opened stage models (each holds a model in memory)
-EXPLAINER_CACHE_SIZE = 64  # explainers over them (a NER run has one per explained word)
+EXPLAINER_CACHE_SIZE = 64  # explainers over the opened stages (a NER run has one per explained word)
 
 # One line per view a task can name (`Task.view`): the adapter that explains its runs.
 ADAPTERS = {"text": TextExplainer, "tags": TagExplainer, "image": ImageExplainer, "pairs": PairExplainer}
 
-_STAGES = LRUCache(STAGE_CACHE_SIZE)
 _EXPLAINERS = LRUCache(EXPLAINER_CACHE_SIZE)
 
 
@@ -34,10 +32,9 @@ def load_explainer(run_id: str, stage: str | None = None, word: int | None = Non
 
     `word` picks the word of a NER run whose tag is explained. `refuse` maps a view the caller cannot use to the
     sentence saying so (e.g. a token view asked for an image run)."""
-    from core.checkpoints import latest_stage, stage_folder
-    from core.stages import open_stage, task_of
+    from core.checkpoints import latest_stage
+    from core.stages import open_stage, stage_key, task_of
     from core.store import RunStore
-    from core.workspace import workspace_root
 
     run = RunStore().get(run_id)
     if run is None:
@@ -49,12 +46,11 @@ def load_explainer(run_id: str, stage: str | None = None, word: int | None = Non
     if not run.directory.exists():
         raise UserError(f"The directory of run {run_id} was deleted; its models are gone. Pick another run.")
     stage = stage or latest_stage(run)
-    written = stage_folder(run, stage) / "config.json"
-    key = (str(workspace_root()), run_id, stage, written.stat().st_mtime_ns if written.exists() else None)
+    key = stage_key(run, stage)
     found = _EXPLAINERS.get((key, word))
     if found is not None:
         return found
-    opened = _STAGES.get(key) or _STAGES.put(key, open_stage(run, stage))
+    opened = open_stage(run, stage)
     explainer = ADAPTERS[view].from_stage(opened, word)
     explainer.run_id, explainer.stage = run_id, stage
     return _EXPLAINERS.put((key, word), explainer)
@@ -93,5 +89,7 @@ def load_pair_explainer(run_id: str, stage: str | None = None) -> PairExplainer:
 
 def clear_explainer_cache() -> None:
     """Forget every opened stage and explainer (the next call loads from disk)."""
-    _STAGES.clear()
+    from core.stages import clear_stage_cache
+
+    clear_stage_cache()
     _EXPLAINERS.clear()

@@ -310,3 +310,44 @@ def show_save_message() -> None:
         return
     kind, text = message
     (st.success if kind == "success" else st.error)(text)
+
+
+def sanity_panel(explainer, example, target, settings: dict[str, Any], context: tuple, draw) -> None:
+    """The randomisation sanity check (Adebayo et al., 2018) under any map: explain `example` again with the head
+    or every layer re-initialised, show the rank correlation and its verdict, and both maps side by side.
+    `draw(explanation, heading, slot)` draws one map as the view draws its own."""
+    from core.explain import randomization_check
+
+    with st.container(border=True):
+        st.markdown("**Sanity check** — does the map change when the learned weights are randomised?")
+        scope_column, button_column = st.columns([3, 1])
+        scope = scope_column.radio(
+            "Randomise",
+            ["head", "all"],
+            horizontal=True,
+            key="inspect_sanity_scope",
+            format_func=lambda s: {"head": "the classifier head", "all": "every layer"}[s],
+        )
+        context = (*context, settings["method"], str(settings["params"]), target, scope)
+        if button_column.button("Sanity check", key="inspect_sanity_go"):
+            with st.spinner("Explaining again with randomised weights…"):
+                try:
+                    result = randomization_check(
+                        explainer, example, settings["method"], target, scope=scope, **settings["params"]
+                    )
+                    st.session_state["inspect_sanity_result"] = (context, result)
+                except UserError as problem:
+                    st.error(str(problem))
+        remembered = st.session_state.get("inspect_sanity_result")
+        if not remembered or remembered[0] != context:
+            return
+        result = remembered[1]
+        st.metric("Spearman rank correlation", f"{result['spearman']:+.2f}")
+        (st.success if abs(result["spearman"]) < 0.5 else st.warning)(result["verdict"])
+        randomised = "randomised " + ("head" if scope == "head" else "model")
+        for column, (explanation, heading, slot) in zip(
+            st.columns(2),
+            ((result["original"], "trained model", "sanity_trained"), (result["randomized"], randomised, "sanity_random")),
+        ):
+            with column:
+                draw(explanation, heading, slot)

@@ -21,6 +21,7 @@ from pages import (
     load_predictions,
     method_picker,
     reset_page,
+    sanity_panel,
     show_delta,
 )
 
@@ -234,41 +235,14 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
                 explanation = explain_image(explainer, picture, method, target, params)
                 if explanation is not None:
                     draw_overlay(explanation, seen, opacity, size=OVERLAY if len(chosen) == 1 else 200, slot=slot)
-    with st.container(border=True):
-        st.markdown("**Sanity check** — does the map change when the learned weights are randomised?")
-        scope_column, button_column = st.columns([3, 1])
-        scope = scope_column.radio(
-            "Randomise",
-            ["head", "all"],
-            horizontal=True,
-            key="inspect_sanity_scope",
-            format_func=lambda s: {"head": "the classifier head", "all": "every layer"}[s],
-        )
-        context = (run.id, stage, split, example_id, settings["method"], str(settings["params"]), target, scope)
-        if button_column.button("Sanity check", key="inspect_sanity_go"):
-            from core.explain import randomization_check
-
-            with st.spinner("Explaining again with randomised weights…"):
-                try:
-                    st.session_state["inspect_sanity_result"] = (
-                        context,
-                        randomization_check(explainer, picture, settings["method"], target, scope=scope, **settings["params"]),
-                    )
-                except UserError as problem:
-                    st.error(str(problem))
-        remembered = st.session_state.get("inspect_sanity_result")
-        if remembered and remembered[0] == context:
-            result = remembered[1]
-            st.metric("Spearman rank correlation", f"{result['spearman']:+.2f}")
-            (st.success if abs(result["spearman"]) < 0.5 else st.warning)(result["verdict"])
-            pair = [
-                (result.get("original"), "trained model", "sanity_trained"),
-                (result.get("randomized"), "randomised " + scope, "sanity_random"),
-            ]
-            for column, (explanation, heading, slot) in zip(st.columns(2), pair):
-                if explanation is not None:
-                    with column:
-                        draw_overlay(explanation, seen, opacity, heading, size=200, slot=slot)
+    sanity_panel(
+        explainer,
+        picture,
+        target,
+        settings,
+        (run.id, stage, split, example_id),
+        lambda explanation, heading, slot: draw_overlay(explanation, seen, opacity, heading, size=200, slot=slot),
+    )
 
 
 def selection_overlays(run, stage, split, frame, filtered, settings, opacity) -> None:

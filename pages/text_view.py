@@ -29,6 +29,7 @@ from pages import (
     open_store,
     reset_page,
     run_label,
+    sanity_panel,
     show_delta,
 )
 
@@ -211,44 +212,14 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                     target = inspect.target_for(settings["target"], example["gold"])
                     explain_side_by_side(explainer, example["text"], target, settings)
             if explainer is not None:
-                with st.container(border=True):
-                    st.markdown("**Sanity check** — does the map change when the learned weights are randomised?")
-                    scope_column, button_column = st.columns([3, 1])
-                    scope = scope_column.radio(
-                        "Randomise",
-                        ["head", "all"],
-                        horizontal=True,
-                        key="inspect_sanity_scope",
-                        format_func=lambda s: {"head": "the classifier head", "all": "every layer"}[s],
-                    )
-                    context = (run.id, stage, split, example_id, settings["method"], str(settings["params"]), target, scope)
-                    if button_column.button("Sanity check", key="inspect_sanity_go"):
-                        from core.explain import randomization_check
-
-                        with st.spinner("Explaining again with randomised weights…"):
-                            try:
-                                st.session_state["inspect_sanity_result"] = (
-                                    context,
-                                    randomization_check(
-                                        explainer, example["text"], settings["method"], target, scope=scope, **settings["params"]
-                                    ),
-                                )
-                            except UserError as problem:
-                                st.error(str(problem))
-                    remembered = st.session_state.get("inspect_sanity_result")
-                    if remembered and remembered[0] == context:
-                        result = remembered[1]
-                        st.metric("Spearman rank correlation", f"{result['spearman']:+.2f}")
-                        (st.success if abs(result["spearman"]) < 0.5 else st.warning)(result["verdict"])
-                        trained_map, randomised_map = st.columns(2)
-                        with trained_map:
-                            draw_explanation(result["original"], "trained model", settings["max_length"])
-                        with randomised_map:
-                            draw_explanation(
-                                result["randomized"],
-                                "randomised " + ("head" if scope == "head" else "model"),
-                                settings["max_length"],
-                            )
+                sanity_panel(
+                    explainer,
+                    example["text"],
+                    target,
+                    settings,
+                    (run.id, stage, split, example_id),
+                    lambda explanation, heading, slot: draw_explanation(explanation, heading, settings["max_length"]),
+                )
 
     # --- 6. any sentence ---------------------------------------------------------------------------
 

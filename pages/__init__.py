@@ -351,3 +351,40 @@ def sanity_panel(explainer, example, target, settings: dict[str, Any], context: 
         ):
             with column:
                 draw(explanation, heading, slot)
+
+
+def selection_request(
+    run: Run,
+    stage: str,
+    split: str,
+    filtered: pd.DataFrame,
+    settings: dict[str, Any],
+    what: str,
+    cap: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The "Explain this selection" control every classification view shares: says which rows of the filtered
+    selection (`what`, e.g. "images of the filtered gallery") will be explained, remembers the request on a click,
+    and returns the remembered request for this run, stage and split (None before the first click)."""
+    capped_rows, capped = inspect.gallery_rows(filtered, cap)
+    st.caption(
+        f"Explains the {len(capped_rows)} {what} in its order"
+        + (f" (the first {cap} of {len(filtered):,}; narrow the filters to see others)" if capped else "")
+        + ", with the method and class chosen above. Explanations are cached: a second look is instant."
+    )
+    request = {
+        "context": (run.id, stage, split),
+        "rows": [int(row) for row in capped_rows.index],
+        "method": settings["method"],
+        "params": dict(settings["params"]),
+        "target": settings["target"],
+        **(extra or {}),
+    }
+    if st.button("Explain this selection", key="inspect_gallery_go", disabled=capped_rows.empty or settings["method"] is None):
+        st.session_state["inspect_gallery"] = request
+    wanted = st.session_state.get("inspect_gallery")
+    if not wanted or wanted["context"] != request["context"]:
+        return None
+    if wanted != request:
+        st.caption("The filters or settings changed since: press the button again to explain the current selection.")
+    return wanted

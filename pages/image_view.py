@@ -22,6 +22,7 @@ from pages import (
     method_picker,
     reset_page,
     sanity_panel,
+    selection_request,
     show_delta,
 )
 
@@ -246,26 +247,9 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
 
 
 def selection_overlays(run, stage, split, frame, filtered, settings, opacity) -> None:
-    capped_rows, capped = inspect.gallery_rows(filtered, inspect.IMAGE_PAGE_SIZE)
-    st.caption(
-        f"Explains the {len(capped_rows)} images of the filtered gallery in its order"
-        + (f" (the first {inspect.IMAGE_PAGE_SIZE} of {len(filtered):,}; narrow the filters to see others)" if capped else "")
-        + ", with the method and class chosen above. Explanations are cached: a second look is instant."
-    )
-    request = {
-        "context": (run.id, stage, split),
-        "rows": [int(row) for row in capped_rows.index],
-        "method": settings["method"],
-        "params": dict(settings["params"]),
-        "target": settings["target"],
-    }
-    if st.button("Explain this selection", key="inspect_gallery_go", disabled=capped_rows.empty or settings["method"] is None):
-        st.session_state["inspect_gallery"] = request
-    wanted = st.session_state.get("inspect_gallery")
-    if not wanted or wanted["context"] != request["context"]:
+    wanted = selection_request(run, stage, split, filtered, settings, "images of the filtered gallery", inspect.IMAGE_PAGE_SIZE)
+    if wanted is None:
         return
-    if wanted != request:
-        st.caption("The filters or settings changed since: press the button again to explain the current selection.")
     rows = frame.loc[wanted["rows"]]
     explainer = get_explainer(run, stage)
     if explainer is None or rows.empty:

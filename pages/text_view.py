@@ -30,6 +30,7 @@ from pages import (
     reset_page,
     run_label,
     sanity_panel,
+    selection_request,
     show_delta,
 )
 
@@ -262,26 +263,17 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     # --- 7. the gallery: every example of the current selection ----------------------------------
 
     with gallery_tab:
-        capped_rows, capped = inspect.gallery_rows(filtered)
-        st.caption(
-            f"Explains the {len(capped_rows)} examples of the filtered table in its order"
-            + (f" (the first {inspect.GALLERY_CAP} of {len(filtered):,}; narrow the filters to see others)" if capped else "")
-            + ", with the method and class chosen above. Explanations are cached: a second look is instant."
+        wanted = selection_request(
+            run,
+            stage,
+            split,
+            filtered,
+            settings,
+            "examples of the filtered table",
+            inspect.GALLERY_CAP,
+            {"merge": settings["merge"]},
         )
-        request = {
-            "context": (run.id, stage, split),
-            "rows": [int(row) for row in capped_rows.index],
-            "method": settings["method"],
-            "params": dict(settings["params"]),
-            "target": settings["target"],
-            "merge": settings["merge"],
-        }
-        if st.button("Explain this selection", key="inspect_gallery_go", disabled=capped_rows.empty):
-            st.session_state["inspect_gallery"] = request
-        wanted = st.session_state.get("inspect_gallery")
-        if wanted and wanted["context"] == request["context"]:
-            if wanted != request:
-                st.caption("The filters or settings changed since: press the button again to explain the current selection.")
+        if wanted:
             rows = frame.loc[wanted["rows"]]
             explainer = get_explainer(run, stage)
             if explainer is not None and not rows.empty:

@@ -347,15 +347,15 @@ def patch_overlay(
 
     Diverging scale, as for tokens: red supports the explained class, blue speaks against it, the
     colour's strength is |score| / largest |score|; unsigned methods use one hue. `opacity` (0–1)
-    is the strength of the strongest patch. Pass an Explanation (modality "patches": scores row-major
-    over params["grid"]), or `scores` and `grid` directly.
+    is the strength of the strongest patch. Pass an Explanation (its patches part: scores row-major over
+    its layout [rows, cols]), or `scores` and `grid` directly.
     """
     import numpy as np
     from PIL import Image
 
     if explanation is not None:
-        scores = explanation.scores
-        grid = (explanation.params or {}).get("grid") or grid
+        cells = explanation.part("patches")
+        scores, grid = cells.scores, cells.layout
         signed = explanation.signed if signed is None else signed
     signed = True if signed is None else signed
     values = patch_grid(scores, grid)
@@ -387,7 +387,7 @@ def overlay_legend_html(
 
     if explanation is not None:
         signed = explanation.signed
-        finite = [abs(s) for s in explanation.scores if math.isfinite(s)]
+        finite = [abs(s) for s in explanation.part("patches").scores if math.isfinite(s)]
         scale = max(finite) if finite else 0.0
 
     def swatch(colour: tuple[int, int, int]) -> str:
@@ -405,10 +405,13 @@ def overlay_legend_html(
     return f'<div class="overlay-legend" style="font-size:0.75em;opacity:0.75">{text}</div>'
 
 
-def modality_shares(text_share: float, image_share: float) -> go.Figure:
-    """One stacked bar: how the total attribution of a pair splits between its words and its patches."""
+def modality_shares(explanation) -> go.Figure:
+    """One stacked bar: how the total attribution of an explanation splits between its parts (a pair's words and
+    patches)."""
     figure = go.Figure()
-    for name, share, colour in (("words", text_share, PALETTE[0]), ("patches", image_share, PALETTE[1])):
+    names = {"tokens": "words", "patches": "patches"}
+    for part, colour in zip(explanation.parts, PALETTE):
+        name, share = names[part.input], part.share
         figure.add_trace(
             go.Bar(
                 x=[share],

@@ -331,42 +331,30 @@ def explained_by(explanation) -> str:
 
 
 def draw_pair_explanation(explanation, picture, opacity: float) -> None:
+    tokens, cells = explanation.part("tokens"), explanation.part("patches")
     words, patches = st.columns([3, 2])
     with words.container(key="inspect_pair_words"):
         st.markdown("**Words**")
         st.html(
             viz.token_attribution_html(
-                explanation.tokens,
-                explanation.token_scores,
+                tokens.units,
+                tokens.scores,
                 signed=explanation.signed,
-                caption=f"text share {explanation.text_share:.0%}",
+                caption=f"text share {tokens.share:.0%}",
                 explained=explained_by(explanation),
             )
         )
     with patches.container(key="inspect_pair_patches"):
         st.markdown("**Patches**")
         st.image(
-            viz.patch_overlay(
-                picture,
-                scores=explanation.patch_scores,
-                grid=explanation.grid,
-                signed=explanation.signed,
-                opacity=opacity,
-                size=OVERLAY,
-            ),
-            caption=f"image share {explanation.image_share:.0%}",
+            viz.patch_overlay(picture, explanation, opacity, size=OVERLAY),
+            caption=f"image share {cells.share:.0%}",
             width=OVERLAY,
             output_format="PNG",
         )
-        st.html(
-            viz.overlay_legend_html(
-                signed=explanation.signed,
-                scale=max(map(abs, explanation.patch_scores), default=0.0),
-                explained=explained_by(explanation),
-            )
-        )
+        st.html(viz.overlay_legend_html(explanation, explained=explained_by(explanation)))
     st.plotly_chart(
-        viz.modality_shares(explanation.text_share, explanation.image_share),
+        viz.modality_shares(explanation),
         key="inspect_pair_shares",
         config={"displayModeBar": False},
     )

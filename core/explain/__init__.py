@@ -7,7 +7,7 @@
     images = load_image_explainer(run_id)                   # an image run: the same verbs over patches
     images.explain(image, method="occlusion", grid=7)       # units "r0c0", "r0c1", ... row-major
     pairs = load_pair_explainer(run_id)                     # an image-text run: tokens and patches at once
-    pairs.explain(image, "a red circle", method="ig")       # a PairExplanation (token and patch scores, shares)
+    pairs.explain(image, "a red circle", method="ig")       # an Explanation with a tokens and a patches part
 
 Methods live in one registry, `METHODS` in `methods.py`: one class each, written once over input adapters, one
 verb `attribute`; `methods_for("tokens" | "patches" | "pairs")` gives those that apply to an input, with its
@@ -17,7 +17,7 @@ the `explain` command in `cli.py`.
 Importing this package does not import torch or captum: they load on the first explanation.
 """
 
-from core.explain.base import BASELINES, AttributionMethod, Explanation
+from core.explain.base import BASELINES, AttributionMethod, Explanation, Part
 from core.explain.image import ImageExplainer
 from core.explain.loading import (
     clear_explainer_cache,
@@ -28,7 +28,7 @@ from core.explain.loading import (
     load_text_explainer,
 )
 from core.explain.methods import METHODS, describe, get_method, methods_for
-from core.explain.pairs import PairExplainer, PairExplanation
+from core.explain.pairs import PairExplainer
 from core.explain.sanity import pair_randomization_check, randomization_check, randomized_copy
 from core.explain.text import EncodedText, TextExplainer, merge_word_pieces
 
@@ -40,7 +40,7 @@ __all__ = [
     "Explanation",
     "ImageExplainer",
     "PairExplainer",
-    "PairExplanation",
+    "Part",
     "TextExplainer",
     "clear_explainer_cache",
     "describe",

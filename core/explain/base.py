@@ -27,7 +27,7 @@ import copy
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -62,23 +62,58 @@ PARAM_RANGES: dict[str, tuple[float, float]] = {
 
 
 @dataclass(frozen=True)
-class Explanation:
-    """One attribution map for one text (modality "tokens") or image ("patches"): plain data, JSON-ready
-    through `to_dict()`; treat as read-only. For an image, `units` are grid cells "r0c0", "r0c1", ...
-    (row-major), `params["grid"]` is [rows, cols] and `text` is the image's reference when it had one.
+class Part:
+    """One input's share of an explanation (Captum Insights' "feature"): its units, their scores, how the units
+    are laid out, and the part's share of the explanation's total |attribution|.
 
-    `scores[i]` belongs to `units[i]`; positive means evidence *for* the target class (for an
-    unsigned method, `signed` is False and a score is only a magnitude of influence).
-    `delta` is the method's own error where it has one: for Integrated Gradients the convergence
-    delta sum(scores) - (f_t(x) - f_t(b)), which is zero for an exact integral.
+    `input` is "tokens" (units are word pieces, `layout` [length]) or "patches" (units are grid cells "r0c0",
+    "r0c1", ... row-major, `layout` [rows, cols]). `share` is 1 for an explanation of one input; the shares
+    of a pair's parts add up to 1 (an all-zero map is split evenly).
     """
 
+    input: str
     units: list[str]
     scores: list[float]
+    layout: list[int]
+    share: float = 1.0
+
+
+def make_parts(*parts: tuple[str, Sequence[str], Sequence[float], Sequence[int]]) -> list[Part]:
+    """Parts from (input, units, scores, layout), each given its share of the total |attribution|."""
+    totals = [float(np.abs(np.asarray(scores, dtype=np.float64)).sum()) for _, _, scores, _ in parts]
+    whole = sum(totals)
+    return [
+        Part(
+            input=name,
+            units=list(units),
+            scores=[float(score) for score in scores],
+            layout=[int(size) for size in layout],
+            share=total / whole if whole > 0 else 1.0 / len(parts),
+        )
+        for (name, units, scores, layout), total in zip(parts, totals)
+    ]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One attribution of one model output to its input, for every task: plain data, JSON-ready through
+    `to_dict()`; treat as read-only.
+
+    `parts` are the inputs attributed to: one part for a text ("tokens") or an image ("patches"), both for an
+    image-text pair (`modality` "pairs"). `units` and `scores` run over every part in order. Positive means
+    evidence *for* the target (for an unsigned method, `signed` is False and a score is only a magnitude).
+    `delta` is the method's own error where it has one: for Integrated Gradients the convergence delta
+    sum(scores) - (f_t(x) - f_t(b)), which is zero for an exact integral. `score` is f_t(x) and
+    `baseline_score` f_t(b) where the method has a baseline. A similarity model (`kind` "similarity") has one
+    output, the match: `target` and `predicted` are None and `probabilities` empty. `text` and `image` are
+    the input's text and the image's reference when it had them; `params["grid"]` is [rows, cols] for images.
+    """
+
+    parts: list[Part]
     method: str
-    target: int
+    target: int | None
     target_label: str
-    predicted: int
+    predicted: int | None
     predicted_label: str
     probabilities: list[float]
     delta: float | None
@@ -89,6 +124,31 @@ class Explanation:
     modality: str = "tokens"
     signed: bool = True
     text: str = ""
+    image: str = ""
+    kind: str = "classification"
+    score: float | None = None
+    baseline_score: float | None = None
+
+    @property
+    def units(self) -> list[str]:
+        return [unit for part in self.parts for unit in part.units]
+
+    @property
+    def scores(self) -> list[float]:
+        return [score for part in self.parts for score in part.scores]
+
+    def part(self, name: str) -> Part:
+        """The part for input `name` ("tokens" or "patches")."""
+        for part in self.parts:
+            if part.input == name:
+                return part
+        raise KeyError(f"This {self.modality} explanation has no {name} part (it has {', '.join(p.input for p in self.parts)}).")
+
+    def only(self, name: str) -> Explanation:
+        """The explanation of one part alone, for the code that ranks or draws one input; the delta and
+        f(x) - f(b) belong to every part together, so the one part carries neither."""
+        part = replace(self.part(name), share=1.0)
+        return replace(self, parts=[part], modality=name, delta=None, output_difference=None)
 
     def delta_is_large(self, tolerance: float = 0.05) -> bool:
         """Whether |delta| exceeds `tolerance` times |f(x) - f(baseline)| (then the integral is too coarse)."""
@@ -100,8 +160,9 @@ class Explanation:
     def top(self, k: int = 3, by_magnitude: bool | None = None) -> list[tuple[str, float]]:
         """The k units with the highest scores (by |score| for unsigned methods or when asked)."""
         magnitude = (not self.signed) if by_magnitude is None else by_magnitude
-        order = sorted(range(len(self.scores)), key=lambda i: abs(self.scores[i]) if magnitude else self.scores[i], reverse=True)
-        return [(self.units[i], self.scores[i]) for i in order[:k]]
+        units, scores = self.units, self.scores
+        order = sorted(range(len(scores)), key=lambda i: abs(scores[i]) if magnitude else scores[i], reverse=True)
+        return [(units[i], scores[i]) for i in order[:k]]
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
@@ -109,7 +170,9 @@ class Explanation:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Explanation:
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        kept = {key: value for key, value in values.items() if key in known}
+        kept["parts"] = [part if isinstance(part, Part) else Part(**part) for part in kept.get("parts", [])]
+        return cls(**kept)
 
 
 def _plain(value: Any) -> Any:

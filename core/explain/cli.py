@@ -222,13 +222,10 @@ def explain_pair(arguments, params: dict[str, str], run) -> int:
         explanation = explainer.explain_word(image, text, arguments.word, arguments.target, grid=arguments.grid, **params)
     else:
         explanation = explainer.explain(image, text, arguments.method, arguments.target, grid=arguments.grid, **params)
-    if arguments.json:
-        facts = {"run_id": explainer.run_id, "stage": explainer.stage, **({"gold_label": gold} if gold is not None else {})}
-        print(json.dumps({**explanation.to_dict(), **facts}, indent=2))
-    elif arguments.word:
+    if arguments.word and not arguments.json:
         print(render_word(explanation, stage=explainer.stage))
     else:
-        print(render_pair(explanation, stage=explainer.stage, colour=use_colour()))
+        show(arguments, explanation, run_id=explainer.run_id, stage=explainer.stage, gold_label=gold)
     return 0
 
 
@@ -357,17 +354,21 @@ def use_colour() -> bool:
 
 
 def render(explanation, gold: str | None = None, stage: str | None = None, colour: bool = False, subject: str = "") -> str:
-    """Readable lines: the prediction, `token(+0.42)` for every unit (a patch map one grid row per line), the top
-    units and the delta. `subject` follows the explained class, e.g. " of word 3 ('Paris')" for a NER tag."""
+    """Readable lines for an explanation of any task: the prediction (or a similarity model's score), what is
+    explained with which method, then each part — `token(+0.42)` for every token, a patch map one grid row per
+    line — with its top units, and the delta. `subject` follows the explained class, e.g. " of word 3 ('Paris')"
+    for a NER tag."""
     from core.explain.methods import describe
 
     e = explanation
-    probability = e.probabilities[e.predicted]
+    several = len(e.parts) > 1
+    grid = e.params.get("grid")
     lines = [
-        f"prediction: {e.predicted_label} ({probability:.0%})"
-        + (f" · gold: {gold}" if gold is not None else "")
-        + (f" · model: {stage}" if stage else ""),
-        f"explaining: {e.target_label}{subject} with {describe(e.method, e.params)} in {e.seconds:.2f} s"
+        headline(e) + (f" · gold: {gold}" if gold is not None else "") + (f" · model: {stage}" if stage else ""),
+        f"explaining: {e.target_label}{subject} with {describe(e.method, e.params, e.modality)}"
+        + (f" over a {grid[0]}x{grid[1]} grid" if several and grid else "")
+        + f" in {e.seconds:.2f} s"
+        + (" · " + ", ".join(f"{PART_NAMES[p.input]} {p.share:.0%}" for p in e.parts) + " of the attribution" if several else "")
         + (" · word pieces merged into words" if e.params.get("merged_word_pieces") else "")
         + ("" if e.signed else " · unsigned: scores are magnitudes"),
     ]
@@ -375,34 +376,29 @@ def render(explanation, gold: str | None = None, stage: str | None = None, colou
         lines.append("note: the text was longer than the model's max length and was cut; only the kept tokens are scored.")
     if e.params.get("grid_note"):
         lines.append(f"note: {e.params['grid_note']}")
-    if e.modality == "patches":
-        lines.append(scored_units(e.units, e.scores, colour, per_line=e.params["grid"][1]))
-        lines.append(top_patches_line(e.top(3)))
-    else:
-        lines.append(scored_units(e.units, e.scores, colour))
-        lines.append("top: " + ", ".join(f"{unit} ({score:+.{decimals_for(e.scores) + 1}f})" for unit, score in e.top(3)))
+    for part in e.parts:
+        lines += part_lines(e.only(part.input) if several else e, colour)
     return "\n".join(lines + delta_lines(e))
 
 
-def render_pair(explanation, stage: str | None = None, colour: bool = False) -> str:
-    """Readable lines for a PairExplanation: the score, each token's score, the top patches, the shares, the delta."""
-    from core.explain.methods import describe
+PART_NAMES = {"tokens": "text", "patches": "image"}
 
-    e = explanation
-    what = f"{e.target_label} logit" if e.kind == "classification" else "similarity (scaled cosine)"
-    return "\n".join(
-        [
-            f"score: {e.score:+.3g} ({what})" + (f" · model: {stage}" if stage else ""),
-            (
-                f"explaining with {describe(e.method, e.params, 'pairs')} over a {e.grid[0]}x{e.grid[1]} "
-                f"grid in {e.seconds:.2f} s"
-                f" · text {e.text_share:.0%}, image {e.image_share:.0%} of the attribution"
-            ),
-            scored_units(e.tokens, e.token_scores, colour),
-            top_patches_line(e.top_patches(3)),
-        ]
-        + delta_lines(e)
-    )
+
+def headline(e) -> str:
+    """The prediction with its probability; a similarity model, which has no classes, gives its score instead."""
+    if e.predicted is None:
+        return f"score: {e.score:+.3g} (similarity (scaled cosine))"
+    prediction = f"prediction: {e.predicted_label} ({e.probabilities[e.predicted]:.0%})"
+    return prediction + (f" · score {e.score:+.3g} ({e.target_label} logit)" if e.modality == "pairs" else "")
+
+
+def part_lines(e, colour: bool) -> list[str]:
+    """One part's scored units and its top three: tokens on one line, patches one grid row per line."""
+    (part,) = e.parts
+    if part.input == "patches":
+        return [scored_units(part.units, part.scores, colour, per_line=part.layout[1]), top_patches_line(e.top(3))]
+    top = ", ".join(f"{unit} ({score:+.{decimals_for(part.scores) + 1}f})" for unit, score in e.top(3))
+    return [scored_units(part.units, part.scores, colour), "top: " + top]
 
 
 def render_word(explanation, stage: str | None = None) -> str:

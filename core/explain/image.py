@@ -41,7 +41,15 @@ import numpy as np
 
 from core.errors import UserError
 from core.explain import patches
-from core.explain.base import AttributionMethod, Explanation, InputSpec, explain_each, register_input, replaced_output
+from core.explain.base import (
+    AttributionMethod,
+    Explanation,
+    InputSpec,
+    explain_each,
+    make_parts,
+    register_input,
+    replaced_output,
+)
 from core.explain.cache import LRUCache
 from core.explain.layers import last_convolution, patch_embedding_layer
 from core.explain.methods import get_method, methods_for
@@ -406,8 +414,7 @@ class ImageExplainer:
         if attribution.key == "grad_cam":
             extra["layer"] = last_convolution(self.model)[0]
         explanation = Explanation(
-            units=patches.unit_names(grid),
-            scores=[float(score) for score in scores.ravel()],
+            parts=make_parts(("patches", patches.unit_names(grid), scores.ravel(), grid)),
             method=attribution.key,
             target=target,
             target_label=self.label_names[target],
@@ -422,6 +429,7 @@ class ImageExplainer:
             modality=self.modality,
             signed=attribution.signed,
             text=prepared.reference,
+            image=prepared.reference,
         )
         pixel_map.setflags(write=False)
         return explanation, pixel_map

@@ -2,7 +2,7 @@
 
     explainer = PairExplainer(model, image_processor, tokenizer, kind="similarity")
     explanation = explainer.explain(image, "a red circle in the top left", method="ig", grid=7)
-    explanation.top_tokens(3), explanation.top_patches(3), explanation.text_share
+    explanation.only("tokens").top(3), explanation.only("patches").top(3), explanation.part("tokens").share
     explainer.explain_word(image, "a red circle in the top left", "red")   # which patches make "red" count here
     pair_randomization_check(explainer, image, caption, scope="all")       # do the maps depend on the weights?
     methods_for("pairs")                                                    # the methods that apply to pairs
@@ -54,6 +54,7 @@ from core.explain.base import (
     AttributionMethod,
     Explanation,
     InputSpec,
+    make_parts,
     register_input,
     replaced_output,
 )
@@ -88,110 +89,6 @@ class PreparedPair:
     outputs: torch.Tensor | None = None  # (C,) logits of a classifier, (1,) the score of a similarity model
 
 
-@dataclass(frozen=True)
-class PairExplanation:
-    """One attribution of a pair's score to both inputs at once: plain data, JSON-ready through `to_dict()`.
-
-    `token_scores[i]` belongs to `tokens[i]` (word pieces, special tokens left out); `patch_scores` are the
-    cells of a `grid` [rows, cols] over the model input, row-major ("r0c0", "r0c1", ...). Positive means the
-    unit raises the score. `score` is f(x) (the scaled cosine, or the target logit), `baseline_score` f(b) for
-    methods with a baseline pair; `delta` is Integrated Gradients' convergence error
-    sum(token_scores) + sum(patch_scores) - (f(x) - f(b)). `text_share` and `image_share` are each half's part of
-    the total |attribution| (they add up to 1; an all-zero map is split evenly). Classification only (None for
-    a similarity model): `target`, `target_label`, `predicted`, `predicted_label`, `probabilities`.
-    """
-
-    tokens: list[str]
-    token_scores: list[float]
-    patch_scores: list[float]
-    grid: list[int]
-    method: str
-    kind: str
-    score: float
-    baseline_score: float | None
-    delta: float | None
-    output_difference: float | None
-    text_share: float
-    image_share: float
-    target: int | None
-    target_label: str | None
-    predicted: int | None
-    predicted_label: str | None
-    probabilities: list[float] | None
-    seconds: float
-    params: dict
-    signed: bool = True
-    text: str = ""
-    image: str = ""  # the image's path or reference when it had one
-    truncated: bool = False
-    modality: str = "pairs"
-
-    # Same serialisation and the same delta rule as a one-modality Explanation: its functions, not copies.
-    to_dict = Explanation.to_dict
-    from_dict = classmethod(Explanation.from_dict.__func__)
-    delta_is_large = Explanation.delta_is_large
-
-    @property
-    def patch_units(self) -> list[str]:
-        return patches.unit_names(tuple(self.grid))
-
-    def token_explanation(self) -> Explanation:
-        """The text half as a token `Explanation`, for the code that ranks or highlights tokens."""
-        return self._half(self.tokens, self.token_scores, "tokens", {})
-
-    def patch_explanation(self) -> Explanation:
-        """The image half as a patch `Explanation`: `core.viz.patch_overlay(input_image, explanation)` draws it."""
-        return self._half(self.patch_units, self.patch_scores, "patches", {"grid": list(self.grid)})
-
-    def top_tokens(self, k: int = 3) -> list[tuple[str, float]]:
-        return self.token_explanation().top(k)
-
-    def top_patches(self, k: int = 3) -> list[tuple[str, float]]:
-        return self.patch_explanation().top(k)
-
-    def _half(self, units: list[str], scores: list[float], modality: str, extra: dict) -> Explanation:
-        # delta and f(x) - f(b) belong to the pair, not to one half, so the views carry neither.
-        return half_explanation(self.__dict__, units, scores, modality, {**self.params, **extra})
-
-
-def half_explanation(
-    values: dict[str, Any],
-    units: list[str],
-    scores,
-    modality: str,
-    params: dict,
-    delta: float | None = None,
-    difference: float | None = None,
-) -> Explanation:
-    """A one-modality `Explanation` from a pair's fields (method, target, target_label, predicted, predicted_label,
-    probabilities, seconds, truncated, signed, text); a similarity model's one output is the class "match"."""
-    return Explanation(
-        units=list(units),
-        scores=[float(score) for score in scores],
-        method=values["method"],
-        target=values["target"] or 0,
-        target_label=values["target_label"] or SIMILARITY_LABEL,
-        predicted=values["predicted"] or 0,
-        predicted_label=values["predicted_label"] or SIMILARITY_LABEL,
-        probabilities=list(values["probabilities"] or []),
-        delta=delta,
-        output_difference=difference,
-        seconds=values["seconds"],
-        params=params,
-        truncated=values["truncated"],
-        modality=modality,
-        signed=values["signed"],
-        text=values["text"],
-    )
-
-
-def modality_shares(token_scores: np.ndarray, patch_scores: np.ndarray) -> tuple[float, float]:
-    """(text share, image share) of the total |attribution|; (0.5, 0.5) when there is none at all."""
-    text, image = float(np.abs(token_scores).sum()), float(np.abs(patch_scores).sum())
-    total = text + image
-    return (0.5, 0.5) if total == 0 else (text / total, 1.0 - text / total)
-
-
 def tower_problem(model) -> str | None:
     """None for a model with both towers and a word-embedding layer, else the sentence why it cannot be explained."""
     missing = [name for name in TOWER_NAMES if getattr(model, name, None) is None]
@@ -224,7 +121,8 @@ PAIRS = register_input(
 
 
 class PairExplainer:
-    """Explanations for one image-text model: `explain(image, text, method, grid=...)` returns a `PairExplanation`.
+    """Explanations for one image-text model: `explain(image, text, method, grid=...)` returns an `Explanation` with a tokens
+    part and a patches part.
 
     `model` has a `vision_model` and a `text_model` (put in eval mode here); `image_processor` makes its
     pixel_values (PIL backend), `tokenizer` its text input; texts are cut to `max_length` tokens.
@@ -285,7 +183,7 @@ class PairExplainer:
 
     def explain(
         self, image, text: str, method: str = "ig", target: int | str | None = None, grid: int | Sequence[int] = 7, **params
-    ) -> PairExplanation:
+    ) -> Explanation:
         """Attribution scores for every shown token of `text` and every cell of a grid over `image`, together.
 
         `image` is a PIL image, an (H, W, 3) uint8 array, a file path, or a pair reference like
@@ -544,7 +442,7 @@ class PairExplainer:
         target: int | None,
         grid: tuple[int, int],
         used: dict[str, Any],
-    ) -> PairExplanation:
+    ) -> Explanation:
         import torch
 
         started = time.perf_counter()
@@ -555,23 +453,21 @@ class PairExplainer:
         cells = values if values.shape == grid else patches.aggregate(values, grid)  # a pixel map, or already cells
         shown = prepared.text.shown
         token_scores = np.asarray(token_scores, dtype=np.float64)[shown]
-        text_share, image_share = modality_shares(token_scores, cells)
         score = float(self.logits(prepared)[target or 0])
-        return PairExplanation(
-            tokens=[prepared.text.tokens[i] for i in shown],
-            token_scores=[float(s) for s in token_scores],
-            patch_scores=[float(s) for s in cells.ravel()],
-            grid=[grid[0], grid[1]],
+        return Explanation(
+            parts=make_parts(
+                ("tokens", [prepared.text.tokens[i] for i in shown], token_scores, [len(shown)]),
+                ("patches", patches.unit_names(grid), cells.ravel(), grid),
+            ),
             method=attribution.key,
+            modality=self.modality,
             kind=self.kind,
             score=score,
             baseline_score=None if difference is None else score - difference,
             delta=None if delta is None else float(delta),
             output_difference=None if difference is None else float(difference),
-            text_share=text_share,
-            image_share=image_share,
             seconds=time.perf_counter() - started,
-            params={**used, "input_size": list(prepared.image.size)},
+            params={**used, "grid": [grid[0], grid[1]], "input_size": list(prepared.image.size)},
             signed=attribution.signed,
             text=prepared.text.text,
             image=prepared.image.reference,
@@ -616,29 +512,40 @@ class PairExplainer:
             )
         cells = patches.aggregate(attributions[0].detach().double().cpu().numpy(), grid)
         difference = real - blank
-        values = {
-            "method": "ig",
-            "seconds": time.perf_counter() - started,
-            "truncated": prepared.text.truncated,
-            "signed": True,
-            "text": prepared.text.text,
+        return Explanation(
+            parts=make_parts(("patches", patches.unit_names(grid), cells.ravel(), grid)),
+            method="ig",
+            modality="patches",
+            kind=self.kind,
+            score=real,
+            baseline_score=blank,
+            delta=float(cells.sum()) - difference,
+            output_difference=difference,
+            seconds=time.perf_counter() - started,
+            params={
+                **used,
+                "grid": list(grid),
+                "input_size": list(prepared.image.size),
+                "word": word.strip(),
+                "word_tokens": [prepared.text.tokens[i] for i in positions],
+                "effect_on_image": real,
+            },
+            truncated=prepared.text.truncated,
+            signed=True,
+            text=prepared.text.text,
+            image=prepared.image.reference,
             **self._target_fields(prepared, target),
-        }
-        params = {
-            **used,
-            "grid": list(grid),
-            "input_size": list(prepared.image.size),
-            "word": word.strip(),
-            "word_tokens": [prepared.text.tokens[i] for i in positions],
-            "effect_on_image": real,
-        }
-        return half_explanation(
-            values, patches.unit_names(grid), cells.ravel(), "patches", params, float(cells.sum()) - difference, difference
         )
 
     def _target_fields(self, prepared: PreparedPair, target: int | None) -> dict[str, Any]:
-        if self.kind == "similarity":
-            return dict.fromkeys(("target", "target_label", "predicted", "predicted_label", "probabilities"))
+        if self.kind == "similarity":  # one output, the match
+            return {
+                "target": None,
+                "target_label": SIMILARITY_LABEL,
+                "predicted": None,
+                "predicted_label": SIMILARITY_LABEL,
+                "probabilities": [],
+            }
         probabilities = self.logits(prepared).float().softmax(-1).cpu().numpy()
         predicted = int(probabilities.argmax())
         return {
@@ -658,6 +565,5 @@ __all__ = [
     "KINDS",
     "PAIRS",
     "PairExplainer",
-    "PairExplanation",
     "PreparedPair",
 ]

@@ -216,7 +216,7 @@ def pair_randomization_check(
     """Compare `method`'s patch map and token map on the trained model and on a randomised copy (Adebayo et al., 2018).
 
     Returns {"patches": {"spearman", "spearman_abs", "top_k_overlap"}, "tokens": the same, "k", "original",
-    "randomized" (PairExplanations), "scope", "seed", "verdict": a sentence}. A half passes when the rank
+    "randomized" (the two Explanations), "scope", "seed", "verdict": a sentence}. A half passes when the rank
     correlations of its signed scores and of their magnitudes both fall under `PASS_BELOW`.
     """
     prepared = explainer.prepare(image, text)
@@ -227,8 +227,7 @@ def pair_randomization_check(
     original = explainer.explain(image, text, method, target, grid=grid, **params)
     randomized = twin.explain(image, text, method, original.target, grid=grid, **params)
     halves = {
-        name: rank_agreement(getattr(original, field), getattr(randomized, field), top_k)
-        for name, field in (("patches", "patch_scores"), ("tokens", "token_scores"))
+        name: rank_agreement(original.part(name).scores, randomized.part(name).scores, top_k) for name in ("patches", "tokens")
     }
     return {
         **halves,

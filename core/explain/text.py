@@ -29,6 +29,7 @@ from core.explain.base import (
     InputSpec,
     explain_each,
     internal_batch_size,
+    make_parts,
     register_input,
 )
 from core.explain.cache import LRUCache
@@ -358,8 +359,7 @@ class TextExplainer:
         scores = np.asarray(scores, dtype=np.float64)
         shown = encoded.shown
         return Explanation(
-            units=[encoded.tokens[i] for i in shown],
-            scores=[float(scores[i]) for i in shown],
+            parts=make_parts(("tokens", [encoded.tokens[i] for i in shown], scores[shown], [len(shown)])),
             method=attribution.key,
             target=target,
             target_label=self.label_names[target],
@@ -404,4 +404,6 @@ def merge_word_pieces(explanation: Explanation) -> Explanation:
         else:
             words[-1] += piece
             totals[-1] += float(score)
-    return replace(explanation, units=words, scores=totals, params={**explanation.params, "merged_word_pieces": True})
+    (part,) = explanation.parts
+    merged = replace(part, units=words, scores=totals, layout=[len(words)])
+    return replace(explanation, parts=[merged], params={**explanation.params, "merged_word_pieces": True})

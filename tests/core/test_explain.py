@@ -34,7 +34,7 @@ from core.explain import (
     randomization_check,
     randomized_copy,
 )
-from core.explain.base import Attribution
+from core.explain.base import Attribution, make_parts
 from core.store import RunStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +128,9 @@ def test_every_method_scores_each_shown_token_as_plain_data(explainer, method):
     assert explanation.predicted_label == "positive" and explanation.target == explanation.predicted
     assert explanation.seconds > 0
     payload = json.loads(json.dumps(explanation.to_dict(), allow_nan=False))
-    assert payload["units"] == explanation.units and payload["scores"] == explanation.scores
+    (part,) = payload["parts"]
+    assert part["input"] == "tokens" and part["units"] == explanation.units and part["scores"] == explanation.scores
+    assert part["layout"] == [len(explanation.units)] and part["share"] == 1.0
     assert Explanation.from_dict(payload) == explanation
 
 
@@ -167,8 +169,7 @@ def test_ig_delta_is_small_shown_and_equal_to_captum(explainer, correct):
 
 def test_large_delta_is_flagged():
     base = {
-        "units": ["a"],
-        "scores": [1.0],
+        "parts": make_parts(("tokens", ["a"], [1.0], [1])),
         "method": "ig",
         "target": 0,
         "target_label": "x",
@@ -266,8 +267,7 @@ def test_baselines_and_method_params_are_used(explainer):
 
 def hand_made(units, scores) -> Explanation:
     return Explanation(
-        units=units,
-        scores=scores,
+        parts=make_parts(("tokens", units, scores, [len(units)])),
         method="ig",
         target=1,
         target_label="positive",
@@ -478,9 +478,10 @@ def test_cli_prints_json_with_units_and_scores(trained):
     result = explain_cli(trained["run"].id, "--text", TEXT, "--json", "--target", "positive", workspace=trained["root"])
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert payload["units"][:3] == ["the", "film", "was"] and len(payload["scores"]) == len(payload["units"])
+    (part,) = payload["parts"]
+    assert part["units"][:3] == ["the", "film", "was"] and len(part["scores"]) == len(part["units"])
     assert payload["method"] == "ig" and payload["target_label"] == "positive" and payload["stage"] == "after"
-    assert max(zip(payload["scores"], payload["units"]))[1] in PLANTED_KEYWORDS["positive"]
+    assert max(zip(part["scores"], part["units"]))[1] in PLANTED_KEYWORDS["positive"]
 
 
 def test_cli_explains_a_row_of_the_runs_split_readably(trained):

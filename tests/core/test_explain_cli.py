@@ -50,11 +50,13 @@ def test_split_row_scores_every_patch_of_the_grid_as_json(image_run, capsys):
     assert status == 0, err
     payload = json.loads(out)
     rows, cols = payload["params"]["grid"]
-    assert payload["units"] == [f"r{r}c{c}" for r in range(rows) for c in range(cols)] and len(payload["scores"]) == rows * cols
+    (cells,) = payload["parts"]
+    assert cells["input"] == "patches" and cells["layout"] == [rows, cols]
+    assert cells["units"] == [f"r{r}c{c}" for r in range(rows) for c in range(cols)] and len(cells["scores"]) == rows * cols
     assert payload["gold_label"] == row["label"] and payload["image"] == row["image"] == payload["text"]
     assert payload["target_label"] == payload["predicted_label"] in ("blue square", "red square")
     assert payload["method"] == "occlusion" and payload["stage"] == "after" and payload["run_id"] == image_run.id
-    assert any(score != 0 for score in payload["scores"])
+    assert any(score != 0 for score in cells["scores"])
 
 
 def test_an_image_file_explains_as_its_dataset_row_does(image_run, tmp_path, capsys):
@@ -71,7 +73,7 @@ def test_an_image_file_explains_as_its_dataset_row_does(image_run, tmp_path, cap
     from_file = json.loads(out)
     assert from_file["target_label"] == "red square" and from_file["gold_label"] is None and from_file["image"] == str(picture)
     if from_split["target_label"] == "red square":
-        assert from_file["scores"] == pytest.approx(from_split["scores"], abs=1e-5)
+        assert from_file["parts"][0]["scores"] == pytest.approx(from_split["parts"][0]["scores"], abs=1e-5)
     assert from_file["probabilities"] == pytest.approx(from_split["probabilities"], abs=1e-5)
 
 
@@ -133,8 +135,9 @@ def test_a_words_tag_is_explained_over_the_sentence_as_json(ner, capsys):
     payload = json.loads(out)
     assert payload["word_index"] == word and payload["word"] == tokens[word] and payload["gold_label"] == tags[word]
     assert payload["target_label"] == payload["predicted_label"] and payload["target_label"] in ("O", "B-PER", "B-LOC", "I-LOC")
-    assert len(payload["scores"]) == len(payload["units"]) and "[CLS]" not in payload["units"]
-    assert tokens[word].lower() in " ".join(payload["units"]).replace(" ##", "")
+    (part,) = payload["parts"]
+    assert len(part["scores"]) == len(part["units"]) and "[CLS]" not in part["units"]
+    assert tokens[word].lower() in " ".join(part["units"]).replace(" ##", "")
     assert payload["method"] == "ig" and payload["delta"] is not None and payload["stage"] == "after"
 
 
@@ -201,7 +204,9 @@ def test_a_pair_of_the_runs_split_is_explained_over_tokens_and_patches(pair_run,
     assert status == 0, err
     payload = json.loads(out)
     assert payload["method"] == "smoothgrad" and payload["text"] == row["text"] and payload["image"] == row["image"]
-    assert len(payload["patch_scores"]) == 16 and len(payload["tokens"]) == len(payload["token_scores"]) > 0
+    tokens, cells = payload["parts"]
+    assert tokens["input"] == "tokens" and len(tokens["units"]) == len(tokens["scores"]) > 0 and tokens["share"] > 0
+    assert cells["input"] == "patches" and len(cells["scores"]) == 16 and cells["layout"] == [4, 4]
     assert payload["run_id"] == pair_run.id and payload["signed"] is False
     assert "--split with --index, not both" in refused(capsys, pair_run.id, "--image", "x.png", "--split", "test", "--index", "1")
     assert "or a pair of its data with --split test --index N" in refused(capsys, pair_run.id, "--text", "a red circle")

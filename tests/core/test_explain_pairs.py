@@ -17,8 +17,8 @@ from PIL import Image
 from core.errors import UserError
 from core.explain import (
     METHODS,
+    Explanation,
     PairExplainer,
-    PairExplanation,
     describe,
     methods_for,
     pair_randomization_check,
@@ -136,40 +136,40 @@ def test_pair_methods_are_registered_with_descriptions():
 def test_ig_scores_add_up_to_the_change_in_score(untrained):
     example = shapes_image()
     explanation = untrained.explain(example.image, example.caption, "ig", grid=(4, 6), steps=128, image_baseline="mean")
-    assert explanation.kind == "similarity" and explanation.target is None and explanation.probabilities is None
+    assert explanation.kind == "similarity" and explanation.target is None and explanation.probabilities == []
     assert explanation.score == pytest.approx(untrained.score(example.image, example.caption), abs=1e-5)
     assert explanation.output_difference == pytest.approx(explanation.score - explanation.baseline_score, abs=1e-5)
-    total = sum(explanation.token_scores) + sum(explanation.patch_scores)
-    assert total - explanation.output_difference == pytest.approx(explanation.delta, abs=1e-6)
+    tokens, cells = explanation.part("tokens"), explanation.part("patches")
+    assert [part.input for part in explanation.parts] == ["tokens", "patches"] and explanation.modality == "pairs"
+    assert sum(explanation.scores) - explanation.output_difference == pytest.approx(explanation.delta, abs=1e-6)
     assert abs(explanation.delta) < 0.05 * abs(explanation.output_difference) and not explanation.delta_is_large()
-    assert explanation.text_share + explanation.image_share == pytest.approx(1.0)
-    assert explanation.text_share == pytest.approx(
-        sum(map(abs, explanation.token_scores))
-        / (sum(map(abs, explanation.token_scores)) + sum(map(abs, explanation.patch_scores)))
-    )
-    assert explanation.tokens == untrained.tokenizer.tokenize(example.caption)  # no [CLS] / [SEP]
-    assert explanation.grid == [4, 6] and len(explanation.patch_scores) == 24 and explanation.patch_units[:2] == ["r0c0", "r0c1"]
+    assert tokens.share + cells.share == pytest.approx(1.0)
+    assert tokens.share == pytest.approx(sum(map(abs, tokens.scores)) / sum(map(abs, explanation.scores)))
+    assert tokens.units == untrained.tokenizer.tokenize(example.caption)  # no [CLS] / [SEP]
+    assert tokens.layout == [len(tokens.units)] and explanation.units == tokens.units + cells.units
+    assert cells.layout == [4, 6] and len(cells.scores) == 24 and cells.units[:2] == ["r0c0", "r0c1"]
     coarse = untrained.explain(example.image, example.caption, "ig", grid=(4, 6), steps=4, image_baseline="mean")
     assert coarse.delta_is_large()  # a too-coarse integral is flagged
 
 
-def test_explanation_is_plain_data_with_views_for_each_half(untrained):
+def test_explanation_is_plain_data_with_a_view_of_each_part(untrained):
     from core.viz import patch_overlay
 
     example = shapes_image()
     explanation = untrained.explain(example.image, example.caption, "occlusion", grid=GRID)
     payload = json.loads(json.dumps(explanation.to_dict()))
-    assert PairExplanation.from_dict(payload) == explanation and payload["modality"] == "pairs"
-    tokens, cells = explanation.token_explanation(), explanation.patch_explanation()
-    assert tokens.units == explanation.tokens and tokens.modality == "tokens" and tokens.target_label == "match"
-    assert cells.params["grid"] == [GRID, GRID] and cells.units == explanation.patch_units
-    assert explanation.top_patches(1)[0] == max(zip(cells.units, cells.scores), key=lambda pair: pair[1])
-    assert explanation.top_tokens(2) == tokens.top(2)
+    assert Explanation.from_dict(payload) == explanation and payload["modality"] == "pairs"
+    assert [part["input"] for part in payload["parts"]] == ["tokens", "patches"]
+    tokens, cells = explanation.only("tokens"), explanation.only("patches")
+    assert tokens.units == explanation.part("tokens").units and tokens.modality == "tokens" and tokens.target_label == "match"
+    assert cells.parts[0].layout == [GRID, GRID] and cells.units == patches.unit_names((GRID, GRID))
+    assert tokens.parts[0].share == 1.0 and tokens.delta is None and tokens.method == explanation.method
+    assert cells.top(1)[0] == max(zip(cells.units, cells.scores), key=lambda pair: pair[1])
     shown = untrained.input_image(example.image)
     assert shown.size == (SIZE, SIZE)
     for drawn in (
-        patch_overlay(shown, cells),
-        patch_overlay(shown, scores=explanation.patch_scores, grid=explanation.grid, signed=explanation.signed),
+        patch_overlay(shown, explanation),
+        patch_overlay(shown, scores=cells.scores, grid=[GRID, GRID], signed=explanation.signed),
     ):
         assert drawn.size == (256, 256)
     assert untrained.explain(example.image, example.caption, "occlusion", grid=GRID) is explanation  # cached
@@ -187,27 +187,28 @@ def test_every_method_scores_both_halves(untrained, method):
         "smoothgrad": {"nt_samples": 4},
     }.get(method, {})
     explanation = untrained.explain(example.image, CAPTION, method, grid=4, **params)
-    assert explanation.method == method and explanation.tokens == CAPTION.split()
-    assert len(explanation.patch_scores) == 16 and np.isfinite(explanation.patch_scores + explanation.token_scores).all()
+    tokens, cells = explanation.part("tokens"), explanation.part("patches")
+    assert explanation.method == method and tokens.units == CAPTION.split()
+    assert len(cells.scores) == 16 and np.isfinite(explanation.scores).all()
     assert explanation.signed == PAIR_METHODS[method].signed
-    assert explanation.text_share + explanation.image_share == pytest.approx(1.0)
+    assert tokens.share + cells.share == pytest.approx(1.0)
     if method != "lime":  # LIME's Lasso may zero every coefficient of a random model
-        assert any(explanation.token_scores) and any(explanation.patch_scores)
+        assert any(tokens.scores) and any(cells.scores)
 
 
 def test_occlusion_drop_is_the_score_without_that_token_or_patch(untrained):
     example = shapes_image()
     explanation = untrained.explain(example.image, CAPTION, "occlusion", grid=GRID, image_baseline="mean")
-    words = CAPTION.split()
-    assert explanation.tokens == words and len(explanation.token_scores) == len(words)
+    words, tokens, cells = CAPTION.split(), explanation.part("tokens"), explanation.part("patches")
+    assert tokens.units == words and len(tokens.scores) == len(words)
     assert explanation.delta is None and explanation.output_difference == pytest.approx(
         explanation.score - explanation.baseline_score
     )
     for index in (1, 2):  # "[PAD]" in a text is the pad token: the same ids the occluded copy had
         hidden = " ".join(words[:index] + ["[PAD]"] + words[index + 1 :])
         drop = explanation.score - untrained.score(example.image, hidden)
-        assert explanation.token_scores[index] == pytest.approx(drop, abs=1e-4)
-    assert len(explanation.patch_scores) == GRID * GRID and np.isfinite(explanation.patch_scores).all()
+        assert tokens.scores[index] == pytest.approx(drop, abs=1e-4)
+    assert len(cells.scores) == GRID * GRID and np.isfinite(cells.scores).all()
 
 
 def test_embeddings_go_in_as_inputs_embeds_would(untrained):
@@ -231,8 +232,8 @@ def test_embeddings_go_in_as_inputs_embeds_would(untrained):
     by_hand_tokens = (embeddings * embeddings.grad).sum(-1)[0, 1:-1]
     by_hand_cells = patches.aggregate((pixels * pixels.grad)[0].detach().numpy(), GRID).ravel()
     assert explanation.score == pytest.approx(score.item(), abs=1e-4)
-    assert np.allclose(explanation.token_scores, by_hand_tokens.detach().numpy(), atol=1e-4)
-    assert np.allclose(explanation.patch_scores, by_hand_cells, atol=1e-4)
+    assert np.allclose(explanation.part("tokens").scores, by_hand_tokens.detach().numpy(), atol=1e-4)
+    assert np.allclose(explanation.part("patches").scores, by_hand_cells, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +253,7 @@ def test_a_fusion_classifier_is_explained_towards_a_class(fusion):
     assert sum(explanation.probabilities) == pytest.approx(1.0, abs=1e-5)
     assert explanation.predicted_label == max(explainer.probabilities(example.image, CAPTION).items(), key=lambda kv: kv[1])[0]
     assert explanation.score == pytest.approx(explainer.score(example.image, CAPTION, "dog"), abs=1e-5)
-    total = sum(explanation.token_scores) + sum(explanation.patch_scores)  # the bookkeeping; convergence is tested above
+    total = sum(explanation.scores)  # the bookkeeping over both parts; convergence is tested above
     assert total - explanation.output_difference == pytest.approx(explanation.delta, abs=1e-6)
     assert explainer.explain(example.image, CAPTION, "occlusion", grid=4).target == explanation.predicted
     with pytest.raises(UserError, match="There is no class 'fish'; this model's classes are cat, dog, bird"):
@@ -332,10 +333,13 @@ def test_cli_explains_a_pair(untrained, tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("score: ") and "similarity (scaled cosine)" in lines[0]
     assert "Integrated Gradients (steps 8, text_baseline pad, image_baseline blur)" in lines[1] and "4x4 grid" in lines[1]
-    assert lines[2].startswith("a(") and lines[3].startswith("top patches") and lines[-1].startswith("delta: ")
+    assert "text " in lines[1] and " of the attribution" in lines[1]
+    assert lines[2].startswith("a(") and lines[3].startswith("top: ")
+    assert lines[4].startswith("r0c0(") and lines[8].startswith("top patches") and lines[-1].startswith("delta: ")
     assert main(["run", "--image", str(path), "--text", CAPTION, "--method", "occlusion", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["tokens"] == CAPTION.split() and len(payload["patch_scores"]) == 49 and payload["method"] == "occlusion"
+    tokens, cells = payload["parts"]
+    assert tokens["units"] == CAPTION.split() and len(cells["scores"]) == 49 and payload["method"] == "occlusion"
     assert main(["run", "--image", str(path), "--text", CAPTION, "--word", "circle", "--param", "steps=8"]) == 0
     assert capsys.readouterr().out.startswith("word: circle (tokens circle)")
     assert main(["run", "--image", str(path), "--split", "test", "--index", "1"]) == 2

@@ -100,7 +100,7 @@ def pair_scores(folder: Path) -> dict[str, list[float]]:
         model, AutoImageProcessor.from_pretrained(folder, backend="pil"), AutoTokenizer.from_pretrained(folder), cache_size=0
     )
     explanation = explainer.explain(picture(2, 32), CAPTION, "ig", grid=4, steps=32)
-    return {"pair_tokens": explanation.token_scores, "pair_patches": explanation.patch_scores}
+    return {"pair_tokens": explanation.part("tokens").scores, "pair_patches": explanation.part("patches").scores}
 
 
 def all_scores(bert: Path, vit: Path, dual: Path) -> dict[str, list[float]]:

@@ -371,15 +371,16 @@ def test_fusion_maps_point_at_the_planted_evidence(fusion_run):
     for reference, text in zip(correct["image"], correct["text"]):
         record = open_pair_record(reference)
         explanation = explainer.explain(record["image"], text, "ig", grid=8, image_baseline="grey")
+        tokens, cells = explanation.part("tokens"), explanation.part("patches")
         if record["evidence"] == "image":
             seen = explainer.input_image(Image.fromarray(record["mask"].astype(np.uint8) * 255).convert("RGB"))
             mask = np.asarray(seen)[..., 0] >= 128
-            x0, y0, x1, y1 = patches.cell_boxes(mask.shape[1], mask.shape[0], (8, 8))[int(np.argmax(explanation.patch_scores))]
+            x0, y0, x1, y1 = patches.cell_boxes(mask.shape[1], mask.shape[0], (8, 8))[int(np.argmax(cells.scores))]
             on_evidence.append(bool(mask[y0:y1, x0:x1].any()))
-            larger_share.append(explanation.image_share > explanation.text_share)
+            larger_share.append(cells.share > tokens.share)
         else:
-            top_token = explanation.tokens[int(np.argmax(explanation.token_scores))]
+            top_token = tokens.units[int(np.argmax(tokens.scores))]
             on_evidence.append(top_token.lstrip("#") in record["keyword"])
-            larger_share.append(explanation.text_share > explanation.image_share)
+            larger_share.append(tokens.share > cells.share)
     assert np.mean(on_evidence) >= 0.9, np.mean(on_evidence)
     assert np.mean(larger_share) >= 0.65, np.mean(larger_share)

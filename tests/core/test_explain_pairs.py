@@ -362,11 +362,14 @@ def mask_in_input(explainer, mask: np.ndarray) -> np.ndarray:
     return np.asarray(explainer.input_image(Image.fromarray(mask.astype(np.uint8) * 255).convert("RGB")))[..., 0] >= 128
 
 
-def top_cell_touches(explainer, scores, mask: np.ndarray, avoid: np.ndarray | None = None) -> bool:
-    """Whether the highest-scored cell holds part of the mask (and none of `avoid`)."""
-    x0, y0, x1, y1 = patches.cell_boxes(SIZE, SIZE, (GRID, GRID))[int(np.argmax(scores))]
-    inside = mask_in_input(explainer, mask)[y0:y1, x0:x1].any()
-    return bool(inside and (avoid is None or not mask_in_input(explainer, avoid)[y0:y1, x0:x1].any()))
+def top_cell_touches(explainer, scores, mask: np.ndarray, avoid: np.ndarray | None = None, among: int = 1) -> bool:
+    """Whether one of the `among` highest-scored cells holds part of the mask (and none of `avoid`)."""
+    seen, avoided = mask_in_input(explainer, mask), None if avoid is None else mask_in_input(explainer, avoid)
+    boxes = patches.cell_boxes(SIZE, SIZE, (GRID, GRID))
+    for x0, y0, x1, y1 in (boxes[i] for i in np.argsort(scores)[::-1][:among]):
+        if seen[y0:y1, x0:x1].any() and (avoided is None or not avoided[y0:y1, x0:x1].any()):
+            return True
+    return False
 
 
 # Which cell ranks top settles long before the integral converges: 32 steps, not the pair default of 128,
@@ -374,8 +377,8 @@ def top_cell_touches(explainer, scores, mask: np.ndarray, avoid: np.ndarray | No
 WORD_MAP_STEPS = 32
 
 
-def hit_rate(explainer, examples, scores_of) -> float:
-    return float(np.mean([top_cell_touches(explainer, scores_of(example), example.mask) for example in examples]))
+def hit_rate(explainer, examples, scores_of, among: int = 1) -> float:
+    return float(np.mean([top_cell_touches(explainer, scores_of(example), example.mask, among=among) for example in examples]))
 
 
 def test_word_maps_point_at_the_shape_the_word_describes(trained, matched):
@@ -388,11 +391,16 @@ def test_word_maps_point_at_the_shape_the_word_describes(trained, matched):
         ),
     )
     shape = hit_rate(
-        trained, matched, lambda e: trained.explain_word(e.image, e.caption, e.shape, grid=GRID, steps=WORD_MAP_STEPS).scores
+        trained,
+        matched,
+        lambda e: trained.explain_word(e.image, e.caption, e.shape, grid=GRID, steps=WORD_MAP_STEPS).scores,
+        among=3,
     )
-    # Measured 100 % and 90 %. (Whole-caption IG and occlusion reached 70-75 %; they are not computed here,
-    # since a figure no assertion reads only costs CI time.)
-    assert colour >= 0.9 and shape >= 0.8, (colour, shape)
+    # A shape covers 2 to 9 of the 64 cells, so three cells picked at random touch it about 1 time in 4. Measured:
+    # colour 100 % (top cell); shape 85-95 % (one of the top three cells). The shape's top cell alone ranged from
+    # 60 % to 90 % across machines and runs of the same seeded training (float sums on CPU are not bit-stable), too
+    # noisy for a threshold.
+    assert colour >= 0.9 and shape >= 0.75, (colour, shape)
 
 
 def test_colour_word_picks_the_named_shape_out_of_two(trained, untrained, matched):

@@ -303,6 +303,32 @@ def prepare_with_bar(kind, key: str) -> None:
     bar.empty()
 
 
+def dataset_source(label: str, key: str, help: str) -> str:
+    """Where the dataset comes from (one of SOURCES), with the last Save's outcome under it."""
+    source = st.radio(label, SOURCES, key=key, horizontal=True, help=help)
+    show_save_message()
+    return source
+
+
+def choose_dataset(kind: str, builtin: bool, noun: str, key: str, help: str, none_yet: str) -> str | None:
+    """A built-in or a registered dataset of `kind` (its key), with its description; None, said, when there is none."""
+    from core.data.registry import list_datasets
+
+    datasets = {info.key: info for info in list_datasets(kind) if info.builtin == builtin}
+    if not datasets:
+        st.info(none_yet)
+        return None
+    chosen = st.selectbox(
+        f"{'Built-in' if builtin else 'Registered'} {noun}",
+        list(datasets),
+        key=key,
+        format_func=lambda name: datasets[name].title,
+        help=help if builtin else f"The {noun}s you uploaded and saved in this workspace, by the name you gave them.",
+    )
+    st.caption(datasets[chosen].description)
+    return chosen
+
+
 def show_save_message() -> None:
     """The outcome of the last Save, shown once."""
     message = st.session_state.pop(SAVE_MESSAGE_KEY, None)
@@ -388,3 +414,67 @@ def selection_request(
     if wanted != request:
         st.caption("The filters or settings changed since: press the button again to explain the current selection.")
     return wanted
+
+
+def compare_panel(run: Run, stage: str, split: str, frame: pd.DataFrame, stages: list[str], draw_flips):
+    """The "Compare models" tab every classification view shares: pick another stage of this run or another run,
+    show both accuracies and how many predictions changed, then hand the flips to `draw_flips(comparison, first,
+    second)`, which draws them as the view does (a table of texts, a gallery of images). `first` and `second` are
+    (run, stage, label), the earlier model first. Returns what it passed to `draw_flips`, or None when nothing
+    was compared."""
+    mode = st.radio("Compare with", ["another stage of this run", "another run"], horizontal=True, key="inspect_compare_mode")
+    other = other_stage_of(run, stage, stages) if mode == "another stage of this run" else other_run_stage(run)
+    if other is None:
+        return None
+    other_run, other_stage = other
+    # A = the earlier model (the other run, or the earlier stage), B = the later one.
+    if other_run.id == run.id:
+        first, second = sorted([stage, other_stage], key=stages.index)
+        sides = ((run, first, first), (run, second, second))
+    else:
+        sides = ((other_run, other_stage, f"{other_run.name} · {other_stage}"), (run, stage, f"{run.name} · {stage}"))
+    (run_a, stage_a, label_a), (run_b, stage_b, label_b) = sides
+    try:
+        frame_a = frame if (run_a.id, stage_a) == (run.id, stage) else load_predictions(run_a, split, stage_a)
+        frame_b = frame if (run_b.id, stage_b) == (run.id, stage) else load_predictions(run_b, split, stage_b)
+        comparison = inspect.compare(frame_a, frame_b, (label_a, label_b))
+    except UserError as problem:
+        st.error(str(problem))
+        return None
+    a_column, b_column, changed_column = st.columns(3)
+    a_column.metric(f"Accuracy · {label_a}", f"{comparison.accuracy_a:.1%}")
+    b_column.metric(
+        f"Accuracy · {label_b}",
+        f"{comparison.accuracy_b:.1%}",
+        delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points",
+    )
+    changed_column.metric("Predictions that changed", f"{comparison.changed:,}")
+    compared = (comparison, sides[0], sides[1])
+    draw_flips(*compared)
+    return compared
+
+
+def other_stage_of(run: Run, stage: str, stages: list[str]) -> tuple[Run, str] | None:
+    others = [s for s in stages if s != stage]
+    if not others:
+        st.info("This run has only one stage with a model; compare it with another run instead.")
+        return None
+    return run, st.selectbox("Stage to compare with", others, key="inspect_compare_stage")
+
+
+def other_run_stage(run: Run) -> tuple[Run, str] | None:
+    """Another run of the workspace and one of its stages; its task need not be this run's, but its data must be."""
+    by_id = {known.id: known for known in open_store().list() if known.id != run.id}
+    if not by_id:
+        st.info("There is no other run to compare with yet.")
+        return None
+    other_id = st.selectbox(
+        "Run to compare with", list(by_id), format_func=lambda key: run_label(by_id[key]), key="inspect_compare_run"
+    )
+    try:
+        other_stages = inspect.stages(by_id[other_id])
+    except UserError as problem:
+        st.error(str(problem))
+        return None
+    chosen = st.selectbox("Its stage", other_stages, index=len(other_stages) - 1, key=f"inspect_compare_stage_{other_id}")
+    return by_id[other_id], chosen

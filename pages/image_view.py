@@ -15,10 +15,10 @@ from pages import (
     VERDICTS,
     classification_header,
     clear_filters,
+    compare_panel,
     explanation_settings,
     get_explainer,
     keep_valid,
-    load_predictions,
     method_picker,
     reset_page,
     sanity_panel,
@@ -180,13 +180,13 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
         help="How strongly the attribution colours cover the image (the strongest patch at this opacity).",
     )
 
-    example_tab, gallery_tab, compare_tab = st.tabs(["Selected image", "Explain this selection", "Compare stages"])
+    example_tab, gallery_tab, compare_tab = st.tabs(["Selected image", "Explain this selection", "Compare models"])
     with example_tab:
         selected_image(run, stage, split, frame, names, filtered, row_ids, settings, opacity)
     with gallery_tab:
         selection_overlays(run, stage, split, frame, filtered, settings, opacity)
     with compare_tab:
-        compare_stages(run, stage, split, frame, stages, workspace)
+        compare_panel(run, stage, split, frame, stages, flip_galleries(workspace))
 
 
 def selected_image(run, stage, split, frame, names, filtered, row_ids, settings, opacity) -> None:
@@ -283,38 +283,27 @@ def selection_overlays(run, stage, split, frame, filtered, settings, opacity) ->
                 )
 
 
-def compare_stages(run, stage, split, frame, stages, workspace) -> None:
-    others = [s for s in stages if s != stage]
-    if not others:
-        st.info("This run has only one stage with a model, so there is nothing to compare it with.")
-        return
-    other = st.selectbox("Stage to compare with", others, key="inspect_compare_stage")
-    first, second = sorted([stage, other], key=stages.index)
-    try:
-        frame_a = frame if first == stage else load_predictions(run, split, first)
-        frame_b = frame if second == stage else load_predictions(run, split, second)
-        comparison = inspect.compare(frame_a, frame_b, (first, second))
-    except UserError as problem:
-        st.error(str(problem))
-        return
-    a_column, b_column, changed_column = st.columns(3)
-    a_column.metric(f"Accuracy · {first}", f"{comparison.accuracy_a:.1%}")
-    b_column.metric(
-        f"Accuracy · {second}",
-        f"{comparison.accuracy_b:.1%}",
-        delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points",
-    )
-    changed_column.metric("Predictions that changed", f"{comparison.changed:,}")
-    for title, flips in (
-        (f"**Fixed** — wrong under {first}, right under {second}", comparison.fixed),
-        (f"**Broken** — right under {first}, wrong under {second}", comparison.broken),
-    ):
-        st.markdown(f"{title}: {len(flips)}")
-        shown = frame_b.loc[flips.index[: inspect.IMAGE_PAGE_SIZE]]
-        if not shown.empty:
-            image_gallery(shown, workspace, f"inspect_flip_{title[:7]}", selectable=False)
-            if len(flips) > len(shown):
-                st.caption(f"The first {len(shown)} of {len(flips)} shown.")
+def flip_galleries(workspace: str):
+    """Draws the fixed and the broken images of a comparison as galleries (for `compare_panel`)."""
+
+    def draw(comparison, first: tuple, second: tuple) -> None:
+        label_a, label_b = first[2], second[2]
+        for title, flips in (
+            (f"**Fixed** — wrong under {label_a}, right under {label_b}", comparison.fixed),
+            (f"**Broken** — right under {label_a}, wrong under {label_b}", comparison.broken),
+        ):
+            st.markdown(f"{title}: {len(flips)}")
+            shown = flips.iloc[: inspect.IMAGE_PAGE_SIZE].rename(
+                columns={f"predicted ({label_b})": "predicted", f"confidence ({label_b})": "confidence"}
+            )
+            if not shown.empty:
+                image_gallery(
+                    shown.assign(correct=shown["predicted"] == shown["gold"]), workspace, f"inspect_flip_{title[:7]}", False
+                )
+                if len(flips) > len(shown):
+                    st.caption(f"The first {len(shown)} of {len(flips)} shown.")
+
+    return draw
 
 
 def image_inspector(run: Run, pick_stage, pick_split) -> None:

@@ -20,15 +20,13 @@ from pages import (
     VERDICTS,
     classification_header,
     clear_filters,
+    compare_panel,
     explanation_settings,
     get_explainer,
     keep_valid,
-    load_predictions,
     method_picker,
     on_row_click,
-    open_store,
     reset_page,
-    run_label,
     sanity_panel,
     selection_request,
     show_delta,
@@ -87,8 +85,6 @@ def explain_side_by_side(explainer, text: str, target: str | None, settings: dic
 def text_inspector(run: Run, pick_stage, pick_split) -> None:
     """Inspect one text classification run (the Inspect page hands it the run and its stage and split columns)."""
     stages, stage, split, frame, names = classification_header(run, pick_stage, pick_split)
-    runs = open_store().list()
-    by_id = {known.id: known for known in runs}
     # --- 3. the predictions table ----------------------------------------------------------------
 
     st.subheader("Predictions")
@@ -299,113 +295,60 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     # --- 8. compare two stages or two runs on the same split -------------------------------------
 
     with compare_tab:
-        mode = st.radio("Compare with", ["another stage of this run", "another run"], horizontal=True, key="inspect_compare_mode")
-        other_run, other_stage = run, None
-        if mode == "another stage of this run":
-            others = [s for s in stages if s != stage]
-            if not others:
-                st.info("This run has only one stage with a model; compare it with another run instead.")
-            else:
-                other_stage = st.selectbox("Stage to compare with", others, key="inspect_compare_stage")
-        else:
-            candidates = [r.id for r in runs if r.id != run.id]
-            if not candidates:
-                st.info("There is no other run to compare with yet.")
-            else:
-                other_id = st.selectbox(
-                    "Run to compare with", candidates, format_func=lambda key: run_label(by_id[key]), key="inspect_compare_run"
-                )
-                other_run = by_id[other_id]
-                try:
-                    other_stages = inspect.stages(other_run)
-                except UserError as problem:
-                    st.error(str(problem))
-                else:
-                    other_stage = st.selectbox(
-                        "Its stage", other_stages, index=len(other_stages) - 1, key=f"inspect_compare_stage_{other_id}"
-                    )
-        if other_stage is not None:
-            # A = the earlier model (the other run, or the earlier stage), B = the later one.
-            ours, theirs = (run, stage), (other_run, other_stage)
-            if other_run.id == run.id:
-                first, second = sorted([ours, theirs], key=lambda pair: stages.index(pair[1]))
-                label_a, label_b = first[1], second[1]
-            else:
-                first, second = theirs, ours
-                label_a, label_b = f"{other_run.name} · {other_stage}", f"{run.name} · {stage}"
-            try:
-                frame_a = frame if first == ours else load_predictions(first[0], split, first[1])
-                frame_b = frame if second == ours else load_predictions(second[0], split, second[1])
-                comparison = inspect.compare(frame_a, frame_b, (label_a, label_b))
-            except UserError as problem:
-                st.error(str(problem))
-            else:
-                a_column, b_column, changed_column = st.columns(3)
-                a_column.metric(f"Accuracy · {label_a}", f"{comparison.accuracy_a:.1%}")
-                b_column.metric(
-                    f"Accuracy · {label_b}",
-                    f"{comparison.accuracy_b:.1%}",
-                    delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points",
-                )
-                changed_column.metric("Predictions that changed", f"{comparison.changed:,}")
-                flip_columns = ["text", "gold", f"predicted ({label_a})", f"predicted ({label_b})", f"confidence ({label_b})"]
-                fixed_column, broken_column = st.columns(2)
-                with fixed_column:
-                    st.markdown(f"**Fixed** — wrong under {label_a}, right under {label_b}: {len(comparison.fixed)}")
-                    st.dataframe(
-                        comparison.fixed[flip_columns],
-                        width="stretch",
-                        height=min(38 + 35 * max(1, len(comparison.fixed)), 300),
-                        key="inspect_compare_fixed",
-                    )
-                with broken_column:
-                    st.markdown(f"**Broken** — right under {label_a}, wrong under {label_b}: {len(comparison.broken)}")
-                    st.dataframe(
-                        comparison.broken[flip_columns],
-                        width="stretch",
-                        height=min(38 + 35 * max(1, len(comparison.broken)), 300),
-                        key="inspect_compare_broken",
-                    )
-                flipped = [int(row) for row in comparison.fixed.index] + [int(row) for row in comparison.broken.index]
-                choices = flipped + ([example_id] if example_id is not None and example_id not in flipped else [])
-                if choices:
-                    # Opt-in: explaining under both models loads a second model.
-                    chosen = st.selectbox(
-                        "Example to explain under both models",
-                        choices,
-                        index=None,
-                        key="inspect_compare_example",
-                        placeholder="pick a flipped example to see its attribution under both models",
-                        format_func=lambda row: (
-                            (
-                                "fixed · "
-                                if row in comparison.fixed.index
-                                else "broken · "
-                                if row in comparison.broken.index
-                                else "selected · "
-                            )
-                            + f"#{row} · gold {frame.at[row, 'gold']} · {frame.at[row, 'text'][:80]}"
-                        ),
-                    )
-                if choices and chosen is not None:
-                    target = inspect.target_for(settings["target"], frame.at[chosen, "gold"])
-                    if target is None:
-                        st.caption(
-                            "Each model explains its own predicted class; "
-                            "pick a class in the explanation settings to explain the same one under both."
-                        )
-                    side_a, side_b = st.columns(2)
-                    for column, (which_run, which_stage), label in ((side_a, first, label_a), (side_b, second, label_b)):
-                        with column:
-                            explainer = get_explainer(which_run, which_stage)
-                            if explainer is not None:
-                                explanation = explain(
-                                    explainer,
-                                    frame.at[chosen, "text"],
-                                    settings["method"],
-                                    target,
-                                    settings["params"],
-                                    settings["merge"],
-                                )
-                                if explanation is not None:
-                                    draw_explanation(explanation, label, settings["max_length"])
+        compared = compare_panel(run, stage, split, frame, stages, draw_flip_tables)
+        if compared is not None:
+            explain_under_both(frame, example_id, settings, *compared)
+
+
+def draw_flip_tables(comparison, first: tuple, second: tuple) -> None:
+    """The fixed and the broken examples side by side, as tables of their texts."""
+    label_a, label_b = first[2], second[2]
+    flip_columns = ["text", "gold", f"predicted ({label_a})", f"predicted ({label_b})", f"confidence ({label_b})"]
+    for column, (title, flips, key) in zip(
+        st.columns(2),
+        (
+            (f"**Fixed** — wrong under {label_a}, right under {label_b}", comparison.fixed, "inspect_compare_fixed"),
+            (f"**Broken** — right under {label_a}, wrong under {label_b}", comparison.broken, "inspect_compare_broken"),
+        ),
+    ):
+        with column:
+            st.markdown(f"{title}: {len(flips)}")
+            st.dataframe(flips[flip_columns], width="stretch", height=min(38 + 35 * max(1, len(flips)), 300), key=key)
+
+
+def explain_under_both(frame, example_id: int | None, settings: dict[str, Any], comparison, first: tuple, second: tuple) -> None:
+    """A flipped (or the selected) example explained under both models, side by side; opt-in, since it loads a
+    second model."""
+    flipped = [int(row) for row in comparison.fixed.index] + [int(row) for row in comparison.broken.index]
+    choices = flipped + ([example_id] if example_id is not None and example_id not in flipped else [])
+    if not choices:
+        return
+
+    def verdict(row: int) -> str:
+        return "fixed" if row in comparison.fixed.index else "broken" if row in comparison.broken.index else "selected"
+
+    chosen = st.selectbox(
+        "Example to explain under both models",
+        choices,
+        index=None,
+        key="inspect_compare_example",
+        placeholder="pick a flipped example to see its attribution under both models",
+        format_func=lambda row: f"{verdict(row)} · #{row} · gold {frame.at[row, 'gold']} · {frame.at[row, 'text'][:80]}",
+    )
+    if chosen is None:
+        return
+    target = inspect.target_for(settings["target"], frame.at[chosen, "gold"])
+    if target is None:
+        st.caption(
+            "Each model explains its own predicted class; pick a class in the explanation settings to explain the same one "
+            "under both."
+        )
+    for column, (which_run, which_stage, label) in zip(st.columns(2), (first, second)):
+        with column:
+            explainer = get_explainer(which_run, which_stage)
+            if explainer is None:
+                continue
+            text = frame.at[chosen, "text"]
+            explanation = explain(explainer, text, settings["method"], target, settings["params"], settings["merge"])
+            if explanation is not None:
+                draw_explanation(explanation, label, settings["max_length"])

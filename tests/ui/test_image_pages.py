@@ -209,11 +209,17 @@ def test_inspect_image_run_gallery_filters_and_overlay(image_run):
     assert not app.error, [e.value for e in app.error]
     drawn = [c for c in (str(image.proto) for image in app.image) if "explaining" in c and " → " in c]
     assert len(drawn) >= min(len(in_cell), inspect.IMAGE_PAGE_SIZE)
-    # Compare stages: both accuracies.
+    # Compare models (the panel every view shares): both accuracies, and the flips as galleries.
     before = inspect.predictions(image_run, "test", "before")
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Accuracy · before"] == f"{before['correct'].mean():.1%}"
     assert metrics["Accuracy · after"] == f"{frame['correct'].mean():.1%}"
+    comparison = inspect.compare(before, frame)
+    titles = [m.value for m in app.markdown if m.value.startswith(("**Fixed**", "**Broken**"))]
+    assert titles == [
+        f"**Fixed** — wrong under before, right under after: {len(comparison.fixed)}",
+        f"**Broken** — right under before, wrong under after: {len(comparison.broken)}",
+    ]
 
 
 def test_inspect_image_sanity_check(image_run):

@@ -10,13 +10,12 @@ import streamlit as st
 from core import viz
 from core.data import (
     SPLIT_NAMES,
-    list_datasets,
 )
 from core.data.registry import dataset_kind
 from core.errors import UserError
 from core.images.store import IMAGE_CLASSIFICATION
 from core.workspace import workspace_root
-from pages import SAVE_MESSAGE_KEY, SOURCES, prepare_with_bar, show_save_message
+from pages import SAVE_MESSAGE_KEY, choose_dataset, dataset_source, prepare_with_bar
 
 IMAGE_UPLOADS = ("Zip of class folders", "CSV of path,label + zip")
 THUMBNAILS_PER_CLASS = 6
@@ -76,49 +75,26 @@ def cached_image_sizes(workspace: str, dataset: str, seed: int, max_rows: int | 
 
 def image_main() -> None:
     st.caption("Choose the images and classes an image classifier will learn from, and look at them before training.")
-    source = st.radio(
+    source = dataset_source(
         "Image dataset source",
-        SOURCES,
-        key="data_image_source",
-        horizontal=True,
-        help="Built-in image datasets are ready to use; Upload adds a zip of images; Registered lists uploads saved earlier.",
+        "data_image_source",
+        "Built-in image datasets are ready to use; Upload adds a zip of images; Registered lists uploads saved earlier.",
     )
-    show_save_message()
     if source == "Upload":
         image_upload_section()
         return
-    dataset = choose_builtin_image() if source == "Built-in" else choose_registered_image()
+    builtin = source == "Built-in"
+    dataset = choose_dataset(
+        IMAGE_CLASSIFICATION,
+        builtin,
+        "image dataset",
+        "data_image_builtin" if builtin else "data_image_registered",
+        "Planted squares has a known answer for explanations; "
+        "digits and Fashion-MNIST are classic small sets; textile defects is an inspection task.",
+        "No image datasets are registered yet: choose Upload above to add a zip of class folders.",
+    )
     if dataset is not None:
         show_image_overview(dataset)
-
-
-def choose_builtin_image() -> str:
-    builtins = dataset_kind(IMAGE_CLASSIFICATION).builtins
-    key = st.selectbox(
-        "Built-in image dataset",
-        list(builtins),
-        key="data_image_builtin",
-        format_func=lambda k: builtins[k].title,
-        help="Planted squares has a known answer for explanations; "
-        "digits and Fashion-MNIST are classic small sets; textile defects is an inspection task.",
-    )
-    st.caption(builtins[key].description)
-    return key
-
-
-def choose_registered_image() -> str | None:
-    registered = {info.key: info for info in list_datasets(IMAGE_CLASSIFICATION) if not info.builtin}
-    if not registered:
-        st.info("No image datasets are registered yet: choose Upload above to add a zip of class folders.")
-        return None
-    key = st.selectbox(
-        "Registered image dataset",
-        list(registered),
-        key="data_image_registered",
-        help="Image datasets you uploaded and saved in this workspace, by the name you gave them.",
-    )
-    st.caption(registered[key].description)
-    return key
 
 
 def image_upload_section() -> None:

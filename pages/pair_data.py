@@ -12,17 +12,16 @@ import pandas as pd
 import streamlit as st
 
 from core import viz
-from core.data.registry import dataset_kind, list_datasets, prepare_builtin
+from core.data.registry import dataset_kind
 from core.data.splits import SPLIT_NAMES
 from core.errors import UserError
 from core.image_text.data import CONTRASTIVE, FUSION, REQUIRED_COLUMNS, register_pair_dataset, version_stamp
 from core.workspace import workspace_root
+from pages import SAVE_MESSAGE_KEY, choose_dataset, dataset_source, prepare_with_bar
 
 KINDS = {"Captions for alignment": CONTRASTIVE, "Labelled pairs for fusion": FUSION}
-SOURCES = ("Built-in", "Registered", "Upload")
 PAIR_THUMBNAILS = 12
 THUMBNAIL_SIZE = 96
-MESSAGE_KEY = "data_pair_message"
 
 
 @st.cache_resource(show_spinner="Loading and splitting the pairs…", max_entries=8)
@@ -59,42 +58,26 @@ def pair_main() -> None:
             "classifier that reads the image and the text together.",
         )
     ]
-    source = st.radio(
+    source = dataset_source(
         "Pair dataset source",
-        SOURCES,
-        key="data_pair_source",
-        horizontal=True,
-        help="Built-in sets are ready to use; Upload adds a zip of images with a CSV of pairs; "
+        "data_pair_source",
+        "Built-in sets are ready to use; Upload adds a zip of images with a CSV of pairs; "
         "Registered lists uploads saved earlier.",
     )
-    outcome = st.session_state.pop(MESSAGE_KEY, None)  # the last Save's result, shown once
-    if outcome is not None:
-        (st.success if outcome[0] == "success" else st.error)(outcome[1])
     if source == "Upload":
         upload_section(kind)
         return
-    dataset = choose_dataset(kind, builtin=source == "Built-in")
+    builtin = source == "Built-in"
+    dataset = choose_dataset(
+        kind,
+        builtin,
+        "pair dataset",
+        f"data_pair_{'builtin' if builtin else 'registered'}_{kind}",
+        "Synthetic sets have known answers for explanations; Fashion-MNIST captions are real images.",
+        "No pair datasets of this kind are registered yet: choose Upload above to add a zip of images with a CSV of pairs.",
+    )
     if dataset is not None:
         show_overview(dataset, kind)
-
-
-def choose_dataset(kind: str, builtin: bool) -> str | None:
-    datasets = {info.key: info for info in list_datasets(kind) if info.builtin == builtin}
-    if not datasets:
-        st.info(
-            "No pair datasets of this kind are registered yet: choose Upload above to add a zip of images with a CSV of pairs."
-        )
-        return None
-    where = "builtin" if builtin else "registered"
-    key = st.selectbox(
-        "Built-in pair dataset" if builtin else "Registered pair dataset",
-        list(datasets),
-        key=f"data_pair_{where}_{kind}",
-        format_func=lambda k: datasets[k].title,
-        help="Synthetic sets have known answers for explanations; Fashion-MNIST captions are real images.",
-    )
-    st.caption(datasets[key].description)
-    return key
 
 
 def show_overview(dataset: str, kind: str) -> None:
@@ -115,11 +98,7 @@ def show_overview(dataset: str, kind: str) -> None:
             key="data_pair_max_rows",
             help="A sample of this many pairs (keeping each class's share) for quick experiments.",
         )
-    builtin = dataset_kind(kind).builtins.get(dataset)
-    if builtin is not None and not builtin.is_ready():
-        bar = st.progress(0.0, text=f"Preparing {builtin.title}…")
-        prepare_builtin(dataset_kind(kind), dataset, lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
-        bar.empty()
+    prepare_with_bar(dataset_kind(kind), dataset)
     key = (str(workspace_root()), dataset, kind, int(seed), int(max_rows) or None, version_stamp(dataset))
     splits = cached_pair_splits(*key)
     sizes = splits.sizes()
@@ -177,8 +156,8 @@ def save_upload(kind: str, name_key: str, zip_name: str, zip_data: bytes, csv_na
     try:
         info = register_pair_dataset(state.get(name_key) or Path(zip_name).stem, kind, zip_name, zip_data, csv_name, csv_data)
     except UserError as error:
-        state[MESSAGE_KEY] = ("error", str(error))
+        state[SAVE_MESSAGE_KEY] = ("error", str(error))
         return
-    state[MESSAGE_KEY] = ("success", f"Saved {info.key!r}: {info.description}")
+    state[SAVE_MESSAGE_KEY] = ("success", f"Saved {info.key!r}: {info.description}")
     state["data_pair_source"] = "Registered"
     state[f"data_pair_registered_{kind}"] = info.key

@@ -12,7 +12,6 @@ from core.data import (
     SUPPORTED_SUFFIXES,
     DataSplits,
     guess_columns,
-    list_datasets,
     load_splits,
     parse_table,
     register_dataset,
@@ -21,7 +20,7 @@ from core.data.info import TEXT_CLASSIFICATION
 from core.data.registry import dataset_kind
 from core.errors import UserError
 from core.workspace import workspace_root
-from pages import SAVE_MESSAGE_KEY, SOURCES, prepare_with_bar, show_save_message
+from pages import SAVE_MESSAGE_KEY, choose_dataset, dataset_source, prepare_with_bar
 
 PREVIEW_ROWS = 20
 
@@ -43,48 +42,25 @@ def cached_table(filename: str, data: bytes) -> pd.DataFrame:
 
 def text_main() -> None:
     st.caption("Choose the sentences and labels the model will learn from, and check them before training.")
-    source = st.radio(
+    source = dataset_source(
         "Dataset source",
-        SOURCES,
-        key="data_source",
-        horizontal=True,
-        help="Built-in datasets are ready to use; Upload adds your own table; Registered lists tables you saved earlier.",
+        "data_source",
+        "Built-in datasets are ready to use; Upload adds your own table; Registered lists tables you saved earlier.",
     )
-    show_save_message()
     if source == "Upload":
         upload_section()
         return
-    dataset = choose_builtin() if source == "Built-in" else choose_registered()
+    builtin = source == "Built-in"
+    dataset = choose_dataset(
+        TEXT_CLASSIFICATION,
+        builtin,
+        "dataset",
+        "data_builtin" if builtin else "data_registered",
+        "Movie reviews is real text; planted keywords is synthetic with a known answer for explanations.",
+        "No datasets are registered yet: choose Upload above to add a CSV, TSV, JSON lines or Parquet file.",
+    )
     if dataset is not None:
         show_overview(dataset)
-
-
-def choose_builtin() -> str:
-    builtins = dataset_kind(TEXT_CLASSIFICATION).builtins
-    key = st.selectbox(
-        "Built-in dataset",
-        list(builtins),
-        key="data_builtin",
-        format_func=lambda k: builtins[k].title,
-        help="Movie reviews is real text; planted keywords is synthetic with a known answer for explanations.",
-    )
-    st.caption(builtins[key].description)
-    return key
-
-
-def choose_registered() -> str | None:
-    registered = {info.key: info for info in list_datasets(TEXT_CLASSIFICATION) if not info.builtin}
-    if not registered:
-        st.info("No datasets are registered yet: choose Upload above to add a CSV, TSV, JSON lines or Parquet file.")
-        return None
-    key = st.selectbox(
-        "Registered dataset",
-        list(registered),
-        key="data_registered",
-        help="Datasets you uploaded and saved in this workspace, by the name you gave them.",
-    )
-    st.caption(registered[key].description)
-    return key
 
 
 def upload_section() -> None:

@@ -34,7 +34,8 @@ from core.images.builtin import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_HUB_ID,
     FASHION_MNIST_LABELS,
-    fashion_mnist_records,
+    fashion_mnist_arrays,
+    fashion_mnist_png,
     planted_squares_image,
 )
 from core.images.store import png_bytes, write_table
@@ -141,16 +142,14 @@ def fashion_caption(rng: random.Random, label: str) -> str:
 
 
 def fashion_caption_records(progress: Progress = no_progress) -> Iterator[dict[str, Any]]:
-    """FASHION_PER_CLASS seeded training images per class, each with a generated caption."""
-    pool: dict[str, list[bytes]] = {label: [] for label in FASHION_MNIST_LABELS}
-    for record in fashion_mnist_records(progress):
-        if record["split"] != "train":
-            break  # the official test images come last; the training pool is plenty
-        pool[record["label"]].append(record["image"])
+    """FASHION_PER_CLASS seeded training images per class, each with a generated caption; only the chosen images
+    are encoded (the pool is the 60,000 official training images)."""
+    _, images, labels = next(fashion_mnist_arrays())  # the official training split comes first
     rng = random.Random(FASHION_CAPTIONS_SEED)
-    for label in FASHION_MNIST_LABELS:
-        for image in rng.sample(pool[label], FASHION_PER_CLASS):
-            yield {"image": image, "text": fashion_caption(rng, label), "label": label}
+    for index, label in enumerate(FASHION_MNIST_LABELS):
+        pool = np.flatnonzero(labels == index).tolist()
+        for row in rng.sample(pool, FASHION_PER_CLASS):
+            yield {"image": fashion_mnist_png(images[row]), "text": fashion_caption(rng, label), "label": label}
 
 
 # Planted pairs: the class is in exactly one modality --------------------------------------------

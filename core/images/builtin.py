@@ -105,8 +105,8 @@ FASHION_MNIST_FILES = {
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
-def fashion_mnist_records(progress: Progress = no_progress) -> Iterator[dict[str, Any]]:
-    """The 70,000 images in the official order: 60,000 train, then 10,000 test."""
+def fashion_mnist_arrays() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(split, images (N, 28, 28) uint8, labels (N,)) for "train" then "test", from the checksum-verified files."""
     folder = FASHION_MNIST_DIR
     missing = [name for name in FASHION_MNIST_FILES if not (folder / name).is_file()]
     if missing:
@@ -121,15 +121,19 @@ def fashion_mnist_records(progress: Progress = no_progress) -> Iterator[dict[str
                 "`apt-get install --reinstall dataset-fashion-mnist`."
             )
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
-        labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+        yield split, _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+
+
+def fashion_mnist_png(pixels: np.ndarray) -> bytes:
+    """Stored greyscale (a third of the bytes); the image feature decodes it as RGB."""
+    return png_bytes(Image.fromarray(pixels, mode="L"))
+
+
+def fashion_mnist_records(progress: Progress = no_progress) -> Iterator[dict[str, Any]]:
+    """The 70,000 images in the official order: 60,000 train, then 10,000 test."""
+    for split, images, labels in fashion_mnist_arrays():
         for pixels, label in zip(images, labels):
-            # Stored greyscale (a third of the bytes); the image feature decodes it as RGB.
-            yield {
-                "image": png_bytes(Image.fromarray(pixels, mode="L")),
-                "label": FASHION_MNIST_LABELS[int(label)],
-                "split": split,
-            }
+            yield {"image": fashion_mnist_png(pixels), "label": FASHION_MNIST_LABELS[int(label)], "split": split}
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -179,9 +179,11 @@ def test_page_renders_without_importing_torch():
 
 
 def test_ner_mode_shows_the_tweet_ner_set_with_entity_spans(workspace):
-    at = AppTest.from_file(PAGE, default_timeout=120).run()
-    at.segmented_control(key="data_modality").set_value("NER").run()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["data_modality"] = "NER"  # straight there: the text default would extract movie reviews first
+    at.run()
     assert not at.exception, [e.message for e in at.exception]
+    assert at.segmented_control(key="data_modality").value == "NER"
     assert at.selectbox(key="data_ner_dataset").value == "tweet-ner"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["train sentences"].replace(",", "").isdigit() and metrics["Tag scheme"] == "IOB2"

@@ -151,6 +151,10 @@ DROPOUT_KEYS = (
     "classifier_dropout_prob",
     "dropout",
     "attention_dropout",
+    "resid_pdrop",  # GPT-2's
+    "embd_pdrop",
+    "attn_pdrop",
+    "summary_first_dropout",
     "seq_classif_dropout",
 )
 
@@ -164,6 +168,32 @@ def with_new_head(model_config, label_names: list[str], dropout: float):
         if hasattr(model_config, key):
             setattr(model_config, key, dropout)
     return model_config
+
+
+def head_names(model) -> tuple[str, ...]:
+    """The new head's top-level modules: "classifier" for BERT, MobileNetV2, ViT and most encoders, "score" for
+    GPT-style decoders' sequence classifiers, "head" / "fc" for a few image models."""
+    children = [name for name, _ in model.named_children()]
+    heads = tuple(name for name in children if "classifier" in name) or tuple(
+        name for name in children if name in ("score", "head", "fc")
+    )
+    if not heads:
+        raise UserError(
+            f"Cannot find the classification head of this {type(model).__name__}; its top modules are {', '.join(children)}."
+        )
+    return heads
+
+
+def pad_with_end_of_text(tokenizer, model_config) -> None:
+    """Decoders (GPT-2, LLaMA-style) ship no padding token, so their batches cannot be padded: pad with the
+    end-of-text token, in the tokenizer and in the config (a sequence classifier pools the last token that is
+    not padding, which it finds by this id). Saved with the run, so every stage reloads the same way."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError("This model's tokenizer has neither a padding nor an end-of-text token, so batches cannot be padded.")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model_config, "pad_token_id", None) is None:
+        model_config.pad_token_id = tokenizer.pad_token_id
 
 
 def load_with_new_head(model_class, source: str, model_config, purpose: str):

@@ -1,4 +1,5 @@
-"""Randomly initialised BERT models built from a config, with the built-in MiniLM tokenizer.
+"""Randomly initialised models built from a config: BERTs with the built-in MiniLM tokenizer, CLIP-style dual
+encoders, and GPT-style decoders (GPT-2, LLaMA) with a small byte-level BPE tokenizer trained here.
 
 They need no download, so tests, benchmarks and the GPU check can exercise the real code paths
 (tokenizer, safetensors, every strategy) at any size, from tiny to BERT-base.
@@ -62,4 +63,50 @@ def write_random_dual_encoder(target: Path, image_size: int = 32, seed: int = 0)
     model.save_pretrained(target)
     image_processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
     VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(target)
+    return Path(target)
+
+
+END_OF_TEXT = "<|endoftext|>"
+DECODER_ARCHITECTURES = ("gpt2", "llama")
+
+
+def write_random_decoder(target: Path, architecture: str = "llama", seed: int = 0, vocab_size: int = 512) -> Path:
+    """Save a random 2-layer causal LM (GPT-2 or LLaMA, hidden 32) to `target` with a byte-level BPE tokenizer that,
+    like theirs, has an end-of-text token and no padding or [MASK] token; returns the folder.
+
+    The tokenizer is trained on the planted-keywords sentences, so those words are single tokens ("Ġexcellent");
+    any other text still tokenises, byte by byte.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+
+    from core.data.builtin import planted_keywords_frame
+
+    if architecture not in DECODER_ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {DECODER_ARCHITECTURES}, not {architecture!r}")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[END_OF_TEXT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(planted_keywords_frame()["text"].tolist(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT)
+    shared = {"vocab_size": bpe.get_vocab_size(), "bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if architecture == "gpt2":
+        config = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **shared)
+    else:
+        config = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **shared,
+        )
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
     return Path(target)

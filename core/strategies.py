@@ -70,7 +70,10 @@ def _with_lora(model: nn.Module, config: RunConfig, head_names: tuple[str, ...],
     module_names = {name.split(".")[-1] for name, _ in model.named_modules()}
     missing = [target for target in config.lora_targets if target not in module_names]
     if missing:
-        linear = sorted({name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+        # GPT-2 keeps its projections in transformers' Conv1D (a transposed linear layer), which LoRA adapts too.
+        linear = sorted(
+            {name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}
+        )
         raise UserError(
             f"LoRA target modules {', '.join(missing)} do not exist in this model; "
             f"its linear layers are named: {', '.join(linear)}."

@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.images.augment import AugmentParams, augment, params_from_config
 from core.images.processing import load_processor, steady_batchnorm
 from core.metrics import classification_metrics, classification_report
-from core.models import load_model_config, load_with_new_head, resolve_model, with_new_head
+from core.models import head_names, load_model_config, load_with_new_head, resolve_model, with_new_head
 from core.predictions import prediction_frame
 from core.task_keys import IMAGE_CLASSIFICATION
 from core.tasks.base import Prepared, StageModel, Task, config_labels
@@ -196,17 +196,6 @@ def load_model(source: str, label_names: list[str], dropout: float):
     model = load_with_new_head(AutoModelForImageClassification, source, model_config, "image classification")
     steady_batchnorm(model)
     return model
-
-
-def head_names(model) -> tuple[str, ...]:
-    """The new head's top-level modules: "classifier" for MobileNetV2, ViT and most image models."""
-    children = [name for name, _ in model.named_children()]
-    heads = tuple(name for name in children if "classifier" in name) or tuple(name for name in children if name in ("head", "fc"))
-    if not heads:
-        raise UserError(
-            f"Cannot find the classification head of this {type(model).__name__}; its top modules are {', '.join(children)}."
-        )
-    return heads
 
 
 def encode(split, processor, label_ids: dict[str, int], params: AugmentParams | None, seed: int):

@@ -531,8 +531,9 @@ def test_preflight_refuses_what_cannot_work(shared_workspace, tiny_vit, tiny_ber
 
 
 def test_freeze_strategy_finds_the_layer_stacks(shared_workspace, tiny_vit, mobilenet_dir):
+    from core.models import head_names
     from core.strategies import apply_strategy, encoder_layers, trainable_parameters
-    from core.tasks.image_classification import head_names, load_model
+    from core.tasks.image_classification import load_model
 
     for source, layers in ((tiny_vit, 2), (mobilenet_dir, 16)):
         model = load_model(str(source), ["a", "b"], dropout=0.0)

@@ -25,7 +25,11 @@ sys.path[1:1] = [str(TESTS), *(str(TESTS / group) for group in ("core", "ui", "b
 # another fixture), or the test itself. `record_trainer_starts` below fails a fast-lane test that starts
 # a trainer anyway, so a new one cannot slip into the fast lane unnoticed.
 SLOW_GROUPS = {"browser"}  # real Chromium
-SLOW_MODULES = {"test_explain_pairs.py", "test_image_text_training.py"}  # train the real dual encoder
+SLOW_MODULES = {  # train the real dual encoder; convert the real SmolLM2 (a 93 MB download, a minute)
+    "test_explain_pairs.py",
+    "test_image_text_training.py",
+    "test_smollm2.py",
+}
 # "module::fixture": fixture names repeat across modules (`trained` is in-process and tiny in test_training.py).
 SLOW_FIXTURES = {
     "test_jobs.py::queue",

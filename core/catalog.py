@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.assets import PipAsset, Progress
+from core.catalog_decoders import SMOLLM2
 from core.catalog_dual_encoder import BUILTIN_KEY, builtin_dual_encoder_dir
 from core.catalog_entry import BuiltinModel
 from core.catalog_images import MOBILENET_V2
@@ -46,7 +47,17 @@ MOBILENET_MINILM_CLIP = BuiltinModel(
     build=build_dual_encoder,
 )
 
-BUILTIN_MODELS: dict[str, BuiltinModel] = {model.key: model for model in (MINILM_L6, MOBILENET_V2, MOBILENET_MINILM_CLIP)}
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    model.key: model for model in (MINILM_L6, SMOLLM2, MOBILENET_V2, MOBILENET_MINILM_CLIP)
+}
 DEFAULT_TEXT_MODEL = MINILM_L6.key
 
-__all__ = ["BUILTIN_MODELS", "DEFAULT_TEXT_MODEL", "MINILM_L6", "MOBILENET_MINILM_CLIP", "MOBILENET_V2", "BuiltinModel"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "DEFAULT_TEXT_MODEL",
+    "MINILM_L6",
+    "MOBILENET_MINILM_CLIP",
+    "MOBILENET_V2",
+    "SMOLLM2",
+    "BuiltinModel",
+]

@@ -24,6 +24,11 @@ class BuiltinModel:
     # Fetches, converts or assembles once, and returns the transformers folder; None: the package's
     # `model/` folder is the model as it is.
     build: Callable[[Progress], Path] | None = None
+    tasks: tuple[str, ...] | None = None  # the task keys it serves; None: every task of its modality
+    built: Callable[[], bool] | None = None  # whether `build` has made its folder (None: the asset is the model)
+
+    def serves(self, task_key: str, modality: str) -> bool:
+        return self.modality == modality and (self.tasks is None or task_key in self.tasks)
 
     def local_dir(self, progress: Progress = no_progress) -> Path:
         """The prepared model folder (config, weights, tokenizer or processor), ready for `from_pretrained`."""
@@ -32,5 +37,5 @@ class BuiltinModel:
         return prepare(self.asset, progress) / "model"
 
     def is_ready(self) -> bool:
-        """Whether the weights are already fetched (a conversion from them takes seconds)."""
-        return is_prepared(self.asset)
+        """Whether the model folder can be read at once: its weights fetched and, for a slow conversion, converted."""
+        return is_prepared(self.asset) and (self.built is None or self.built())

@@ -1,4 +1,5 @@
-"""Text classification: a linear classifier on a BERT-family encoder ([CLS] pooled)."""
+"""Text classification: a linear classifier on a BERT-family encoder ([CLS] pooled) or a GPT-style decoder (its
+last token pooled, as transformers' *ForSequenceClassification do; the end-of-text token pads)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import numpy as np
 import pandas as pd
 
 from core.assets import Progress, no_progress
+from core.catalog import BUILTIN_MODELS
 from core.config import RunConfig
 from core.errors import UserError
 from core.metrics import classification_metrics, classification_report
-from core.models import check_max_length, load_model_config, load_with_new_head, resolve_model, with_new_head
+from core.models import (
+    check_max_length,
+    head_names,
+    load_model_config,
+    load_with_new_head,
+    pad_with_end_of_text,
+    resolve_model,
+    with_new_head,
+)
 from core.predictions import prediction_frame
 from core.task_keys import TEXT_CLASSIFICATION
 from core.tasks.base import Prepared, StageModel, Task, config_labels
@@ -56,7 +66,7 @@ class TextClassification(Task):
             raw=raw,
             collator=DataCollatorWithPadding(tokenizer),
             label_names=splits.label_names,
-            head_names=("classifier",),
+            head_names=head_names(model),
             extras={"data_source": splits.source, "model_source": source},
         )
 
@@ -94,9 +104,13 @@ class TextClassification(Task):
 
 
 def check_names_and_limits(config: RunConfig) -> None:
-    """The checks that need no data: the dataset exists, the max length fits the model."""
+    """The checks that need no data: the dataset exists, the max length fits the model. A built-in model that is
+    not made yet (SmolLM2 downloads and converts for a minute or two) is checked by the trainer, which makes it
+    with its progress in the run's log, rather than while the page waits."""
     check_dataset_exists(config.dataset)
-    check_max_length(resolve_model(config.model), config.max_length)
+    builtin = BUILTIN_MODELS.get(config.model)
+    if builtin is None or builtin.is_ready():
+        check_max_length(resolve_model(config.model), config.max_length)
 
 
 def load_text_splits(config: RunConfig, progress: Progress = no_progress):
@@ -130,6 +144,7 @@ def load_model(source: str, label_names: list[str], dropout: float):
 
     model_config = with_new_head(load_model_config(source), label_names, dropout)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    pad_with_end_of_text(tokenizer, model_config)
     return tokenizer, load_with_new_head(AutoModelForSequenceClassification, source, model_config, "text classification")
 
 

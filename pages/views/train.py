@@ -141,7 +141,7 @@ def model_picker(task) -> str:
         help="Built-in models work offline; a hub id needs internet; a local folder is one written by save_pretrained.",
     )
     if source == "Built-in":
-        fitting = [key for key, model in BUILTIN_MODELS.items() if model.modality == task.modality]
+        fitting = [key for key, model in BUILTIN_MODELS.items() if model.serves(task.key, task.modality)]
         if st.session_state.get("train_model_builtin") not in fitting:
             st.session_state["train_model_builtin"] = fitting[0]
         return st.selectbox(

@@ -198,6 +198,8 @@ def test_runs_page_robustness_check_compares_before_and_after(two_finished_runs)
 
 def test_built_in_models_follow_the_task(workspace):
     app = open_page("pages/views/train.py")
-    assert app.selectbox(key="train_model_builtin").options == [BUILTIN_MODELS["minilm-l6"].title]
+    assert app.selectbox(key="train_model_builtin").options == [BUILTIN_MODELS[k].title for k in ("minilm-l6", "smollm2-135m")]
+    app.selectbox(key="train_task").set_value("token_classification").run()
+    assert app.selectbox(key="train_model_builtin").options == [BUILTIN_MODELS["minilm-l6"].title]  # a decoder cannot tag
     app.selectbox(key="train_task").set_value("image_classification").run()
     assert app.selectbox(key="train_model_builtin").value == "mobilenet-v2"

@@ -1,0 +1,128 @@
+"""Text classification on a GPT-style decoder (GPT-2, LLaMA): padding with the end-of-text token, last-token pooling,
+training through the trainer, the stages, and token attributions without a [MASK] token.
+
+The models are random 2-layer decoders built from a config (`core.scratch_models.write_random_decoder`), trained in
+this process; the real SmolLM2 conversion is in test_smollm2.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_training import tiny_config, train_here
+
+from core.data import PLANTED_KEYWORDS
+from core.errors import UserError
+from core.scratch_models import DECODER_ARCHITECTURES, END_OF_TEXT, write_random_decoder
+from core.store import RunStore
+
+
+@pytest.fixture(scope="module", params=DECODER_ARCHITECTURES)
+def decoder(request, tmp_path_factory):
+    return write_random_decoder(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
+
+
+@pytest.fixture(scope="module")
+def decoder_run(decoder, tmp_path_factory):
+    """One fine-tuning run of the tiny decoder on planted keywords (every layer trains)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_WORKSPACE", str(tmp_path_factory.mktemp("decoder-workspace")))
+        patch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
+        store = RunStore()
+        run = train_here(tiny_config(decoder, name="decoder", max_rows=600, epochs=10), store, "decoder-run")
+        yield run
+
+
+def test_a_batch_pads_with_end_of_text_and_each_text_keeps_its_logits(decoder):
+    """GPT-2 and LLaMA ship no padding token; the end-of-text token pads, and the head reads each text's own last token."""
+    from core.tasks.text_classification import load_model
+
+    tokenizer, model = load_model(str(decoder), ["negative", "positive"], dropout=0.0)
+    assert tokenizer.pad_token == END_OF_TEXT and model.config.pad_token_id == tokenizer.eos_token_id
+    texts = ["the film was excellent", "a dull and tedious story that never ends at all"]
+    model.eval()
+    with torch.no_grad():
+        batch = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+        alone = torch.cat([model(**tokenizer([text], return_tensors="pt")).logits for text in texts])
+    assert torch.allclose(batch, alone, atol=1e-5)
+
+
+def test_a_decoder_learns_and_its_stages_reload_with_the_same_padding(decoder_run):
+    from core.stages import open_stage, split_rows
+
+    summary = json.loads((decoder_run.directory / "summary.json").read_text())
+    assert summary["label_names"] == ["negative", "positive"]
+    rows, _ = split_rows(decoder_run, "test")
+    accuracies = {}
+    for stage in ("before", "after"):
+        opened = open_stage(decoder_run, stage)
+        assert opened.preprocessor.pad_token == END_OF_TEXT
+        predicted = np.asarray(opened.predict(rows)).argmax(-1)
+        accuracies[stage] = float(np.mean(np.asarray(opened.label_names)[predicted] == rows["label"].to_numpy()))
+    assert accuracies["after"] >= 0.9 and accuracies["after"] > accuracies["before"], accuracies
+
+
+def test_attributions_point_at_the_planted_words_and_refuse_a_mask_baseline(decoder_run):
+    """Integrated Gradients from the end-of-text baseline (a decoder has no [MASK]); occlusion removes one token."""
+    from core.explain import load_text_explainer, merge_word_pieces
+    from core.stages import split_rows
+
+    explainer = load_text_explainer(decoder_run.id, "after")
+    rows, _ = split_rows(decoder_run, "test")
+    keywords = {word for words in PLANTED_KEYWORDS.values() for word in words}
+    hits, checked = [], 0
+    for text, label in zip(rows["text"], rows["label"]):
+        explanation = explainer.explain(text, "ig", steps=32)
+        if explanation.predicted_label != label:
+            continue
+        checked += 1
+        words = merge_word_pieces(explanation)
+        hits.append(words.top(1)[0][0] in keywords)
+        if checked == 15:
+            break
+    assert checked == 15 and np.mean(hits) >= 0.8, hits
+    # The integral through a decoder converges as through an encoder: its delta shrinks as the steps grow.
+    coarse, fine = (explainer.explain(rows["text"].iloc[0], "ig", steps=steps) for steps in (8, 256))
+    assert abs(fine.delta) < abs(coarse.delta) / 4, (coarse.delta, fine.delta)
+    occluded = explainer.explain(rows["text"].iloc[0], "occlusion")
+    assert len(occluded.scores) == len(occluded.units) and any(occluded.scores)
+    with pytest.raises(UserError, match="has no mask token; choose another baseline"):
+        explainer.explain(rows["text"].iloc[0], "ig", baseline="mask")
+
+
+def test_the_head_strategy_trains_only_the_decoders_score_head(decoder):
+    from core.models import head_names
+    from core.strategies import apply_strategy
+    from core.tasks.text_classification import load_model
+
+    _, model = load_model(str(decoder), ["a", "b"], dropout=0.0)
+    assert head_names(model) == ("score",)
+    trained = apply_strategy(model, tiny_config(decoder, strategy="head"), head_names(model))
+    assert {name.split(".")[0] for name, p in trained.named_parameters() if p.requires_grad} == {"score"}
+
+
+def test_lora_names_a_decoders_own_projections(decoder):
+    from core.models import head_names
+    from core.strategies import apply_strategy
+    from core.tasks.text_classification import load_model
+
+    _, model = load_model(str(decoder), ["a", "b"], dropout=0.0)
+    projections = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}[model.config.model_type]
+    with pytest.raises(UserError, match="do not exist in this model; its linear layers are named: .*" + projections[0]):
+        apply_strategy(model, tiny_config(decoder, strategy="lora"), head_names(model))  # BERT's query, value
+    adapted = apply_strategy(model, tiny_config(decoder, strategy="lora", lora_targets=projections), head_names(model))
+    trainable = {name for name, p in adapted.named_parameters() if p.requires_grad}
+    assert any("lora_A" in name for name in trainable) and any("score" in name for name in trainable)
+
+
+def test_submitting_with_the_built_in_decoder_does_not_convert_it_while_the_page_waits(workspace):
+    """SmolLM2 downloads and converts for a minute or two: the trainer does that with its progress in the log."""
+    from core.catalog_decoders import SMOLLM2_KEY, smollm2_target
+    from core.config import RunConfig
+    from core.tasks import TASKS
+
+    TASKS["text_classification"].preflight(RunConfig(model=SMOLLM2_KEY, dataset="planted-keywords"))
+    assert not smollm2_target().exists() and not (workspace / "cache" / "downloads").exists()
+    with pytest.raises(UserError, match="There is no dataset 'nope'"):
+        TASKS["text_classification"].preflight(RunConfig(model=SMOLLM2_KEY, dataset="nope"))

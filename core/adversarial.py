@@ -181,24 +181,23 @@ def evaluate_robustness(
     max_examples: int = 200,
     batch_size: int = 16,
 ) -> dict[str, float]:
-    """Clean vs attacked accuracy of one text run's model (a stage) on its own split.
+    """Clean vs attacked accuracy of one run's model (a stage) on its own split, attacked where its task says:
+    the word embeddings of a text classifier, the processed pixels of an image classifier.
 
     Comparing stage "before" with "after", or a plain run with an adversarially trained one, shows
     whether training made the model harder to fool at this epsilon.
     """
     from core.errors import UserError
-    from core.run_files import run_config
-    from core.stages import open_stage, split_rows
+    from core.stages import open_stage, split_rows, task_of
 
     if epsilon <= 0:
         raise UserError(f"The attack's epsilon must be above 0 (got {epsilon}); try 0.05.")
-    from core.stages import task_of
-
-    if not task_of(run).checks_robustness:
-        raise UserError("The robustness check covers text classification runs; pick a text run.")
-    config = run_config(run)
+    task = task_of(run)
+    if not task.checks_robustness:
+        raise UserError(
+            f"The robustness check covers text and image classification runs, not {task.title.lower()}; pick one of those."
+        )
     opened = open_stage(run, stage)
-    model, tokenizer = opened.model, opened.preprocessor
     rows, label_names = split_rows(run, split)
     frame = rows.head(max_examples)
     label_ids = {name: index for index, name in enumerate(label_names)}
@@ -206,12 +205,8 @@ def evaluate_robustness(
     def batches():
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start : start + batch_size]
-            encoded = dict(
-                tokenizer(
-                    chunk["text"].tolist(), truncation=True, max_length=config.max_length, padding=True, return_tensors="pt"
-                )
-            )
-            encoded["labels"] = torch.tensor([label_ids[label] for label in chunk["label"]])
-            yield encoded
+            inputs = task.model_inputs(opened, chunk)
+            inputs["labels"] = torch.tensor([label_ids[label] for label in chunk["label"]], device=opened.model.device)
+            yield inputs
 
-    return robust_accuracy(model, batches(), EMBEDDINGS, method, epsilon, steps)
+    return robust_accuracy(opened.model, batches(), task.adversarial_space, method, epsilon, steps)

@@ -102,7 +102,8 @@ class Task(ABC):
     # ("text", "tags", "image" or "pairs": the Inspect page's view and the explain command's example reader).
     explains: str = "tokens"
     view: str = "text"
-    # Whether `core.adversarial.evaluate_robustness` can attack this task's runs (the Runs page offers it then).
+    # Whether `core.adversarial.evaluate_robustness` can attack this task's runs (the Runs page offers it then);
+    # such a task implements `model_inputs`.
     checks_robustness: bool = False
 
     @abstractmethod
@@ -129,6 +130,12 @@ class Task(ABC):
     @abstractmethod
     def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
         """After training: the stage's logits for a batch of `split_rows` rows (what `StageModel.predict` batches)."""
+
+    def model_inputs(self, stage: StageModel, rows: pd.DataFrame) -> dict:
+        """After training: the model's inputs for a batch of `split_rows` rows, on its device: what `stage_logits`
+        feeds it and what `core.adversarial.evaluate_robustness` attacks (in `adversarial_space`). A task whose
+        runs are checked for robustness implements it."""
+        raise NotImplementedError(f"{self.title} runs do not build model inputs from rows.")
 
     @abstractmethod
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

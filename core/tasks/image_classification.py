@@ -38,6 +38,7 @@ class ImageClassification(Task):
     onnx_model_class = "ORTModelForImageClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("image-classification", model=FOLDER)'
     adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels
+    checks_robustness = True
     settings = ("strategy", "images")
     unused_knobs = ("max_length", "group_by_length")  # no text to cut or to batch by length
 
@@ -137,12 +138,14 @@ class ImageClassification(Task):
             model = AutoModelForImageClassification.from_pretrained(folder, **SAFE_LOADING)
         return StageModel(run, stage, model, processor, config_labels(model), self.stage_logits)
 
-    def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
+    def model_inputs(self, stage: StageModel, rows: pd.DataFrame) -> dict:
         from core.images import open_image
 
         pictures = [open_image(reference).convert("RGB") for reference in rows["image"]]
-        pixels = stage.preprocessor(images=pictures, return_tensors="pt")["pixel_values"].to(stage.model.device)
-        return stage.model(pixel_values=pixels).logits.float().cpu().numpy()
+        return {"pixel_values": stage.preprocessor(images=pictures, return_tensors="pt")["pixel_values"].to(stage.model.device)}
+
+    def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
+        return stage.model(**self.model_inputs(stage, rows)).logits.float().cpu().numpy()
 
 
 def image_size_of(config: RunConfig) -> int:

@@ -96,11 +96,13 @@ class TextClassification(Task):
             run, stage, model, tokenizer, config_labels(model), self.stage_logits, max_length=run_config(run).max_length
         )
 
+    def model_inputs(self, stage: StageModel, rows: pd.DataFrame) -> dict:
+        texts = rows["text"].astype(str).tolist()
+        encoded = stage.preprocessor(texts, truncation=True, max_length=stage.max_length, padding=True, return_tensors="pt")
+        return dict(encoded.to(stage.model.device))
+
     def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
-        batch = stage.preprocessor(
-            rows["text"].astype(str).tolist(), truncation=True, max_length=stage.max_length, padding=True, return_tensors="pt"
-        ).to(stage.model.device)
-        return stage.model(**batch).logits.float().cpu().numpy()
+        return stage.model(**self.model_inputs(stage, rows)).logits.float().cpu().numpy()
 
 
 def check_names_and_limits(config: RunConfig) -> None:

@@ -173,8 +173,9 @@ def robustness_section(run: Run) -> None:
     from core.adversarial import evaluate_robustness
 
     with st.expander("Robustness check"):
+        where = "pixels" if TASKS[run.task].adversarial_space == "pixel_values" else "word embeddings"
         st.caption(
-            "Attack each test example inside a ball of relative size epsilon around its word embeddings "
+            f"Attack each test example inside a ball of relative size epsilon around its {where} "
             "and count how often the prediction survives. Compare an adversarially trained run with a plain one."
         )
         left, middle, right = st.columns(3)

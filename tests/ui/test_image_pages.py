@@ -293,3 +293,14 @@ def test_inspect_image_coarse_integral_warns_and_an_inapplicable_method_says_why
         app.selectbox(key="inspect_image_method_a").set_value("grad_cam").run()
         assert not app.exception, [e.message for e in app.exception]
         assert any("Grad-CAM needs a convolutional" in e.value for e in app.error)
+
+
+def test_runs_page_checks_an_image_runs_robustness_in_pixel_space(image_run):
+    app = AppTest.from_file(str(Path(APP).parent / "pages" / "views" / "runs.py"), default_timeout=TIMEOUT).run()
+    app.multiselect(key="runs_selection").set_value([image_run.id]).run()
+    assert any("around its pixels" in caption.value for caption in app.caption)
+    app.number_input(key=f"runs_attack_eps_{image_run.id}").set_value(0.2)
+    app.button(key=f"runs_attack_go_{image_run.id}").click().run()
+    assert not app.error, [e.value for e in app.error]
+    table = next(t.value for t in app.dataframe if "after fine-tuning" in t.value.columns and "drop" in t.value.index)
+    assert 0 <= table.loc["accuracy under attack", "after fine-tuning"] <= table.loc["clean accuracy", "after fine-tuning"]

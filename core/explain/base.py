@@ -15,7 +15,7 @@ The adapter protocol (each explainer implements it; see `core/explain/methods.py
     adapter.fold(raw, signed)               -> per input, the element attributions reduced to a map: (L,)
                                                for tokens, an (H, W) pixel map or (rows, cols) for patches
     adapter.batch_rows(prepared, n)         -> how many copies fit in one batch
-    adapter.feature_map_layer()             -> a convolutional feature map for Grad-CAM, or None
+    adapter.feature_map_layer(prepared)     -> the module whose spatial output Grad-CAM weighs, or None
 
 Nothing here imports torch or captum at module level.
 """

@@ -51,7 +51,7 @@ from core.explain.base import (
     replaced_output,
 )
 from core.explain.cache import LRUCache
-from core.explain.layers import last_convolution, patch_embedding_layer
+from core.explain.layers import patch_embedding_layer, pooled_feature_map
 from core.explain.methods import get_method, methods_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,6 +131,7 @@ class ImageExplainer:
         self.stage: str | None = None
         self._cache = LRUCache(cache_size)
         self._lock = threading.RLock()
+        self._feature_maps: dict[tuple[int, int], tuple[str, Any] | None] = {}
 
     @classmethod
     def from_stage(cls, stage, word: int | None = None) -> ImageExplainer:
@@ -292,9 +293,16 @@ class ImageExplainer:
         height, width = prepared.size
         return max(1, min(rows, PIXELS_PER_BATCH // max(height * width, 1)))
 
-    def feature_map_layer(self):
-        found = last_convolution(self.model)
+    def feature_map_layer(self, prepared: PreparedImage):
+        found = self.feature_map(prepared)
         return found[1] if found else None
+
+    def feature_map(self, prepared: PreparedImage) -> tuple[str, Any] | None:
+        """(name, module) of the map the classifier pools, traced once per input size (`pooled_feature_map`)."""
+        size = tuple(prepared.pixels.shape[-2:])
+        if size not in self._feature_maps:
+            self._feature_maps[size] = pooled_feature_map(self.model, prepared.pixels)
+        return self._feature_maps[size]
 
     def patch_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         import torch
@@ -412,7 +420,7 @@ class ImageExplainer:
         if note:
             extra["grid_note"] = note
         if attribution.key == "grad_cam":
-            extra["layer"] = last_convolution(self.model)[0]
+            extra["layer"] = self.feature_map(prepared)[0]
         explanation = Explanation(
             parts=make_parts(("patches", patches.unit_names(grid), scores.ravel(), grid)),
             method=attribution.key,

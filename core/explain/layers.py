@@ -57,6 +57,35 @@ def last_convolution(model) -> tuple[str, Any] | None:
     return name, module
 
 
+def pooled_feature_map(model, pixel_values) -> tuple[str, Any] | None:
+    """(name, module) of the feature map the classifier pools: the last module, in the order a forward pass over
+    `pixel_values` finishes them, whose output is a spatial map (N, C, h, w) with h * w > 1.
+
+    Traced rather than read from the module tree, so that a residual network gives its block's output (after
+    the shortcut is added and activated) rather than its last convolution, which sees only the residual branch;
+    in MobileNetV2 it is `mobilenet_v2.conv_1x1`, as `last_convolution` finds. None for a model with no such map.
+    """
+    import torch
+
+    finished: list[str] = []
+
+    def record(name):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2] * output.shape[-1] > 1:
+                finished.append(name)
+
+        return hook
+
+    handles = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
+    try:
+        with torch.no_grad():
+            model(pixel_values=pixel_values)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (finished[-1], model.get_submodule(finished[-1])) if finished else None
+
+
 def grad_cam_problem(model) -> str | None:
     """None when Grad-CAM has a convolutional feature map to weigh in `model`, else the sentence why not."""
     if patch_embedding_layer(model) is not None:

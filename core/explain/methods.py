@@ -310,7 +310,7 @@ class Lime(_Surrogate):
 
 
 class GradCam(AttributionMethod):
-    """Grad-CAM (Selvaraju et al., 2017) on the last convolution (Captum's `LayerGradCam`).
+    """Grad-CAM (Selvaraju et al., 2017) on the feature map the classifier pools (Captum's `LayerGradCam`).
 
     With A (1, K, h, w) the layer's output: map = ReLU(sum_k mean_ij(d f_t / d A_kij) * A_k), (h, w),
     upsampled bilinearly to (H, W) and summed into the grid. `relu` False keeps the negative part.
@@ -336,7 +336,8 @@ class GradCam(AttributionMethod):
 
         (inputs,) = adapter.inputs(prepared)
         target = adapter.resolve_target(prepared, target)
-        coarse = LayerGradCam(target_scorer(adapter, prepared, target, on_input=True), adapter.feature_map_layer()).attribute(
+        layer = adapter.feature_map_layer(prepared)
+        coarse = LayerGradCam(target_scorer(adapter, prepared, target, on_input=True), layer).attribute(
             inputs, relu_attributions=relu
         )
         fine = LayerAttribution.interpolate(coarse.detach(), tuple(inputs.shape[-2:]), interpolate_mode="bilinear")

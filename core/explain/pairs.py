@@ -356,7 +356,7 @@ class PairExplainer:
         token_scores = tokens[0].sum(-1) if signed else tokens[0].norm(dim=-1)
         return pixel_map.double().cpu().numpy(), token_scores.double().cpu().numpy()
 
-    def feature_map_layer(self):
+    def feature_map_layer(self, prepared):
         return None
 
     def baselines(self, prepared: PreparedPair, image_kind: str, text_kind: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -261,7 +261,7 @@ class TextExplainer:
     def batch_rows(self, encoded: EncodedText, rows: int) -> int:
         return internal_batch_size(encoded.input_ids.shape[1], rows)
 
-    def feature_map_layer(self):
+    def feature_map_layer(self, prepared):
         return None
 
     # -- what the adapter builds on --------------------------------------------------------------

@@ -41,3 +41,19 @@ def write_random_vit(target: Path, size: str = "tiny", seed: int = 0) -> Path:
     side = settings["image_size"]
     ViTImageProcessorPil(size={"height": side, "width": side}).save_pretrained(target)
     return Path(target)
+
+
+def write_random_cnn(target: Path, image_size: int = 64, seed: int = 0) -> Path:
+    """Save a random 2-stage ResNet (basic blocks, 16 and 32 channels) with its image processor to `target`: a
+    convolutional image classifier as small as the tiny ViT, for the pixel methods and Grad-CAM. At 64 px its
+    pooled feature map is 8 x 8 (at 32 px only 4 x 4, too coarse for Grad-CAM to point at a small square)."""
+    import torch
+    from transformers import ConvNextImageProcessorPil, ResNetConfig, ResNetModel
+
+    config = ResNetConfig(
+        embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", downsample_in_first_stage=False
+    )
+    torch.manual_seed(seed)
+    ResNetModel(config).save_pretrained(target)
+    ConvNextImageProcessorPil(size={"shortest_edge": image_size}, crop_pct=1.0).save_pretrained(target)
+    return Path(target)

@@ -31,7 +31,10 @@ def decoder_run(decoder, tmp_path_factory):
         patch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
         store = RunStore()
         run = train_here(tiny_config(decoder, name="decoder", max_rows=600, epochs=10), store, "decoder-run")
-        yield run
+        from core.trainer import record_ending
+
+        record_ending(store, run.id, "completed", None)  # what the worker does after the trainer body
+        yield store.get(run.id)
 
 
 def test_a_batch_pads_with_end_of_text_and_each_text_keeps_its_logits(decoder):
@@ -126,3 +129,23 @@ def test_submitting_with_the_built_in_decoder_does_not_convert_it_while_the_page
     assert not smollm2_target().exists() and not (workspace / "cache" / "downloads").exists()
     with pytest.raises(UserError, match="There is no dataset 'nope'"):
         TASKS["text_classification"].preflight(RunConfig(model=SMOLLM2_KEY, dataset="nope"))
+
+
+def test_a_decoder_run_exports_for_pipeline_and_int8_onnx_with_the_same_answers(decoder_run, tmp_path):
+    """transformers' text-classification pipeline pads a decoder's batch with the saved end-of-text pad token;
+    the int8 ONNX variant, loaded by optimum's ORTModelForSequenceClassification, answers as the workbench."""
+    import pandas as pd
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import pipeline
+
+    from core.export import INT8_FOLDER, export_run
+
+    folder = export_run(decoder_run.id, tmp_path / "export", int8=True)
+    saved = pd.read_parquet(decoder_run.directory / "predictions" / "test_after.parquet")
+    texts = saved["text"].tolist()
+    classify = pipeline("text-classification", model=str(folder), device="cpu")
+    assert [result["label"] for result in classify(texts, batch_size=8)] == saved["predicted"].tolist()
+    onnx = ORTModelForSequenceClassification.from_pretrained(folder / INT8_FOLDER)
+    quantized = pipeline("text-classification", model=onnx, tokenizer=str(folder / INT8_FOLDER))
+    agreement = np.mean([result["label"] for result in quantized(texts)] == saved["predicted"].to_numpy())
+    assert agreement >= 0.9, agreement

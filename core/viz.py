@@ -267,6 +267,23 @@ def attribution_colour(score: float, scale: float, signed: bool = True) -> str:
     return f"rgba({red},{green},{blue},{0.85 * strength:.3f})"
 
 
+WORD_START_MARKS = ("Ġ", "▁")  # byte-level BPE (GPT-2, LLaMA 3, SmolLM) and SentencePiece mark a word's start
+
+
+def readable_units(units: list[str]) -> list[tuple[bool, str]]:
+    """(starts a word, text to show) for each token as people read it: a WordPiece continuation (##…) hugs the
+    piece before it; in byte-level BPE and SentencePiece a marked piece ("Ġfilm", "▁film") starts a word, shown
+    without its mark, and an unmarked one continues the word ("a" "ctor")."""
+    marked = any(unit.startswith(WORD_START_MARKS) for unit in units)
+    readable = []
+    for index, unit in enumerate(units):
+        if marked:
+            readable.append((index == 0 or unit.startswith(WORD_START_MARKS), unit.lstrip("".join(WORD_START_MARKS)) or unit))
+        else:
+            readable.append((not unit.startswith("##"), unit))
+    return readable
+
+
 def token_attribution_html(
     units: list[str], scores: list[float], *, caption: str = "", signed: bool = True, explained: str = "the class"
 ) -> str:
@@ -282,11 +299,10 @@ def token_attribution_html(
     finite = [abs(s) for s in scores if math.isfinite(s)]
     scale = max(finite) if finite else 0.0
     spans = []
-    for unit, score in zip(units, scores):
-        label = escape(unit, quote=True)
-        # Words sit a space apart; a WordPiece continuation (##…) hugs the piece before it.
+    for (starts_word, shown), score in zip(readable_units(units), scores):
+        label = escape(shown, quote=True)
         spans.append(
-            ("" if unit.startswith("##") or not spans else " ") + f'<span class="attribution-unit" title="{label}: {score:+.4g}" '
+            (" " if starts_word and spans else "") + f'<span class="attribution-unit" title="{label}: {score:+.4g}" '
             f'style="background-color:{attribution_colour(score, scale, signed)};padding:1px 3px;margin:1px 0;'
             f'border-radius:3px;display:inline-block;white-space:pre">{label}</span>'
         )

@@ -6,6 +6,7 @@ this process; the real SmolLM2 conversion is in test_smollm2.py.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -43,12 +44,17 @@ def test_a_batch_pads_with_end_of_text_and_each_text_keeps_its_logits(decoder):
 
     tokenizer, model = load_model(str(decoder), ["negative", "positive"], dropout=0.0)
     assert tokenizer.pad_token == END_OF_TEXT and model.config.pad_token_id == tokenizer.eos_token_id
-    texts = ["the film was excellent", "a dull and tedious story that never ends at all"]
+    batch, alone = padded_and_alone(model, tokenizer, ["the film was excellent", "a dull and tedious story that never ends"])
+    assert torch.allclose(batch, alone, atol=1e-5)
+
+
+def padded_and_alone(model, tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of `texts` as one padded batch, and each text's on its own."""
     model.eval()
     with torch.no_grad():
         batch = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
         alone = torch.cat([model(**tokenizer([text], return_tensors="pt")).logits for text in texts])
-    assert torch.allclose(batch, alone, atol=1e-5)
+    return batch, alone
 
 
 def test_a_decoder_learns_and_its_stages_reload_with_the_same_padding(decoder_run):
@@ -149,3 +155,36 @@ def test_a_decoder_run_exports_for_pipeline_and_int8_onnx_with_the_same_answers(
     quantized = pipeline("text-classification", model=onnx, tokenizer=str(folder / INT8_FOLDER))
     agreement = np.mean([result["label"] for result in quantized(texts)] == saved["predicted"].to_numpy())
     assert agreement >= 0.9, agreement
+
+
+def test_the_inspect_page_shows_a_decoder_runs_predictions_and_token_maps(decoder_run, monkeypatch):
+    from test_inspect import maps, open_inspect
+
+    from core import inspect
+
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(decoder_run.directory.parent.parent))
+    app = open_inspect()
+    assert not app.error, [e.value for e in app.error]
+    assert app.selectbox(key="inspect_run").value == decoder_run.id
+    frame = inspect.predictions(decoder_run, "test", "after")
+    assert {m.label: m.value for m in app.metric}["Accuracy"] == f"{frame['correct'].mean():.1%}"
+    hardest = frame.sort_values("loss", ascending=False, kind="stable").index[0]
+    html = maps(app)[0]
+    assert "Integrated Gradients" in html and "baseline pad" in html
+    # Byte-level pieces read as the text: "Ġ" marks a word's start and is not shown; unmarked pieces hug.
+    visible = re.sub(r"<[^>]+>", "", html.split("</div>", 1)[1])
+    assert frame.at[hardest, "text"] in visible and "Ġ" not in visible
+
+
+def test_word_pieces_read_as_words_in_every_tokenizers_convention():
+    from core.viz import readable_units
+
+    assert readable_units(["un", "##believ", "##able", "film"]) == [
+        (True, "un"),
+        (False, "##believ"),
+        (False, "##able"),
+        (True, "film"),
+    ]
+    for mark in ("Ġ", "▁"):
+        pieces = ["a", "ctor", f"{mark}said", f"{mark}it"]
+        assert readable_units(pieces) == [(True, "a"), (False, "ctor"), (True, "said"), (True, "it")]

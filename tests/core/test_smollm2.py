@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from test_decoders import padded_and_alone
 
 from core.catalog import BUILTIN_MODELS
 from core.catalog_decoders import SMOLLM2_KEY
@@ -46,9 +47,5 @@ def test_as_a_text_classifier_it_pads_with_end_of_text_and_reads_each_texts_last
     folder, _ = smollm2
     tokenizer, model = load_model(str(folder), ["negative", "positive"], dropout=0.0)
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.pad_token_id == tokenizer.pad_token_id
-    texts = ["a warm, funny and moving film", "dull"]
-    model.eval()
-    with torch.no_grad():
-        batch = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
-        alone = torch.cat([model(**tokenizer([text], return_tensors="pt")).logits for text in texts])
+    batch, alone = padded_and_alone(model, tokenizer, ["a warm, funny and moving film", "dull"])
     assert torch.allclose(batch, alone, atol=1e-4)

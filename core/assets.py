@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,34 @@ class PipAsset:
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
+
+
+def is_built(target: Path, version: int, marker: str = ".built") -> bool:
+    """Whether `build_folder` has made `target` at this version."""
+    stamp = target / marker
+    return stamp.is_file() and stamp.read_text().strip() == str(version)
+
+
+def build_folder(target: Path, version: int, make: Callable[[Path], None], marker: str = ".built") -> Path:
+    """`target`, made once per `version` by `make(folder)`: built beside it and renamed into place, so a crash or a
+    second builder never leaves half a folder (when another process finishes first, its folder is used)."""
+    if is_built(target, version, marker):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is an ordinary one
+    try:
+        make(staging)
+        (staging / marker).write_text(str(version))
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not is_built(target, version, marker):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def sha256_of(path: Path) -> str:

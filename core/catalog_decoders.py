@@ -8,11 +8,9 @@ every later load reads like any other model folder.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
-from core.assets import PipAsset, Progress, no_progress, prepare
+from core.assets import PipAsset, Progress, build_folder, is_built, no_progress, prepare
 from core.catalog_entry import BuiltinModel
 from core.errors import UserError
 from core.task_keys import TEXT_CLASSIFICATION
@@ -63,32 +61,18 @@ def smollm2_target() -> Path:
 
 
 def smollm2_converted() -> bool:
-    marker = smollm2_target() / MARKER
-    return marker.is_file() and marker.read_text().strip() == str(CONVERSION_VERSION)
+    return is_built(smollm2_target(), CONVERSION_VERSION, MARKER)
 
 
 def smollm2_dir(progress: Progress = no_progress) -> Path:
     """The converted SmolLM2-135M-Instruct folder, converting the GGUF file on first use."""
-    target = smollm2_target()
     if smollm2_converted():
-        return target
+        return smollm2_target()
     source = prepare(SMOLLM2_ASSET, progress) / "gguf"
     progress(0.7, "Converting SmolLM2 from GGUF to safetensors (once; about a minute)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed into place: a crash or a second converter never leaves half a folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_KEY}-", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        gguf_to_folder(source, SMOLLM2_GGUF, staging)
-        (staging / MARKER).write_text(str(CONVERSION_VERSION))
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / MARKER).is_file():  # another process finished first: use its folder
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    target = build_folder(
+        smollm2_target(), CONVERSION_VERSION, lambda folder: gguf_to_folder(source, SMOLLM2_GGUF, folder), MARKER
+    )
     progress(1.0, "SmolLM2 is ready")
     return target
 

@@ -6,11 +6,9 @@ The catalog (`core.catalog`) passes the two tower entries in, so this module imp
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
-from core.assets import Progress, no_progress
+from core.assets import Progress, build_folder, is_built, no_progress
 from core.catalog_entry import BuiltinModel
 from core.workspace import cache_dir
 
@@ -26,14 +24,12 @@ def builtin_dual_encoder_dir(vision: BuiltinModel, text: BuiltinModel, progress:
     from transformers import AutoImageProcessor, AutoTokenizer, VisionTextDualEncoderModel, VisionTextDualEncoderProcessor
 
     target = cache_dir() / "models" / BUILTIN_KEY
-    if (target / MARKER).is_file() and (target / MARKER).read_text().strip() == str(BUILD_VERSION):
+    if is_built(target, BUILD_VERSION, MARKER):
         return target
     vision_dir, text_dir = vision.local_dir(progress), text.local_dir(progress)
     progress(0.9, "Joining MobileNetV2 and MiniLM-L6 into a dual encoder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{BUILTIN_KEY}-", dir=target.parent))
-    staging.chmod(0o755)
-    try:
+
+    def join(folder: Path) -> None:
         # The projections and the temperature are new; a fixed seed makes the built-in the same everywhere.
         import torch
 
@@ -42,20 +38,13 @@ def builtin_dual_encoder_dir(vision: BuiltinModel, text: BuiltinModel, progress:
             model = VisionTextDualEncoderModel.from_vision_text_pretrained(
                 str(vision_dir), str(text_dir), projection_dim=BUILTIN_PROJECTION_DIM
             )
-        model.save_pretrained(staging)
+        model.save_pretrained(folder)
         processor = VisionTextDualEncoderProcessor(
             image_processor=AutoImageProcessor.from_pretrained(vision_dir, backend="pil"),
             tokenizer=AutoTokenizer.from_pretrained(text_dir),
         )
-        processor.save_pretrained(staging)
-        (staging / MARKER).write_text(str(BUILD_VERSION))
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        processor.save_pretrained(folder)
+
+    build_folder(target, BUILD_VERSION, join, MARKER)
     progress(1.0, "The dual encoder is ready")
     return target

@@ -26,11 +26,9 @@ with the ImageNet mean and std, exactly torchvision's evaluation transform for t
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from core.assets import PipAsset, Progress, no_progress, prepare
+from core.assets import PipAsset, Progress, build_folder, is_built, no_progress, prepare
 from core.workspace import cache_dir
 
 HUB_ID = "google/mobilenet_v2_1.0_224"
@@ -61,27 +59,12 @@ MARKER = ".converted"
 def converted_dir(progress: Progress = no_progress) -> Path:
     """The converted model folder (config, safetensors, image processor), converting on first use."""
     target = cache_dir() / "models" / "mobilenet-v2"
-    marker = target / MARKER
-    if marker.is_file() and marker.read_text().strip() == str(CONVERSION_VERSION):
+    if is_built(target, CONVERSION_VERSION, MARKER):
         return target
     weights = prepare(WEIGHTS_ASSET, progress) / WEIGHTS_FILE
     labels = imagenet_labels(progress)
     progress(0.9, "Converting MobileNetV2 from torchvision's format to transformers'")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed into place: a crash or a second converter never leaves half a folder.
-    staging = Path(tempfile.mkdtemp(prefix=".mobilenet-v2-", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the model folder is an ordinary one
-    try:
-        convert(weights, labels, staging)
-        (staging / MARKER).write_text(str(CONVERSION_VERSION))
-        shutil.rmtree(target, ignore_errors=True)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / MARKER).is_file():  # another process finished first: use its folder
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    build_folder(target, CONVERSION_VERSION, lambda folder: convert(weights, labels, folder), MARKER)
     progress(1.0, "MobileNetV2 is ready")
     return target
 

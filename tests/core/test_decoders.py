@@ -24,18 +24,29 @@ def decoder(request, tmp_path_factory):
     return write_random_decoder(tmp_path_factory.mktemp(f"tiny-{request.param}"), request.param)
 
 
-@pytest.fixture(scope="module")
-def decoder_run(decoder, tmp_path_factory):
-    """One fine-tuning run of the tiny decoder on planted keywords (every layer trains)."""
+def finished_decoder_run(decoder, tmp_path_factory):
+    """One fine-tuning run of a tiny decoder on planted keywords (every layer trains), completed."""
+    from core.trainer import record_ending
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WORKBENCH_WORKSPACE", str(tmp_path_factory.mktemp("decoder-workspace")))
         patch.setenv("TENSORBOARD_LOGGING_DIR", "unused")
         store = RunStore()
         run = train_here(tiny_config(decoder, name="decoder", max_rows=600, epochs=10), store, "decoder-run")
-        from core.trainer import record_ending
-
         record_ending(store, run.id, "completed", None)  # what the worker does after the trainer body
         yield store.get(run.id)
+
+
+@pytest.fixture(scope="module")
+def decoder_run(decoder, tmp_path_factory):
+    """A finished run of each tiny decoder (for the export test, in the slow lane)."""
+    yield from finished_decoder_run(decoder, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory):
+    """A finished run of the tiny LLaMA, SmolLM2's architecture (the fast lane trains one decoder, not both)."""
+    yield from finished_decoder_run(write_random_decoder(tmp_path_factory.mktemp("tiny-llama"), "llama"), tmp_path_factory)
 
 
 def test_a_batch_pads_with_end_of_text_and_each_text_keeps_its_logits(decoder):
@@ -57,28 +68,28 @@ def padded_and_alone(model, tokenizer, texts: list[str]) -> tuple[torch.Tensor, 
     return batch, alone
 
 
-def test_a_decoder_learns_and_its_stages_reload_with_the_same_padding(decoder_run):
+def test_a_decoder_learns_and_its_stages_reload_with_the_same_padding(llama_run):
     from core.stages import open_stage, split_rows
 
-    summary = json.loads((decoder_run.directory / "summary.json").read_text())
+    summary = json.loads((llama_run.directory / "summary.json").read_text())
     assert summary["label_names"] == ["negative", "positive"]
-    rows, _ = split_rows(decoder_run, "test")
+    rows, _ = split_rows(llama_run, "test")
     accuracies = {}
     for stage in ("before", "after"):
-        opened = open_stage(decoder_run, stage)
+        opened = open_stage(llama_run, stage)
         assert opened.preprocessor.pad_token == END_OF_TEXT
         predicted = np.asarray(opened.predict(rows)).argmax(-1)
         accuracies[stage] = float(np.mean(np.asarray(opened.label_names)[predicted] == rows["label"].to_numpy()))
     assert accuracies["after"] >= 0.9 and accuracies["after"] > accuracies["before"], accuracies
 
 
-def test_attributions_point_at_the_planted_words_and_refuse_a_mask_baseline(decoder_run):
+def test_attributions_point_at_the_planted_words_and_refuse_a_mask_baseline(llama_run):
     """Integrated Gradients from the end-of-text baseline (a decoder has no [MASK]); occlusion removes one token."""
     from core.explain import load_text_explainer, merge_word_pieces
     from core.stages import split_rows
 
-    explainer = load_text_explainer(decoder_run.id, "after")
-    rows, _ = split_rows(decoder_run, "test")
+    explainer = load_text_explainer(llama_run.id, "after")
+    rows, _ = split_rows(llama_run, "test")
     keywords = {word for words in PLANTED_KEYWORDS.values() for word in words}
     hits, checked = [], 0
     for text, label in zip(rows["text"], rows["label"]):
@@ -157,16 +168,16 @@ def test_a_decoder_run_exports_for_pipeline_and_int8_onnx_with_the_same_answers(
     assert agreement >= 0.9, agreement
 
 
-def test_the_inspect_page_shows_a_decoder_runs_predictions_and_token_maps(decoder_run, monkeypatch):
+def test_the_inspect_page_shows_a_decoder_runs_predictions_and_token_maps(llama_run, monkeypatch):
     from test_inspect import maps, open_inspect
 
     from core import inspect
 
-    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(decoder_run.directory.parent.parent))
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(llama_run.directory.parent.parent))
     app = open_inspect()
     assert not app.error, [e.value for e in app.error]
-    assert app.selectbox(key="inspect_run").value == decoder_run.id
-    frame = inspect.predictions(decoder_run, "test", "after")
+    assert app.selectbox(key="inspect_run").value == llama_run.id
+    frame = inspect.predictions(llama_run, "test", "after")
     assert {m.label: m.value for m in app.metric}["Accuracy"] == f"{frame['correct'].mean():.1%}"
     hardest = frame.sort_values("loss", ascending=False, kind="stable").index[0]
     html = maps(app)[0]

@@ -51,7 +51,7 @@ def test_start_a_run_in_the_browser_and_watch_it(server, page, tiny_bert):
     page.get_by_test_id("stSelectbox").filter(has_text="Dataset").click()
     page.get_by_role("option", name="planted-keywords").click()
     set_number(page, "Max rows (0 = all)", 300)
-    set_number(page, "Max steps (0 = use epochs)", 400)
+    set_number(page, "Max steps (0 = use epochs)", 800)  # long enough to be seen running on a fast machine
     set_number(page, "Max sequence length", 32)
     set_number(page, "Evaluate every N steps", 50)
     page.get_by_role("button", name="Start training").click()
@@ -59,12 +59,13 @@ def test_start_a_run_in_the_browser_and_watch_it(server, page, tiny_bert):
 
     page.get_by_role("link", name="Watch it on the Runs page").click()
     expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
-    # While it runs: a progress bar with ETA and the loss panel of the live curves.
+    # While it runs (checked first: the tiny run can finish while the curves are drawn): its running heading,
+    # Cancel, a progress bar with ETA, and the loss panel of the live curves.
+    expect(page.get_by_role("heading", name=f"{STATUS_ICONS['running']} browser run")).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
     expect(page.get_by_text(" · ETA ")).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     expect(page.get_by_text("Loss", exact=True).first).to_be_visible()
-    expect(page.get_by_role("heading", name=f"{STATUS_ICONS['running']} browser run")).to_be_visible()
-    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
     # Without any reload, the fragment shows it completed and the before/after report appears.
     expect(page.get_by_role("heading", name=f"{STATUS_ICONS['completed']} browser run")).to_be_visible(timeout=180_000)
     expect(page.get_by_text("before vs after fine-tuning").first).to_be_visible()

@@ -102,9 +102,13 @@ def test_attributions_point_at_the_planted_words_and_refuse_a_mask_baseline(llam
         if checked == 15:
             break
     assert checked == 15 and np.mean(hits) >= 0.8, hits
-    # The integral through a decoder converges as through an encoder: its delta shrinks as the steps grow.
-    coarse, fine = (explainer.explain(rows["text"].iloc[0], "ig", steps=steps) for steps in (8, 256))
-    assert abs(fine.delta) < abs(coarse.delta) / 4, (coarse.delta, fine.delta)
+    # The integral through a decoder converges as through an encoder: its delta shrinks as the steps grow. The median
+    # over six texts, because a text whose path crosses a steep step of the trained model (measured: the logit jumps
+    # by 0.5 within 1/400 of the path) needs far more than 256 steps, and which text that is depends on the CPU.
+    coarse, fine = (
+        np.median([abs(explainer.explain(text, "ig", steps=steps).delta) for text in rows["text"].iloc[:6]]) for steps in (8, 256)
+    )
+    assert fine < coarse / 4, (coarse, fine)
     occluded = explainer.explain(rows["text"].iloc[0], "occlusion")
     assert len(occluded.scores) == len(occluded.units) and any(occluded.scores)
     with pytest.raises(UserError, match="has no mask token; choose another baseline"):

@@ -18,6 +18,10 @@ import pytest
 PINS = Path(__file__).parent / "pins" / "ig.json"
 SENTENCE = "the film was superb and the actress was wonderful"
 CAPTION = "a red circle in the top left"
+# The widened CNN's path from the black image crosses many ReLU6 corners, where float32 convolution kernels that
+# differ between CPUs flip a few units: measured 9.5e-4 of the largest score on an AMD EPYC (AVX2) against pins written
+# on another CPU, while every other list agreed to 2e-7 there. A rewrite of the method moves scores by far more.
+CPU_DEPENDENT = {"cnn": 5e-3}
 
 
 def spread_out(model, seed: int, std: float):
@@ -119,9 +123,10 @@ def test_integrated_gradients_scores_are_unchanged(tiny_bert, tiny_vit, tiny_dua
     scores = all_scores(tiny_bert, tiny_vit, tiny_dual_encoder)
     assert set(scores) == set(pinned)
     for name, expected in pinned.items():
-        # 1e-6 of the list's largest score: the scales differ by 10^5 between these models
+        # A share of the list's largest score: the scales differ by 10^5 between these models
         scale = max(abs(value) for value in expected)
-        np.testing.assert_allclose(scores[name], expected, rtol=1e-6, atol=1e-6 * scale, err_msg=name)
+        share = CPU_DEPENDENT.get(name, 1e-6)
+        np.testing.assert_allclose(scores[name], expected, rtol=share, atol=share * scale, err_msg=name)
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

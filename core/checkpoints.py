@@ -28,6 +28,7 @@ from core.store import Run
 
 BEFORE_MODEL = "model_before"
 FINAL_MODEL = "model"
+ADAPTER_FOLDER = "adapter"  # a LoRA run's adapters alone, beside the merged model (and in an export)
 TRAINER_STATE = "trainer_state.json"
 # What resuming restores beyond the weights, by file: lost when the file is missing.
 RESUMABLE_STATE = {

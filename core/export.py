@@ -34,9 +34,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from core.checkpoints import FINAL_MODEL, publish_folder
+from core.checkpoints import ADAPTER_FOLDER, FINAL_MODEL, publish_folder
 from core.errors import UserError
-from core.run_files import run_config, summary, test_report
+from core.run_files import read_json, run_config, summary, test_report
 from core.store import Run, RunStore
 
 INT8_FOLDER = "int8"  # in a run's folder and in an export
@@ -327,6 +327,8 @@ def export_run(run_id: str, target: Path, int8: bool = False, store: RunStore | 
         quantizable_task(run)  # refuse before anything is written
     target = writable_empty_folder(Path(target))
     shutil.copytree(run.directory / FINAL_MODEL, target, dirs_exist_ok=True)
+    if (run.directory / ADAPTER_FOLDER).is_dir():
+        shutil.copytree(run.directory / ADAPTER_FOLDER, target / ADAPTER_FOLDER)
     report = None
     if int8:
         folder, report = int8_variant(run)
@@ -374,9 +376,33 @@ def model_card(run: Run, quantization: QuantizationReport | None = None) -> str:
     """The exported folder's card: results and how to load it, plus the int8 variant's figures when it is there."""
     task = run_task(run)
     lines = card_header(run) + ["Load it:", "", code(task.loading_snippet, "PATH/TO/THIS/FOLDER"), ""]
+    if (run.directory / ADAPTER_FOLDER).is_dir():
+        lines += adapter_section(run)
     if quantization:
         lines += int8_section(run, quantization, "PATH/TO/THIS/FOLDER/int8", f"In the folder `{INT8_FOLDER}/`. ")
     return "\n".join(lines + config_section(run))
+
+
+def adapter_section(run: Run) -> list[str]:
+    """How to load the LoRA adapters alone (`adapter/`) onto the pretrained model they were trained on, with the model
+    class this folder's config names (a classifier's head is among the adapter's saved modules)."""
+    facts = summary(run) or {}
+    config = read_json(run.directory / FINAL_MODEL / "config.json") or {}
+    model_class = (config.get("architectures") or ["AutoModel"])[0]
+    sized = "" if model_class.endswith("ForCausalLM") else f", num_labels={len(facts.get('label_names', [])) or 2}"
+    base = facts.get("model_source", "THE/PRETRAINED/MODEL")
+    return [
+        f"The LoRA adapters alone are in `{ADAPTER_FOLDER}/` (this folder has them merged in); they load onto the "
+        "pretrained model with peft:",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        f"from transformers import {model_class}",
+        f'base = {model_class}.from_pretrained("{base}"{sized})',
+        f'model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER/{ADAPTER_FOLDER}")',
+        "```",
+        "",
+    ]
 
 
 def int8_card(run: Run, quantization: QuantizationReport) -> str:

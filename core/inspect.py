@@ -25,7 +25,7 @@ from core.store import Run
 
 # The classification views (`Task.view`) whose runs these functions inspect, and the column naming each example in
 # their prediction frames: its text, or an image reference ("digits#12").
-INPUT_COLUMNS = {"text": "text", "image": "image"}
+INPUT_COLUMNS = {"text": "text", "image": "image", "answers": "prompt"}
 TABLE_COLUMNS = ("text", "gold", "predicted", "confidence", "loss", "correct")
 IMAGE_COLUMNS = ("image", "gold", "predicted", "confidence", "loss", "correct")
 IMAGE_PAGE_SIZE = 24  # thumbnails on one page of the image gallery
@@ -146,12 +146,15 @@ def compute_predictions(run: Run, split: str, stage: str, progress: Progress = _
     """Predict every example of the run's split with the stage's model, through the task's own split and stage
     (`core.stages`); the frame names each example by its text or its image reference."""
     from core.predictions import prediction_frame
-    from core.stages import open_stage, split_rows
+    from core.stages import open_stage, split_rows, task_of
 
     progress(0.0, f"Loading the {split} split")
     rows, names = split_rows(run, split)
     progress(0.05, f"Loading the {stage} model")
     model = open_stage(run, stage)
+    own = task_of(run).stage_predictions(model, rows, lambda fraction, message: progress(0.1 + 0.9 * fraction, message))
+    if own is not None:
+        return own
     logits = model.predict(rows, progress=lambda fraction, message: progress(0.1 + 0.9 * fraction, f"{message} ({split})"))
     index = {name: i for i, name in enumerate(names)}
     labels = np.array([index[label] for label in rows["label"]], dtype=int)

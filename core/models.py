@@ -164,6 +164,11 @@ def with_new_head(model_config, label_names: list[str], dropout: float):
     model_config.num_labels = len(label_names)
     model_config.id2label = dict(enumerate(label_names))
     model_config.label2id = {name: index for index, name in enumerate(label_names)}
+    return set_dropout(model_config, dropout)
+
+
+def set_dropout(model_config, dropout: float):
+    """The run's dropout on whichever of the architecture's dropout knobs exist."""
     for key in DROPOUT_KEYS:
         if hasattr(model_config, key):
             setattr(model_config, key, dropout)

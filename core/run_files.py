@@ -1,4 +1,4 @@
-"""Reading what a run left in its directory: config, reports, summary, predictions."""
+"""Reading what a run left in its directory: config, reports, summary, predictions, sample generations."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pandas as pd
 
 from core.config import RunConfig
 from core.store import Run
+
+GENERATIONS_FILE = "generations.jsonl"  # sample answers a generating task writes at every evaluation
 
 
 def run_config(run: Run) -> RunConfig:
@@ -39,3 +41,23 @@ def config_differences(runs: list[Run]) -> pd.DataFrame:
     keys = next(iter(configs.values())).keys() if configs else []
     differing = [key for key in keys if len({json.dumps(c[key]) for c in configs.values()}) > 1]
     return pd.DataFrame({label: {key: str(values[key]) for key in differing} for label, values in configs.items()})
+
+
+def generations(run: Run) -> pd.DataFrame:
+    """The sample answers a generating run wrote at every evaluation: step, prompt, reference, answer, seconds (the
+    generation time of that evaluation). The last line of a step and prompt wins: a resumed run's repeated
+    evaluation replaces the earlier one. Empty for a run that writes none."""
+    path = run.directory / GENERATIONS_FILE
+    columns = ["step", "prompt", "reference", "answer", "seconds"]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line torn by a kill mid-write: the lines before it stand
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.drop_duplicates(["step", "prompt"], keep="last").sort_values("step", kind="stable").reset_index(drop=True)

@@ -7,6 +7,7 @@ They need no download, so tests, benchmarks and the GPU check can exercise the r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.catalog import MINILM_L6
@@ -70,12 +71,14 @@ END_OF_TEXT = "<|endoftext|>"
 DECODER_ARCHITECTURES = ("gpt2", "llama")
 
 
-def write_random_decoder(target: Path, architecture: str = "llama", seed: int = 0, vocab_size: int = 512) -> Path:
+def write_random_decoder(
+    target: Path, architecture: str = "llama", seed: int = 0, vocab_size: int = 512, texts: Sequence[str] = ()
+) -> Path:
     """Save a random 2-layer causal LM (GPT-2 or LLaMA, hidden 32) to `target` with a byte-level BPE tokenizer that,
     like theirs, has an end-of-text token and no padding or [MASK] token; returns the folder.
 
-    The tokenizer is trained on the planted-keywords sentences, so those words are single tokens ("Ġexcellent");
-    any other text still tokenises, byte by byte.
+    The tokenizer is trained on the planted-keywords sentences and `texts`, so their words are single tokens
+    ("Ġexcellent"); any other text still tokenises, byte by byte.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -91,7 +94,7 @@ def write_random_decoder(target: Path, architecture: str = "llama", seed: int = 
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[END_OF_TEXT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    bpe.train_from_iterator(planted_keywords_frame()["text"].tolist(), trainer=trainer)
+    bpe.train_from_iterator([*planted_keywords_frame()["text"].tolist(), *texts], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT)
     shared = {"vocab_size": bpe.get_vocab_size(), "bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
     if architecture == "gpt2":

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from core.checkpoints import BEFORE_MODEL, FINAL_MODEL
+from core.checkpoints import ADAPTER_FOLDER, BEFORE_MODEL, FINAL_MODEL
 from core.config import RunConfig
 from core.errors import UserError
 from core.jobs import CANCEL_FLAG, dispatch, process_start_ticks, write_ending
@@ -161,6 +161,10 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     health.judge_final(final_eval, task.primary_metric, task.chance_level(prepared))
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
+    if hasattr(trainer.model, "peft_config"):
+        # The adapters alone (megabytes, not the whole model), for loading onto the pretrained model with peft; saved
+        # before they are merged into the model below.
+        publish_folder(lambda folder: save_model_folder(trainer.model, prepared.processor, folder), directory / ADAPTER_FOLDER)
     publish_folder(
         lambda folder: save_model_folder(task.finished_model(trainer.model), prepared.processor, folder), directory / FINAL_MODEL
     )

@@ -32,7 +32,7 @@ SPEC_FILE = "spec.yaml"
 MAX_UPLOAD_ENV = "WORKBENCH_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 200.0
 # The modules that register a kind, in the order the Data page, the CLI and the listings show them.
-KIND_MODULES = ("core.data.text_kind", "core.images.kind", "core.ner.kind", "core.image_text.kind")
+KIND_MODULES = ("core.data.text_kind", "core.images.kind", "core.ner.kind", "core.image_text.kind", "core.instructions.kind")
 
 
 class Builtin(Protocol):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -105,6 +105,8 @@ class Task(ABC):
     # Whether `core.adversarial.evaluate_robustness` can attack this task's runs (the Runs page offers it then);
     # such a task implements `model_inputs`.
     checks_robustness: bool = False
+    # Settings the Train page fills in when this task is picked, where the common defaults (an encoder's) do not suit it.
+    suggested: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def datasets(self) -> list:
@@ -136,6 +138,11 @@ class Task(ABC):
         feeds it and what `core.adversarial.evaluate_robustness` attacks (in `adversarial_space`). A task whose
         runs are checked for robustness implements it."""
         raise NotImplementedError(f"{self.title} runs do not build model inputs from rows.")
+
+    def stage_predictions(self, stage: StageModel, rows: pd.DataFrame, progress: Progress) -> pd.DataFrame | None:
+        """After training: the prediction frame of a stage on `split_rows` rows, for a task whose frame is not a
+        classifier's (`core.predictions.prediction_frame` over `stage_logits`, what None asks for)."""
+        return None
 
     @abstractmethod
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

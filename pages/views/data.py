@@ -22,6 +22,7 @@ VIEWS = {
     "Images": ("pages.image_data", "image_main"),
     "NER": ("pages.ner_data", "ner_main"),
     "Image + text": ("pages.pair_data", "pair_main"),
+    "Instructions": ("pages.instruction_data", "instruction_main"),
 }
 
 
@@ -34,7 +35,7 @@ def main() -> None:
         default=modalities[0],
         key="data_modality",
         help="Text datasets train text classifiers, image datasets image classifiers, NER datasets entity taggers; "
-        "image + text datasets align or fuse the two.",
+        "image + text datasets align or fuse the two; instruction datasets (prompts and responses) tune a language model.",
     )
     module, view = VIEWS[modality or modalities[0]]
     getattr(importlib.import_module(module), view)()

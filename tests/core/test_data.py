@@ -513,6 +513,7 @@ def test_the_registry_lists_every_kind_with_its_task():
         "token_classification",
         "image_text_contrastive",
         "image_text_fusion",
+        "instruction_tuning",
     ]
     for task in UPLOAD_TASKS:
         register_as(task, f"my-{task}")

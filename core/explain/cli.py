@@ -5,15 +5,17 @@
     python -m core explain IMAGE_RUN_ID --image photo.png | --split test --index 3  [--grid 7] [--method grad_cam]
     python -m core explain NER_RUN_ID --split test --index 4 --token 2   (or --text "Ada lives in Paris" --token 3)
     python -m core explain PAIR_RUN_ID --image photo.png --text "a red circle" [--grid 7] [--word red]
+    python -m core explain LM_RUN_ID --split test --index 2 [--target 0]   (or --text "a prompt"; --target: answer token)
 
 What is explained follows the run's task: a text classifier's class over the tokens; an image
 classifier's class over a grid of patches (`core.explain.image`); a NER model's tag for the word
 `--token` picks, over the sentence's tokens (`core.explain.tags`); an image-text run's score of the
 pair (image, --text) over tokens and patches at once, or with `--word` which patches make that word
-count (`core.explain.pairs`). `--split/--index` takes the row from the run's own data split (the
-dataset arguments the trainer used), so index 17 is row 17 of that split and its gold label or tag
-is shown. Without --json it prints the prediction, each unit with its score, and the convergence
-delta where the method has one.
+count (`core.explain.pairs`); an instruction-tuned model's greedy answer to the prompt (--text or the row's), over
+the prompt's tokens: the whole answer, or with `--target J` its J-th token (`core.explain.answers`).
+`--split/--index` takes the row from the run's own data split (the dataset arguments the trainer used), so index 17
+is row 17 of that split and its gold label, tag or reference answer is shown. Without --json it prints the
+prediction, each unit with its score, and the convergence delta where the method has one.
 `add_explain_parser(subparsers)` plugs the command into `core/cli.py`; `main()` runs it alone.
 """
 
@@ -33,10 +35,10 @@ FLAG_KINDS = {
     "--image": (("image", "pairs"), "image classification and image-text runs"),
     "--token": (("tags",), "named-entity runs"),
     "--word": (("pairs",), "image-text runs"),
-    "--merge-words": (("text", "tags"), "text classification and named-entity runs"),
+    "--merge-words": (("text", "tags", "answers"), "text classification, named-entity and instruction-tuning runs"),
 }
 METHOD_RUNS = {
-    "tokens": "text classification and named-entity runs",
+    "tokens": "text classification, named-entity and instruction-tuning runs",
     "patches": "image classification runs",
     "pairs": "image-text runs",
 }
@@ -199,6 +201,24 @@ def explain_image(arguments, params: dict[str, str], run) -> int:
         gold_label=gold,
         image=arguments.image if arguments.image is not None else image,
     )
+    return 0
+
+
+def explain_answer(arguments, params: dict[str, str], run) -> int:
+    """An instruction-tuned model's answer to a prompt (--text, or a row's prompt with its reference), over the prompt's
+    tokens: the whole answer, or the answer token --target names (core.explain.answers)."""
+    from core.explain.loading import load_explainer
+
+    if arguments.text is not None:
+        if arguments.split or arguments.index is not None:
+            raise UserError("Give either --text or --split with --index, not both.")
+        prompt, reference = arguments.text, None
+    else:
+        row = split_row(arguments, run)
+        prompt, reference = str(row["prompt"]), str(row["response"])
+    explainer = load_explainer(run.id, arguments.stage)
+    explanation = explainer.explain(prompt, arguments.method, arguments.target, merge_words=arguments.merge_words, **params)
+    show(arguments, explanation, run_id=run.id, stage=explainer.stage, gold_label=reference)
     return 0
 
 
@@ -386,6 +406,8 @@ PART_NAMES = {"tokens": "text", "patches": "image"}
 
 def headline(e) -> str:
     """The prediction with its probability; a similarity model, which has no classes, gives its score instead."""
+    if e.kind == "generation":
+        return f"answer: {e.predicted_label!r} · log-probability of the explained part {e.score:+.3g}"
     if e.predicted is None:
         return f"score: {e.score:+.3g} (similarity (scaled cosine))"
     prediction = f"prediction: {e.predicted_label} ({e.probabilities[e.predicted]:.0%})"
@@ -458,7 +480,13 @@ def paint(unit: str, score: float, relative: float, colour: bool, decimals: int 
     return f"\033[{code}m{text}\033[0m"
 
 
-EXPLAINERS = {"text": explain_text, "tags": explain_tag, "image": explain_image, "pairs": explain_pair}  # by Task.view
+EXPLAINERS = {  # by Task.view
+    "text": explain_text,
+    "tags": explain_tag,
+    "image": explain_image,
+    "pairs": explain_pair,
+    "answers": explain_answer,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

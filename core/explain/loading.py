@@ -13,6 +13,7 @@ view; each class builds itself from a `StageModel` (`from_stage`).
 from __future__ import annotations
 
 from core.errors import UserError
+from core.explain.answers import AnswerExplainer
 from core.explain.cache import LRUCache
 from core.explain.image import ImageExplainer
 from core.explain.pairs import PairExplainer
@@ -22,7 +23,13 @@ from core.explain.text import TextExplainer
 EXPLAINER_CACHE_SIZE = 64  # explainers over the opened stages (a NER run has one per explained word)
 
 # One line per view a task can name (`Task.view`): the adapter that explains its runs.
-ADAPTERS = {"text": TextExplainer, "tags": TagExplainer, "image": ImageExplainer, "pairs": PairExplainer}
+ADAPTERS = {
+    "text": TextExplainer,
+    "tags": TagExplainer,
+    "image": ImageExplainer,
+    "pairs": PairExplainer,
+    "answers": AnswerExplainer,
+}
 
 _EXPLAINERS = LRUCache(EXPLAINER_CACHE_SIZE)
 

@@ -22,6 +22,8 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Validation retrieval recall@1 and zero-shot accuracy",
         ("eval_recall@1", "eval_image_to_text_recall@1", "eval_text_to_image_recall@1", "eval_zero_shot_accuracy"),
     ),
+    ("Validation answers: exact match and token F1", ("eval_exact_match", "eval_token_f1")),
+    ("Validation perplexity", ("eval_perplexity",)),
     ("Temperature", ("temperature",)),
     ("Learning rate", ("learning_rate",)),
     ("AdaLoRA rank budget", ("adalora_rank_budget",)),
@@ -38,6 +40,9 @@ DASHES = {
     "eval_image_to_text_recall@1": "dash",
     "eval_text_to_image_recall@1": "dot",
     "eval_zero_shot_accuracy": "dashdot",
+    "eval_exact_match": "solid",
+    "eval_token_f1": "dot",
+    "eval_perplexity": "dash",
 }
 
 
@@ -547,3 +552,32 @@ def delta_note(explanation) -> tuple[str | None, str | None]:
         "The convergence delta is large next to the change in the score: the integral is too coarse, so these "
         f"scores are approximate. Raise the {knob} and explain again."
     )
+
+
+def answer_attribution_heatmap(prompt_units: list[str], answer_tokens: list[str], rows: list[list[float]]) -> go.Figure:
+    """Answer tokens (rows, in order) x prompt tokens (columns): how much each prompt token moved the log-probability
+    of each answer token; red raised it, blue lowered it, one colour scale for the whole grid."""
+    import numpy as np
+
+    grid = np.asarray(rows, dtype=float)
+    scale = float(np.nanmax(np.abs(grid))) if grid.size else 1.0
+    words = [text for _, text in readable_units(prompt_units)]
+    # Plotly merges equal category labels: number the columns and rows so a repeated word keeps its own cell.
+    columns = [f"{index}:{word}" for index, word in enumerate(words)]
+    lines = [f"{index}:{token.strip() or repr(token)}" for index, token in enumerate(answer_tokens)]
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid,
+            x=columns,
+            y=lines,
+            zmin=-scale or -1.0,
+            zmax=scale or 1.0,
+            colorscale=[[0.0, "rgb(33,102,172)"], [0.5, "rgb(247,247,247)"], [1.0, "rgb(178,24,43)"]],
+            hovertemplate="answer token %{y}<br>prompt token %{x}<br>%{z:.4f}<extra></extra>",
+            colorbar={"title": "attribution"},
+        )
+    )
+    figure.update_yaxes(autorange="reversed", title_text="answer token")
+    figure.update_xaxes(title_text="prompt token", tickangle=-60)
+    figure.update_layout(height=160 + 28 * len(lines), margin={"l": 10, "r": 10, "t": 20, "b": 120})
+    return figure

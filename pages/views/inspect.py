@@ -1,5 +1,5 @@
 """Inspect: where a run's model errs and why. The page picks the run; the view its task names (`Task.view`:
-text, tags, image or pairs; `INSPECT_VIEWS` below) picks the stage and split and draws the rest — metrics, the
+text, tags, image, pairs or answers; `INSPECT_VIEWS` below) picks the stage and split and draws the rest — metrics, the
 examples behind each error, attributions, a sanity check, and before/after (or run vs run) flips.
 """
 
@@ -18,6 +18,7 @@ INSPECT_VIEWS = {
     "image": ("pages.image_view", "image_inspector"),
     "tags": ("pages.ner_view", "ner_inspector"),
     "pairs": ("pages.pair_view", "pair_inspector"),
+    "answers": ("pages.answer_view", "answer_inspector"),
 }
 
 st.title("Inspect")

@@ -99,6 +99,23 @@ def curves(selected: list[Run]) -> None:
     st.plotly_chart(viz.training_curves(metrics, labels, log_loss=log_scale), key="runs_curves", width="stretch")
 
 
+def sample_generations(run: Run) -> None:
+    """The answers to a few fixed validation prompts at every evaluation, one column per step: from the pretrained
+    model's ramble at step 0 to the task's answer. Shown for runs that write them (generating tasks)."""
+    samples = run_files.generations(run)
+    if samples.empty:
+        return
+    st.markdown("**Sample answers at each evaluation**")
+    table = samples.pivot_table(index=["prompt", "reference"], columns="step", values="answer", aggfunc="last", sort=False)
+    table.columns = [f"step {step}" for step in table.columns]
+    st.dataframe(table.reset_index(), hide_index=True, width="stretch", key=f"runs_samples_{run.id}")
+    seconds = samples.groupby("step")["seconds"].first()
+    st.caption(
+        f"Greedy answers, generated at each evaluation ({seconds.mean():.1f} s per evaluation, with the scores' "
+        "prompts); the curves' exact match and token F1 come from the same answers."
+    )
+
+
 def reports(run: Run) -> None:
     before, after = run_files.test_report(run, "before"), run_files.test_report(run, "after")
     if (not before and not after) or run.task not in TASKS:
@@ -230,6 +247,7 @@ def live_view(selected_ids: list[str]) -> None:
         run_details(selected[0])
     curves(selected)
     if len(selected) == 1:
+        sample_generations(selected[0])
         reports(selected[0])
         if selected[0].status == "completed":
             if TASKS[selected[0].task].checks_robustness:

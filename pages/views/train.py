@@ -185,6 +185,7 @@ def build_config() -> RunConfig | None:
         "Task", list(TASKS), format_func=lambda key: TASKS[key].title, key="train_task", help=HELP["task"]
     )
     task = TASKS[values["task"]]
+    follow_task_suggestions(task, TASKS)
     values["model"] = model_picker(task)
     values["dataset"], values["text_column"], values["label_column"] = dataset_picker(task)
     follow_suggested_name(suggested_name(task, values["dataset"]))
@@ -204,6 +205,25 @@ def build_config() -> RunConfig | None:
     except UserError as problem:
         st.error(str(problem))
         return None
+
+
+def follow_task_suggestions(task, tasks) -> None:
+    """When the task changes, fill in what it suggests (a decoder, LoRA on its projections) and put back the common
+    defaults the previous task had replaced, so an encoder task never inherits a decoder's LoRA targets."""
+    previous = st.session_state.get("train_task_followed")
+    if previous == task.key:
+        return
+    st.session_state["train_task_followed"] = task.key
+    defaults = RunConfig()
+    replaced = {field: getattr(defaults, field) for field in tasks[previous].suggested} if previous in tasks else {}
+    for field, value in {**replaced, **task.suggested}.items():
+        if field == "model":
+            st.session_state["train_model_source"] = "Built-in"
+            st.session_state["train_model_builtin"] = value
+        elif field == "dataset":
+            st.session_state["train_dataset"] = value
+        else:
+            st.session_state[f"train_{field}"] = widget_value(field, value)
 
 
 def tracker_settings() -> dict:

@@ -1,0 +1,87 @@
+"""Instruction-tuning runs on the Train, Runs and Inspect pages, under Streamlit's AppTest.
+
+The run is the tiny LLaMA instruction-tuned in-process on planted-answers (tests/core/test_instruction_tuning.py,
+trained once per session).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_instruction_tuning import answers_run, llama, tokenizer  # noqa: F401 - the session's shared fixtures
+
+from core import inspect
+
+TIMEOUT = 180
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "app.py")
+RUNS = str(ROOT / "pages" / "views" / "runs.py")
+TRAIN = str(ROOT / "pages" / "views" / "train.py")
+
+
+@pytest.fixture
+def workspace_of(answers_run, monkeypatch):  # noqa: F811 - the imported fixture, used by name
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(answers_run.directory.parents[1]))
+    return answers_run
+
+
+def test_the_runs_page_shows_the_sample_answers_step_by_step_and_the_answer_scores(workspace_of):
+    run = workspace_of
+    app = AppTest.from_file(RUNS, default_timeout=TIMEOUT).run()
+    app.multiselect(key="runs_selection").set_value([run.id]).run()
+    assert not app.exception, [e.message for e in app.exception]
+    samples = next(t.value for t in app.dataframe if "step 0" in t.value.columns)
+    steps = [column for column in samples.columns if column.startswith("step ")]
+    assert len(samples) == 4 and len(steps) >= 3
+    assert (samples[steps[-1]] == samples["reference"]).sum() >= 3 and (samples["step 0"] != samples["reference"]).all()
+    headline = next(t.value for t in app.dataframe if "exact match" in t.value.index)
+    assert headline.loc["exact match"].iloc[-1] >= 0.9
+
+
+def test_inspect_shows_the_answers_and_explains_the_picked_one_over_the_prompt(workspace_of):
+    run = workspace_of
+    frame = inspect.predictions(run, "test", "after")
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.switch_page("pages/views/inspect.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert {m.label: m.value for m in app.metric}["Exact match"] == f"{frame['match'].mean():.1%}"
+    table = next(t.value for t in app.dataframe if "answer" in t.value.columns)
+    assert len(table) == len(frame)
+    # The hardest row leads and is explained: its prompt words coloured, and one grid row per answer token.
+    maps = [html.proto.body for html in app.get("html") if "the whole answer" in html.proto.body]
+    assert maps and "[" in maps[0]
+    assert len(app.get("plotly_chart")) >= 1
+    app.toggle(key="answers_wrong").set_value(True).run()
+    shown = next(c.value for c in app.caption if " prompts" in c.value)
+    assert shown.startswith(f"{int((~frame['match']).sum())} of {len(frame)} prompts")
+
+
+def test_a_typed_prompt_is_answered_and_explained_under_two_stages(workspace_of):
+    from core.stages import split_rows
+
+    run = workspace_of
+    rows, _ = split_rows(run, "test")
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.switch_page("pages/views/inspect.py").run()
+    app.text_area(key="answers_prompt").set_value(rows["prompt"].iloc[1])
+    app.selectbox(key="answers_versus").set_value("before")
+    app.button(key="answers_go").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    answers = [m.value for m in app.markdown if m.value.startswith("Answer: ") or m.value == "The model answered nothing."]
+    assert len(answers) == 2 and answers[0] == f"Answer: `{rows['response'].iloc[1]}`"
+
+
+def test_picking_instruction_tuning_on_train_suggests_a_decoder_with_lora_and_going_back_restores(workspace_of):
+    app = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    app.selectbox(key="train_task").set_value("instruction_tuning").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert app.selectbox(key="train_model_builtin").value == "smollm2-135m"
+    assert app.radio(key="train_strategy").value == "lora"
+    assert app.text_input(key="train_lora_targets").value == "q_proj,v_proj"
+    assert app.selectbox(key="train_dataset").value == "sentiment-instructions"
+    app.selectbox(key="train_task").set_value("text_classification").run()
+    assert app.selectbox(key="train_model_builtin").value == "minilm-l6"
+    assert app.radio(key="train_strategy").value == "full"

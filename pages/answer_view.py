@@ -17,7 +17,7 @@ from core.checkpoints import available_stages, latest_stage
 from core.errors import UserError
 from core.stages import SPLITS
 from core.store import Run
-from pages import get_explainer, keep_valid, load_predictions, method_picker, show_delta, stop_with
+from pages import get_explainer, keep_valid, load_predictions, method_picker, sanity_panel, show_delta, stop_with
 
 TABLE_ROWS = 200  # rows of the predictions table drawn at once (the filters narrow the rest)
 
@@ -41,6 +41,7 @@ def answer_inspector(run: Run, pick_stage, pick_split) -> None:
     except UserError as problem:
         stop_with(problem)
     headline(frame)
+    prompt_format_note(run)
     row = predictions_table(run, frame, stage, split)
     settings = answer_settings()
     if row is not None:
@@ -54,6 +55,18 @@ def headline(frame: pd.DataFrame) -> None:
     left.metric("Exact match", f"{frame['match'].mean():.1%}" if len(frame) else "—")
     middle.metric("Token F1", f"{frame['token_f1'].mean():.3f}" if len(frame) else "—")
     right.metric("Reference loss (mean)", f"{frame['loss'].mean():.3f}" if len(frame) else "—")
+
+
+def prompt_format_note(run: Run) -> None:
+    """How this run's prompts reached the model: its chat template or a plain line, and how many were cut to fit."""
+    from core.run_files import summary
+
+    facts = summary(run) or {}
+    cut = int(facts.get("prompts_cut", 0) or 0)
+    note = f"Prompt format: {facts.get('prompt_format', 'unknown')}."
+    if cut:
+        note += f" {cut} prompts were longer than the max length and lost their first words, in training and here."
+    st.caption(note)
 
 
 def predictions_table(run: Run, frame: pd.DataFrame, stage: str, split: str) -> int | None:
@@ -115,6 +128,16 @@ def explain_row(run: Run, stage: str, row: pd.Series, settings: dict[str, Any]) 
             st.info("The model gave an empty answer here, so there is nothing to explain.")
         return
     draw_answer_maps(explainer, row["prompt"], row["answer"], settings)
+    checked = {**settings, "params": {**settings["params"], "answer": row["answer"]}}
+    sanity_panel(explainer, row["prompt"], None, checked, (run.id, stage, row["prompt"]), draw_sanity_map)
+
+
+def draw_sanity_map(explanation, heading: str, slot: str) -> None:
+    st.html(
+        viz.token_attribution_html(
+            explanation.units, explanation.scores, caption=heading, signed=explanation.signed, explained="the answer"
+        )
+    )
 
 
 def draw_answer_maps(explainer, prompt: str, answer: str, settings: dict[str, Any]) -> None:

@@ -56,6 +56,13 @@ class AnswerExplainer(TextExplainer):
             name=f"{stage.run.name} ({stage.run.id}, {stage.stage})",
         )
 
+    def with_model(self, model, cache_size: int = 0) -> AnswerExplainer:
+        """The same tokenizer and limits around another model (e.g. a randomised copy for the sanity check, which then
+        explains the trained model's answer: pass it as `answer=`)."""
+        twin = AnswerExplainer(model, self.tokenizer, self.max_length, self.max_new_tokens, cache_size=cache_size, name=self.name)
+        twin.run_id, twin.stage = self.run_id, self.stage
+        return twin
+
     def answer(self, prompt: str) -> str:
         """The model's greedy answer to `prompt`."""
         from core.instructions.generation import Sampling, generate_answers
@@ -73,8 +80,8 @@ class AnswerExplainer(TextExplainer):
         answer: str | None = None,
         **params,
     ) -> Explanation:
-        """Attribution of the answer (`answer`, or the model's greedy one) to each prompt token. `target` None explains
-        the whole answer, an int the answer's token of that index."""
+        """Attribution of the answer (`answer`, or the model's greedy one) to each prompt token. `target` None (or the
+        answer's token count) explains the whole answer, an int the answer's token of that index."""
         from core.explain.text import merge_word_pieces
 
         prompt = self._check_text(prompt)
@@ -190,10 +197,11 @@ class AnswerExplainer(TextExplainer):
             return count
         if isinstance(target, str) and target.strip().isdigit():
             target = int(target)
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= int(target) < count:
+        # The index one past the last token is the whole answer, as an explanation's `target` records it.
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= int(target) <= count:
             raise UserError(
-                f"The answer '{encoded.answer}' has {count} tokens, numbered 0 to {count - 1}; pick one of them, or the "
-                "whole answer."
+                f"The answer '{encoded.answer}' has {count} tokens, numbered 0 to {count - 1}; pick one of them, or "
+                f"{count} (or none) for the whole answer."
             )
         return int(target)
 

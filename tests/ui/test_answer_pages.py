@@ -53,6 +53,12 @@ def test_inspect_shows_the_answers_and_explains_the_picked_one_over_the_prompt(w
     maps = [html.proto.body for html in app.get("html") if "the whole answer" in html.proto.body]
     assert maps and "[" in maps[0]
     assert len(app.get("plotly_chart")) >= 1
+    assert any(c.value.startswith("Prompt format: plain (the model has no chat template)") for c in app.caption)
+    # The sanity check explains the same answer with randomised weights.
+    app.button(key="inspect_sanity_go").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert any(m.label == "Spearman rank correlation" for m in app.metric)
     app.toggle(key="answers_wrong").set_value(True).run()
     shown = next(c.value for c in app.caption if " prompts" in c.value)
     assert shown.startswith(f"{int((~frame['match']).sum())} of {len(frame)} prompts")

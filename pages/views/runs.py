@@ -100,20 +100,35 @@ def curves(selected: list[Run]) -> None:
 
 
 def sample_generations(run: Run) -> None:
-    """The answers to a few fixed validation prompts at every evaluation, one column per step: from the pretrained
+    """The answers to a few fixed validation prompts at every evaluation, one row per step: from the pretrained
     model's ramble at step 0 to the task's answer. Shown for runs that write them (generating tasks)."""
     samples = run_files.generations(run)
     if samples.empty:
         return
     st.markdown("**Sample answers at each evaluation**")
-    table = samples.pivot_table(index=["prompt", "reference"], columns="step", values="answer", aggfunc="last", sort=False)
-    table.columns = [f"step {step}" for step in table.columns]
-    st.dataframe(table.reset_index(), hide_index=True, width="stretch", key=f"runs_samples_{run.id}")
+    prompts = list(dict.fromkeys(samples["prompt"]))
+    references = samples.drop_duplicates("prompt").set_index("prompt")["reference"]
+    st.markdown(
+        "\n".join(f"{number}. {shortened(prompt)} → *{references[prompt]}*" for number, prompt in enumerate(prompts, start=1))
+    )
+    samples = samples.assign(number=samples["prompt"].map({prompt: f"answer {n}" for n, prompt in enumerate(prompts, 1)}))
+    table = samples.pivot_table(index="step", columns="number", values="answer", aggfunc="last", sort=False)
+    table.index = [f"step {step}" for step in table.index]
+    st.table(table.fillna(""))
     seconds = samples.groupby("step")["seconds"].first()
     st.caption(
-        f"Greedy answers, generated at each evaluation ({seconds.mean():.1f} s per evaluation, with the scores' "
-        "prompts); the curves' exact match and token F1 come from the same answers."
+        f"Greedy answers (the reference in italics above), generated at each evaluation ({seconds.mean():.1f} s per "
+        "evaluation, with the prompts the scores use); the curves' exact match and token F1 come from the same answers."
     )
+
+
+SHOWN_PROMPT_CHARACTERS = 160
+
+
+def shortened(prompt: str) -> str:
+    """A prompt on one line, cut to SHOWN_PROMPT_CHARACTERS (a review can run to pages)."""
+    line = " ".join(prompt.split())
+    return line if len(line) <= SHOWN_PROMPT_CHARACTERS else line[: SHOWN_PROMPT_CHARACTERS - 1] + "…"
 
 
 def reports(run: Run) -> None:

@@ -32,10 +32,16 @@ def test_the_runs_page_shows_the_sample_answers_step_by_step_and_the_answer_scor
     app = AppTest.from_file(RUNS, default_timeout=TIMEOUT).run()
     app.multiselect(key="runs_selection").set_value([run.id]).run()
     assert not app.exception, [e.message for e in app.exception]
-    samples = next(t.value for t in app.dataframe if "step 0" in t.value.columns)
-    steps = [column for column in samples.columns if column.startswith("step ")]
-    assert len(samples) == 4 and len(steps) >= 3
-    assert (samples[steps[-1]] == samples["reference"]).sum() >= 3 and (samples["step 0"] != samples["reference"]).all()
+    from core.run_files import generations
+
+    written = generations(run)
+    references = written.drop_duplicates("prompt")["reference"].tolist()
+    samples = next(t.value for t in app.table if "answer 1" in t.value.columns)
+    assert list(samples.columns) == [f"answer {n}" for n in range(1, 5)] and samples.index[0] == "step 0"
+    assert len(samples) == written["step"].nunique() >= 3
+    assert sum(a == r for a, r in zip(samples.iloc[-1], references)) >= 3
+    assert all(a != r for a, r in zip(samples.iloc[0], references))
+    assert any(f"→ *{references[0]}*" in m.value for m in app.markdown)
     headline = next(t.value for t in app.dataframe if "exact match" in t.value.index)
     assert headline.loc["exact match"].iloc[-1] >= 0.9
 

@@ -272,7 +272,9 @@ def attribution_colour(score: float, scale: float, signed: bool = True) -> str:
     return f"rgba({red},{green},{blue},{0.85 * strength:.3f})"
 
 
-WORD_START_MARKS = ("Ġ", "▁")  # byte-level BPE (GPT-2, LLaMA 3, SmolLM) and SentencePiece mark a word's start
+NEWLINE = "Ċ"  # byte-level BPE's newline: a piece starting with it starts a word (the next line's)
+# Byte-level BPE (GPT-2, LLaMA 3, SmolLM) and SentencePiece mark a word's start.
+WORD_START_MARKS = ("Ġ", "▁", NEWLINE)
 
 
 def readable_units(units: list[str]) -> list[tuple[bool, str]]:
@@ -283,7 +285,8 @@ def readable_units(units: list[str]) -> list[tuple[bool, str]]:
     readable = []
     for index, unit in enumerate(units):
         if marked:
-            readable.append((index == 0 or unit.startswith(WORD_START_MARKS), unit.lstrip("".join(WORD_START_MARKS)) or unit))
+            begins = index == 0 or unit.startswith(WORD_START_MARKS) or units[index - 1].endswith(NEWLINE)
+            readable.append((begins, unit.replace(NEWLINE, "").lstrip("".join(WORD_START_MARKS)) or unit))
         else:
             readable.append((not unit.startswith("##"), unit))
     return readable

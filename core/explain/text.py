@@ -34,6 +34,7 @@ from core.explain.base import (
 )
 from core.explain.cache import LRUCache
 from core.explain.methods import get_method, methods_for
+from core.viz import NEWLINE, WORD_START_MARKS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -388,17 +389,18 @@ def merge_word_pieces(explanation: Explanation) -> Explanation:
     Sums keep Integrated Gradients' completeness (the word scores still add up to f(x) - f(b)).
     """
     units, scores = explanation.units, explanation.scores
-    starts_marked = any(unit.startswith(("Ġ", "▁")) for unit in units)
+    starts_marked = any(unit.startswith(WORD_START_MARKS) for unit in units)
     words: list[str] = []
     totals: list[float] = []
     for index, (unit, score) in enumerate(zip(units, scores)):
         if starts_marked:
-            begins = index == 0 or unit.startswith(("Ġ", "▁"))
-            piece = unit.lstrip("Ġ▁")
+            # A byte-level newline ("Ċ") ends a line, so the piece after it starts a word too.
+            begins = index == 0 or unit.startswith(WORD_START_MARKS) or units[index - 1].endswith(NEWLINE)
+            piece = unit.replace(NEWLINE, "").lstrip("".join(WORD_START_MARKS))
         else:
             begins = index == 0 or not unit.startswith("##")
             piece = unit if begins else unit[2:]
-        if begins or not words:
+        if (begins and not (words and words[-1] == "")) or not words:  # a bare newline's word takes the next piece
             words.append(piece)
             totals.append(float(score))
         else:

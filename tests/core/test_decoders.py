@@ -203,3 +203,32 @@ def test_word_pieces_read_as_words_in_every_tokenizers_convention():
     for mark in ("Ġ", "▁"):
         pieces = ["a", "ctor", f"{mark}said", f"{mark}it"]
         assert readable_units(pieces) == [(True, "a"), (False, "ctor"), (True, "said"), (True, "it")]
+
+
+def test_a_byte_level_newline_ends_a_word_in_maps_and_merged_words():
+    """SmolLM2's prompt "…film.\\nIs this…" tokenises as 'film', '.Ċ', 'Is': the newline ends the line's last word."""
+    from core.explain import merge_word_pieces
+    from core.explain.base import Explanation, make_parts
+    from core.viz import readable_units
+
+    pieces = ["Ġgreat", "Ġfilm", ".Ċ", "Is", "Ġthis", "Ċ", "Ġok"]
+    shown = readable_units(pieces)
+    assert [begins for begins, _ in shown] == [True, True, False, True, True, True, True]
+    assert [text for _, text in shown] == ["great", "film", ".", "Is", "this", "Ċ", "ok"]  # a bare newline stays visible
+    explanation = Explanation(
+        parts=make_parts(("tokens", pieces, [1.0, 2.0, 0.5, 3.0, 0.25, 0.125, 4.0], [len(pieces)])),
+        method="ig",
+        target=0,
+        target_label="x",
+        predicted=0,
+        predicted_label="x",
+        probabilities=[1.0],
+        delta=None,
+        output_difference=None,
+        seconds=0.0,
+        params={},
+        truncated=False,
+    )
+    merged = merge_word_pieces(explanation)
+    assert merged.units == ["great", "film.", "Is", "this", "ok"]
+    assert merged.scores == [1.0, 2.5, 3.0, 0.25, 4.125]  # the bare newline's score joins the next word: sums kept

@@ -47,7 +47,8 @@ TRACKERS: dict[str, Tracker] = {
 # One sentence of help per knob, for a learner; the Train page shows these as tooltips.
 HELP: dict[str, str] = {
     "name": "A short name to find this run again on the Runs page.",
-    "task": "What the model learns to do; text classification puts a linear classifier on the encoder.",
+    "task": "What the model learns to do: text classification puts a linear classifier on the encoder; instruction "
+    "tuning teaches a GPT-style decoder to answer prompts with its own language-model head.",
     "model": "A built-in model key, a Hugging Face hub id (needs internet), or a local folder saved with save_pretrained.",
     "dataset": "A built-in dataset, one registered on the Data page, or a path to a CSV/TSV/JSONL/Parquet file (CoNLL for NER).",
     "text_column": "Which column holds the text (for NER: the token lists); leave empty to use the mapping saved with the "

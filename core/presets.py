@@ -119,6 +119,31 @@ PRESETS: dict[str, Preset] = {
             SHAPES,
         ),
         Preset(
+            "teach-smollm2",
+            "Teach SmolLM2 to answer: sentiment instructions (LoRA)",
+            "SmolLM2-135M-Instruct learns to answer 'Is this review positive or negative?' with one word. Step 0 "
+            "shows the pretrained model's habit on the Runs page's sample answers: a chatty sentence ('This review is "
+            "positive, as it highlights the…'), so exact match starts at zero even when the opinion is right. Within "
+            "a few dozen steps the answers shrink to 'positive' or 'negative' and exact match climbs while the "
+            "validation loss and perplexity fall. Only the LoRA adapters on q_proj and v_proj train (under 1 % of "
+            "the weights). Then open Inspect and see which words of a review made it answer as it did. About 15 "
+            "minutes on a laptop CPU.",
+            {
+                "task": "instruction_tuning",
+                "model": "smollm2-135m",
+                "dataset": "sentiment-instructions",
+                "max_rows": 800,
+                "epochs": 1.0,
+                "batch_size": 8,
+                "learning_rate": 2e-4,
+                "strategy": "lora",
+                "lora_targets": ["q_proj", "v_proj"],
+                "max_length": 256,
+                "eval_steps": 20,
+                "logging_steps": 5,
+            },
+        ),
+        Preset(
             "towers-frozen-vs-trained",
             "Frozen towers vs trained towers",
             "Two alignment runs on the same captions: one trains only the projections and the temperature (both "

@@ -96,6 +96,7 @@ def fill_form(config: RunConfig) -> None:
         st.session_state["train_model_source"] = "Local folder" if local else "Hugging Face hub id"
         st.session_state["train_model_text"] = config.model
     st.session_state["train_dataset"] = config.dataset
+    st.session_state["train_task_followed"] = config.task  # a preset's values stand: no task suggestion replaces them
 
 
 def draw(specs, columns: int = 4) -> dict:

@@ -97,3 +97,15 @@ def test_picking_instruction_tuning_on_train_suggests_a_decoder_with_lora_and_go
     app.selectbox(key="train_task").set_value("text_classification").run()
     assert app.selectbox(key="train_model_builtin").value == "minilm-l6"
     assert app.radio(key="train_strategy").value == "full"
+
+
+def test_a_preset_keeps_its_values_when_it_switches_the_task(workspace_of):
+    """The seed preset after instruction tuning: its learning rate stands, not the default a task switch restores."""
+    app = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    app.selectbox(key="train_task").set_value("instruction_tuning").run()
+    app.selectbox(key="train_preset").set_value("seed").run()
+    app.button(key="train_preset_fill").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert app.selectbox(key="train_task").value == "text_classification"
+    assert app.number_input(key="train_learning_rate").value == pytest.approx(2e-5)
+    assert app.radio(key="train_strategy").value == "full"

@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOWER_MODES = ("train", "freeze", "lora")
 FUSIONS = ("concat", "gated")
+TRUNCATIONS = ("head", "tail")  # which end of a text longer than the max length is kept
 MAX_SEED = 2**32 - 1  # numpy's random generators take no larger seed
 
 
@@ -109,6 +110,9 @@ HELP: dict[str, str] = {
     "device": "Where to train: auto picks a GPU when there is one.",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or "
     "fp16 halve memory and speed up training on GPUs that support them.",
+    "truncation": "Text classification: which end of a text longer than the max length is kept — its head (the start) "
+    "or its tail (the end, where a review's verdict or an email's request often sits). Saved with the tokenizer, so "
+    "Inspect, explanations and the exported model cut texts the same way.",
     "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
     "vision_tower": "Image-text tasks: whether the image encoder trains, stays frozen, or learns small LoRA adapters (the "
     "targets must name its layers).",
@@ -141,6 +145,7 @@ class RunConfig:
     weight_decay: float = 0.01
     dropout: float = 0.1
     max_length: int = 128
+    truncation: str = "head"
     grad_accum: int = 1
     seed: int = 42
     eval_steps: int = 50
@@ -299,6 +304,10 @@ class RunConfig:
         check(
             self.vision_lr < 1 and self.text_lr < 1,
             "A tower learning rate of 1 or more will destroy the pretrained weights; use a value like 1e-5.",
+        )
+        check(
+            self.truncation in TRUNCATIONS,
+            f"Unknown truncation '{self.truncation}'; choose one of {', '.join(TRUNCATIONS)}.",
         )
         check(self.fusion in FUSIONS, f"Unknown fusion '{self.fusion}'; choose one of {', '.join(FUSIONS)}.")
         check(self.device in DEVICES, f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")

@@ -220,3 +220,11 @@ def check_max_length(source: str, max_length: int) -> None:
     limit = max_positions(source)
     if limit and max_length > limit:
         raise UserError(f"The max length {max_length} is over this model's limit of {limit} tokens; choose {limit} or less.")
+
+
+def token_counts(source: str, texts: list[str]) -> list[int]:
+    """Tokens each text takes with `source`'s tokenizer, special tokens included (what max_length counts)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    return [len(ids) for ids in tokenizer([str(text) for text in texts])["input_ids"]]

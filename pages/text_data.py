@@ -19,6 +19,7 @@ from core.data import (
 from core.data.info import TEXT_CLASSIFICATION
 from core.data.registry import dataset_kind
 from core.errors import UserError
+from core.models import token_counts
 from core.workspace import workspace_root
 from pages import SAVE_MESSAGE_KEY, choose_dataset, dataset_source, prepare_with_bar
 
@@ -186,6 +187,40 @@ def show_overview(dataset: str) -> None:
     st.plotly_chart(class_balance_figure(splits), key="data_class_balance")
     st.subheader("Text length")
     st.plotly_chart(length_figure(splits), key="data_text_length")
+    long_text_note(dataset, splits)
+
+
+COUNTING_MODEL = "minilm-l6"  # the default model's tokenizer counts tokens here (when it is on this machine)
+
+
+@st.cache_data(show_spinner="Counting tokens…", max_entries=8)
+def cached_token_counts(workspace: str, dataset: str, texts: tuple[str, ...]) -> list[int]:
+    from core.catalog import BUILTIN_MODELS
+
+    return token_counts(str(BUILTIN_MODELS[COUNTING_MODEL].local_dir()), list(texts))
+
+
+def long_text_note(dataset: str, splits: DataSplits) -> None:
+    """How many texts a max length would cut, in the default model's tokens (words when it is not prepared yet)."""
+    from core.catalog import BUILTIN_MODELS
+
+    max_length = int(
+        st.number_input("Max length to check (tokens)", min_value=8, max_value=8192, value=128, step=16, key="data_max_length")
+    )
+    texts = splits.all_rows()["text"].astype(str)
+    if BUILTIN_MODELS[COUNTING_MODEL].is_ready():
+        counts, unit = cached_token_counts(str(workspace_root()), dataset, tuple(texts)), f"{COUNTING_MODEL} tokens"
+    else:
+        counts, unit = [len(text.split()) for text in texts], "words (the default model is not prepared yet: tokens are more)"
+    over = sum(count > max_length for count in counts)
+    message = f"{over:,} of {len(counts):,} texts are longer than {max_length} {unit}"
+    if over:
+        st.warning(
+            f"{message}: training cuts them to the max length, keeping their head or their tail as the Train page's "
+            "'Keep which end of a long text' says."
+        )
+    else:
+        st.caption(message + ": none is cut.")
 
 
 def class_balance_figure(splits: DataSplits):

@@ -52,7 +52,7 @@ def explain(explainer, text: str, method: str, target: str | None, params: dict[
         return None
 
 
-def draw_explanation(explanation, heading: str = "", limit: int | str = "its") -> None:
+def draw_explanation(explanation, heading: str = "", limit: int | str = "its", kept: str = "head") -> None:
     """A token map with its caption, IG's convergence delta and the truncation note."""
     from core.explain import describe
 
@@ -64,8 +64,10 @@ def draw_explanation(explanation, heading: str = "", limit: int | str = "its") -
     st.html(viz.token_attribution_html(explanation.units, explanation.scores, caption=caption, signed=explanation.signed))
     show_delta(explanation)
     if explanation.truncated:
+        which = "last" if kept == "tail" else "first"
         st.info(
-            f"This text is longer than the model's limit of {limit} tokens; only the first ones were explained (as in training)."
+            f"This text is longer than the model's limit of {limit} tokens; only the {which} ones were read and explained "
+            f"(the run keeps each text's {kept}, as in training)."
         )
 
 
@@ -79,7 +81,7 @@ def explain_side_by_side(explainer, text: str, target: str | None, settings: dic
         with column:
             explanation = explain(explainer, text, method, target, params, settings["merge"])
             if explanation is not None:
-                draw_explanation(explanation, limit=settings["max_length"])
+                draw_explanation(explanation, limit=settings["max_length"], kept=settings["kept_end"])
 
 
 def text_inspector(run: Run, pick_stage, pick_split) -> None:
@@ -160,9 +162,9 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     try:
         from core.run_files import run_config
 
-        settings["max_length"] = run_config(run).max_length
+        settings["max_length"], settings["kept_end"] = run_config(run).max_length, run_config(run).truncation
     except UserError:
-        settings["max_length"] = "its"
+        settings["max_length"], settings["kept_end"] = "its", "head"
 
     example_tab, sentence_tab, gallery_tab, compare_tab = st.tabs(
         ["Selected example", "Your sentence", "Explain this selection", "Compare models"]
@@ -215,7 +217,9 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                     target,
                     settings,
                     (run.id, stage, split, example_id),
-                    lambda explanation, heading, slot: draw_explanation(explanation, heading, settings["max_length"]),
+                    lambda explanation, heading, slot: draw_explanation(
+                        explanation, heading, settings["max_length"], settings["kept_end"]
+                    ),
                 )
 
     # --- 6. any sentence ---------------------------------------------------------------------------
@@ -290,7 +294,9 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                 bar.empty()
                 for row, explanation in zip(rows.index, gallery):
                     mark = VERDICTS[bool(rows.at[row, "correct"])]
-                    draw_explanation(explanation, f"{mark} #{row} · gold {rows.at[row, 'gold']}", settings["max_length"])
+                    draw_explanation(
+                        explanation, f"{mark} #{row} · gold {rows.at[row, 'gold']}", settings["max_length"], settings["kept_end"]
+                    )
 
     # --- 8. compare two stages or two runs on the same split -------------------------------------
 
@@ -351,4 +357,4 @@ def explain_under_both(frame, example_id: int | None, settings: dict[str, Any], 
             text = frame.at[chosen, "text"]
             explanation = explain(explainer, text, settings["method"], target, settings["params"], settings["merge"])
             if explanation is not None:
-                draw_explanation(explanation, label, settings["max_length"])
+                draw_explanation(explanation, label, settings["max_length"], settings["kept_end"])

@@ -32,6 +32,7 @@ class TextClassification(Task):
     title = "Text classification"
     modality = "text"
     checks_robustness = True
+    settings = ("strategy", "long_texts")
     primary_metric = "accuracy"
     onnx_model_class = "ORTModelForSequenceClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("text-classification", model=FOLDER)'
@@ -54,6 +55,9 @@ class TextClassification(Task):
         splits = load_text_splits(config, progress)  # the preflight's data checks, run once more on the data trained on
         source = resolve_model(config.model, progress)
         tokenizer, model = load_model(source, splits.label_names, config.dropout)
+        # The tokenizer keeps the side it cuts and is saved with every stage: Inspect, the explanations and the
+        # exported pipeline then cut a long text where training did.
+        tokenizer.truncation_side = "left" if config.truncation == "tail" else "right"
         label_ids = {name: index for index, name in enumerate(splits.label_names)}
         raw = {"train": splits.train, "validation": splits.validation, "test": splits.test}
         datasets = {split: encode(frame, tokenizer, label_ids, config.max_length) for split, frame in raw.items()}

@@ -7,7 +7,19 @@ from pathlib import Path
 import streamlit as st
 
 from core.catalog import BUILTIN_MODELS
-from core.config import ADVERSARIAL, FUSIONS, HELP, MAX_SEED, PRECISIONS, SCHEDULERS, STRATEGIES, TOWER_MODES, TRACKERS, RunConfig
+from core.config import (
+    ADVERSARIAL,
+    FUSIONS,
+    HELP,
+    MAX_SEED,
+    PRECISIONS,
+    SCHEDULERS,
+    STRATEGIES,
+    TOWER_MODES,
+    TRACKERS,
+    TRUNCATIONS,
+    RunConfig,
+)
 from core.errors import UserError
 from core.presets import PRESETS
 from pages import PAGE_ICONS, open_store
@@ -70,12 +82,15 @@ TOWERS = (
     ("text_lr", "Text learning rate (0 = run's)", "number", {"min_value": 0.0, "format": "%.1e", "step": 1e-5}),
 )
 FUSION = (("fusion", "Fusion", "select", {"options": FUSIONS}),)
+LONG_TEXTS = (("truncation", "Keep which end of a long text", "select", {"options": TRUNCATIONS}),)
 HARDWARE = (
     ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
     ("precision", "Precision", "select", {"options": PRECISIONS}),
 )
 WIDGET_FIELDS = [
-    spec[0] for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, TOWERS, FUSION, HARDWARE) for spec in group
+    spec[0]
+    for group in (HYPERPARAMETERS, ROBUSTNESS, LORA, ADALORA, IMAGES, TOWERS, FUSION, LONG_TEXTS, HARDWARE)
+    for spec in group
 ]
 
 
@@ -336,6 +351,16 @@ def tower_settings(values: dict) -> dict:
     return chosen
 
 
+def long_text_settings(values: dict) -> dict:
+    """Which end of a long text is kept, with the share of the chosen dataset's training texts that are cut."""
+    chosen = draw(LONG_TEXTS, columns=2)
+    st.caption(
+        f"Texts longer than {values.get('max_length')} tokens are cut; the Data page counts how many of a dataset's "
+        "texts are. Keep the tail when the evidence sits at the end."
+    )
+    return chosen
+
+
 def fusion_settings(values: dict) -> dict:
     return draw(FUSION, columns=2)
 
@@ -346,6 +371,7 @@ SETTING_GROUPS = {
     "images": image_settings,
     "towers": tower_settings,
     "fusion": fusion_settings,
+    "long_texts": long_text_settings,
 }
 
 

@@ -188,3 +188,22 @@ def test_ner_mode_shows_the_tweet_ner_set_with_entity_spans(workspace):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["train sentences"].replace(",", "").isdigit() and metrics["Tag scheme"] == "IOB2"
     assert any("<sub" in m.value for m in at.markdown)
+
+
+def test_the_page_counts_the_texts_a_max_length_would_cut():
+    at = page(data_builtin="planted-keywords")
+    assert any("of 1,200 texts are longer than 128" in c.value and c.value.endswith("none is cut.") for c in at.caption)
+    at.number_input(key="data_max_length").set_value(12).run()
+    from core.data import load_splits
+
+    rows = load_splits("planted-keywords").all_rows()
+    (warning,) = [w.value for w in at.warning if "longer than 12" in w.value]
+    if "minilm-l6 tokens" in warning:
+        from core.catalog import BUILTIN_MODELS
+        from core.models import token_counts
+
+        counts = token_counts(str(BUILTIN_MODELS["minilm-l6"].local_dir()), rows["text"].tolist())
+    else:
+        counts = [len(text.split()) for text in rows["text"]]
+    assert warning.startswith(f"{sum(c > 12 for c in counts):,} of {len(rows):,} texts are longer than 12 ")
+    assert "keeping their head or their tail" in warning

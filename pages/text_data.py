@@ -205,7 +205,15 @@ def long_text_note(dataset: str, splits: DataSplits) -> None:
     from core.catalog import BUILTIN_MODELS
 
     max_length = int(
-        st.number_input("Max length to check (tokens)", min_value=8, max_value=8192, value=128, step=16, key="data_max_length")
+        st.number_input(
+            "Max length to check (tokens)",
+            min_value=8,
+            max_value=8192,
+            value=128,
+            step=16,
+            key="data_max_length",
+            help="The Train page's max sequence length: texts with more tokens are cut to it in training.",
+        )
     )
     texts = splits.all_rows()["text"].astype(str)
     if BUILTIN_MODELS[COUNTING_MODEL].is_ready():

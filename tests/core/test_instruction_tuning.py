@@ -8,8 +8,6 @@ trained in this process on the built-in planted-answers set, where the answer is
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -180,19 +178,21 @@ def test_the_marked_word_carries_the_answer_for_ig_and_occlusion(answers_run):
         explainer.explain(rows["prompt"].iloc[0], "ig", baseline="mask")
 
 
-def test_the_explain_command_answers_for_an_instruction_run(answers_run):
+def test_the_explain_command_answers_for_an_instruction_run(answers_run, monkeypatch, capsys):
+    """`python -m core explain` (its main, in this process: the command line's parsing and printing)."""
+    from core.explain.cli import main
     from core.stages import split_rows
 
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(answers_run.directory.parents[1]))
     rows, _ = split_rows(answers_run, "test")
-    env = {"WORKBENCH_WORKSPACE": str(answers_run.directory.parents[1]), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-m", "core", "explain", answers_run.id, "--split", "test", "--index", "0"]
-    shown = subprocess.run([*command, "--json", "--merge-words"], capture_output=True, text=True, env=env, timeout=300)
-    assert shown.returncode == 0, shown.stderr
-    payload = json.loads(shown.stdout)
+    row = [answers_run.id, "--split", "test", "--index", "0"]
+    assert main([*row, "--json", "--merge-words"]) == 0
+    payload = json.loads(capsys.readouterr().out)
     assert payload["gold_label"] == rows["response"].iloc[0] and payload["kind"] == "generation"
     assert payload["parts"][0]["input"] == "tokens" and f"[{rows['response'].iloc[0]}]" in payload["parts"][0]["units"]
-    printed = subprocess.run([*command, "--target", "0"], capture_output=True, text=True, env=env, timeout=300)
-    assert printed.returncode == 0 and "answer: " in printed.stdout and "explaining: " in printed.stdout, printed.stderr
+    assert main([*row, "--target", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("answer: ") and f"gold: {rows['response'].iloc[0]}" in printed and "explaining: " in printed
 
 
 def test_the_exported_folder_generates_the_same_answers_through_pipeline(answers_run, tmp_path, monkeypatch):

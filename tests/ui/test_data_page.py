@@ -93,7 +93,7 @@ def test_split_settings_change_what_is_shown():
 def test_every_widget_explains_itself():
     at = page(data_builtin="planted-keywords")
     widgets = [*at.radio, *at.selectbox, *at.number_input, *at.slider]
-    assert len(widgets) == 6
+    assert len(widgets) == 7  # the dataset and split widgets, and the max length to check
     assert all(widget.help for widget in widgets)
     at.radio(key="data_source").set_value("Upload").run()
     assert at.get("file_uploader")[0].help

@@ -113,6 +113,8 @@ HELP: dict[str, str] = {
     "truncation": "Text classification: which end of a text longer than the max length is kept — its head (the start) "
     "or its tail (the end, where a review's verdict or an email's request often sits). Saved with the tokenizer, so "
     "Inspect, explanations and the exported model cut texts the same way.",
+    "packing": "Instruction tuning: join a batch's examples into one row with no padding, each still attending only to "
+    "itself (position ids restart per example); faster when lengths vary, the same loss.",
     "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
     "vision_tower": "Image-text tasks: whether the image encoder trains, stays frozen, or learns small LoRA adapters (the "
     "targets must name its layers).",
@@ -146,6 +148,7 @@ class RunConfig:
     dropout: float = 0.1
     max_length: int = 128
     truncation: str = "head"
+    packing: bool = False
     grad_accum: int = 1
     seed: int = 42
     eval_steps: int = 50

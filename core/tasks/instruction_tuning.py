@@ -39,6 +39,7 @@ class InstructionTuning(Task):
     explains = "tokens"  # the prompt's tokens (core.explain.answers)
     view = "answers"
     unused_knobs = ("label_smoothing",)
+    settings = ("strategy", "packing")
     suggested: ClassVar[dict[str, Any]] = {
         "model": "smollm2-135m",
         "dataset": "sentiment-instructions",
@@ -66,10 +67,8 @@ class InstructionTuning(Task):
             load_pairs(config)
 
     def prepare(self, config: RunConfig, progress: Progress) -> Prepared:
-        from transformers import DataCollatorForSeq2Seq
-
         from core.instructions.data import answers_are_labels
-        from core.instructions.encoding import IGNORED, encode_pairs, uses_chat_template
+        from core.instructions.encoding import encode_pairs, uses_chat_template
         from core.models import resolve_model
 
         check_dataset(config.dataset, self.datasets())
@@ -89,18 +88,24 @@ class InstructionTuning(Task):
             processor=tokenizer,
             datasets=datasets,
             raw=raw,
-            # Pads input ids with the pad token and labels with the ignored id, so padding never enters the loss.
-            collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORED, padding=True),
+            collator=collator(config, tokenizer, model),
             label_names=labels,
             head_names=(),  # the LM head is the pretrained one: nothing new must train
             extras={
                 "data_source": splits.source,
                 "model_source": source,
                 "prompt_format": "chat template" if uses_chat_template(tokenizer) else "plain (the model has no chat template)",
+                "packing": config.packing,
                 "prompts_cut": sum(cut.values()),
                 "max_new_tokens": answer_budget(tokenizer, raw["train"]["response"].tolist()),
             },
         )
+
+    def finished_model(self, model):
+        # A packed run trains without the KV cache (see `collator`); the saved model generates with it again.
+        model = super().finished_model(model)
+        model.config.use_cache = True
+        return model
 
     def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
         return generating_trainer(base, config, prepared)
@@ -185,6 +190,21 @@ def answer_frame(rows: pd.DataFrame, answers: list[str], losses) -> pd.DataFrame
             "loss": np.asarray(losses, dtype=np.float32),
         }
     )
+
+
+def collator(config: RunConfig, tokenizer, model):
+    """Padded batches (input ids padded with the pad token, labels with the ignored id, so padding never enters the
+    loss), or with `packing` one row per batch: the examples end to end, position ids restarting at each. transformers
+    then masks attention per example, but only with no KV cache in the forward pass (measured: with one, a packed
+    example's logits moved by 0.26 against the example alone; without, by 6e-8), so training runs without it."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from core.instructions.encoding import IGNORED
+
+    if not config.packing:
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORED, padding=True)
+    model.config.use_cache = False
+    return DataCollatorWithFlattening(separator_id=IGNORED)
 
 
 def load_pairs(config: RunConfig, progress: Progress = no_progress):

@@ -101,7 +101,7 @@ def widget_value(field: str, value):
 
 def fill_form(config: RunConfig) -> None:
     """Put a config's values into the form's widgets (used by the defaults and the presets)."""
-    for field in WIDGET_FIELDS + ["name", "task", "strategy", "freeze_layers"]:
+    for field in WIDGET_FIELDS + ["name", "task", "strategy", "freeze_layers", "packing"]:
         st.session_state[f"train_{field}"] = widget_value(field, getattr(config, field))
     if config.model in BUILTIN_MODELS:
         st.session_state["train_model_source"] = "Built-in"
@@ -361,6 +361,10 @@ def long_text_settings(values: dict) -> dict:
     return chosen
 
 
+def packing_settings(values: dict) -> dict:
+    return {"packing": st.checkbox("Pack examples (no padding)", key="train_packing", help=HELP["packing"])}
+
+
 def fusion_settings(values: dict) -> dict:
     return draw(FUSION, columns=2)
 
@@ -372,6 +376,7 @@ SETTING_GROUPS = {
     "towers": tower_settings,
     "fusion": fusion_settings,
     "long_texts": long_text_settings,
+    "packing": packing_settings,
 }
 
 

@@ -230,3 +230,28 @@ def test_an_encoder_is_refused_for_instruction_tuning_with_a_sentence(tmp_path):
         TASKS["instruction_tuning"].preflight(config)
     with pytest.raises(UserError, match="no instruction dataset 'movie-reviews'"):
         TASKS["instruction_tuning"].preflight(RunConfig(task="instruction_tuning", model=str(bert), dataset="movie-reviews"))
+
+
+def test_packing_joins_a_batch_into_one_row_where_each_example_sees_only_itself(llama, tokenizer):
+    """The packed row gives the padded batch's loss and each example's own logits (no attention across examples)."""
+    from transformers import AutoModelForCausalLM
+
+    from core.config import RunConfig
+    from core.tasks.instruction_tuning import collator
+
+    model = AutoModelForCausalLM.from_pretrained(llama).eval()
+    examples = [("Copy the marked word. the [amber] river", "amber"), ("a dull [cobalt] story", "cobalt"), ("hi there", "a b")]
+    pairs = [encode_pair(tokenizer, prompt, response, 64) for prompt, response in examples]
+    features = [{"input_ids": p.input_ids, "attention_mask": [1] * len(p.input_ids), "labels": p.labels} for p in pairs]
+    padded = collator(RunConfig(packing=False), tokenizer, model)(features)
+    packed = collator(RunConfig(packing=True), tokenizer, model)(features)
+    assert packed["input_ids"].shape == (1, sum(len(p.input_ids) for p in pairs)) and "attention_mask" not in packed
+    assert model.config.use_cache is False  # packing's per-example masking needs the forward pass without a cache
+    with torch.no_grad():
+        assert torch.allclose(model(**packed).loss, model(**padded).loss, atol=1e-5)
+        row = model(**packed).logits[0]
+        start = 0
+        for pair in pairs:
+            alone = model(input_ids=torch.tensor([pair.input_ids])).logits[0]
+            assert torch.allclose(row[start : start + len(pair.input_ids)], alone, atol=1e-5)
+            start += len(pair.input_ids)

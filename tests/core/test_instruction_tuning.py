@@ -255,3 +255,23 @@ def test_packing_joins_a_batch_into_one_row_where_each_example_sees_only_itself(
             alone = model(input_ids=torch.tensor([pair.input_ids])).logits[0]
             assert torch.allclose(row[start : start + len(pair.input_ids)], alone, atol=1e-5)
             start += len(pair.input_ids)
+
+
+def test_occlusion_of_an_answer_equals_captums_llm_attribution_with_feature_ablation(answers_run):
+    """Captum's own LLM attribution (`LLMAttribution` over `FeatureAblation`, each prompt token replaced by the end-of-
+    text token, the answer's summed log-probability) gives the whole-answer occlusion map of the answers view."""
+    from captum.attr import FeatureAblation, LLMAttribution, TextTokenInput
+
+    from core.explain import load_explainer
+    from core.stages import split_rows
+
+    explainer = load_explainer(answers_run.id, "after")
+    rows, _ = split_rows(answers_run, "test")
+    prompt, answer = rows["prompt"].iloc[3], rows["response"].iloc[3]
+    ours = explainer.explain(prompt, "occlusion", answer=answer, window=1)
+    tokenizer = explainer.tokenizer
+    captum = LLMAttribution(FeatureAblation(explainer.model), tokenizer)
+    text = format_prompt(tokenizer, prompt)
+    result = captum.attribute(TextTokenInput(text, tokenizer, baselines=tokenizer.eos_token_id), target=answer)
+    assert result.input_tokens[: len(ours.units)] == ours.units  # every prompt token but the format's final newline
+    np.testing.assert_allclose(ours.scores, result.seq_attr[: len(ours.units)].cpu().numpy(), rtol=1e-4, atol=1e-5)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from core.errors import UserError
-from core.task_keys import TASK_KEYS, TEXT_CLASSIFICATION
+from core.task_keys import TASK_KEYS, TASK_SUGGESTIONS, TEXT_CLASSIFICATION
 
 SCHEDULERS = ("linear", "cosine", "constant")
 STRATEGIES = ("full", "head", "freeze", "lora", "adalora")
@@ -198,6 +198,10 @@ class RunConfig:
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
+        if not unknown:
+            # A config naming a task but not the keys the task suggests (a decoder, LoRA) gets the task's values.
+            given = {key: value for key, value in values.items() if value is not None}
+            values = {**TASK_SUGGESTIONS.get(str(given.get("task", TEXT_CLASSIFICATION)), {}), **given}
         if unknown:
             raise UserError(f"The config has unknown keys: {', '.join(unknown)}. Valid keys are: {', '.join(known)}.")
         coerced = {}

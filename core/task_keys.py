@@ -20,3 +20,17 @@ TASK_KEYS = (
     IMAGE_TEXT_FUSION,
     INSTRUCTION_TUNING,
 )
+
+# What a task fills in where the common defaults (an encoder's) do not suit it: the Train page when the task is picked,
+# and a run config that names the task but not these keys (`RunConfig.from_dict`). `Task.suggested` reads it.
+TASK_SUGGESTIONS: dict[str, dict] = {
+    INSTRUCTION_TUNING: {
+        "model": "smollm2-135m",
+        "dataset": "sentiment-instructions",
+        "strategy": "lora",
+        "lora_targets": ["q_proj", "v_proj"],
+        "learning_rate": 2e-4,
+        "max_length": 256,
+        "batch_size": 8,
+    },
+}

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ import pandas as pd
 from core.assets import Progress, no_progress
 from core.config import RunConfig
 from core.errors import UserError
-from core.task_keys import INSTRUCTION_TUNING
+from core.task_keys import INSTRUCTION_TUNING, TASK_SUGGESTIONS
 from core.tasks.base import Prepared, StageModel, Task
 
 SAMPLE_PROMPTS = 4  # validation prompts whose answers the Runs page shows at every evaluation
@@ -40,15 +40,7 @@ class InstructionTuning(Task):
     view = "answers"
     unused_knobs = ("label_smoothing",)
     settings = ("strategy", "packing")
-    suggested: ClassVar[dict[str, Any]] = {
-        "model": "smollm2-135m",
-        "dataset": "sentiment-instructions",
-        "strategy": "lora",
-        "lora_targets": ["q_proj", "v_proj"],
-        "learning_rate": 2e-4,
-        "max_length": 256,
-        "batch_size": 8,
-    }
+    suggested = TASK_SUGGESTIONS[INSTRUCTION_TUNING]
 
     def datasets(self) -> list:
         from core.data.registry import list_datasets

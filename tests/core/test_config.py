@@ -201,3 +201,18 @@ def test_differences_lists_changed_keys_with_both_values():
 def test_cli_command_quotes_the_path():
     assert RunConfig().cli_command() == "python -m core train run.yaml"
     assert RunConfig().cli_command("my runs/a b.yaml") == "python -m core train 'my runs/a b.yaml'"
+
+
+def test_a_config_naming_instruction_tuning_gets_the_tasks_decoder_and_lora_where_it_says_nothing():
+    from core.config import RunConfig
+
+    minimal = RunConfig.from_yaml("task: instruction_tuning\nname: answers\n")
+    assert (minimal.model, minimal.dataset, minimal.strategy, minimal.lora_targets) == (
+        "smollm2-135m",
+        "sentiment-instructions",
+        "lora",
+        ["q_proj", "v_proj"],
+    )
+    chosen = RunConfig.from_yaml("task: instruction_tuning\nstrategy: full\nmodel: my/decoder\n")
+    assert (chosen.strategy, chosen.model, chosen.max_length) == ("full", "my/decoder", 256)
+    assert RunConfig.from_yaml("name: text\n") == RunConfig(name="text")  # other tasks keep the common defaults

@@ -232,3 +232,12 @@ def test_a_byte_level_newline_ends_a_word_in_maps_and_merged_words():
     merged = merge_word_pieces(explanation)
     assert merged.units == ["great", "film.", "Is", "this", "ok"]
     assert merged.scores == [1.0, 2.5, 3.0, 0.25, 4.125]  # the bare newline's score joins the next word: sums kept
+
+
+def test_a_gguf_file_that_is_not_a_model_is_a_sentence(tmp_path):
+    from core.catalog_decoders import gguf_to_folder
+
+    (tmp_path / "notes.gguf").write_bytes(b"a text file renamed to .gguf\n" * 8)
+    with pytest.raises(UserError, match=r"notes.gguf is not a GGUF model transformers can read .*; pick another file"):
+        gguf_to_folder(tmp_path, "notes.gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -77,8 +77,21 @@ def modality(run: Run) -> str:
 
 
 def input_column(frame: pd.DataFrame) -> str:
-    """The column naming each example: "text" for text runs, "image" (a reference) for image runs."""
+    """The column naming each example: "text" for text runs, "image" (a reference) for image runs, "prompt" for the
+    answers of an instruction-tuned model."""
+    if "prompt" in frame.columns:
+        return "prompt"
     return "image" if "image" in frame.columns and "text" not in frame.columns else "text"
+
+
+# What each column of a prediction frame plays in a comparison: a classifier's frame, or a generator's answers.
+CLASSIFIER_ROLES = {"gold": "gold", "predicted": "predicted", "correct": "correct"}
+ANSWER_ROLES = {"gold": "reference", "predicted": "answer", "correct": "match"}
+
+
+def frame_roles(frame: pd.DataFrame) -> dict[str, str]:
+    """Role -> column: "gold", "predicted" and "correct" are "reference", "answer" and "match" in an answers frame."""
+    return ANSWER_ROLES if ANSWER_ROLES["correct"] in frame.columns else CLASSIFIER_ROLES
 
 
 def label_names(run: Run, frame: pd.DataFrame | None = None) -> list[str]:
@@ -302,37 +315,33 @@ class Comparison:
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, names: Iterable[str] = ("A", "B")) -> Comparison:
-    """Pair two prediction frames of the same split row by row and list the flips from A to B."""
+    """Pair two prediction frames of the same split row by row and list the flips from A to B: a classifier's class
+    right or wrong, a generator's answer matching its reference or not (`frame_roles`)."""
     name_a, name_b = names
     column = input_column(a)
+    roles = frame_roles(a)
+    gold, predicted, correct = roles["gold"], roles["predicted"], roles["correct"]
     if (
         len(a) != len(b)
         or column not in b.columns
+        or frame_roles(b) != roles
         or not (a[column].to_numpy() == b[column].to_numpy()).all()
-        or not (a["gold"].to_numpy() == b["gold"].to_numpy()).all()
+        or not (a[gold].to_numpy() == b[gold].to_numpy()).all()
     ):
         raise UserError(
             f"{name_a} and {name_b} were evaluated on different examples (another dataset, seed or row limit), "
             "so their predictions cannot be paired; compare stages of one run, or runs on the same data."
         )
-    paired = pd.DataFrame(
-        {
-            column: a[column],
-            "gold": a["gold"],
-            f"predicted ({name_a})": a["predicted"],
-            f"predicted ({name_b})": b["predicted"].to_numpy(),
-            f"confidence ({name_a})": a["confidence"],
-            f"confidence ({name_b})": b["confidence"].to_numpy(),
-            f"loss ({name_a})": a["loss"],
-            f"loss ({name_b})": b["loss"].to_numpy(),
-        },
-        index=a.index,
-    )
-    right_a, right_b = a["correct"].to_numpy(), b["correct"].to_numpy()
+    paired = pd.DataFrame({column: a[column], gold: a[gold]}, index=a.index)
+    for measured in (predicted, "confidence", "loss"):
+        if measured in a.columns:
+            paired[f"{measured} ({name_a})"] = a[measured]
+            paired[f"{measured} ({name_b})"] = b[measured].to_numpy()
+    right_a, right_b = a[correct].to_numpy(dtype=bool), b[correct].to_numpy(dtype=bool)
     return Comparison(
         accuracy_a=float(right_a.mean()) if len(a) else float("nan"),
         accuracy_b=float(right_b.mean()) if len(b) else float("nan"),
         fixed=paired[~right_a & right_b],
         broken=paired[right_a & ~right_b],
-        changed=int((a["predicted"].to_numpy() != b["predicted"].to_numpy()).sum()),
+        changed=int((a[predicted].to_numpy() != b[predicted].to_numpy()).sum()),
     )

@@ -416,12 +416,14 @@ def selection_request(
     return wanted
 
 
-def compare_panel(run: Run, stage: str, split: str, frame: pd.DataFrame, stages: list[str], draw_flips):
+def compare_panel(
+    run: Run, stage: str, split: str, frame: pd.DataFrame, stages: list[str], draw_flips, measure: str = "Accuracy"
+):
     """The "Compare models" tab every classification view shares: pick another stage of this run or another run,
     show both accuracies and how many predictions changed, then hand the flips to `draw_flips(comparison, first,
     second)`, which draws them as the view does (a table of texts, a gallery of images). `first` and `second` are
     (run, stage, label), the earlier model first. Returns what it passed to `draw_flips`, or None when nothing
-    was compared."""
+    was compared. `measure` names the share of right examples (exact match for answers)."""
     mode = st.radio("Compare with", ["another stage of this run", "another run"], horizontal=True, key="inspect_compare_mode")
     other = other_stage_of(run, stage, stages) if mode == "another stage of this run" else other_run_stage(run)
     if other is None:
@@ -442,9 +444,9 @@ def compare_panel(run: Run, stage: str, split: str, frame: pd.DataFrame, stages:
         st.error(str(problem))
         return None
     a_column, b_column, changed_column = st.columns(3)
-    a_column.metric(f"Accuracy · {label_a}", f"{comparison.accuracy_a:.1%}")
+    a_column.metric(f"{measure} · {label_a}", f"{comparison.accuracy_a:.1%}")
     b_column.metric(
-        f"Accuracy · {label_b}",
+        f"{measure} · {label_b}",
         f"{comparison.accuracy_b:.1%}",
         delta=f"{(comparison.accuracy_b - comparison.accuracy_a) * 100:+.1f} points",
     )

@@ -109,3 +109,19 @@ def test_a_preset_keeps_its_values_when_it_switches_the_task(workspace_of):
     assert app.selectbox(key="train_task").value == "text_classification"
     assert app.number_input(key="train_learning_rate").value == pytest.approx(2e-5)
     assert app.radio(key="train_strategy").value == "full"
+
+
+def test_compare_models_lists_the_prompts_training_fixed(workspace_of):
+    run = workspace_of
+    before, after = (inspect.predictions(run, "test", stage) for stage in ("before", "after"))
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.switch_page("pages/views/inspect.py").run()
+    app.selectbox(key="inspect_compare_stage").set_value("before").run()
+    assert not app.exception, [e.message for e in app.exception]
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Exact match · before"] == f"{before['match'].mean():.1%}"
+    assert metrics["Exact match · after"] == f"{after['match'].mean():.1%}"
+    fixed = int((~before["match"] & after["match"]).sum())
+    assert fixed >= 100 and any(m.value == f"**Fixed** — wrong under before, right under after: {fixed}" for m in app.markdown)
+    table = next(t.value for t in app.dataframe if "answer (before)" in t.value.columns)
+    assert len(table) == fixed and (table["answer (after)"] == table["reference"]).all()

@@ -30,7 +30,7 @@ SIZE = 64
 GRID = 8  # 8 px cells: a shape covers 2 to 9 of the 64
 CAPTION = "a red circle in the top left"  # one word piece per word
 CHECKED = 20  # correctly matched held-out pairs the faithfulness checks look at
-EPOCHS = 4  # of contrastive training for the faithfulness checks: every threshold below holds from 4 on
+EPOCHS = 6  # of contrastive training for the faithfulness checks: 4 matched only 73 % of held-out pairs on an AMD EPYC (AVX2)
 
 
 @pytest.fixture(scope="module", autouse=True)

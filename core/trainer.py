@@ -161,9 +161,10 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     health.judge_final(final_eval, task.primary_metric, task.chance_level(prepared))
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
-    if hasattr(trainer.model, "peft_config"):
+    if config.strategy == "lora" and hasattr(trainer.model, "peft_config"):
         # The adapters alone (megabytes, not the whole model), for loading onto the pretrained model with peft; saved
-        # before they are merged into the model below.
+        # before they are merged into the model below. Not AdaLoRA's: its pruned ranks leave zero-sized tensors that
+        # peft saves with a warning and cannot load back as they are.
         publish_folder(lambda folder: save_model_folder(trainer.model, prepared.processor, folder), directory / ADAPTER_FOLDER)
     publish_folder(
         lambda folder: save_model_folder(task.finished_model(trainer.model), prepared.processor, folder), directory / FINAL_MODEL

@@ -189,6 +189,15 @@ def test_lora_run_saves_a_merged_plain_model(tiny_bert, workspace, monkeypatch):
         probabilities = torch.softmax(model(**encoded).logits, -1)[:, 1].numpy()
     # The merged model gives the probabilities the adapter model gave during the run.
     assert probabilities == pytest.approx(frame["p(positive)"].to_numpy(), abs=1e-4)
+    # The adapters alone load onto the pretrained model (with its fresh head: the trained one is among their saved
+    # modules) and give the same probabilities, as the export's model card says.
+    from peft import PeftModel
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    adapted = PeftModel.from_pretrained(base, run.directory / "adapter").eval()
+    with torch.no_grad():
+        again = torch.softmax(adapted(**encoded).logits, -1)[:, 1].numpy()
+    assert again == pytest.approx(probabilities, abs=1e-4)
 
 
 def test_head_run_keeps_the_encoder(tiny_bert, workspace, monkeypatch):

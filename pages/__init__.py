@@ -456,6 +456,22 @@ def compare_panel(
     return compared
 
 
+def flip_tables(comparison, first: tuple, second: tuple, columns: list[str], key_prefix: str) -> None:
+    """The fixed and the broken examples of a comparison side by side, as tables of `columns` (which name the two
+    models' columns by their labels, `first[2]` and `second[2]`)."""
+    label_a, label_b = first[2], second[2]
+    for column, (title, flips, key) in zip(
+        st.columns(2),
+        (
+            (f"**Fixed** — wrong under {label_a}, right under {label_b}", comparison.fixed, f"{key_prefix}_fixed"),
+            (f"**Broken** — right under {label_a}, wrong under {label_b}", comparison.broken, f"{key_prefix}_broken"),
+        ),
+    ):
+        with column:
+            st.markdown(f"{title}: {len(flips)}")
+            st.dataframe(flips[columns], width="stretch", height=min(38 + 35 * max(1, len(flips)), 300), key=key)
+
+
 def other_stage_of(run: Run, stage: str, stages: list[str]) -> tuple[Run, str] | None:
     others = [s for s in stages if s != stage]
     if not others:

@@ -17,7 +17,17 @@ from core.checkpoints import available_stages, latest_stage
 from core.errors import UserError
 from core.stages import SPLITS
 from core.store import Run
-from pages import compare_panel, get_explainer, keep_valid, load_predictions, method_picker, sanity_panel, show_delta, stop_with
+from pages import (
+    compare_panel,
+    flip_tables,
+    get_explainer,
+    keep_valid,
+    load_predictions,
+    method_picker,
+    sanity_panel,
+    show_delta,
+    stop_with,
+)
 
 TABLE_ROWS = 200  # rows of the predictions table drawn at once (the filters narrow the rest)
 
@@ -55,18 +65,8 @@ def answer_inspector(run: Run, pick_stage, pick_split) -> None:
 
 def draw_answer_flips(comparison, first: tuple, second: tuple) -> None:
     """The prompts one model answers right and the other wrong, side by side, with both answers."""
-    label_a, label_b = first[2], second[2]
-    columns = ["prompt", "reference", f"answer ({label_a})", f"answer ({label_b})"]
-    for column, (title, flips, key) in zip(
-        st.columns(2),
-        (
-            (f"**Fixed** — wrong under {label_a}, right under {label_b}", comparison.fixed, "answers_compare_fixed"),
-            (f"**Broken** — right under {label_a}, wrong under {label_b}", comparison.broken, "answers_compare_broken"),
-        ),
-    ):
-        with column:
-            st.markdown(f"{title}: {len(flips)}")
-            st.dataframe(flips[columns], width="stretch", height=min(38 + 35 * max(1, len(flips)), 300), key=key)
+    columns = ["prompt", "reference", f"answer ({first[2]})", f"answer ({second[2]})"]
+    flip_tables(comparison, first, second, columns, "answers_compare")
 
 
 def headline(frame: pd.DataFrame) -> None:

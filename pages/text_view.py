@@ -22,6 +22,7 @@ from pages import (
     clear_filters,
     compare_panel,
     explanation_settings,
+    flip_tables,
     get_explainer,
     keep_valid,
     method_picker,
@@ -309,17 +310,8 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
 def draw_flip_tables(comparison, first: tuple, second: tuple) -> None:
     """The fixed and the broken examples side by side, as tables of their texts."""
     label_a, label_b = first[2], second[2]
-    flip_columns = ["text", "gold", f"predicted ({label_a})", f"predicted ({label_b})", f"confidence ({label_b})"]
-    for column, (title, flips, key) in zip(
-        st.columns(2),
-        (
-            (f"**Fixed** — wrong under {label_a}, right under {label_b}", comparison.fixed, "inspect_compare_fixed"),
-            (f"**Broken** — right under {label_a}, wrong under {label_b}", comparison.broken, "inspect_compare_broken"),
-        ),
-    ):
-        with column:
-            st.markdown(f"{title}: {len(flips)}")
-            st.dataframe(flips[flip_columns], width="stretch", height=min(38 + 35 * max(1, len(flips)), 300), key=key)
+    columns = ["text", "gold", f"predicted ({label_a})", f"predicted ({label_b})", f"confidence ({label_b})"]
+    flip_tables(comparison, first, second, columns, "inspect_compare")
 
 
 def explain_under_both(frame, example_id: int | None, settings: dict[str, Any], comparison, first: tuple, second: tuple) -> None:

@@ -45,8 +45,10 @@ def generate_answers(
         torch.manual_seed(sampling.seed)
     try:
         for start in range(0, len(prompts), batch_size):
-            rows = [fit_prompt(tokenizer, prompt, room)[0] for prompt in prompts[start : start + batch_size]]
-            input_ids, attention_mask = left_padded(rows, tokenizer.pad_token_id, model.device)
+            rows = [{"input_ids": fit_prompt(tokenizer, prompt, room)[0]} for prompt in prompts[start : start + batch_size]]
+            # Left padding: every row's answer starts at the same column, so generation continues them all at once.
+            batch = tokenizer.pad(rows, padding=True, padding_side="left", return_tensors="pt").to(model.device)
+            input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
             with torch.inference_mode():
                 output = model.generate(
                     input_ids=input_ids,
@@ -69,25 +71,14 @@ def generate_answers(
     return answers
 
 
-def left_padded(rows: list[list[int]], pad_id: int, device):
-    """(input_ids, attention_mask) with each row's tokens at the right end: generation continues every row at once."""
-    import torch
-
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        ids[index, width - len(row) :] = torch.tensor(row)
-        mask[index, width - len(row) :] = 1
-    return ids.to(device), mask.to(device)
-
-
 def answer_losses(
     model, tokenizer, prompts: list[str], responses: list[str], max_length: int, batch_size: int = GENERATE_BATCH
 ) -> np.ndarray:
     """Each reference response's mean cross-entropy per token given its prompt (what training minimises)."""
     import torch
+    from transformers import DataCollatorForSeq2Seq
 
+    collate = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORED, padding=True, return_tensors="pt")
     losses: list[float] = []
     was_training = model.training
     model.eval()
@@ -97,18 +88,13 @@ def answer_losses(
                 encode_pair(tokenizer, prompt, response, max_length)
                 for prompt, response in zip(prompts[start : start + batch_size], responses[start : start + batch_size])
             ]
-            width = max(len(pair.input_ids) for pair in pairs)
-            ids = torch.full((len(pairs), width), tokenizer.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(pairs), width), IGNORED, dtype=torch.long)
-            mask = torch.zeros((len(pairs), width), dtype=torch.long)
-            for index, pair in enumerate(pairs):
-                ids[index, : len(pair.input_ids)] = torch.tensor(pair.input_ids)
-                labels[index, : len(pair.labels)] = torch.tensor(pair.labels)
-                mask[index, : len(pair.input_ids)] = 1
+            batch = collate(
+                [{"input_ids": p.input_ids, "attention_mask": [1] * len(p.input_ids), "labels": p.labels} for p in pairs]
+            ).to(model.device)
             with torch.inference_mode():
-                logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
             # Position t predicts token t + 1.
-            shifted, targets = logits[:, :-1], labels[:, 1:].to(logits.device)
+            shifted, targets = logits[:, :-1], batch["labels"][:, 1:]
             token_loss = torch.nn.functional.cross_entropy(
                 shifted.transpose(1, 2), targets, ignore_index=IGNORED, reduction="none"
             )

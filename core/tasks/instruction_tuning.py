@@ -257,16 +257,15 @@ def answer_budget(tokenizer, responses: list[str]) -> int:
 
 def saved_answer_budget(run) -> int:
     from core.instructions.generation import DEFAULT_NEW_TOKENS
+    from core.run_files import summary
 
-    summary = Path(run.directory) / "summary.json"
-    if summary.exists():
-        return int(json.loads(summary.read_text()).get("max_new_tokens", DEFAULT_NEW_TOKENS))
-    return DEFAULT_NEW_TOKENS
+    return int((summary(run) or {}).get("max_new_tokens", DEFAULT_NEW_TOKENS))
 
 
 def answers_are_labels_of(run) -> list[str]:
-    summary = Path(run.directory) / "summary.json"
-    return list(json.loads(summary.read_text()).get("label_names", [])) if summary.exists() else []
+    from core.run_files import summary
+
+    return list((summary(run) or {}).get("label_names", []))
 
 
 def generating_trainer(base: type, config: RunConfig, prepared: Prepared) -> type:

@@ -30,6 +30,7 @@ SLOW_MODULES = {  # train the real dual encoder; convert the real SmolLM2 (a 93 
     "test_explain_pairs.py",
     "test_image_text_training.py",
     "test_smollm2.py",
+    "test_sweeps.py",  # every sweep trial is a trainer process
 }
 # "module::fixture": fixture names repeat across modules (`trained` is in-process and tiny in test_training.py).
 SLOW_FIXTURES = {
@@ -146,13 +147,19 @@ def workspace(tmp_path, monkeypatch):
 
 
 def stop_trainers(root: Path) -> None:
-    """Trainers outlive their starter by design; a test must not leave them running."""
-    from core.jobs import is_alive
+    """Trainers and sweep drivers outlive their starter by design; a test must not leave them running (the drivers
+    go first, so that none queues another trial)."""
+    from core.jobs import is_alive, process_alive
     from core.store import RunStore
 
     if not (root / "runs.db").exists():
         return
-    for run in RunStore(root / "runs.db").list(("running",)):
+    store = RunStore(root / "runs.db")
+    for sweep in store.sweeps(("running",)):
+        store.end_sweep(sweep.id, "cancelled")  # or the supervisor would start its driver again
+        if process_alive(sweep.pid, sweep.pid_ticks):
+            os.killpg(sweep.pid, signal.SIGKILL)
+    for run in store.list(("running",)):
         if is_alive(run):
             os.killpg(run.pid, signal.SIGKILL)
 

@@ -2,10 +2,11 @@
 
 python -m core train CONFIG.yaml [--detach]   queue a run (and follow its log unless --detach)
 python -m core runs                          list runs with status and progress
-python -m core cancel RUN_ID                 cancel a queued or running run
+python -m core cancel RUN_ID|SWEEP_ID        cancel a queued or running run, or a sweep and its trials
 python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
 python -m core export RUN_ID OUT_DIR [--int8]  export a completed run (model folder + card, int8 variant)
 python -m core explain RUN_ID --text "…" | --image FILE | --split test --index N  [--token K] [--method ig] [--json]
+python -m core sweep SWEEP.yaml [--detach]   search hyperparameters (Optuna); `sweeps [ID]` lists, `sweep-repeat ID`
 python -m core data add FILE --task TASK [--images ZIP] | list | show NAME [--json] | delete NAME   datasets
 python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
 """
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Fine-tune & explain workbench (headless).")
     # The worker command is the job manager's, not a person's: leave it out of the listing.
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,runs,cancel,resume,explain,export,data}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,runs,cancel,resume,explain,export,data,sweep,sweeps,sweep-repeat}"
+    )
 
     train = commands.add_parser("train", help="queue a run from a YAML config (as downloaded from the Train page)")
     train.add_argument("config")
@@ -52,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     from core.data_cli import add_data_parser
 
     add_data_parser(commands)
+    from core.sweeps.cli import add_sweep_parser
+
+    add_sweep_parser(commands)
 
     runs = commands.add_parser("runs", help="list runs")
     runs.set_defaults(handler=command_runs)
 
     for name, handler, text in (
-        ("cancel", command_cancel, "cancel a queued or running run"),
+        ("cancel", command_cancel, "cancel a queued or running run, or a running sweep"),
         ("resume", command_resume, "resume a failed or cancelled run from its last checkpoint"),
         ("worker", command_worker, None),
     ):
@@ -135,6 +141,12 @@ def status_word(run) -> str:
 
 def command_cancel(arguments) -> int:
     from core.jobs import cancel
+    from core.sweeps.driver import cancel_sweep, is_sweep_id
+
+    if is_sweep_id(arguments.run_id):
+        sweep = cancel_sweep(arguments.run_id)
+        print(f"sweep {sweep.id}: {sweep.status} (its running trials stop at their next step)")
+        return 0
 
     run = cancel(arguments.run_id)
     print(f"run {run.id}: {run.status}" + (" (stopping at the next step)" if run.status == "running" else ""))

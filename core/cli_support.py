@@ -35,7 +35,7 @@ def run_command(arguments: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (OSError, sqlite3.Error) as error:
-        if arguments.command == "worker":
+        if arguments.command in ("worker", "sweep-driver"):
             raise  # the trainer's traceback belongs in its run log, from which the job manager reports the failure
         log = write_traceback()
         where = f"the full traceback is in {log}" if log else "no log could be written, so the traceback follows"

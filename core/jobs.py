@@ -29,12 +29,14 @@ import psutil
 
 from core.config import RunConfig
 from core.errors import UserError
-from core.store import LOST_REASON, Run, RunStore, new_run_id, run_directory
+from core.store import FINISHED, LOST_REASON, Run, RunStore, new_run_id, run_directory
 from core.supervisor_start import ensure_supervisor
 from core.workspace import REPO_ROOT, WORKSPACE_ENV, workspace_root
 
 SLOTS_ENV = "WORKBENCH_JOBS_PER_DEVICE"
 CANCEL_FLAG = "CANCEL"
+# Beside the cancel flag when a sweep's driver stops a trial early: it holds the reason, and the run ends "pruned".
+PRUNE_FILE = "PRUNED"
 LOG_FILE = "train.log"
 # The ending a trainer writes into its run directory before it tells the store (see `read_ending`).
 ENDING_FILE = "ending.json"
@@ -62,8 +64,16 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def submit(config: RunConfig, store: RunStore | None = None, *, preflight: bool = True) -> Run:
-    """Validate, record and queue a run; start it at once if its device is free. Returns quickly."""
+def submit(
+    config: RunConfig,
+    store: RunStore | None = None,
+    *,
+    preflight: bool = True,
+    sweep_id: str | None = None,
+    trial: int | None = None,
+) -> Run:
+    """Validate, record and queue a run (a sweep's trial when `sweep_id` is given); start it at once if its
+    device is free. Returns quickly."""
     store = store or RunStore()
     config.raise_if_invalid()
     device = resolve_device(config.device)
@@ -91,6 +101,8 @@ def submit(config: RunConfig, store: RunStore | None = None, *, preflight: bool 
         dataset=config.dataset,
         device=device,
         config_yaml=config.to_yaml(),
+        sweep_id=sweep_id,
+        trial=trial,
     )
     dispatch(store)
     return store.get(run_id)
@@ -113,13 +125,25 @@ def _start_queued(store: RunStore) -> list[Run]:
 
 
 def _spawn(run: Run, store: RunStore) -> None:
+    process = start_detached(["worker", run.id], run.directory / LOG_FILE)
+    store.update(
+        run.id,
+        pid=process.pid,
+        pid_started_at=_process_start_time(process.pid),
+        pid_ticks=process_start_ticks(process.pid),
+    )
+    ensure_supervisor()
+
+
+def start_detached(command: list[str], log_path: Path) -> subprocess.Popen:
+    """Start `python -m core COMMAND…` in its own session (it outlives the server), logging to `log_path`."""
     env = dict(os.environ)
     env[WORKSPACE_ENV] = str(workspace_root())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
-    log = open(run.directory / LOG_FILE, "ab")
+    log = open(log_path, "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "core", "worker", run.id],
+        [sys.executable, "-m", "core", *command],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -128,15 +152,9 @@ def _spawn(run: Run, store: RunStore) -> None:
         start_new_session=True,
     )
     log.close()
-    store.update(
-        run.id,
-        pid=process.pid,
-        pid_started_at=_process_start_time(process.pid),
-        pid_ticks=process_start_ticks(process.pid),
-    )
     # Reap the child when it exits so it does not linger as a zombie under a long-lived server.
     threading.Thread(target=process.wait, daemon=True).start()
-    ensure_supervisor()
+    return process
 
 
 def _process_start_time(pid: int) -> float | None:
@@ -163,21 +181,26 @@ def process_start_ticks(pid: int) -> int | None:
 
 def is_alive(run: Run) -> bool:
     """True while the run's trainer process exists (and is the same process, not a reused pid)."""
-    if run.pid is None:
+    return process_alive(run.pid, run.pid_ticks, run.pid_started_at)
+
+
+def process_alive(pid: int | None, ticks: int | None, started_at: float | None = None) -> bool:
+    """True while the process started as `pid` at `ticks` (clock ticks since boot) exists and is not a reused pid."""
+    if pid is None:
         return False
     try:
-        process = psutil.Process(run.pid)
+        process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
     except psutil.Error:
         return False
-    if run.pid_ticks is not None:
-        ticks = process_start_ticks(run.pid)
-        return ticks is None or ticks == run.pid_ticks
+    if ticks is not None:
+        now = process_start_ticks(pid)
+        return now is None or now == ticks
     # Stores written before ticks were recorded: the wall-clock start, with room for clock jumps of
     # up to a few minutes (a reused pid is new and differs by far more on any machine that ran long).
     try:
-        return not run.pid_started_at or abs(process.create_time() - run.pid_started_at) <= 600.0
+        return not started_at or abs(process.create_time() - started_at) <= 600.0
     except psutil.Error:
         return False
 
@@ -227,13 +250,21 @@ def write_ending(run_id: str, status: str, error: str | None, pid: int) -> None:
     os.replace(temporary, path)
 
 
+def stopped_ending(directory: Path) -> tuple[str, str | None]:
+    """How a run that was asked to stop ends: pruned (with the driver's reason) or cancelled."""
+    try:
+        return "pruned", (directory / PRUNE_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return "cancelled", None
+
+
 def read_ending(run: Run) -> dict | None:
     """The ending this run's current trainer wrote, if it wrote one (an older attempt's does not count)."""
     try:
         ending = json.loads((run.directory / ENDING_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return ending if ending.get("pid") == run.pid and ending.get("status") in ("completed", "failed", "cancelled") else None
+    return ending if ending.get("pid") == run.pid and ending.get("status") in FINISHED else None
 
 
 def reconcile(store: RunStore | None = None, *, start_queued: bool = True) -> list[str]:
@@ -266,7 +297,8 @@ def _lost_ending(run: Run, now: float) -> dict:
         return {"status": ending["status"], "error": ending["error"], "finished_at": ending["finished_at"]}
     if (run.directory / CANCEL_FLAG).exists():
         # Asked to cancel, and gone: a SIGTERM that landed before the worker set its handler ends here.
-        return {"status": "cancelled", "error": None, "finished_at": now}
+        status, reason = stopped_ending(run.directory)
+        return {"status": status, "error": reason, "finished_at": now}
     reason = f"{LOST_REASON} (it was killed or crashed). Resume continues from its last complete checkpoint."
     tail = log_tail(run.id, 5)
     if tail:
@@ -293,17 +325,28 @@ def cancel(run_id: str, store: RunStore | None = None) -> Run:
     return store.get(run_id)
 
 
-def resume(run_id: str, store: RunStore | None = None) -> Run:
-    """Queue a failed or cancelled run again; it continues from its last checkpoint if it has one."""
+def prune(run_id: str, reason: str, store: RunStore | None = None) -> Run:
+    """Stop a sweep's trial early, as a cancel does (it saves a checkpoint); it ends "pruned", with the reason."""
     store = store or RunStore()
     run = _existing(run_id, store)
-    if run.status not in ("failed", "cancelled"):
-        raise UserError(f"Run {run_id} is {run.status}; only failed or cancelled runs can be resumed.")
-    (run.directory / CANCEL_FLAG).unlink(missing_ok=True)
-    (run.directory / ENDING_FILE).unlink(missing_ok=True)
+    (run.directory / PRUNE_FILE).write_text(reason, encoding="utf-8")
+    return cancel(run_id, store)
+
+
+RESUMABLE = ("failed", "cancelled", "pruned")
+
+
+def resume(run_id: str, store: RunStore | None = None) -> Run:
+    """Queue a failed, cancelled or pruned run again; it continues from its last checkpoint if it has one."""
+    store = store or RunStore()
+    run = _existing(run_id, store)
+    if run.status not in RESUMABLE:
+        raise UserError(f"Run {run_id} is {run.status}; only failed, cancelled or pruned runs can be resumed.")
+    for leftover in (CANCEL_FLAG, PRUNE_FILE, ENDING_FILE):
+        (run.directory / leftover).unlink(missing_ok=True)
     store.transition(
         run_id,
-        ("failed", "cancelled"),
+        RESUMABLE,
         status="queued",
         resume=1,
         error=None,

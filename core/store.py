@@ -1,7 +1,9 @@
 """The run store: one SQLite file that the trainer writes and every page reads.
 
-Two tables. `runs` holds one row per run (status, pid, progress, error, config); `metrics` holds
-one row per (run, step, name) value in long form, which is what plotting and overlaying want.
+Three tables. `runs` holds one row per run (status, pid, progress, error, config); `metrics` holds
+one row per (run, step, name) value in long form, which is what plotting and overlaying want;
+`sweeps` holds one row per hyperparameter sweep (its spec and driver process), whose trials are
+ordinary runs that name it (`runs.sweep_id`, `runs.trial`).
 WAL mode lets a trainer write while several browser sessions read, without blocking each other.
 """
 
@@ -19,10 +21,12 @@ from pathlib import Path
 from core.errors import UserError
 from core.workspace import runs_dir, workspace_root
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+# "pruned": a sweep's trial its driver stopped early because its evaluations trailed the other trials'.
+STATUSES = ("queued", "running", "completed", "failed", "cancelled", "pruned")
+SWEEP_STATUSES = ("running", "completed", "failed", "cancelled")
 # The first words of the error a reader records for a trainer that vanished without reporting.
 LOST_REASON = "The trainer process stopped without reporting"
-FINISHED = ("completed", "failed", "cancelled")
+FINISHED = ("completed", "failed", "cancelled", "pruned")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -58,9 +62,27 @@ CREATE TABLE IF NOT EXISTS metrics (
     recorded_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, name, step);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    pid INTEGER,
+    pid_ticks INTEGER,
+    error TEXT,
+    spec TEXT NOT NULL
+);
 """
 # Columns added after the first release: (name, SQL type) appended to older stores when they open.
-_ADDED_COLUMNS = (("pid_ticks", "INTEGER"), ("heartbeat_at", "REAL"), ("warning", "TEXT"))
+_ADDED_COLUMNS = (
+    ("pid_ticks", "INTEGER"),
+    ("heartbeat_at", "REAL"),
+    ("warning", "TEXT"),
+    ("sweep_id", "TEXT"),
+    ("trial", "INTEGER"),
+)
 
 
 class StoreError(UserError):
@@ -95,6 +117,9 @@ class Run:
     heartbeat_at: float | None = None
     # Something the user should know about a run that did not fail (a diverging loss, chance-level accuracy).
     warning: str | None = None
+    # The sweep this run is a trial of, and its trial number there (None for a run queued by hand).
+    sweep_id: str | None = None
+    trial: int | None = None
 
     @property
     def directory(self) -> Path:
@@ -128,6 +153,26 @@ class Run:
             return None
         elapsed = max(now or time.time(), self.progress_at or 0.0) - self.train_started_at
         return elapsed / done * (self.max_steps - self.step)
+
+
+@dataclass
+class Sweep:
+    """A hyperparameter sweep: its spec (YAML, `core.sweeps.spec.SweepSpec`) and the driver process that runs it."""
+
+    id: str
+    name: str
+    task: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    pid: int | None
+    pid_ticks: int | None
+    error: str | None
+    spec: str
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
 
 
 def run_directory(run_id: str) -> Path:
@@ -176,12 +221,24 @@ class RunStore:
             return StoreError(f"The run store {self.path} stayed locked by another process for 30 s ({error}); try again.")
         return StoreError(f"The run store {self.path} cannot be used ({error}); check the file and its folder.")
 
-    def create(self, run_id: str, *, name: str, task: str, model: str, dataset: str, device: str, config_yaml: str) -> Run:
+    def create(
+        self,
+        run_id: str,
+        *,
+        name: str,
+        task: str,
+        model: str,
+        dataset: str,
+        device: str,
+        config_yaml: str,
+        sweep_id: str | None = None,
+        trial: int | None = None,
+    ) -> Run:
         with self._connect() as db:
             db.execute(
-                "INSERT INTO runs (id, name, task, model, dataset, device, status, created_at, config)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                (run_id, name, task, model, dataset, device, time.time(), config_yaml),
+                "INSERT INTO runs (id, name, task, model, dataset, device, status, created_at, config, sweep_id, trial)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (run_id, name, task, model, dataset, device, time.time(), config_yaml, sweep_id, trial),
             )
         return self.get(run_id)
 
@@ -293,6 +350,45 @@ class RunStore:
             )
             return cursor.rowcount == 1
 
+    def trials(self, sweep_id: str) -> list[Run]:
+        """The runs of one sweep, in trial order."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM runs WHERE sweep_id = ? ORDER BY trial, created_at", (sweep_id,)).fetchall()
+        return [Run(**dict(row)) for row in rows]
+
+    def create_sweep(self, sweep_id: str, *, name: str, task: str, spec_yaml: str) -> Sweep:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO sweeps (id, name, task, status, created_at, spec) VALUES (?, ?, ?, 'running', ?, ?)",
+                (sweep_id, name, task, time.time(), spec_yaml),
+            )
+        return self.sweep(sweep_id)
+
+    def sweep(self, sweep_id: str) -> Sweep | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        return Sweep(**dict(row)) if row else None
+
+    def sweeps(self, statuses: tuple[str, ...] = SWEEP_STATUSES) -> list[Sweep]:
+        marks = ",".join("?" * len(statuses))
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM sweeps WHERE status IN ({marks}) ORDER BY created_at DESC", statuses).fetchall()
+        return [Sweep(**dict(row)) for row in rows]
+
+    def update_sweep(self, sweep_id: str, **values) -> None:
+        assignments = ", ".join(f"{key} = ?" for key in values)
+        with self._connect() as db:
+            db.execute(f"UPDATE sweeps SET {assignments} WHERE id = ?", (*values.values(), sweep_id))
+
+    def end_sweep(self, sweep_id: str, status: str, error: str | None = None) -> bool:
+        """A running sweep's ending (completed, failed or cancelled); True when this call recorded it."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "UPDATE sweeps SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                (status, error, time.time(), sweep_id),
+            )
+            return cursor.rowcount == 1
+
     def delete(self, run_id: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
@@ -302,7 +398,7 @@ class RunStore:
 def _has_current_schema(db: sqlite3.Connection) -> bool:
     """True when nothing needs creating, so a read-only store can still be opened and read."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not {"runs", "metrics"} <= tables:
+    if not {"runs", "metrics", "sweeps"} <= tables:
         return False
     columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     return all(name in columns for name, _ in _ADDED_COLUMNS)

@@ -50,10 +50,13 @@ def stop_unresponsive_cancels(store, now: float) -> list[str]:
 
 
 def supervise_once(store) -> bool:
-    """One round; True while anything is queued or running."""
+    """One round; True while anything is queued or running (a run, or a sweep whose driver it restarts when lost)."""
+    from core.sweeps.driver import reconcile_sweeps
+
     dispatch(store)
     stop_unresponsive_cancels(store, time.time())
-    return bool(store.list(("queued", "running")))
+    reconcile_sweeps(store)
+    return bool(store.list(("queued", "running")) or store.sweeps(("running",)))
 
 
 def supervise(store) -> None:
@@ -86,7 +89,7 @@ def main() -> int:
         os.close(descriptor)
         # A trainer claimed between the last idle check and the unlock found the lock still held and
         # started no supervisor: look once more after unlocking, and carry on if there is work.
-        if not store.path.exists() or not store.list(("queued", "running")):
+        if not store.path.exists() or not (store.list(("queued", "running")) or store.sweeps(("running",))):
             return 0
         descriptor = try_lock(lock_path())
         if descriptor is None:

@@ -23,7 +23,7 @@ from typing import Any
 from core.checkpoints import ADAPTER_FOLDER, BEFORE_MODEL, FINAL_MODEL
 from core.config import RunConfig
 from core.errors import UserError
-from core.jobs import CANCEL_FLAG, dispatch, process_start_ticks, write_ending
+from core.jobs import CANCEL_FLAG, dispatch, process_start_ticks, stopped_ending, write_ending
 from core.store import Run, RunStore
 
 
@@ -46,14 +46,14 @@ def run_worker(run_id: str) -> int:
         run = store.get(run_id)
         config = RunConfig.load(run.directory / "config.yaml")
         train(config, run, store)
-        outcome = "cancelled" if flag.exists() else "completed"
+        outcome, error = stopped_ending(run.directory) if flag.exists() else ("completed", None)
     except UserError as problem:
         error = str(problem)
     except Exception as problem:  # noqa: BLE001 - every failure must end as a status with a reason
         from core.callbacks import CancelledRun
 
         if isinstance(problem, CancelledRun):
-            outcome = "cancelled"
+            outcome, error = stopped_ending(run.directory)
         else:
             traceback.print_exc()
             error = describe_failure(problem)

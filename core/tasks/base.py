@@ -81,6 +81,8 @@ class Task(ABC):
     title: str
     modality: str
     primary_metric: str  # the eval metric named on the Runs page and used for best checkpoints
+    # The eval metrics this task logs (without the `eval_` prefix), the primary one first: what a sweep may optimise.
+    objectives: tuple[str, ...] = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
     # Where adversarial training perturbs inputs ("embeddings" or "pixel_values"); None: not supported.
     adversarial_space: str | None = None
     # Whether the Trainer may drop dataset columns the model's forward does not name (False when a

@@ -33,6 +33,7 @@ class ImageTextContrastive(PairTask):
     key = IMAGE_TEXT_CONTRASTIVE
     title = "Image-text alignment (CLIP-style)"
     primary_metric = "recall@1"
+    objectives = ("recall@1", "image_to_text_recall@1", "text_to_image_recall@1", "zero_shot_accuracy", "loss")
     loading_snippet = (
         "from transformers import AutoModel, AutoProcessor\n"
         "model = AutoModel.from_pretrained(FOLDER)  # a VisionTextDualEncoderModel (or CLIP / SigLIP)\n"

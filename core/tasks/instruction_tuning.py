@@ -35,6 +35,7 @@ class InstructionTuning(Task):
     title = "Instruction tuning (causal LM)"
     modality = "text"
     primary_metric = "exact_match"
+    objectives = ("exact_match", "token_f1", "perplexity", "loss")
     loading_snippet = 'from transformers import pipeline\nanswer = pipeline("text-generation", model=FOLDER)'
     explains = "tokens"  # the prompt's tokens (core.explain.answers)
     view = "answers"

@@ -71,6 +71,7 @@ class TokenClassification(Task):
     modality = "text"
     view = "tags"
     primary_metric = "f1"
+    objectives = ("f1", "precision", "recall", "accuracy", "loss")
     onnx_model_class = "ORTModelForTokenClassification"
     loading_snippet = (
         'from transformers import pipeline\ntag = pipeline("token-classification", model=FOLDER, aggregation_strategy="simple")'

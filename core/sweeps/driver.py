@@ -186,11 +186,11 @@ def drive_once(store: RunStore, study, spec: SweepSpec, sweep_id: str) -> bool:
     sweep = store.sweep(sweep_id)
     runs = store.trials(sweep_id)
     frozen = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
-    metrics = store.metrics([run.id for run in runs]) if runs else pd.DataFrame()
-    for run in runs:
-        trial = frozen.get(run.trial)
-        if trial is not None and not trial.state.is_finished():
-            follow_trial(store, study, spec, run, trial, metrics[metrics["run_id"] == run.id])
+    # Only the trials the study has not been told about yet: a long sweep's finished ones cost nothing per round.
+    open_runs = [run for run in runs if run.trial in frozen and not frozen[run.trial].state.is_finished()]
+    metrics = store.metrics([run.id for run in open_runs]) if open_runs else pd.DataFrame()
+    for run in open_runs:
+        follow_trial(store, study, spec, run, frozen[run.trial], metrics[metrics["run_id"] == run.id])
     linked = {run.trial for run in runs}
     for number, trial in frozen.items():
         if number not in linked and not trial.state.is_finished() and trial.state.name == "RUNNING":

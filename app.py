@@ -13,6 +13,7 @@ PAGES = [
         ("pages/views/data.py", "Data"),
         ("pages/views/train.py", "Train"),
         ("pages/views/runs.py", "Runs"),
+        ("pages/views/sweeps.py", "Sweeps"),
         ("pages/views/inspect.py", "Inspect"),
     )
 ]

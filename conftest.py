@@ -46,6 +46,7 @@ SLOW_FIXTURES = {
     "test_explain_image.py::planted_run",
     "test_explain_cli.py::image_run",
     "test_explain_cli.py::pair_run",
+    "test_sweep_pages.py::finished_sweep_workspace",
 }
 # "module::test" for tests that start a trainer in their own body.
 SLOW_TESTS = {
@@ -58,6 +59,7 @@ SLOW_TESTS = {
     "test_faults.py::test_a_queued_run_starts_when_its_predecessor_is_killed_with_nobody_looking",
     "test_faults.py::test_a_suspended_trainer_is_shown_stalled_its_eta_grows_and_cancel_stops_it",
     "test_pages.py::test_train_page_starts_a_run",
+    "test_sweep_pages.py::test_the_train_page_starts_a_sweep",
     "test_pair_pages.py::test_train_page_offers_the_dual_encoder_tower_settings_and_negatives",
     "test_export.py::test_nothing_exported_is_a_pickle_and_int8_is_onnx_only",  # its fixture by request.getfixturevalue
     "test_newcomer.py::test_the_worker_log_has_no_progress_bars_or_load_reports",

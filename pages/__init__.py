@@ -25,11 +25,12 @@ PAGE_ICONS = {
     "pages/views/data.py": ":material/table_chart:",
     "pages/views/train.py": ":material/model_training:",
     "pages/views/runs.py": ":material/monitoring:",
+    "pages/views/sweeps.py": ":material/tune:",
     "pages/views/inspect.py": ":material/search_insights:",
 }
 # Plain-text places (table cells, select options, image captions) cannot draw Material icons:
 # these marks are in WGL4, which the common fonts (Liberation, DejaVu, Arial, Segoe) all cover.
-STATUS_ICONS = {"queued": "…", "running": "►", "completed": "●", "failed": "×", "cancelled": "■"}
+STATUS_ICONS = {"queued": "…", "running": "►", "completed": "●", "failed": "×", "cancelled": "■", "pruned": "▼"}
 VERDICTS = {True: "right", False: "wrong"}  # a prediction, in image captions
 
 

@@ -83,7 +83,7 @@ def follow_sweep(sweep_id: str) -> int:
 
 
 def command_sweeps(arguments) -> int:
-    from core.store import RunStore
+    from core.store import FINISHED, RunStore
     from core.sweeps.driver import reconcile_sweeps
     from core.sweeps.results import best_trial, sweep_spec, trial_frame
 
@@ -104,7 +104,7 @@ def command_sweeps(arguments) -> int:
             {
                 "id": sweep.id,
                 "status": sweep.status,
-                "trials": f"{int(frame['status'].isin(('completed', 'pruned', 'failed', 'cancelled')).sum())}/{spec.budget()}",
+                "trials": f"{int(frame['status'].isin(FINISHED).sum())}/{spec.budget()}",
                 "best": None if best is None else best["objective"],
                 "objective": spec.objective_metric,
                 "name": sweep.name,

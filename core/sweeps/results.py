@@ -76,7 +76,8 @@ def importances(study) -> dict[str, float]:
     varied = {name for t in finished for name in t.params if len({str(u.params.get(name)) for u in finished}) > 1}
     if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or not varied:
         return {}
-    return dict(optuna.importance.get_param_importances(study, evaluator=_evaluator(), params=sorted(varied)))
+    found = optuna.importance.get_param_importances(study, evaluator=_evaluator(), params=sorted(varied))
+    return {name: float(value) for name, value in found.items()}
 
 
 def _evaluator():
@@ -87,16 +88,20 @@ def _evaluator():
 
 
 def seed_summary(sweep_id: str, store: RunStore | None = None) -> dict[str, Any] | None:
-    """For a "repeat best" sweep: the objective's mean ± std over its seeds, beside the parent's best; None otherwise."""
+    """For a "repeat best" sweep: the objective's mean ± std over its seeds, beside the parent's best trial and by how
+    much that trial beat the parent's runner-up (`margin`); `within_noise` when that margin is no more than the seeds
+    alone move the objective (None until two seeds and two parent trials have finished). None for other sweeps."""
     store = store or RunStore()
-    sweep = existing_sweep(sweep_id, store)
-    spec = sweep_spec(sweep)
+    spec = sweep_spec(existing_sweep(sweep_id, store))
     parent_id = spec.extras.get("parent")
     if not parent_id:
         return None
     values = trial_frame(sweep_id, store).query("status == 'completed'")["objective"].dropna()
-    parent = store.sweep(parent_id)
-    parent_best = best_trial(trial_frame(parent_id, store), spec.maximize) if parent else None
+    parent = trial_frame(parent_id, store) if store.sweep(parent_id) else None
+    parent_best = best_trial(parent, spec.maximize) if parent is not None else None
+    scores = pd.Series(dtype=float) if parent is None else parent.query("status == 'completed'")["objective"].dropna()
+    ranked = scores.sort_values(ascending=not spec.maximize).tolist()
+    margin = abs(ranked[0] - ranked[1]) if len(ranked) > 1 else None
     std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
     return {
         "seeds": len(values),
@@ -104,6 +109,8 @@ def seed_summary(sweep_id: str, store: RunStore | None = None) -> dict[str, Any]
         "std": std,
         "parent": parent_id,
         "parent_best": parent_best["objective"] if parent_best else None,
+        "margin": margin,
+        "within_noise": None if margin is None or math.isnan(std) else bool(margin <= std),
     }
 
 

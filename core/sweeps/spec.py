@@ -74,6 +74,15 @@ STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
 }
 
 
+def sweepable_for(task) -> list[str]:
+    """The knobs a sweep may vary for this task: the common ones it uses and those of its setting groups."""
+    return [
+        knob
+        for knob, group in SWEEPABLE.items()
+        if (group is None and knob not in task.unused_knobs) or (group is not None and group in task.settings)
+    ]
+
+
 @dataclass(frozen=True)
 class Knob:
     """How one config key varies: a list of values, or a range (uniform, or log-uniform)."""
@@ -198,10 +207,9 @@ class SweepSpec:
         return problems
 
     def _knob_use_problems(self, knob: Knob, task) -> list[str]:
-        group = SWEEPABLE.get(knob.name, "unknown")
-        if group == "unknown":
+        if knob.name not in SWEEPABLE:
             return [f"'{knob.name}' cannot be swept; choose from {', '.join(SWEEPABLE)}."]
-        if (group is None and knob.name in task.unused_knobs) or (group is not None and group not in task.settings):
+        if knob.name not in sweepable_for(task):
             return [f"{task.title} runs do not use {knob.name}, so sweeping it would change nothing; remove it."]
         strategies = STRATEGY_KNOBS.get(knob.name)
         swept = self.space.get("strategy")

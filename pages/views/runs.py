@@ -34,6 +34,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "status": [status_text(r) for r in runs],
             "name": [r.name for r in runs],
             "id": [r.id for r in runs],
+            "sweep": [f"trial {r.trial} · {r.sweep_id}" if r.sweep_id else "" for r in runs],
             "progress": [r.progress for r in runs],
             "step": [f"{r.step}/{r.max_steps}" if r.max_steps else "—" for r in runs],
             "ETA": [duration(r.eta_seconds()) for r in runs],
@@ -52,7 +53,7 @@ def actions(run: Run) -> None:
             "Cancel", key=f"runs_cancel_{run.id}", help="Stop this run; a running one saves a checkpoint so it can resume."
         ):
             act(jobs.cancel, run.id)
-    if run.status in ("failed", "cancelled"):
+    if run.status in jobs.RESUMABLE:
         if right.button(
             "Resume",
             key=f"runs_resume_{run.id}",
@@ -80,8 +81,12 @@ def run_details(run: Run) -> None:
             st.warning(stall.sentence())
     elif run.status == "queued":
         st.info("Queued: it starts when the device is free.")
+    if run.sweep_id:
+        st.caption(f"Trial {run.trial} of sweep {run.sweep_id}: the Sweeps page compares it with the other trials.")
     if run.status == "failed" and run.error:
         st.error(f"This run failed. {run.error}")
+    elif run.status == "pruned":
+        st.warning(f"Its sweep stopped this trial early (pruned). {run.error or ''} Resume it to train it to the end.")
     elif run.error:
         st.warning(run.error)
     if run.warning:

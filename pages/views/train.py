@@ -23,6 +23,7 @@ from core.config import (
 from core.errors import UserError
 from core.presets import PRESETS
 from pages import PAGE_ICONS, open_store
+from pages.sweep_form import sweep_launch, sweep_toggle
 
 DEFAULTS = RunConfig()
 FILE_PATH = "__file__"
@@ -437,6 +438,11 @@ st.caption("Every knob has a one-sentence explanation: hover the question mark n
 if "train_learning_rate" not in st.session_state:
     fill_form(DEFAULTS)
     st.session_state["train_name_suggested"] = DEFAULTS.name  # the default name is no name of the user's
+pending = st.session_state.pop("train_pending_config", None)  # the Sweeps page's "Copy best config to Train"
+if pending:
+    fill_form(RunConfig.from_yaml(pending))
+    st.session_state["sweep_on"] = False  # one run of the best config, not another sweep
+    st.success("The form holds the best trial's config: start it as one run, or change it first.")
 presets()
 config = build_config()
 if config is not None:
@@ -444,10 +450,15 @@ if config is not None:
     for problem in problems:
         st.error(problem)
     st.subheader("Launch")
-    left, right = st.columns([1, 2])
-    left.download_button(
-        "Download config (YAML)", config.to_yaml(), file_name="run.yaml", mime="application/x-yaml", key="train_download"
-    )
-    right.code(config.cli_command("run.yaml"), language="bash")
-    if st.button("Start training", type="primary", disabled=bool(problems), key="train_start"):
-        queue([config])
+    if sweep_toggle():
+        from core.tasks import TASKS
+
+        sweep_launch(TASKS[config.task], config)
+    else:
+        left, right = st.columns([1, 2])
+        left.download_button(
+            "Download config (YAML)", config.to_yaml(), file_name="run.yaml", mime="application/x-yaml", key="train_download"
+        )
+        right.code(config.cli_command("run.yaml"), language="bash")
+        if st.button("Start training", type="primary", disabled=bool(problems), key="train_start"):
+            queue([config])

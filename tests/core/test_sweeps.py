@@ -145,6 +145,9 @@ def test_repeat_best_trains_its_config_under_three_other_seeds(random_sweep):
     assert summary["seeds"] == 3 and summary["parent"] == sweep.id
     assert summary["mean"] == pytest.approx(values.mean()) and summary["std"] == pytest.approx(values.std())
     assert summary["parent_best"] == best["objective"]
+    parent = trial_frame(sweep.id, store)["objective"].sort_values(ascending=False).tolist()
+    assert summary["margin"] == pytest.approx(parent[0] - parent[1])
+    assert summary["within_noise"] is (summary["margin"] <= summary["std"])
 
 
 def test_a_bad_learning_rate_is_pruned_before_its_last_evaluation(tiny_bert, workspace):

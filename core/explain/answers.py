@@ -99,6 +99,11 @@ class AnswerExplainer(TextExplainer):
                 explanation = self._cache.put((key, False), self._explain_answer(encoded, attribution, target, used))
             return merge_word_pieces(explanation) if merge_words else explanation
 
+    def faithfulness_input(self, prompt: str, explanation: Explanation) -> tuple:
+        raise UserError(
+            "The faithfulness card measures a class probability; an answer's maps have none yet. Use the sanity check."
+        )
+
     def explain_grid(self, prompt: str, method: str = "ig", answer: str | None = None, **params) -> list[Explanation]:
         """One explanation per answer token (at most MAX_GRID_TOKENS), in order: the rows of a tokens x tokens map."""
         answer = self.answer(prompt) if answer is None else answer

@@ -192,6 +192,12 @@ class ImageExplainer:
             lambda image, one: self.explain(image, method, one, grid=grid, **params), images, target, progress, "images"
         )
 
+    def faithfulness_input(self, image, explanation: Explanation) -> tuple:
+        """(prepared image, grid, adapter unit ids in the explanation's row-major cell order) for
+        `core.explain.faithfulness`."""
+        rows, cols = explanation.params["grid"]
+        return self.prepare(image), (rows, cols), list(range(rows * cols))
+
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""
         return {key: method.applies_to(self.model) for key, method in methods_for(self.modality).items()}

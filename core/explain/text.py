@@ -199,6 +199,11 @@ class TextExplainer:
             lambda text, one: self.explain(text, method, one, merge_words=merge_words, **params), texts, target, progress, "texts"
         )
 
+    def faithfulness_input(self, text: str, explanation: Explanation) -> tuple:
+        """(prepared input, grid, adapter unit ids in the explanation's unit order) for `core.explain.faithfulness`."""
+        encoded = self.encode(text)
+        return encoded, None, list(encoded.shown)
+
     def method_availability(self) -> dict[str, str | None]:
         """Method key -> None when it can explain this model, else the sentence why not."""
         return {key: method.applies_to(self.model) for key, method in methods_for(self.modality).items()}

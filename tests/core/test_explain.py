@@ -517,3 +517,57 @@ def test_cli_refuses_with_exit_2_and_a_sentence(trained):
     assert "Traceback" not in result.stderr
     result = explain_cli(trained["run"].id, "--split", "test", "--index", "999", workspace=trained["root"])
     assert result.returncode == 2 and "has 30 rows; choose an index from 0 to 29" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The faithfulness card: deletion / insertion curves, AOPC against random orderings, NAOPC.
+
+
+def test_the_curves_run_from_the_input_to_the_baseline_and_back(explainer, correct):
+    from core.explain.faithfulness import explainer_card
+
+    text, _ = correct[0]
+    (card,) = explainer_card(explainer, text, ["ig"])
+    explanation = explainer.explain(text, "ig")
+    whole = explanation.probabilities[explanation.target]
+    curves = card.curves
+    assert curves.fractions[0] == 0 and curves.fractions[-1] == 1
+    assert curves.deletion[0] == pytest.approx(whole, abs=1e-5)  # nothing removed yet: the input itself
+    assert curves.insertion[-1] == pytest.approx(whole, abs=1e-5)  # everything put back: the input again
+    assert curves.deletion[-1] == pytest.approx(curves.insertion[0], abs=1e-5)  # all removed = nothing inserted
+    assert card.random.deletion[0] == pytest.approx(whole, abs=1e-5)
+    assert 0 <= card.naopc <= 1
+    assert json.loads(json.dumps(card.to_dict()))["method"] == "ig"
+
+
+def faithfulness_gain(explainer, texts, method: str = "ig") -> tuple[float, float]:
+    """(mean AOPC of deletion in the map's order, the same in random orders) over `texts`."""
+    from core.explain.faithfulness import explainer_card
+
+    cards = [explainer_card(explainer, text, [method])[0] for text in texts]
+    return (
+        sum(card.comprehensiveness for card in cards) / len(cards),
+        sum(card.random_comprehensiveness for card in cards) / len(cards),
+    )
+
+
+def test_ig_removes_what_the_model_needs_far_faster_than_random_and_a_randomised_models_maps_do_not(explainer, correct):
+    texts = [text for text, _ in correct[:12]]
+    ig, random = faithfulness_gain(explainer, texts)
+    # Measured here: AOPC 0.26 in IG's order vs 0.13 in random ones (removing the keywords first drops p fast);
+    # the randomised model's outputs barely move at all (both about 1e-6).
+    assert ig > random + 0.08 and ig > 1.5 * random
+    scrambled = explainer.with_model(randomized_copy(explainer.model, "all", seed=1))
+    ig_random_model, random_random_model = faithfulness_gain(scrambled, texts)
+    assert ig_random_model < random_random_model + 0.05
+
+
+def test_a_card_compares_methods_on_the_same_class_and_refuses_a_one_unit_input(explainer, correct):
+    from core.explain.faithfulness import explainer_card
+
+    text, _ = correct[1]
+    cards = explainer_card(explainer, text, ["ig", "saliency", "occlusion"])
+    assert [card.method for card in cards] == ["ig", "saliency", "occlusion"]
+    assert len({card.random_comprehensiveness for card in cards}) == 1  # one random bar for all methods
+    with pytest.raises(UserError, match="at least two units"):
+        explainer_card(explainer, text.split()[0], ["ig"])

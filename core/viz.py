@@ -584,3 +584,26 @@ def answer_attribution_heatmap(prompt_units: list[str], answer_tokens: list[str]
     figure.update_xaxes(title_text="prompt token", tickangle=-60)
     figure.update_layout(height=160 + 28 * len(lines), margin={"l": 10, "r": 10, "t": 20, "b": 120})
     return figure
+
+
+def faithfulness_curves(cards, titles: dict[str, str]) -> go.Figure:
+    """Deletion and insertion curves of each map (one colour per method) beside the random orderings' (grey, dashed)."""
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=["Deletion: most important removed first", "Insertion: most important put back first"]
+    )
+    for column, kind in enumerate(("deletion", "insertion"), start=1):
+        random = cards[0].random
+        figure.add_scatter(
+            x=random.fractions, y=getattr(random, kind), mode="lines", line={"color": "#999999", "dash": "dash"},
+            name="random order", legendgroup="random", showlegend=column == 1, row=1, col=column,
+        )  # fmt: skip
+        for index, card in enumerate(cards):
+            figure.add_scatter(
+                x=card.curves.fractions, y=getattr(card.curves, kind), mode="lines+markers",
+                line={"color": PALETTE[index % len(PALETTE)]}, name=titles.get(card.method, card.method),
+                legendgroup=card.method, showlegend=column == 1, row=1, col=column,
+            )  # fmt: skip
+        figure.update_xaxes(title_text="share of units", tickformat=".0%", row=1, col=column)
+    figure.update_yaxes(title_text="target probability", row=1, col=1)
+    figure.update_layout(height=320, margin={"t": 40, "b": 40})
+    return figure

@@ -339,6 +339,59 @@ def show_save_message() -> None:
     (st.success if kind == "success" else st.error)(text)
 
 
+FAITHFUL_DEFAULTS = ("ig", "saliency", "occlusion")
+
+
+def faithfulness_panel(explainer, example, target, context: tuple, **options) -> None:
+    """The faithfulness card under any classifier's map: deletion and insertion curves of the chosen methods (default
+    parameters) against random orderings, and their AOPC and NAOPC as a table (`core.explain.faithfulness`)."""
+    from core.explain import METHODS
+    from core.explain.faithfulness import card_table, explainer_card
+
+    with st.container(border=True):
+        st.markdown(
+            "**Faithfulness card** — remove the units a map ranks first: does the target probability fall faster than at random?"
+        )
+        available = [key for key, reason in explainer.method_availability().items() if reason is None]
+        picked, button_column = st.columns([3, 1])
+        methods = picked.multiselect(
+            "Methods to score",
+            available,
+            default=[key for key in FAITHFUL_DEFAULTS if key in available],
+            format_func=lambda key: METHODS[key].title,
+            key="inspect_faithful_methods",
+            help="Each is run with its default parameters on this example and the same class.",
+        )
+        context = (*context, target, tuple(methods), str(options))
+        if button_column.button("Score faithfulness", key="inspect_faithful_go"):
+            with st.spinner("Removing and putting back units in each map's order, and in random orders…"):
+                try:
+                    cards = explainer_card(explainer, example, methods, target, **options)
+                    st.session_state["inspect_faithful_result"] = (context, cards)
+                except UserError as problem:
+                    st.error(str(problem))
+        remembered = st.session_state.get("inspect_faithful_result")
+        if not remembered or remembered[0] != context:
+            return
+        cards = remembered[1]
+        titles = {key: METHODS[key].title for key in methods}
+        st.plotly_chart(viz.faithfulness_curves(cards, titles), key="inspect_faithful_curves", width="stretch")
+        table = pd.DataFrame(card_table(cards)).assign(method=lambda frame: frame["method"].map(titles))
+        st.dataframe(table, hide_index=True, width="stretch", key="inspect_faithful_table")
+        best = max(cards, key=lambda card: card.comprehensiveness)
+        st.caption(
+            f"Deletion AOPC: the mean fall of the target probability as 10 %, 20 %, … of the units are removed (higher: "
+            f"the map found what the model needs); insertion AOPC: the same with only those units kept (lower: they "
+            f"suffice). For this example {titles[best.method]} is the most faithful map"
+            + (
+                "."
+                if best.comprehensiveness > best.random_comprehensiveness
+                else ", yet no better than random: none of these maps tells what this model relies on."
+            )
+            + " NAOPC rescales deletion AOPC between the worst and best orderings tried."
+        )
+
+
 def sanity_panel(explainer, example, target, settings: dict[str, Any], context: tuple, draw) -> None:
     """The randomisation sanity check (Adebayo et al., 2018) under any map: explain `example` again with the head
     or every layer re-initialised, show the rank correlation and its verdict, and both maps side by side.
@@ -347,6 +400,10 @@ def sanity_panel(explainer, example, target, settings: dict[str, Any], context: 
 
     with st.container(border=True):
         st.markdown("**Sanity check** — does the map change when the learned weights are randomised?")
+        st.caption(
+            "A sanity check, not a ranking: a method that passes reacts to the model, which says nothing about which "
+            "method is most faithful to it (the faithfulness card below measures that)."
+        )
         scope_column, button_column = st.columns([3, 1])
         scope = scope_column.radio(
             "Randomise",

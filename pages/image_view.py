@@ -17,6 +17,7 @@ from pages import (
     clear_filters,
     compare_panel,
     explanation_settings,
+    faithfulness_panel,
     get_explainer,
     keep_valid,
     method_picker,
@@ -244,6 +245,7 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
         (run.id, stage, split, example_id),
         lambda explanation, heading, slot: draw_overlay(explanation, seen, opacity, heading, size=200, slot=slot),
     )
+    faithfulness_panel(explainer, picture, target, (run.id, stage, split, example_id), grid=settings["params"].get("grid", 7))
 
 
 def selection_overlays(run, stage, split, frame, filtered, settings, opacity) -> None:

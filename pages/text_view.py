@@ -22,6 +22,7 @@ from pages import (
     clear_filters,
     compare_panel,
     explanation_settings,
+    faithfulness_panel,
     flip_tables,
     get_explainer,
     keep_valid,
@@ -222,6 +223,7 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                         explanation, heading, settings["max_length"], settings["kept_end"]
                     ),
                 )
+                faithfulness_panel(explainer, example["text"], target, (run.id, stage, split, example_id))
 
     # --- 6. any sentence ---------------------------------------------------------------------------
 

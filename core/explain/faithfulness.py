@@ -154,11 +154,14 @@ def card(adapter, prepared, grid, unit_ids: Sequence[int], explanations: dict, t
 
 
 def explainer_card(explainer, item, methods: Sequence[str], target=None, steps: int = STEPS, seed: int = 0,
-                   **params) -> list[Faithfulness]:  # fmt: skip
-    """The card for `item` (a text, an image) under each method, through the explainer's own adapter."""
+                   **options) -> list[Faithfulness]:  # fmt: skip
+    """The card for `item` (a text, an image) under each method with its default parameters, through the explainer's
+    own adapter; `options` go to every `explain` call (an image's `grid`)."""
     from core.explain.base import input_spec
 
-    explanations = {method: explainer.explain(item, method, target, **params.get(method, {})) for method in methods}
+    if not methods:
+        raise UserError("Pick at least one method to score.")
+    explanations = {method: explainer.explain(item, method, target, **options) for method in methods}
     first = next(iter(explanations.values()))
     if first.target is None:
         raise UserError("A faithfulness card needs a class to explain; this model gives one similarity score.")
@@ -168,3 +171,18 @@ def explainer_card(explainer, item, methods: Sequence[str], target=None, steps: 
     prepared, grid, unit_ids = explainer.faithfulness_input(item, first)
     baselines = {name: default for name, (default, _) in input_spec(explainer.modality).baselines.items()}
     return card(explainer, prepared, grid, unit_ids, explanations, first.target, baselines, steps=steps, seed=seed)
+
+
+def card_table(cards: Sequence[Faithfulness]) -> list[dict]:
+    """One row per method: the card's numbers as a table (comprehensiveness higher is better, sufficiency lower)."""
+    return [
+        {
+            "method": card.method,
+            "deletion AOPC (↑)": card.comprehensiveness,
+            "random deletion AOPC": card.random_comprehensiveness,
+            "insertion AOPC (↓)": card.sufficiency,
+            "random insertion AOPC": card.random_sufficiency,
+            "NAOPC (↑)": card.naopc,
+        }
+        for card in cards
+    ]

@@ -231,6 +231,11 @@ def test_inspect_image_sanity_check(image_run):
     assert any(m.label == "Spearman rank correlation" for m in app.metric)
     captions = [c for c in (str(image.proto) for image in app.image) if "explaining" in c]
     assert any("trained model" in c for c in captions) and any("randomised head" in c for c in captions)
+    app.multiselect(key="inspect_faithful_methods").set_value(["ig", "occlusion"])
+    app.button(key="inspect_faithful_go").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    table = next(frame.value for frame in app.dataframe if "NAOPC (↑)" in frame.value.columns)
+    assert len(table) == 2 and table["deletion AOPC (↑)"].notna().all()
 
 
 def test_inspect_image_bad_inputs_get_sentences(workspace):

@@ -388,6 +388,17 @@ def test_typed_sentence_methods_gallery_compare_and_sanity_check(trained):
     verdicts = [box.value for box in [*app.success, *app.warning] if "re-initialising the classifier head" in box.value]
     assert verdicts
     assert not app.exception
+    # The faithfulness card: curves and a table of the chosen methods against random orderings.
+    app.multiselect(key="inspect_faithful_methods").set_value(["ig", "occlusion"])
+    app.button(key="inspect_faithful_go").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    table = next(frame.value for frame in app.dataframe if "NAOPC (↑)" in frame.value.columns)
+    assert table["method"].tolist() == ["Integrated Gradients", "Occlusion"]
+    assert (table["random deletion AOPC"] == table["random deletion AOPC"].iloc[0]).all()
+    figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    curves = next(figure for figure in figures if any(trace.get("name") == "random order" for trace in figure["data"]))
+    assert {trace["name"] for trace in curves["data"]} == {"random order", "Integrated Gradients", "Occlusion"}
+    assert any("most faithful map" in caption.value for caption in app.caption)
 
 
 def test_a_method_that_does_not_apply_says_why_and_a_coarse_integral_warns(trained, monkeypatch):

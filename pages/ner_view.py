@@ -11,7 +11,7 @@ from core.explain.methods import methods_for
 from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
 from core.ner.schemes import is_entity_scheme
 from core.store import Run
-from pages import method_params, show_delta
+from pages import faithfulness_panel, method_params, show_delta
 
 PAGE_SIZE = 25
 
@@ -157,3 +157,11 @@ def explain_a_tag(run: Run, stage: str, shown) -> None:
                 unsafe_allow_html=True,
             )
             show_delta(explanation)
+        from core.explain.loading import load_tag_explainer
+
+        try:
+            tagger = load_tag_explainer(run.id, word, stage)
+        except UserError as problem:
+            st.error(str(problem))
+            return
+        faithfulness_panel(tagger, row["text"], None, (run.id, stage, index, word))

@@ -661,3 +661,9 @@ def test_inspect_page_shows_a_ner_run(ner_run, monkeypatch):
     app.button(key="inspect_ner_explain").click().run()
     assert not app.error and any("evidence for tag" in m.value for m in app.markdown)
     assert len(loads) == 1, loads
+    # The faithfulness card scores the word's tag maps against random orderings.
+    app.multiselect(key="inspect_faithful_methods").set_value(["ig", "saliency"])
+    app.button(key="inspect_faithful_go").click().run()
+    assert not app.error, [e.value for e in app.error]
+    table = next(frame.value for frame in app.dataframe if "NAOPC (↑)" in frame.value.columns)
+    assert table["method"].tolist() == ["Integrated Gradients", "Saliency (gradient magnitude)"]

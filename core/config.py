@@ -84,6 +84,8 @@ HELP: dict[str, str] = {
     "max_grad_norm": "Clip the gradient norm to this value each step (0 turns clipping off); guards against loss spikes.",
     "early_stopping_patience": "Stop when the validation metric has not improved for this many evaluations (0 = never stop "
     "early).",
+    "keep_checkpoints": "How many of the newest checkpoints stay on disk (0 keeps every one): more lets Inspect show how the "
+    "maps drifted during training, at the cost of disk space.",
     "best_checkpoint": "At the end, keep the checkpoint with the best validation score on the task's metric (accuracy, F1, "
     "recall@1) instead of the last one, which may have over-fitted.",
     "stop_on_divergence": "Stop the run (as failed, with the reason) when the training loss stays far above where it started; "
@@ -165,6 +167,7 @@ class RunConfig:
     max_grad_norm: float = 1.0
     early_stopping_patience: int = 0
     best_checkpoint: bool = True
+    keep_checkpoints: int = 2
     stop_on_divergence: bool = False
     trackers: list[str] = field(default_factory=list)
     mlflow_tracking_uri: str = ""
@@ -281,6 +284,7 @@ class RunConfig:
             )
         check(0 <= self.label_smoothing < 1, f"Label smoothing is a fraction between 0 and 1 (got {self.label_smoothing}).")
         check(self.max_grad_norm >= 0, "The gradient clipping norm cannot be negative; use 0 to turn clipping off.")
+        check(self.keep_checkpoints >= 0, "The number of checkpoints to keep cannot be negative; use 0 to keep them all.")
         check(self.early_stopping_patience >= 0, "Early-stopping patience cannot be negative; use 0 to turn it off.")
         problems.extend(self.tracker_problems())
         check(

@@ -292,7 +292,7 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.eval_steps,
-        save_total_limit=2,
+        save_total_limit=config.keep_checkpoints or None,
         report_to=report_to(config, run, task.title),
         run_name=f"{run.name} ({run.id})",
         project=task.title,  # Trackio's project: runs of one task share their metrics

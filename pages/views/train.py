@@ -51,6 +51,7 @@ ROBUSTNESS = (
     ("label_smoothing", "Label smoothing", "number", {"min_value": 0.0, "max_value": 0.99, "step": 0.05}),
     ("max_grad_norm", "Clip gradient norm (0 = off)", "number", {"min_value": 0.0, "step": 0.5}),
     ("early_stopping_patience", "Early-stopping patience (0 = off)", "number", {"min_value": 0, "step": 1}),
+    ("keep_checkpoints", "Checkpoints kept (0 = all)", "number", {"min_value": 0, "step": 1}),
     ("best_checkpoint", "Keep the best checkpoint", "check", {}),
     ("stop_on_divergence", "Stop when the loss diverges", "check", {}),
     ("adversarial", "Adversarial training", "select", {"options": ADVERSARIAL}),

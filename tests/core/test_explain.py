@@ -11,6 +11,7 @@ it reaches 100 % accuracy while staying differentiable, which is what an explana
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,7 @@ def explain_config(model_dir) -> RunConfig:
         # The checks below describe the model at the end of training; kept-best would be the first
         # checkpoint that reached accuracy 1.0, long before the encoder settled.
         best_checkpoint=False,
+        keep_checkpoints=0,  # every checkpoint, for the drift of the maps over training
     )
 
 
@@ -571,3 +573,43 @@ def test_a_card_compares_methods_on_the_same_class_and_refuses_a_one_unit_input(
     assert len({card.random_comprehensiveness for card in cards}) == 1  # one random bar for all methods
     with pytest.raises(UserError, match="at least two units"):
         explainer_card(explainer, text.split()[0], ["ig"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution drift: the same example's map under every kept stage.
+
+
+def test_the_planted_keyword_climbs_to_the_top_of_the_map_over_the_checkpoints(trained, correct):
+    from core.explain.drift import attribution_drift
+
+    run = trained["run"]
+    texts = correct[:10]
+    first_at_the_end = climbed = 0
+    for text, label in texts:
+        drift = attribution_drift(run.id, text, "ig", target=label)
+        assert drift.stages[0] == "before" and drift.stages[-1] == "after" and len(drift.stages) >= 5
+        assert drift.steps == sorted(drift.steps) and drift.steps[0] == 0
+        assert drift.spearman_to_final[-1] == pytest.approx(1.0)
+        keywords = [i for i, unit in enumerate(drift.units) if unit in PLANTED_KEYWORDS[label]]
+        ranks = [min(row[i] for i in keywords) for row in drift.ranks()]  # the best-placed keyword of the class
+        first_at_the_end += ranks[-1] == 1
+        climbed += ranks[-1] < ranks[0]
+        if drift.top_unit in PLANTED_KEYWORDS[label]:
+            settled = drift.steps.index(drift.settled_step)
+            assert all(rank == 1 for rank in drift.top_ranks[settled:]) and (settled == 0 or drift.top_ranks[settled - 1] > 1)
+    assert first_at_the_end >= 0.9 * len(texts)
+    assert climbed >= 0.9 * len(texts)
+
+
+def test_drift_refuses_a_run_with_one_model_on_disk(trained, tmp_path, monkeypatch):
+    from core.explain.drift import attribution_drift
+
+    run = trained["run"]
+    copy = tmp_path / "workspace"
+    shutil.copytree(trained["root"], copy)
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(copy))
+    for folder in (copy / "runs" / run.id / "checkpoints").iterdir():
+        shutil.rmtree(folder)
+    shutil.rmtree(copy / "runs" / run.id / "model_before")
+    with pytest.raises(UserError, match="checkpoints were not kept"):
+        attribution_drift(run.id, TEXT, "saliency")

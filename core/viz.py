@@ -607,3 +607,34 @@ def faithfulness_curves(cards, titles: dict[str, str]) -> go.Figure:
     figure.update_yaxes(title_text="target probability", row=1, col=1)
     figure.update_layout(height=320, margin={"t": 40, "b": 40})
     return figure
+
+
+def drift_heatmap(drift) -> go.Figure:
+    """One example's attribution under each stage: units across, stages down (training runs top to bottom)."""
+    scale = max((abs(value) for row in drift.scores for value in row), default=1.0) or 1.0
+    labels = [f"{stage} (step {step})" for stage, step in zip(drift.stages, drift.steps)]
+    figure = go.Figure(
+        go.Heatmap(
+            z=drift.scores, x=list(range(len(drift.units))), y=labels, zmin=-scale, zmax=scale, zmid=0,
+            colorscale="RdBu_r", customdata=[drift.units] * len(labels),
+            hovertemplate="%{customdata}<br>%{y}<br>score %{z:.3g}<extra></extra>",
+        )
+    )  # fmt: skip
+    figure.update_xaxes(tickmode="array", tickvals=list(range(len(drift.units))), ticktext=drift.units, tickangle=-45)
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(height=120 + 28 * len(labels), margin={"t": 20, "b": 80})
+    return figure
+
+
+def drift_settling(drift) -> go.Figure:
+    """Each stage's rank correlation with the final map, and the rank of the final map's top unit, against the step."""
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=["Spearman correlation with the final map", f"Rank of '{drift.top_unit}' (1 = top)"]
+    )
+    figure.add_scatter(x=drift.steps, y=drift.spearman_to_final, mode="lines+markers", name="Spearman", row=1, col=1)
+    figure.add_scatter(x=drift.steps, y=drift.top_ranks, mode="lines+markers", name="rank", row=1, col=2)
+    figure.update_yaxes(range=[-1.05, 1.05], row=1, col=1)
+    figure.update_yaxes(autorange="reversed", row=1, col=2)
+    figure.update_xaxes(title_text="step")
+    figure.update_layout(height=280, showlegend=False, margin={"t": 40})
+    return figure

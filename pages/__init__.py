@@ -392,6 +392,38 @@ def faithfulness_panel(explainer, example, target, context: tuple, **options) ->
         )
 
 
+def drift_panel(run: Run, example, target, settings: dict[str, Any], context: tuple, word: int | None = None) -> None:
+    """The example's map under every kept stage of the run (`core.explain.drift`): when did the model start looking
+    at this unit? A heat map of units × stages, and how fast the map settled."""
+    from core.explain.drift import attribution_drift
+
+    with st.container(border=True):
+        st.markdown("**Drift over training** — the same map under every stage the run kept, before to after.")
+        context = (*context, settings["method"], str(settings["params"]), target, word)
+        if st.button("Explain under every stage", key="inspect_drift_go"):
+            bar = st.progress(0.0, text="Explaining under each stage…")
+            try:
+                drift = attribution_drift(
+                    run.id, example, settings["method"], target, word=word,
+                    progress=lambda done, text: bar.progress(done, text=text), **settings["params"],
+                )  # fmt: skip
+                st.session_state["inspect_drift_result"] = (context, drift)
+            except UserError as problem:
+                st.error(str(problem))
+            bar.empty()
+        remembered = st.session_state.get("inspect_drift_result")
+        if not remembered or remembered[0] != context:
+            return
+        drift = remembered[1]
+        st.plotly_chart(viz.drift_heatmap(drift), key="inspect_drift_heatmap", width="stretch")
+        st.plotly_chart(viz.drift_settling(drift), key="inspect_drift_settling", width="stretch")
+        st.caption(
+            f"Explaining '{drift.target_label}' under {len(drift.stages)} stages. The final map's top unit, "
+            f"'{drift.top_unit}', is first from step {drift.settled_step} on; keep more checkpoints (keep_checkpoints: "
+            "0) for a finer view."
+        )
+
+
 def sanity_panel(explainer, example, target, settings: dict[str, Any], context: tuple, draw) -> None:
     """The randomisation sanity check (Adebayo et al., 2018) under any map: explain `example` again with the head
     or every layer re-initialised, show the rank correlation and its verdict, and both maps side by side.

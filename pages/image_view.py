@@ -16,6 +16,7 @@ from pages import (
     classification_header,
     clear_filters,
     compare_panel,
+    drift_panel,
     explanation_settings,
     faithfulness_panel,
     get_explainer,
@@ -246,6 +247,7 @@ def selected_image(run, stage, split, frame, names, filtered, row_ids, settings,
         lambda explanation, heading, slot: draw_overlay(explanation, seen, opacity, heading, size=200, slot=slot),
     )
     faithfulness_panel(explainer, picture, target, (run.id, stage, split, example_id), grid=settings["params"].get("grid", 7))
+    drift_panel(run, picture, target, settings, (run.id, split, example_id))
 
 
 def selection_overlays(run, stage, split, frame, filtered, settings, opacity) -> None:

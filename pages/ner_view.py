@@ -11,7 +11,7 @@ from core.explain.methods import methods_for
 from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
 from core.ner.schemes import is_entity_scheme
 from core.store import Run
-from pages import faithfulness_panel, method_params, show_delta
+from pages import drift_panel, faithfulness_panel, method_params, show_delta
 
 PAGE_SIZE = 25
 
@@ -165,3 +165,4 @@ def explain_a_tag(run: Run, stage: str, shown) -> None:
             st.error(str(problem))
             return
         faithfulness_panel(tagger, row["text"], None, (run.id, stage, index, word))
+        drift_panel(run, row["text"], None, {"method": method, "params": params}, (run.id, index), word=word)

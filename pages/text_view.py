@@ -21,6 +21,7 @@ from pages import (
     classification_header,
     clear_filters,
     compare_panel,
+    drift_panel,
     explanation_settings,
     faithfulness_panel,
     flip_tables,
@@ -224,6 +225,7 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
                     ),
                 )
                 faithfulness_panel(explainer, example["text"], target, (run.id, stage, split, example_id))
+                drift_panel(run, example["text"], target, settings, (run.id, split, example_id))
 
     # --- 6. any sentence ---------------------------------------------------------------------------
 

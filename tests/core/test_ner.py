@@ -667,3 +667,6 @@ def test_inspect_page_shows_a_ner_run(ner_run, monkeypatch):
     assert not app.error, [e.value for e in app.error]
     table = next(frame.value for frame in app.dataframe if "NAOPC (↑)" in frame.value.columns)
     assert table["method"].tolist() == ["Integrated Gradients", "Saliency (gradient magnitude)"]
+    app.button(key="inspect_drift_go").click().run()
+    assert not app.error, [e.value for e in app.error]
+    assert any("is first from step" in caption.value for caption in app.caption)

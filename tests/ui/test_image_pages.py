@@ -236,6 +236,9 @@ def test_inspect_image_sanity_check(image_run):
     assert not app.exception and not app.error, [e.value for e in app.error]
     table = next(frame.value for frame in app.dataframe if "NAOPC (↑)" in frame.value.columns)
     assert len(table) == 2 and table["deletion AOPC (↑)"].notna().all()
+    app.button(key="inspect_drift_go").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert any("is first from step" in caption.value for caption in app.caption)
 
 
 def test_inspect_image_bad_inputs_get_sentences(workspace):

@@ -399,6 +399,17 @@ def test_typed_sentence_methods_gallery_compare_and_sanity_check(trained):
     curves = next(figure for figure in figures if any(trace.get("name") == "random order" for trace in figure["data"]))
     assert {trace["name"] for trace in curves["data"]} == {"random order", "Integrated Gradients", "Occlusion"}
     assert any("most faithful map" in caption.value for caption in app.caption)
+    # Drift: the example's map under every kept stage, as a units × stages heat map.
+    from core.checkpoints import available_stages
+
+    app.button(key="inspect_drift_go").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    heatmap = next(
+        figure for figure in figures if figure["data"][0]["type"] == "heatmap" and "step" in str(figure["data"][0]["y"])
+    )
+    assert [label.split(" ")[0] for label in heatmap["data"][0]["y"]] == available_stages(trained)
+    assert any("is first from step" in caption.value for caption in app.caption)
 
 
 def test_a_method_that_does_not_apply_says_why_and_a_coarse_integral_warns(trained, monkeypatch):

@@ -31,6 +31,7 @@ SLOW_MODULES = {  # train the real dual encoder; convert the real SmolLM2 (a 93 
     "test_image_text_training.py",
     "test_smollm2.py",
     "test_sweeps.py",  # every sweep trial is a trainer process
+    "test_dynamics.py",
 }
 # "module::fixture": fixture names repeat across modules (`trained` is in-process and tiny in test_training.py).
 SLOW_FIXTURES = {

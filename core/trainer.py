@@ -132,12 +132,27 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         callbacks.append(AdaLoraBudget(store, run.id))
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    trainer = trainer_class(config, task, prepared)(
+    trainer_type, train_dataset, collator = trainer_class(config, task, prepared), prepared.datasets["train"], prepared.collator
+    if task.records_dynamics:
+        from core.dynamics import (
+            DYNAMICS_FILE,
+            DynamicsRecorder,
+            IndexedDataset,
+            dynamics_callback,
+            dynamics_trainer,
+            indexed_collator,
+        )
+
+        recorder = DynamicsRecorder(directory / DYNAMICS_FILE)
+        trainer_type = dynamics_trainer(trainer_type, recorder)
+        train_dataset, collator = IndexedDataset(train_dataset), indexed_collator(collator)
+        callbacks.append(dynamics_callback(recorder))
+    trainer = trainer_type(
         model=model,
         args=arguments,
-        train_dataset=prepared.datasets["train"],
+        train_dataset=train_dataset,
         eval_dataset=prepared.datasets["validation"],
-        data_collator=prepared.collator,
+        data_collator=collator,
         processing_class=prepared.processor,
         compute_metrics=lambda output: task.compute_metrics(output.predictions, output.label_ids),
         callbacks=callbacks,

@@ -107,6 +107,9 @@ class Task(ABC):
     # Whether `core.adversarial.evaluate_robustness` can attack this task's runs (the Runs page offers it then);
     # such a task implements `model_inputs`.
     checks_robustness: bool = False
+    # Whether its training passes record each example's gold-label probability per epoch (`core.dynamics`: the data
+    # map); a task whose batches carry `labels` (N,) and whose model returns `logits` (N, classes) can.
+    records_dynamics: bool = False
     # Settings the Train page fills in when this task is picked, where the common defaults (an encoder's) do not suit it.
     suggested: ClassVar[dict[str, Any]] = {}
 

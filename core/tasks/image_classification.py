@@ -35,6 +35,7 @@ class ImageClassification(Task):
     explains = "patches"
     view = "image"
     primary_metric = "accuracy"
+    records_dynamics = True
     onnx_model_class = "ORTModelForImageClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("image-classification", model=FOLDER)'
     adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels

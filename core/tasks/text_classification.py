@@ -34,6 +34,7 @@ class TextClassification(Task):
     checks_robustness = True
     settings = ("strategy", "long_texts")
     primary_metric = "accuracy"
+    records_dynamics = True
     onnx_model_class = "ORTModelForSequenceClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("text-classification", model=FOLDER)'
     adversarial_space = "embeddings"

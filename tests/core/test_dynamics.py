@@ -1,0 +1,85 @@
+"""Training dynamics and the data map, on a real trainer process: planted keywords with 5 % of the labels flipped."""
+
+import pandas as pd
+import pytest
+from test_jobs import RUN_TIMEOUT, tiny_config
+
+from conftest import stop_trainers
+from core import jobs
+from core.data import planted_keywords_frame
+from core.dynamics import DYNAMICS_FILE, REGIONS, data_map, mislabel_candidates
+from core.errors import UserError
+from core.store import RunStore
+
+ROWS = 400
+FLIPPED_SHARE = 0.05
+
+
+@pytest.fixture(scope="module")
+def flipped_run(tiny_bert, tmp_path_factory):
+    """A run on planted keywords where every 20th row's label is the other class's; the flipped texts."""
+    root = tmp_path_factory.mktemp("dynamics-workspace")
+    frame = planted_keywords_frame(ROWS, seed=3)
+    flipped = frame.index[:: int(1 / FLIPPED_SHARE)]
+    frame.loc[flipped, "label"] = frame.loc[flipped, "label"].map({"positive": "negative", "negative": "positive"})
+    table = root / "flipped.csv"
+    frame.to_csv(table, index=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_WORKSPACE", str(root))
+        store = RunStore()
+        config = tiny_config(tiny_bert, name="flipped", dataset=str(table), max_rows=0, epochs=4, learning_rate=0.003)
+        run = jobs.submit(config, store)
+        try:
+            run = jobs.wait(run.id, store, timeout=RUN_TIMEOUT)
+        finally:
+            stop_trainers(root)
+        assert run.status == "completed", jobs.log_tail(run.id, 30)
+        yield {"run": run, "root": root, "flipped": set(frame.loc[flipped, "text"])}
+
+
+@pytest.fixture
+def mapped(flipped_run, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(flipped_run["root"]))
+    return data_map(RunStore().get(flipped_run["run"].id))
+
+
+def test_every_training_example_gets_one_value_per_epoch_from_the_training_passes(flipped_run, mapped):
+    records = pd.read_parquet(flipped_run["run"].directory / DYNAMICS_FILE)
+    assert sorted(records["epoch"].unique()) == [0, 1, 2, 3]
+    per_epoch = records.groupby("epoch")["index"].nunique()
+    assert (per_epoch == len(mapped)).all()  # every training row, once per epoch
+    assert records.groupby(["epoch", "index"]).size().max() == 1
+    assert records["p_gold"].between(0, 1).all()
+
+
+def test_the_data_map_has_confidence_variability_correctness_and_a_region_per_example(mapped):
+    assert {"text", "label", "confidence", "variability", "correctness", "region"} <= set(mapped.columns)
+    assert mapped["confidence"].between(0, 1).all() and (mapped["variability"] >= 0).all()
+    assert set(mapped["region"]) <= set(REGIONS) and "easy to learn" in set(mapped["region"])
+    assert mapped["epochs"].eq(4).all()
+
+
+def test_most_mislabel_candidates_are_the_flipped_rows(flipped_run, mapped):
+    flipped_in_train = mapped["text"].isin(flipped_run["flipped"])
+    k = int(flipped_in_train.sum())
+    assert k >= 10
+    candidates = mislabel_candidates(mapped, k)
+    hits = candidates["text"].isin(flipped_run["flipped"]).mean()
+    assert hits >= 0.8, f"{hits:.0%} of the top {k} candidates are flipped rows"
+
+
+def test_a_run_without_dynamics_or_with_one_epoch_gets_a_sentence(flipped_run, tmp_path):
+    run = flipped_run["run"]
+    records = pd.read_parquet(run.directory / DYNAMICS_FILE)
+    one_epoch = tmp_path / "one"
+    one_epoch.mkdir()
+
+    class Stand:  # a run whose directory holds only its first epoch's records
+        id, directory = run.id, one_epoch
+
+    records[records["epoch"] == 0].to_parquet(one_epoch / DYNAMICS_FILE)
+    with pytest.raises(UserError, match="needs at least two epochs"):
+        data_map(Stand)
+    (one_epoch / DYNAMICS_FILE).unlink()
+    with pytest.raises(UserError, match="recorded no training dynamics"):
+        data_map(Stand)

@@ -149,7 +149,8 @@ def read_dynamics(run) -> pd.DataFrame:
 
 
 def data_map(run) -> pd.DataFrame:
-    """One row per training example: its row (text or image, gold), confidence, variability, correctness, region."""
+    """One row per training example: `example` (its position in the training split), its row (text or image, gold),
+    confidence, variability, correctness, region."""
     from core.stages import split_rows
 
     records = read_dynamics(run)
@@ -172,7 +173,7 @@ def data_map(run) -> pd.DataFrame:
     rows = rows.reset_index(drop=True)
     summary = summary[summary.index < len(rows)]
     frame = rows.loc[summary.index].assign(**{column: summary[column].to_numpy() for column in summary.columns})
-    frame.insert(0, "row", summary.index.to_numpy())
+    frame.insert(0, "example", summary.index.to_numpy())  # its position in the training split
     frame["region"] = regions(frame["confidence"], frame["variability"])
     return frame.reset_index(drop=True)
 

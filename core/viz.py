@@ -638,3 +638,33 @@ def drift_settling(drift) -> go.Figure:
     figure.update_xaxes(title_text="step")
     figure.update_layout(height=280, showlegend=False, margin={"t": 40})
     return figure
+
+
+def data_map(frame: pd.DataFrame, shown: str) -> go.Figure:
+    """Data cartography: each training example's variability (x) against its confidence (y), coloured by how often it
+    was right, with the region boundaries (`core.dynamics`); `shown` is the column hovered (its text or image)."""
+    from core.dynamics import AMBIGUOUS_VARIABILITY, EASY_CONFIDENCE
+
+    figure = go.Figure(
+        go.Scattergl(
+            x=frame["variability"], y=frame["confidence"], mode="markers",
+            marker={"color": frame["correctness"], "colorscale": "RdYlGn", "cmin": 0, "cmax": 1, "size": 6,
+                    "colorbar": {"title": "correctness"}},
+            customdata=frame["example"], text=frame[shown].astype(str).str.slice(0, 80),
+            hovertemplate="example %{customdata}: %{text}<br>confidence %{y:.2f} · variability %{x:.2f}<extra></extra>",
+        )
+    )  # fmt: skip
+    figure.add_vline(x=AMBIGUOUS_VARIABILITY, line={"dash": "dot", "color": "#888"})
+    figure.add_shape(type="line", x0=0, x1=AMBIGUOUS_VARIABILITY, y0=EASY_CONFIDENCE, y1=EASY_CONFIDENCE,
+                     line={"dash": "dot", "color": "#888"})  # fmt: skip
+    for text, x, y in (
+        ("easy to learn", 0.02, 0.97),
+        ("hard to learn", 0.02, 0.03),
+        ("ambiguous", AMBIGUOUS_VARIABILITY + 0.02, 0.5),
+    ):
+        figure.add_annotation(x=x, y=y, text=text, showarrow=False, xanchor="left", font={"color": "#555"})
+    figure.update_layout(
+        xaxis_title="variability (std of p(gold) over epochs)", yaxis_title="confidence (mean p(gold))",
+        yaxis_range=[-0.02, 1.02], height=460, margin={"t": 20}, dragmode="lasso",
+    )  # fmt: skip
+    return figure

@@ -16,6 +16,7 @@ from pages import (
     classification_header,
     clear_filters,
     compare_panel,
+    data_map_panel,
     drift_panel,
     explanation_settings,
     faithfulness_panel,
@@ -182,13 +183,17 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
         help="How strongly the attribution colours cover the image (the strongest patch at this opacity).",
     )
 
-    example_tab, gallery_tab, compare_tab = st.tabs(["Selected image", "Explain this selection", "Compare models"])
+    example_tab, gallery_tab, compare_tab, map_tab = st.tabs(
+        ["Selected image", "Explain this selection", "Compare models", "Data map"]
+    )
     with example_tab:
         selected_image(run, stage, split, frame, names, filtered, row_ids, settings, opacity)
     with gallery_tab:
         selection_overlays(run, stage, split, frame, filtered, settings, opacity)
     with compare_tab:
         compare_panel(run, stage, split, frame, stages, flip_galleries(workspace))
+    with map_tab:
+        data_map_panel(run, "image")
 
 
 def selected_image(run, stage, split, frame, names, filtered, row_ids, settings, opacity) -> None:

@@ -21,6 +21,7 @@ from pages import (
     classification_header,
     clear_filters,
     compare_panel,
+    data_map_panel,
     drift_panel,
     explanation_settings,
     faithfulness_panel,
@@ -169,8 +170,8 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     except UserError:
         settings["max_length"], settings["kept_end"] = "its", "head"
 
-    example_tab, sentence_tab, gallery_tab, compare_tab = st.tabs(
-        ["Selected example", "Your sentence", "Explain this selection", "Compare models"]
+    example_tab, sentence_tab, gallery_tab, compare_tab, map_tab = st.tabs(
+        ["Selected example", "Your sentence", "Explain this selection", "Compare models", "Data map"]
     )
 
     # --- 5. the selected example: probabilities, attribution, sanity check -------------------------
@@ -309,6 +310,11 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
         compared = compare_panel(run, stage, split, frame, stages, draw_flip_tables)
         if compared is not None:
             explain_under_both(frame, example_id, settings, *compared)
+
+    # --- 9. the training data map ------------------------------------------------------------------
+
+    with map_tab:
+        data_map_panel(run, "text")
 
 
 def draw_flip_tables(comparison, first: tuple, second: tuple) -> None:

@@ -83,3 +83,20 @@ def test_a_run_without_dynamics_or_with_one_epoch_gets_a_sentence(flipped_run, t
     (one_epoch / DYNAMICS_FILE).unlink()
     with pytest.raises(UserError, match="recorded no training dynamics"):
         data_map(Stand)
+
+
+def test_the_inspect_page_draws_the_data_map_and_lists_a_region_and_the_candidates(flipped_run, mapped, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from test_pages import APP, TIMEOUT
+
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(flipped_run["root"]))
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.switch_page("pages/views/inspect.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    region = mislabel_candidates(mapped, 1)["region"].iloc[0]  # where the least confident example lies
+    app.radio(key="inspect_map_region").set_value(region).run()
+    rows = next(frame.value for frame in app.dataframe if "region" in frame.value.columns)
+    assert len(rows) == (mapped["region"] == region).sum() and set(rows["region"]) == {region}
+    app.number_input(key="inspect_map_k").set_value(10).run()
+    candidates = [frame.value for frame in app.dataframe if "region" in frame.value.columns][-1]
+    assert len(candidates) == 10 and candidates["text"].isin(flipped_run["flipped"]).mean() >= 0.8

@@ -668,3 +668,16 @@ def data_map(frame: pd.DataFrame, shown: str) -> go.Figure:
         yaxis_range=[-0.02, 1.02], height=460, margin={"t": 20}, dragmode="lasso",
     )  # fmt: skip
     return figure
+
+
+def mean_patch_map(grid: list[list[float]]) -> go.Figure:
+    """One class's mean attribution per patch (rows × cols), red for evidence for the class."""
+    import numpy as np
+
+    values = np.asarray(grid, dtype=np.float64)
+    scale = float(np.abs(values).max()) or 1.0
+    figure = go.Figure(go.Heatmap(z=values, zmin=-scale, zmax=scale, zmid=0, colorscale="RdBu_r", showscale=False))
+    figure.update_yaxes(autorange="reversed", showticklabels=False)
+    figure.update_xaxes(showticklabels=False)
+    figure.update_layout(height=220, margin={"t": 10, "b": 10, "l": 10, "r": 10})
+    return figure

@@ -392,6 +392,41 @@ def faithfulness_panel(explainer, example, target, context: tuple, **options) ->
         )
 
 
+def class_summary_panel(run: Run, stage: str, split: str) -> None:
+    """What drives each class over the split (`core.explain.summary`): computed once with a progress bar, then cached
+    in the run folder; the top words per class for text, the mean patch map per class for images."""
+    from core.explain import summary
+
+    st.caption(
+        f"Every {split} example explained towards its gold class ({summary.DEFAULT_METHOD.replace('_', ' ')}), and per "
+        "class the units that carry the most attribution. Computed once, then read from the run folder."
+    )
+    cached = summary.summary_path(run, stage, split, summary.DEFAULT_METHOD).exists()
+    if not cached and not st.button("Summarise the classes", key="inspect_classes_go"):
+        return
+    bar = st.progress(0.0, text="Explaining the split…")
+    try:
+        found = summary.class_summary(
+            run.id, split, stage=stage, progress=lambda done, text: bar.progress(done, text=text)
+        )  # fmt: skip
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    finally:
+        bar.empty()
+    classes = found["classes"]
+    for column, (label, entry) in zip(st.columns(min(len(classes), 4) or 1), list(classes.items())[:4]):
+        with column:
+            st.markdown(f"**{label}** · {entry['examples']} examples")
+            if found["view"] == "text":
+                words = pd.DataFrame(entry["top"]).rename(columns={"weight": "attribution"})
+                st.dataframe(words, hide_index=True, width="stretch", key=f"inspect_classes_{label}")
+            else:
+                st.plotly_chart(viz.mean_patch_map(entry["mean_map"]), key=f"inspect_classes_{label}", width="stretch")
+    if len(classes) > 4:
+        st.caption(f"The first 4 of {len(classes)} classes; `core.explain.summary.class_summary` returns them all.")
+
+
 def data_map_panel(run: Run, shown: str) -> None:
     """The training data map (`core.dynamics`): lasso or box-select points, or pick a region, to list those training
     examples; and the mislabel candidates (confident-never, stable: the model never came round to their label)."""

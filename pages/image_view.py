@@ -13,6 +13,7 @@ from core.errors import UserError
 from core.store import Run
 from pages import (
     VERDICTS,
+    class_summary_panel,
     classification_header,
     clear_filters,
     compare_panel,
@@ -183,8 +184,8 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
         help="How strongly the attribution colours cover the image (the strongest patch at this opacity).",
     )
 
-    example_tab, gallery_tab, compare_tab, map_tab = st.tabs(
-        ["Selected image", "Explain this selection", "Compare models", "Data map"]
+    example_tab, gallery_tab, compare_tab, map_tab, classes_tab = st.tabs(
+        ["Selected image", "Explain this selection", "Compare models", "Data map", "Classes"]
     )
     with example_tab:
         selected_image(run, stage, split, frame, names, filtered, row_ids, settings, opacity)
@@ -194,6 +195,8 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
         compare_panel(run, stage, split, frame, stages, flip_galleries(workspace))
     with map_tab:
         data_map_panel(run, "image")
+    with classes_tab:
+        class_summary_panel(run, stage, split)
 
 
 def selected_image(run, stage, split, frame, names, filtered, row_ids, settings, opacity) -> None:

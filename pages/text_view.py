@@ -18,6 +18,7 @@ from core.errors import UserError
 from core.store import Run
 from pages import (
     VERDICTS,
+    class_summary_panel,
     classification_header,
     clear_filters,
     compare_panel,
@@ -170,8 +171,8 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     except UserError:
         settings["max_length"], settings["kept_end"] = "its", "head"
 
-    example_tab, sentence_tab, gallery_tab, compare_tab, map_tab = st.tabs(
-        ["Selected example", "Your sentence", "Explain this selection", "Compare models", "Data map"]
+    example_tab, sentence_tab, gallery_tab, compare_tab, map_tab, classes_tab = st.tabs(
+        ["Selected example", "Your sentence", "Explain this selection", "Compare models", "Data map", "Classes"]
     )
 
     # --- 5. the selected example: probabilities, attribution, sanity check -------------------------
@@ -315,6 +316,8 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
 
     with map_tab:
         data_map_panel(run, "text")
+    with classes_tab:
+        class_summary_panel(run, stage, split)
 
 
 def draw_flip_tables(comparison, first: tuple, second: tuple) -> None:

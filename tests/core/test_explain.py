@@ -613,3 +613,22 @@ def test_drift_refuses_a_run_with_one_model_on_disk(trained, tmp_path, monkeypat
     shutil.rmtree(copy / "runs" / run.id / "model_before")
     with pytest.raises(UserError, match="checkpoints were not kept"):
         attribution_drift(run.id, TEXT, "saliency")
+
+
+# ---------------------------------------------------------------------------------------------
+# What drives each class: the words that carry the most attribution over a split.
+
+
+def test_each_class_is_driven_by_its_planted_keywords_and_the_summary_is_cached(trained, monkeypatch):
+    from core.explain import summary
+
+    run = trained["run"]
+    steps = []
+    found = summary.class_summary(run.id, "test", progress=lambda done, text: steps.append(done))
+    assert steps[-1] == 1.0 and len(steps) == sum(entry["examples"] for entry in found["classes"].values())
+    for label, entry in found["classes"].items():
+        top = [item["word"] for item in entry["top"][:3]]
+        assert set(top) == set(PLANTED_KEYWORDS[label]), (label, entry["top"][:5])
+    assert summary.summary_path(RunStore().get(run.id), found["stage"], "test", summary.DEFAULT_METHOD).exists()
+    monkeypatch.setattr("core.explain.loading.load_explainer", lambda *a, **k: pytest.fail("recomputed"))
+    assert summary.class_summary(run.id, "test") == found

@@ -239,6 +239,10 @@ def test_inspect_image_sanity_check(image_run):
     app.button(key="inspect_drift_go").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert any("is first from step" in caption.value for caption in app.caption)
+    app.button(key="inspect_classes_go").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    maps = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    assert any(figure["data"][0]["type"] == "heatmap" and not figure["data"][0].get("showscale", True) for figure in maps)
 
 
 def test_inspect_image_bad_inputs_get_sentences(workspace):

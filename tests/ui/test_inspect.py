@@ -410,6 +410,13 @@ def test_typed_sentence_methods_gallery_compare_and_sanity_check(trained):
     )
     assert [label.split(" ")[0] for label in heatmap["data"][0]["y"]] == available_stages(trained)
     assert any("is first from step" in caption.value for caption in app.caption)
+    # What drives each class: computed on a click, then shown from the run folder's cache.
+    app.button(key="inspect_classes_go").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    tables = [frame.value for frame in app.dataframe if "attribution" in frame.value.columns]
+    assert len(tables) == 2 and all(len(table) > 0 for table in tables)
+    again = open_inspect()
+    assert len([frame for frame in again.dataframe if "attribution" in frame.value.columns]) == 2
 
 
 def test_a_method_that_does_not_apply_says_why_and_a_coarse_integral_warns(trained, monkeypatch):

@@ -199,7 +199,7 @@ def test_cancel_a_running_run_then_resume_from_its_checkpoint(tiny_bert, workspa
     assert json.loads((run.directory / "reports" / "test_after.json").read_text())["step"] == 400
     assert (run.directory / "model" / "config.json").exists()
 
-    with pytest.raises(UserError, match="only failed or cancelled"):
+    with pytest.raises(UserError, match="only failed, cancelled or pruned"):
         jobs.resume(run.id, store)
 
 

@@ -13,6 +13,7 @@ from core.data.registry import is_registered, list_datasets, registered_task
 from core.data.splits import DataSplits, make_splits
 from core.data.tables import SUPPORTED_SUFFIXES, read_table, select_columns
 from core.data.uploads import registered_table
+from core.data.versions import is_version, load_version_splits
 from core.errors import UserError
 
 
@@ -30,8 +31,12 @@ def load_splits(
     """Train/validation/test splits of `dataset`, with string labels and `label_names` sorted.
 
     Column names apply to registered datasets (overriding the ones chosen at upload) and to files
-    (default "text"/"label"); built-in datasets already have their columns.
+    (default "text"/"label"); built-in datasets already have their columns. A dataset version
+    (`core.data.versions`) keeps its parent run's splits, so the fractions do not apply to it and
+    `max_rows` samples its training rows only.
     """
+    if is_registered(dataset) and is_version(dataset):
+        return load_version_splits(dataset, seed=seed, max_rows=max_rows)
     frame, source, where = _resolve(dataset, text_column, label_column, progress)
     return make_splits(
         frame,

@@ -27,6 +27,7 @@ from core.data.registry import (
 )
 from core.data.splits import make_splits
 from core.data.tables import parse_table, read_table, select_columns
+from core.data.versions import is_version, version_spec
 from core.errors import UserError
 from core.workspace import datasets_dir, safe_name
 
@@ -69,9 +70,9 @@ def read_table_spec(name: str) -> DatasetSpec:
 
 
 def registered_table_info(name: str) -> DatasetInfo:
-    """A text upload as the lists show it; a damaged one with the reason instead of hidden."""
+    """A text upload (or a dataset version) as the lists show it; a damaged one with the reason instead of hidden."""
     try:
-        return read_table_spec(name).info()
+        return version_spec(name).info() if is_version(name) else read_table_spec(name).info()
     except UserError as error:
         return DatasetInfo(key=name, title=name, source=str(datasets_dir() / name), description=str(error), builtin=False)
 

@@ -32,6 +32,8 @@ SLOW_MODULES = {  # train the real dual encoder; convert the real SmolLM2 (a 93 
     "test_smollm2.py",
     "test_sweeps.py",  # every sweep trial is a trainer process
     "test_dynamics.py",
+    "test_retrain.py",  # a noisy run and the child run on its relabelled version
+    "test_retrain_pages.py",  # the same, from the Inspect page
 }
 # "module::fixture": fixture names repeat across modules (`trained` is in-process and tiny in test_training.py).
 SLOW_FIXTURES = {

@@ -4,6 +4,8 @@
     python -m core data list [--json]
     python -m core data show NAME [--json]
     python -m core data delete NAME
+    python -m core data edit RUN_ID --relabel ROWS=LABEL | --drop ROWS | ... [--retrain]   (core/retrain_cli.py)
+    python -m core data compare CHILD_RUN_ID [--json]
 
 Every command goes through the one dataset registry (`core.data.registry`): `add` hands the files
 to the kind of the task (`DatasetKind.add`, which calls the core function the Data page's Save
@@ -38,7 +40,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
         help="register, list, show or delete datasets (as on the Data page)",
         description="Datasets of every task, without the browser.",
     )
-    commands = parser.add_subparsers(dest="data_command", required=True, metavar="{add,list,show,delete}")
+    commands = parser.add_subparsers(dest="data_command", required=True, metavar="{add,list,show,delete,edit,compare}")
 
     add = commands.add_parser(
         "add",
@@ -66,6 +68,10 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", help="delete a registered dataset")
     delete.add_argument("name")
     delete.set_defaults(handler=command_delete)
+
+    from core.retrain_cli import add_edit_commands
+
+    add_edit_commands(commands)
     return parser
 
 

@@ -32,6 +32,7 @@ PAGE_ICONS = {
 # these marks are in WGL4, which the common fonts (Liberation, DejaVu, Arial, Segoe) all cover.
 STATUS_ICONS = {"queued": "…", "running": "►", "completed": "●", "failed": "×", "cancelled": "■", "pruned": "▼"}
 VERDICTS = {True: "right", False: "wrong"}  # a prediction, in image captions
+PARENT_MODE = "the run it was retrained from"  # Compare models, for a run trained on a dataset version
 
 
 def open_store() -> RunStore:
@@ -427,46 +428,6 @@ def class_summary_panel(run: Run, stage: str, split: str) -> None:
         st.caption(f"The first 4 of {len(classes)} classes; `core.explain.summary.class_summary` returns them all.")
 
 
-def data_map_panel(run: Run, shown: str) -> None:
-    """The training data map (`core.dynamics`): lasso or box-select points, or pick a region, to list those training
-    examples; and the mislabel candidates (confident-never, stable: the model never came round to their label)."""
-    from core.dynamics import REGIONS, data_map, mislabel_candidates
-
-    try:
-        frame = data_map(run)
-    except UserError as problem:
-        st.info(str(problem))
-        return
-    st.caption(
-        f"Each point is one of {len(frame)} training examples: how sure the model was of its gold label over the "
-        "epochs (confidence) and how much that moved (variability), from the training passes themselves."
-    )
-    event = st.plotly_chart(
-        viz.data_map(frame, shown), key="inspect_data_map", on_select="rerun", selection_mode=("box", "lasso"),
-        width="stretch",
-    )  # fmt: skip
-    picked = [point["customdata"] for point in (event.selection.points if event and event.selection else [])]
-    counts = frame["region"].value_counts()
-    region = st.radio(
-        "Region",
-        ["all", *REGIONS],
-        horizontal=True,
-        key="inspect_map_region",
-        format_func=lambda name: name if name == "all" else f"{name} ({counts.get(name, 0)})",
-        help="Show the training examples of one region; a lasso or box on the map picks points instead.",
-    )
-    chosen = frame[frame["example"].isin(picked)] if picked else frame if region == "all" else frame[frame["region"] == region]
-    columns = ["example", shown, "label", "confidence", "variability", "correctness", "region"]
-    st.markdown(f"**{len(chosen)} training example(s)**" + (" picked on the map" if picked else ""))
-    st.dataframe(chosen[columns].sort_values("confidence"), hide_index=True, width="stretch", key="inspect_map_rows")
-    k = st.number_input(
-        "Mislabel candidates to list", min_value=1, max_value=len(frame), value=min(20, len(frame)), key="inspect_map_k"
-    )
-    st.markdown("**Mislabel candidates** — lowest confidence first: check their labels.")
-    candidates = mislabel_candidates(frame, int(k))
-    st.dataframe(candidates[columns], hide_index=True, width="stretch", key="inspect_map_candidates")
-
-
 def drift_panel(run: Run, example, target, settings: dict[str, Any], context: tuple, word: int | None = None) -> None:
     """The example's map under every kept stage of the run (`core.explain.drift`): when did the model start looking
     at this unit? A heat map of units × stages, and how fast the map settled."""
@@ -589,7 +550,16 @@ def compare_panel(
     second)`, which draws them as the view does (a table of texts, a gallery of images). `first` and `second` are
     (run, stage, label), the earlier model first. Returns what it passed to `draw_flips`, or None when nothing
     was compared. `measure` names the share of right examples (exact match for answers)."""
-    mode = st.radio("Compare with", ["another stage of this run", "another run"], horizontal=True, key="inspect_compare_mode")
+    from core.retrain import version_of
+
+    modes = ["another stage of this run", "another run"]
+    if version_of(run) is not None:
+        modes.insert(0, PARENT_MODE)
+    mode = st.radio("Compare with", modes, horizontal=True, key="inspect_compare_mode")
+    if mode == PARENT_MODE:
+        from pages.data_map import parent_panel
+
+        return parent_panel(run, split, stage, draw_flips)
     other = other_stage_of(run, stage, stages) if mode == "another stage of this run" else other_run_stage(run)
     if other is None:
         return None

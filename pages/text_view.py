@@ -22,7 +22,6 @@ from pages import (
     classification_header,
     clear_filters,
     compare_panel,
-    data_map_panel,
     drift_panel,
     explanation_settings,
     faithfulness_panel,
@@ -36,6 +35,7 @@ from pages import (
     selection_request,
     show_delta,
 )
+from pages.data_map import data_map_panel, edit_panel
 
 
 def text_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:
@@ -153,6 +153,12 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
             "loss": st.column_config.NumberColumn("loss", format="%.3f"),
         },
     )
+
+    if split == "train":  # error slice → retrain: the filtered training rows (a confusion cell, errors only, a word)
+        slice_rows = filtered.assign(example=filtered.index, label=filtered["gold"])[["example", "text", "label"]]
+        edit_panel(run, slice_rows, key="inspect_slice_edit", predicted=frame["predicted"])
+    else:
+        st.caption("To edit training rows and retrain on them, pick the train split above; the filters select the rows.")
 
     # --- 4. explanation settings -----------------------------------------------------------------
 

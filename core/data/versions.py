@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,6 @@ class VersionSpec:
     task: str = TEXT_CLASSIFICATION
     kind: str = "version"
     seed: int = 42  # the augmentation's seed
-    notes: list[str] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -285,8 +284,8 @@ def write_version(
     except FileExistsError:
         raise already_exists(key) from None
     rows.to_parquet(folder / ROWS_FILE, index=False)
-    write_spec(folder, asdict(spec))  # last: a folder without a spec is not listed, so a crash leaves no half version
     (folder / "edits.json").write_text(json.dumps(spec.edits, indent=2), encoding="utf-8")
+    write_spec(folder, asdict(spec))  # last: a folder without a spec is not listed, so a crash leaves no half version
     return spec
 
 

@@ -626,17 +626,22 @@ def drift_heatmap(drift) -> go.Figure:
     return figure
 
 
-def drift_settling(drift) -> go.Figure:
-    """Each stage's rank correlation with the final map, and the rank of the final map's top unit, against the step."""
+def drift_settling(*drifts) -> go.Figure:
+    """Each stage's rank correlation with its run's final map, and the rank of the followed unit, against the step;
+    one line per run when runs are set side by side (each on its own checkpoint grid)."""
     figure = make_subplots(
-        rows=1, cols=2, subplot_titles=["Spearman correlation with the final map", f"Rank of '{drift.top_unit}' (1 = top)"]
+        rows=1, cols=2, subplot_titles=["Spearman correlation with the final map", f"Rank of '{drifts[0].top_unit}' (1 = top)"]
     )
-    figure.add_scatter(x=drift.steps, y=drift.spearman_to_final, mode="lines+markers", name="Spearman", row=1, col=1)
-    figure.add_scatter(x=drift.steps, y=drift.top_ranks, mode="lines+markers", name="rank", row=1, col=2)
+    for drift, colour in zip(drifts, ("#1f77b4", "#d62728")):
+        line = {"color": colour}
+        figure.add_scatter(x=drift.steps, y=drift.spearman_to_final, mode="lines+markers", name=f"run {drift.run_id}",
+                           line=line, legendgroup=drift.run_id, row=1, col=1)  # fmt: skip
+        figure.add_scatter(x=drift.steps, y=drift.top_ranks, mode="lines+markers", name=f"run {drift.run_id}", line=line,
+                           legendgroup=drift.run_id, showlegend=False, row=1, col=2)  # fmt: skip
     figure.update_yaxes(range=[-1.05, 1.05], row=1, col=1)
     figure.update_yaxes(autorange="reversed", row=1, col=2)
     figure.update_xaxes(title_text="step")
-    figure.update_layout(height=280, showlegend=False, margin={"t": 40})
+    figure.update_layout(height=280, showlegend=len(drifts) > 1, margin={"t": 40})
     return figure
 
 

@@ -20,6 +20,7 @@ from core.cli import main
 from core.data import load_splits, planted_keywords_frame
 from core.data.versions import version_spec
 from core.dynamics import data_map
+from core.errors import UserError
 from core.retrain import candidate_edits, compare_with_parent, edited_rows, lineage, retrain
 from core.store import RunStore
 
@@ -134,6 +135,24 @@ def test_lineage_runs_from_the_child_through_the_version_to_the_file(here):
     assert [step.kind for step in steps] == ["run", "dataset version", "run", "dataset"]
     assert [step.key for step in steps] == [here["child"].id, here["version"].name, here["parent"].id, str(here["table"])]
     assert all(step.exists for step in steps)
+
+
+def test_drift_sets_the_child_beside_its_parent_on_the_same_class_and_word(here):
+    from core.explain.drift import drift_partners, drift_side_by_side
+
+    assert [run.id for run in drift_partners(here["child"])] == [here["parent"].id]
+    text = inspect.predictions(here["parent"], "test", "after")["text"].iloc[0]
+    parent, child = drift_side_by_side(here["parent"].id, here["child"].id, text, "saliency")
+    assert (parent.run_id, child.run_id) == (here["parent"].id, here["child"].id)
+    assert child.units == parent.units and child.target == parent.target and child.target_label == parent.target_label
+    followed = int(np.argmax(parent.scores[-1]))
+    assert child.top_unit == parent.top_unit == parent.units[followed]
+    assert child.top_ranks == [ranks[followed] for ranks in child.ranks()]  # the parent's word, ranked in the child
+    # Both runs start from the same pretrained model and seeded head, so their "before" maps are the same map.
+    assert child.stages[0] == parent.stages[0] == "before"
+    np.testing.assert_allclose(child.scores[0], parent.scores[0], rtol=1e-4, atol=1e-7)
+    with pytest.raises(UserError, match="beside itself"):
+        drift_side_by_side(here["child"].id, here["child"].id, text, "saliency")
 
 
 def test_data_compare_prints_the_same_numbers_as_json(here, capsys):

@@ -3,6 +3,7 @@ version and retrained on with one button, and the child run's Compare tab agains
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -89,6 +90,18 @@ def test_retrain_from_the_candidates_then_compare_the_child_with_its_parent(nois
     test = inspect.predictions(child, "test", "after")
     slices = next(frame.value for frame in app.dataframe if "slice" in frame.value.columns)
     assert slices.set_index("slice").at["all", "examples"] == len(test)
+
+    # Drift of the child beside its parent: one heat map per run, one settling figure with a line for each.
+    assert app.selectbox(key="inspect_drift_beside").options == ["no other run", f"{parent.id} · {parent.name}"]
+    app.selectbox(key="inspect_drift_beside").set_value(parent.id).run()
+    app.button(key="inspect_drift_go").click().run()
+    assert not app.exception and not app.error, [error.value for error in app.error]
+    figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    heatmaps = [figure for figure in figures if figure["data"][0]["type"] == "heatmap" and "step" in str(figure["data"][0]["y"])]
+    assert len(heatmaps) == 2
+    settling = next(figure for figure in figures if "Spearman" in str(figure["layout"].get("annotations")))
+    assert {trace["name"] for trace in settling["data"]} == {f"run {child.id}", f"run {parent.id}"}
+    assert any(f"In run {child.id}" in caption.value and f"In run {parent.id}" in caption.value for caption in app.caption)
 
 
 def test_the_train_split_offers_the_filtered_rows_for_editing_and_other_splits_say_how(noisy_workspace, monkeypatch):

@@ -77,8 +77,11 @@ def candidate_edits(run_id: str, k: int, store: RunStore | None = None) -> list[
     ]
 
 
-def retrain(run_id: str, edits: list[Edit], name: str | None = None, store: RunStore | None = None) -> tuple[VersionSpec, Run]:
-    """Write the version and queue a child run: the parent's config, on the version, under a name saying so."""
+def retrain(
+    run_id: str, edits: list[Edit], name: str | None = None, store: RunStore | None = None, **changes
+) -> tuple[VersionSpec, Run]:
+    """Write the version and queue a child run: the parent's config (with `changes`, config fields), on the version,
+    under a name saying so."""
     from core.jobs import submit
     from core.run_files import run_config
 
@@ -94,6 +97,7 @@ def retrain(run_id: str, edits: list[Edit], name: str | None = None, store: RunS
         label_column="",
         name=f"{parent.name} · {version.name}",
     )
+    config = replace(config, **changes)
     try:
         child = submit(config, store)
     except UserError as problem:

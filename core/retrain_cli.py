@@ -3,9 +3,11 @@
     python -m core data edit RUN_ID --relabel 3,17-20=positive --drop 5 --upweight 8,9 --copies 2 [--retrain]
     python -m core data edit RUN_ID --relabel-candidates 20 --retrain     # the data map's top 20, to the model's class
     python -m core data compare CHILD_RUN_ID [--json]                      # lineage, accuracy per slice, fixed / broken
+    python -m core data candidates RUN_ID [--k 20] [--json]                # the mislabel candidates, cleanlab's verdict
+    python -m core data candidates RUN_ID --cross-check [--folds 2]        # queue the fold runs cleanlab's check reads
 
 Rows are positions in the run's training split: the `example` column of the data map and the row
-numbers of Inspect's table on the train split. `add_edit_commands(commands)` plugs both into `data`.
+numbers of Inspect's table on the train split. `add_edit_commands(commands)` plugs the three into `data`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ def add_edit_commands(commands) -> None:
     compare.add_argument("--split", default="test", help="the split to compare on (default test)")
     compare.add_argument("--json", action="store_true", help="print it as JSON")
     compare.set_defaults(handler=command_compare)
+
+    candidates = commands.add_parser(
+        "candidates", help="a run's mislabel candidates from its data map, cross-checked with cleanlab's find_label_issues"
+    )
+    candidates.add_argument("run_id")
+    candidates.add_argument("--k", type=int, default=20, help="how many candidates to list (default 20)")
+    candidates.add_argument("--json", action="store_true", help="print them as JSON")
+    candidates.add_argument(
+        "--cross-check", action="store_true",
+        help="queue the fold runs whose out-of-sample probabilities cleanlab's find_label_issues reads",
+    )  # fmt: skip
+    candidates.add_argument("--folds", type=int, default=2, help="fold runs for --cross-check (default 2)")
+    candidates.set_defaults(handler=command_candidates)
 
 
 def parse_rows(text: str) -> tuple[int, ...]:
@@ -96,6 +111,43 @@ def command_compare(arguments) -> int:
     outcome = compare_with_parent(arguments.run_id, split=arguments.split)
     found = comparison_record(steps, outcome, edited_rows(outcome))
     print(json.dumps(found, indent=2, ensure_ascii=False) if arguments.json else render(found, arguments.split))
+    return 0
+
+
+def command_candidates(arguments) -> int:
+    from core.cli_support import shown
+    from core.dynamics import data_map
+    from core.label_check import checked_candidates, start_cross_check
+    from core.retrain import existing_run
+    from core.store import RunStore
+
+    if arguments.k < 1:
+        raise UserError(f"--k {arguments.k} lists nothing; give how many candidates to list, e.g. --k 20.")
+    run = existing_run(RunStore(), arguments.run_id)
+    if arguments.cross_check:
+        runs = start_cross_check(run.id, arguments.folds)
+        print(f"cross-check of run {run.id}: fold runs {', '.join(fold.id for fold in runs)}; run this again without "
+              "--cross-check once they finish")  # fmt: skip
+        return 0
+    frame = data_map(run)
+    candidates, agreement = checked_candidates(run, frame, arguments.k)
+    shown_column = "text" if "text" in candidates else "image"
+    columns = [
+        column
+        for column in ("example", shown_column, "label", "confidence", "variability", "region", "cleanlab")
+        if column in candidates
+    ]
+    records = candidates[columns].to_dict("records")
+    if arguments.json:
+        print(json.dumps({"candidates": records, "cleanlab": agreement}, indent=2, ensure_ascii=False, default=str))
+        return 0
+    for row in records:
+        flag = {True: "  cleanlab: yes", False: "  cleanlab: no"}.get(row.get("cleanlab"), "")
+        print(
+            f"{row['example']:>6}  {shown(str(row['label']))}  confidence {row['confidence']:.2f}  "
+            f"variability {row['variability']:.2f}  {row['region']}{flag}  {shown(str(row[shown_column]))[:80]}"
+        )
+    print(agreement)
     return 0
 
 

@@ -22,7 +22,8 @@ def data_map_panel(run: Run, shown: str) -> None:
     """The training data map (`core.dynamics`): lasso or box-select points, or pick a region, to list those training
     examples; and the mislabel candidates (confident-never, stable: the model never came round to their label).
     Either list can be edited into a new dataset version and retrained on (text runs)."""
-    from core.dynamics import REGIONS, data_map, mislabel_candidates
+    from core.dynamics import REGIONS, data_map
+    from core.label_check import checked_candidates
 
     try:
         frame = data_map(run)
@@ -55,8 +56,17 @@ def data_map_panel(run: Run, shown: str) -> None:
         "Mislabel candidates to list", min_value=1, max_value=len(frame), value=min(20, len(frame)), key="inspect_map_k"
     )
     st.markdown("**Mislabel candidates** — lowest confidence first: check their labels.")
-    candidates = mislabel_candidates(frame, int(k))
-    st.dataframe(candidates[columns], hide_index=True, width="stretch", key="inspect_map_candidates")
+    candidates, agreement = checked_candidates(run, frame, int(k))
+    st.dataframe(
+        candidates[[*columns, *(["cleanlab"] if "cleanlab" in candidates else [])]],
+        hide_index=True,
+        width="stretch",
+        key="inspect_map_candidates",
+        column_config={"cleanlab": st.column_config.CheckboxColumn("cleanlab", help="cleanlab's find_label_issues flags it too")},
+    )
+    st.caption(agreement)
+    if "cleanlab" not in candidates:
+        cross_check_button(run)
     if shown == "text":
         source = st.radio(
             "Rows to edit",
@@ -66,6 +76,24 @@ def data_map_panel(run: Run, shown: str) -> None:
         )
         rows = candidates if source == "the mislabel candidates" else chosen
         edit_panel(run, rows[["example", "text", "label"]], key="inspect_map_edit")
+
+
+def cross_check_button(run: Run) -> None:
+    """Start (or show) the fold runs whose out-of-sample probabilities cleanlab's cross-check reads."""
+    from core.label_check import needs_start, start_cross_check
+    from core.retrain import VERSIONED_TASKS
+
+    if run.status != "completed" or run.task not in VERSIONED_TASKS or not needs_start(run):
+        return
+    if st.button(
+        "Cross-check with cleanlab", key="inspect_map_cross_check", help="Queues the fold runs; come back when they finish."
+    ):
+        try:
+            runs = start_cross_check(run.id)
+        except UserError as problem:
+            st.error(str(problem))
+            return
+        st.success(f"Queued the fold runs {', '.join(fold.id for fold in runs)}; the Runs page shows them training.")
 
 
 def edit_panel(run: Run, rows: pd.DataFrame, key: str, predicted: pd.Series | None = None) -> None:

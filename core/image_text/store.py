@@ -22,7 +22,7 @@ from PIL import Image
 from core.data.registry import staging_folder
 from core.data.splits import SPLIT_NAMES, _check_not_empty, _clean, _stratified_split, make_splits, stratified_sample
 from core.errors import UserError
-from core.images.store import DATA_FILE, META_FILE, STORE_VERSION, image_features, png_bytes
+from core.images.store import DATA_FILE, META_FILE, STORE_VERSION, image_features, open_table_file, png_bytes
 
 CONTRASTIVE = "image_text_contrastive"
 FUSION = "image_text_fusion"
@@ -60,9 +60,7 @@ def split_rows(
 
 
 def open_table(folder: Path):
-    from datasets import Dataset
-
-    return Dataset.from_file(str(folder / DATA_FILE))
+    return open_table_file(folder / DATA_FILE)
 
 
 def read_meta(folder: Path, dataset: str) -> dict[str, Any]:

@@ -151,9 +151,9 @@ def load_image_splits(
 
 def stored_table(dataset: str, progress: Progress = no_progress):
     """The whole stored dataset as a memory-mapped `datasets.Dataset` (built on first use for a built-in)."""
-    from datasets import Dataset
+    from core.images.store import open_table_file
 
-    return Dataset.from_file(str(stored_folder(dataset, progress) / DATA_FILE))
+    return open_table_file(stored_folder(dataset, progress) / DATA_FILE)
 
 
 def stored_folder(dataset: str, progress: Progress = no_progress) -> Path:

@@ -90,3 +90,17 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def open_table_file(path: Path):
+    """A stored table as a memory-mapped `datasets.Dataset`.
+
+    datasets fingerprints every table it opens, and its hasher reads `transformers.PreTrainedTokenizerBase` whenever
+    transformers is in `sys.modules`, even while another thread (Streamlit starts a rerun while the last run may
+    still be importing) is still importing it: an AttributeError on the page. Resolving it here first waits for that
+    import to finish, under Python's per-module import lock."""
+    import transformers
+    from datasets import Dataset
+
+    transformers.PreTrainedTokenizerBase  # noqa: B018 - resolved now, not mid-hash
+    return Dataset.from_file(str(path))

@@ -94,3 +94,23 @@ def chromium_tab(timeout_ms: int = 60_000, height: int = 1000):
             yield tab
         finally:
             browser.close()
+
+
+def wait_idle(page, timeout_ms: int = 90_000) -> None:
+    """Until the app has finished its script run: Streamlit shows its status widget ("Running…") while one is on."""
+    from playwright.sync_api import expect
+
+    page.wait_for_timeout(300)  # a run a click just asked for takes a moment to show
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout_ms)
+
+
+def click_chart_point(page, point, expected) -> None:
+    """Click a Plotly point (at its position: Plotly hit-tests clicks on its drag layer) once the app is idle, and
+    wait for `expected`. On a loaded machine a click that lands while the page is still running its script is lost
+    when the chart is drawn again, so the click waits for the run to end."""
+    from playwright.sync_api import expect
+
+    wait_idle(page)
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(expected).to_be_visible()

@@ -13,7 +13,7 @@ import re
 import pytest
 from test_image_pages import explainer_ready, trained_image_run  # the shared finished run (helpers, not tests)
 
-from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, click_chart_point, needs_browser, streamlit_server
 
 pytestmark = needs_browser
 
@@ -59,10 +59,7 @@ def test_click_a_confusion_cell_and_see_its_images_and_a_patch_overlay(image_run
     expect(page.get_by_text(f"{len(frame)} of {len(frame)} images")).to_be_visible()
     points = page.locator(".js-plotly-plot").first.locator(".scatterlayer path.point")
     expect(points).to_have_count(len(names) ** 2)
-    box = points.nth(cell).bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-
-    expect(page.get_by_text(f"{count} of {len(frame)} images")).to_be_visible()
+    click_chart_point(page, points.nth(cell), page.get_by_text(f"{count} of {len(frame)} images"))
     gallery = page.locator(".st-key-inspect_gallery_grid img")
     expect(gallery).to_have_count(min(count, inspect.IMAGE_PAGE_SIZE))
     # The first image of the cell is selected: its line names the cell.

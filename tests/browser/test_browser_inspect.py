@@ -12,7 +12,7 @@ import re
 import pytest
 from test_inspect import trained_run  # the shared finished tiny run (a helper, not a test)
 
-from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, click_chart_point, needs_browser, streamlit_server
 
 pytestmark = needs_browser
 
@@ -58,12 +58,8 @@ def test_click_a_confusion_cell_of_errors_and_see_a_token_map(trained, server, p
     expect(page.get_by_text(f"{len(frame)} of {len(frame)} examples")).to_be_visible()
     points = page.locator(".js-plotly-plot").first.locator(".scatterlayer path.point")
     expect(points).to_have_count(len(names) ** 2)
-    # Plotly hit-tests clicks on its drag layer, so click the point's position, not its element.
-    box = points.nth(cell).bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-
-    # The table now holds exactly that cell's examples, and the first of them is explained.
-    expect(page.get_by_text(f"{counts.loc[gold, predicted]} of {len(frame)} examples")).to_be_visible()
+    # The table then holds exactly that cell's examples, and the first of them is explained.
+    click_chart_point(page, points.nth(cell), page.get_by_text(f"{counts.loc[gold, predicted]} of {len(frame)} examples"))
     expect(page.get_by_text(f"gold {gold} · predicted {predicted}").first).to_be_visible()
     token_map = page.locator(".attribution-map").first
     expect(token_map).to_be_visible()

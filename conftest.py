@@ -28,6 +28,7 @@ sys.path[1:1] = [str(TESTS), *(str(TESTS / group) for group in ("core", "ui", "b
 SLOW_GROUPS = {"browser"}  # real Chromium
 SLOW_MODULES = {  # train the real dual encoder; convert the real SmolLM2 (a 93 MB download, a minute)
     "test_explain_pairs.py",
+    "test_pair_faithfulness.py",
     "test_image_text_training.py",
     "test_smollm2.py",
     "test_sweeps.py",  # every sweep trial is a trainer process
@@ -94,10 +95,25 @@ def is_slow(item) -> bool:
     return bool(used & SLOW_FIXTURES)
 
 
+# The longest modules, longest first (measured with --durations=0). The suite runs on three xdist workers, one module
+# per worker at a time (pytest.ini: --dist loadfile, so a module's fixtures are built once); starting these first
+# keeps a long module from starting last and running alone at the end.
+LONGEST_MODULES = (
+    "test_pair_faithfulness.py",
+    "test_sweeps.py",
+    "test_faults.py",
+    "test_image_text_training.py",
+    "test_explain_pairs.py",
+    "test_browser.py",
+)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
+    first = {name: rank for rank, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
 
 
 _trainer_starts: list[str] = []

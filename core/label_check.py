@@ -128,6 +128,8 @@ def progress_sentence(run: Run, store: RunStore | None = None) -> str:
 def out_of_sample(run: Run, store: RunStore | None = None) -> pd.DataFrame:
     """Every training example's probabilities from the fold run that left it out (`example`, `gold` as a class id
     in the parent's order, `probs`), computed once all fold runs completed and cached in the parent's run folder."""
+    from scipy.special import softmax
+
     from core.stages import open_stage, split_rows
 
     cached = run.directory / PROBABILITIES_FILE
@@ -144,9 +146,7 @@ def out_of_sample(run: Run, store: RunStore | None = None) -> pd.DataFrame:
     for fold, examples in zip(folds, plan.examples):
         model = open_stage(fold, "after")
         order = [list(model.label_names).index(name) for name in label_names]  # the fold's classes in the parent's order
-        logits = np.asarray(model.predict(rows.iloc[examples]), dtype=np.float64)[:, order]
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = softmax(np.asarray(model.predict(rows.iloc[examples]), dtype=np.float64)[:, order], axis=1)
         parts.append(pd.DataFrame({"example": examples, "probs": list(probabilities)}))
     frame = pd.concat(parts, ignore_index=True).sort_values("example", ignore_index=True)
     frame.insert(1, "gold", [label_names.index(label) for label in rows.loc[frame["example"], "label"]])
@@ -186,7 +186,8 @@ def checked_candidates(run: Run, frame: pd.DataFrame, k: int) -> tuple[pd.DataFr
         return candidates, str(problem)
     agreed = candidates["example"].isin(issues["example"])
     plan = read_plan(run)
+    source = f"{len(plan.runs)} fold runs" if plan else "the fold runs"  # the cached probabilities can outlive the plan
     return candidates.assign(cleanlab=agreed), (
-        f"cleanlab's find_label_issues, on out-of-sample probabilities from {plan.folds if plan else '?'} fold runs, flags "
+        f"cleanlab's find_label_issues, on out-of-sample probabilities from {source}, flags "
         f"{len(issues)} training row(s); {int(agreed.sum())} of these {len(candidates)} candidates are among them."
     )

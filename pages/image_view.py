@@ -17,7 +17,6 @@ from pages import (
     classification_header,
     clear_filters,
     compare_panel,
-    drift_panel,
     explanation_settings,
     faithfulness_panel,
     get_explainer,
@@ -29,6 +28,7 @@ from pages import (
     show_delta,
 )
 from pages.data_map import data_map_panel
+from pages.drift import drift_panel
 
 IMAGE_FILTER_KEYS = ("inspect_misclassified", "inspect_gold", "inspect_predicted", "inspect_confidence")
 GALLERY_COLUMNS = 6

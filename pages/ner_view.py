@@ -11,7 +11,8 @@ from core.explain.methods import methods_for
 from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
 from core.ner.schemes import is_entity_scheme
 from core.store import Run
-from pages import drift_panel, faithfulness_panel, method_params, show_delta
+from pages import faithfulness_panel, method_params, show_delta
+from pages.drift import drift_panel
 
 PAGE_SIZE = 25
 

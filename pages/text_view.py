@@ -22,7 +22,6 @@ from pages import (
     classification_header,
     clear_filters,
     compare_panel,
-    drift_panel,
     explanation_settings,
     faithfulness_panel,
     flip_tables,
@@ -36,6 +35,7 @@ from pages import (
     show_delta,
 )
 from pages.data_map import data_map_panel, edit_panel
+from pages.drift import drift_panel
 
 
 def text_method_picker(slot: str, label: str, optional: bool = False) -> tuple[str | None, dict[str, Any]]:

@@ -20,6 +20,8 @@ from torch import nn
 
 EMBEDDINGS = "embeddings"
 PIXELS = "pixel_values"
+SPACE_NAMES = {EMBEDDINGS: "the word embeddings", PIXELS: "the pixels"}
+IGNORE_INDEX = -100  # a label the loss and the robustness check skip (a tagger's later word pieces, padding)
 
 
 class Perturbation:
@@ -148,7 +150,8 @@ def _predict(model: nn.Module, inputs: dict) -> torch.Tensor:
 def robust_accuracy(model: nn.Module, batches, space: str, method: str, epsilon: float, steps: int = 5) -> dict[str, float]:
     """Accuracy on clean inputs and under an FGSM / PGD attack of L2 size epsilon, over `batches`.
 
-    `batches` yields dicts of model inputs with "labels". The model is left in eval mode.
+    `batches` yields dicts of model inputs with "labels": one class per example, or per position with -100 where
+    nothing is scored (then the accuracy is over the scored positions: a tagger's words). The model is left in eval mode.
     """
     model.eval()
 
@@ -158,16 +161,18 @@ def robust_accuracy(model: nn.Module, batches, space: str, method: str, epsilon:
     clean = attacked = total = 0
     for inputs in batches:
         labels = inputs["labels"]
-        clean += int((_predict(model, inputs) == labels).sum())
+        scored = labels != IGNORE_INDEX  # a tagger's labels are per piece: only each word's first piece counts
+        clean += int(((_predict(model, inputs) == labels) & scored).sum())
         delta = attack(model, inputs, space, "pgd" if method == "pgd" else "fgm", epsilon, steps, loss_of)
-        attacked += int((loss_on(model, inputs, space, delta, _predict) == labels).sum())
-        total += len(labels)
+        attacked += int(((loss_on(model, inputs, space, delta, _predict) == labels) & scored).sum())
+        total += int(scored.sum())
     return {
         "clean_accuracy": clean / max(total, 1),
         "attacked_accuracy": attacked / max(total, 1),
         "examples": total,
         "epsilon": epsilon,
         "method": method,
+        "space": space,
     }
 
 
@@ -180,9 +185,11 @@ def evaluate_robustness(
     steps: int = 5,
     max_examples: int = 200,
     batch_size: int = 16,
+    space: str | None = None,
 ) -> dict[str, float]:
-    """Clean vs attacked accuracy of one run's model (a stage) on its own split, attacked where its task says:
-    the word embeddings of a text classifier, the processed pixels of an image classifier.
+    """Clean vs attacked accuracy of one run's model (a stage) on its own split, attacked in one of the spaces its
+    task names (`Task.attack_spaces`, the first by default): the word embeddings of a text classifier or a tagger
+    (whose accuracy is over words), the processed pixels of an image classifier, either for a fusion classifier.
 
     Comparing stage "before" with "after", or a plain run with an adversarially trained one, shows
     whether training made the model harder to fool at this epsilon.
@@ -193,9 +200,14 @@ def evaluate_robustness(
     if epsilon <= 0:
         raise UserError(f"The attack's epsilon must be above 0 (got {epsilon}); try 0.05.")
     task = task_of(run)
-    if not task.checks_robustness:
+    if not task.attack_spaces:
+        checked = ", ".join(sorted({known.title.lower() for known in attackable_tasks()}))
+        raise UserError(f"The robustness check covers {checked} runs, not {task.title.lower()}; pick one of those.")
+    space = space or task.attack_spaces[0]
+    if space not in task.attack_spaces:
         raise UserError(
-            f"The robustness check covers text and image classification runs, not {task.title.lower()}; pick one of those."
+            f"{task.title} runs are attacked in {' or '.join(SPACE_NAMES[name] for name in task.attack_spaces)}, "
+            f"not in {SPACE_NAMES.get(space, space)}; pick one of those."
         )
     opened = open_stage(run, stage)
     rows, label_names = split_rows(run, split)
@@ -204,9 +216,12 @@ def evaluate_robustness(
 
     def batches():
         for start in range(0, len(frame), batch_size):
-            chunk = frame.iloc[start : start + batch_size]
-            inputs = task.model_inputs(opened, chunk)
-            inputs["labels"] = torch.tensor([label_ids[label] for label in chunk["label"]], device=opened.model.device)
-            yield inputs
+            yield task.attack_inputs(opened, frame.iloc[start : start + batch_size], label_ids)
 
-    return robust_accuracy(opened.model, batches(), task.adversarial_space, method, epsilon, steps)
+    return robust_accuracy(opened.model, batches(), space, method, epsilon, steps)
+
+
+def attackable_tasks() -> list:
+    from core.tasks import TASKS
+
+    return [task for task in TASKS.values() if task.attack_spaces]

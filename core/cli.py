@@ -8,6 +8,8 @@ python -m core export RUN_ID OUT_DIR [--int8]  export a completed run (model fol
 python -m core explain RUN_ID --text "…" | --image FILE | --split test --index N  [--token K] [--method ig] [--json]
 python -m core sweep SWEEP.yaml [--detach]   search hyperparameters (Optuna); `sweeps [ID]` lists, `sweep-repeat ID`
 python -m core data add FILE --task TASK [--images ZIP] | list | show NAME [--json] | delete NAME   datasets
+python -m core compare RUN_A[:STAGE] RUN_B[:STAGE] [--split test] [--json]   two models on one split: fixed, broken
+python -m core robustness RUN_ID [--method pgd] [--epsilon 0.05] [--space …] [--json]   accuracy under attack
 python -m core worker RUN_ID                 (internal) the trainer process the job manager starts
 """
 
@@ -31,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Fine-tune & explain workbench (headless).")
     # The worker command is the job manager's, not a person's: leave it out of the listing.
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,runs,cancel,resume,explain,export,data,sweep,sweeps,sweep-repeat}"
+        dest="command",
+        required=True,
+        metavar="{train,runs,cancel,resume,explain,export,data,compare,robustness,sweep,sweeps,sweep-repeat}",
     )
 
     train = commands.add_parser("train", help="queue a run from a YAML config (as downloaded from the Train page)")
@@ -55,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     from core.data_cli import add_data_parser
 
     add_data_parser(commands)
+    from core.compare_cli import add_compare_parsers
+
+    add_compare_parsers(commands)
     from core.sweeps.cli import add_sweep_parser
 
     add_sweep_parser(commands)

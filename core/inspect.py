@@ -84,14 +84,24 @@ def input_column(frame: pd.DataFrame) -> str:
     return "image" if "image" in frame.columns and "text" not in frame.columns else "text"
 
 
-# What each column of a prediction frame plays in a comparison: a classifier's frame, or a generator's answers.
+# What each column of a prediction frame plays in a comparison: a classifier's frame, a generator's answers, a
+# tagger's sentences (right when every span is) or an aligned model's pairs (right when its caption ranks first).
 CLASSIFIER_ROLES = {"gold": "gold", "predicted": "predicted", "correct": "correct"}
 ANSWER_ROLES = {"gold": "reference", "predicted": "answer", "correct": "match"}
+TAG_ROLES = {"gold": "gold_entities", "predicted": "predicted_entities", "correct": "correct"}
+RETRIEVAL_ROLES = {"gold": "text", "predicted": "retrieved", "correct": "correct"}
+# The columns that name an example; every one a frame has must agree between two frames for them to pair.
+IDENTITY_COLUMNS = ("image", "prompt", "text")
+# Per-example measures shown for both models in a comparison's flips, where a frame has them.
+MEASURED_COLUMNS = ("confidence", "loss", "rank")
 
 
 def frame_roles(frame: pd.DataFrame) -> dict[str, str]:
-    """Role -> column: "gold", "predicted" and "correct" are "reference", "answer" and "match" in an answers frame."""
-    return ANSWER_ROLES if ANSWER_ROLES["correct"] in frame.columns else CLASSIFIER_ROLES
+    """Role -> column for the kind of prediction frame this is (`CLASSIFIER_ROLES` and its siblings)."""
+    for roles in (ANSWER_ROLES, TAG_ROLES, RETRIEVAL_ROLES):
+        if roles["predicted"] in frame.columns:
+            return roles
+    return CLASSIFIER_ROLES
 
 
 def label_names(run: Run, frame: pd.DataFrame | None = None) -> list[str]:
@@ -315,26 +325,26 @@ class Comparison:
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, names: Iterable[str] = ("A", "B")) -> Comparison:
-    """Pair two prediction frames of the same split row by row and list the flips from A to B: a classifier's class
-    right or wrong, a generator's answer matching its reference or not (`frame_roles`)."""
+    """Pair two prediction frames of the same split row by row and list the flips from A to B, each kind of frame by
+    its own notion of right (`frame_roles`): a classifier's class, a generator's answer matching its reference, a
+    tagger's sentence with every span right, a pair whose caption ranks first among the split's."""
     name_a, name_b = names
-    column = input_column(a)
     roles = frame_roles(a)
     gold, predicted, correct = roles["gold"], roles["predicted"], roles["correct"]
+    identity = [column for column in IDENTITY_COLUMNS if column in a.columns]
     if (
         len(a) != len(b)
-        or column not in b.columns
         or frame_roles(b) != roles
-        or not (a[column].to_numpy() == b[column].to_numpy()).all()
-        or not (a[gold].to_numpy() == b[gold].to_numpy()).all()
+        or any(column not in b.columns for column in identity)
+        or not all((a[column].to_numpy() == b[column].to_numpy()).all() for column in (*identity, gold))
     ):
         raise UserError(
             f"{name_a} and {name_b} were evaluated on different examples (another dataset, seed or row limit), "
             "so their predictions cannot be paired; compare stages of one run, or runs on the same data."
         )
-    paired = pd.DataFrame({column: a[column], gold: a[gold]}, index=a.index)
-    for measured in (predicted, "confidence", "loss"):
-        if measured in a.columns:
+    paired = pd.DataFrame({column: a[column] for column in dict.fromkeys((*identity, gold))}, index=a.index)
+    for measured in (predicted, *MEASURED_COLUMNS):
+        if measured in a.columns and measured in b.columns:
             paired[f"{measured} ({name_a})"] = a[measured]
             paired[f"{measured} ({name_b})"] = b[measured].to_numpy()
     right_a, right_b = a[correct].to_numpy(dtype=bool), b[correct].to_numpy(dtype=bool)

@@ -131,6 +131,27 @@ def split_embeddings(
     return frame, image_embeds, text_embeds
 
 
+def retrieval_frame(run: Run, pair: PairModel, stage: str, split: str, progress: Progress = no_progress) -> pd.DataFrame:
+    """One row per pair of the split, as a comparison reads an aligned model: image, text (its caption), retrieved
+    (the caption its image ranks first), rank (its own caption's rank among the split's, equal captions counting as
+    it) and correct (rank 1)."""
+    from core.image_text.metrics import caption_groups, match_ranks
+
+    frame, image_embeds, text_embeds = split_embeddings(run, pair, stage, split, progress)
+    similarity = image_embeds @ text_embeds.T
+    texts = frame["text"].astype(str).to_numpy()
+    ranks = match_ranks(similarity, caption_groups(texts.tolist()))
+    return pd.DataFrame(
+        {
+            "image": frame["image"].to_numpy(),
+            "text": texts,
+            "retrieved": texts[similarity.argmax(axis=1)],
+            "rank": ranks,
+            "correct": ranks == 1,
+        }
+    )
+
+
 def search_images(pair: PairModel, frame: pd.DataFrame, image_embeds: np.ndarray, query: str, k: int = 8) -> pd.DataFrame:
     """The k images most similar to a typed query: image reference, its caption, score (cosine)."""
     scores = image_embeds @ embed_texts(pair, [query])[0]

@@ -510,14 +510,14 @@ def selection_request(
     return wanted
 
 
-def compare_panel(
-    run: Run, stage: str, split: str, frame: pd.DataFrame, stages: list[str], draw_flips, measure: str = "Accuracy"
-):
-    """The "Compare models" tab every classification view shares: pick another stage of this run or another run,
-    show both accuracies and how many predictions changed, then hand the flips to `draw_flips(comparison, first,
-    second)`, which draws them as the view does (a table of texts, a gallery of images). `first` and `second` are
-    (run, stage, label), the earlier model first. Returns what it passed to `draw_flips`, or None when nothing
-    was compared. `measure` names the share of right examples (exact match for answers)."""
+def compare_panel(run: Run, stage: str, split: str, frame: pd.DataFrame, draw_flips):
+    """The "Compare models" tab every view shares: pick another stage of this run or another run of the same kind,
+    show both models' share of right examples (each task's own: accuracy, exact match, sentences all right, R@1) and
+    how many predictions changed, then hand the flips to `draw_flips(comparison, first, second)`, which draws them as
+    the view does (a table of texts, a gallery of images). `frame` is this stage's `comparisons.comparison_frame`;
+    `first` and `second` are (run, stage, label), the earlier model first. Returns what it passed to `draw_flips`, or
+    None when nothing was compared."""
+    from core import comparisons
     from core.retrain import version_of
 
     modes = ["another stage of this run", "another run"]
@@ -528,24 +528,26 @@ def compare_panel(
         from pages.data_map import parent_panel
 
         return parent_panel(run, split, stage, draw_flips)
-    other = other_stage_of(run, stage, stages) if mode == "another stage of this run" else other_run_stage(run)
-    if other is None:
-        return None
-    other_run, other_stage = other
-    # A = the earlier model (the other run, or the earlier stage), B = the later one.
-    if other_run.id == run.id:
-        first, second = sorted([stage, other_stage], key=stages.index)
-        sides = ((run, first, first), (run, second, second))
-    else:
-        sides = ((other_run, other_stage, f"{other_run.name} · {other_stage}"), (run, stage, f"{run.name} · {stage}"))
-    (run_a, stage_a, label_a), (run_b, stage_b, label_b) = sides
     try:
-        frame_a = frame if (run_a.id, stage_a) == (run.id, stage) else load_predictions(run_a, split, stage_a)
-        frame_b = frame if (run_b.id, stage_b) == (run.id, stage) else load_predictions(run_b, split, stage_b)
+        stages = comparisons.comparison_stages(run, split)
+        other = other_stage_of(run, stage, stages) if mode == "another stage of this run" else other_run_stage(run, split)
+        if other is None:
+            return None
+        other_run, other_stage = other
+        # A = the earlier model (the other run, or the earlier stage), B = the later one.
+        if other_run.id == run.id:
+            first, second = sorted([stage, other_stage], key=stages.index)
+            sides = ((run, first, first), (run, second, second))
+        else:
+            sides = ((other_run, other_stage, f"{other_run.name} · {other_stage}"), (run, stage, f"{run.name} · {stage}"))
+        (run_a, stage_a, label_a), (run_b, stage_b, label_b) = sides
+        frame_a = frame if (run_a.id, stage_a) == (run.id, stage) else frame_with_bar(run_a, split, stage_a)
+        frame_b = frame if (run_b.id, stage_b) == (run.id, stage) else frame_with_bar(run_b, split, stage_b)
         comparison = inspect.compare(frame_a, frame_b, (label_a, label_b))
     except UserError as problem:
         st.error(str(problem))
         return None
+    measure = comparisons.measure_of(frame)
     a_column, b_column, changed_column = st.columns(3)
     a_column.metric(f"{measure} · {label_a}", f"{comparison.accuracy_a:.1%}")
     b_column.metric(
@@ -557,6 +559,20 @@ def compare_panel(
     compared = (comparison, sides[0], sides[1])
     draw_flips(*compared)
     return compared
+
+
+def frame_with_bar(run: Run, split: str, stage: str) -> pd.DataFrame:
+    """A stage's frame to compare (`core.comparisons.comparison_frame`), with a progress bar the first time, when it is
+    predicted and kept."""
+    from core import comparisons
+
+    bar = st.progress(0.0, text=f"Reading the {split} split under '{stage}' of {run.name} (predicted once, then kept)…")
+    try:
+        return comparisons.comparison_frame(
+            run, split, stage, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message)
+        )
+    finally:
+        bar.empty()
 
 
 def flip_tables(comparison, first: tuple, second: tuple, columns: list[str], key_prefix: str) -> None:
@@ -583,19 +599,24 @@ def other_stage_of(run: Run, stage: str, stages: list[str]) -> tuple[Run, str] |
     return run, st.selectbox("Stage to compare with", others, key="inspect_compare_stage")
 
 
-def other_run_stage(run: Run) -> tuple[Run, str] | None:
-    """Another run of the workspace and one of its stages; its task need not be this run's, but its data must be."""
-    by_id = {known.id: known for known in open_store().list() if known.id != run.id}
+def other_run_stage(run: Run, split: str) -> tuple[Run, str] | None:
+    """Another run of the workspace whose task has the same view (so its frames can pair with this run's), and one of
+    its stages; its data must be this run's for the comparison to go through."""
+    from core import comparisons
+    from core.tasks import TASKS
+
+    view = TASKS[run.task].view
+    by_id = {
+        known.id: known
+        for known in open_store().list()
+        if known.id != run.id and known.task in TASKS and TASKS[known.task].view == view
+    }
     if not by_id:
-        st.info("There is no other run to compare with yet.")
+        st.info(f"There is no other {TASKS[run.task].title.lower()} run to compare with yet.")
         return None
     other_id = st.selectbox(
         "Run to compare with", list(by_id), format_func=lambda key: run_label(by_id[key]), key="inspect_compare_run"
     )
-    try:
-        other_stages = inspect.stages(by_id[other_id])
-    except UserError as problem:
-        st.error(str(problem))
-        return None
+    other_stages = comparisons.comparison_stages(by_id[other_id], split)
     chosen = st.selectbox("Its stage", other_stages, index=len(other_stages) - 1, key=f"inspect_compare_stage_{other_id}")
     return by_id[other_id], chosen

@@ -60,7 +60,7 @@ def answer_inspector(run: Run, pick_stage, pick_split) -> None:
     typed_prompt(run, stage, settings, stages)
     st.divider()
     st.subheader("Compare models")
-    compare_panel(run, stage, split, frame, stages, draw_answer_flips, measure="Exact match")
+    compare_panel(run, stage, split, frame, draw_answer_flips)
 
 
 def draw_answer_flips(comparison, first: tuple, second: tuple) -> None:

@@ -138,7 +138,7 @@ def image_filters(names: list[str]) -> inspect.Filters:
     )
 
 
-def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: list[str], stages: list[str]) -> None:
+def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: list[str]) -> None:
     """Sections 3–8 for an image run: gallery, selected image with overlays, sanity check, selection, compare."""
     from core.workspace import workspace_root
 
@@ -192,7 +192,7 @@ def image_view(run: Run, stage: str, split: str, frame: pd.DataFrame, names: lis
     with gallery_tab:
         selection_overlays(run, stage, split, frame, filtered, settings, opacity)
     with compare_tab:
-        compare_panel(run, stage, split, frame, stages, flip_galleries(workspace))
+        compare_panel(run, stage, split, frame, flip_galleries(workspace))
     with map_tab:
         data_map_panel(run, "image")
     with classes_tab:
@@ -320,5 +320,5 @@ def flip_galleries(workspace: str):
 
 def image_inspector(run: Run, pick_stage, pick_split) -> None:
     """Inspect one image classification run (the Inspect page hands it the run and its stage and split columns)."""
-    stages, stage, split, frame, names = classification_header(run, pick_stage, pick_split)
-    image_view(run, stage, split, frame, names, stages)
+    _, stage, split, frame, names = classification_header(run, pick_stage, pick_split)
+    image_view(run, stage, split, frame, names)

@@ -3,15 +3,25 @@ per-tag report and confusion for plain tags (part of speech, say), then the sent
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from core import run_files, viz
 from core.errors import UserError
 from core.explain.methods import methods_for
-from core.ner.inspect import MISSING, entities, filter_sentences, ner_predictions, run_scheme, type_confusion
+from core.ner.inspect import (
+    MISSING,
+    entities,
+    filter_sentences,
+    ner_predictions,
+    readable_flips,
+    run_scheme,
+    type_confusion,
+)
 from core.ner.schemes import is_entity_scheme
 from core.store import Run
-from pages import faithfulness_panel, method_params, show_delta
+from pages import compare_panel, faithfulness_panel, flip_tables, method_params, show_delta
 from pages.drift import drift_panel
 
 PAGE_SIZE = 25
@@ -107,6 +117,16 @@ def render_ner(run: Run, split: str, stage: str) -> None:
             + viz.entity_spans_html(tokens, entities(row["predicted_entities"]), types),
             unsafe_allow_html=True,
         )
+    st.subheader("Compare models")
+    compare_panel(run, stage, split, frame, draw_sentence_flips)
+
+
+def draw_sentence_flips(comparison, first: tuple, second: tuple) -> None:
+    """The sentences one model tags right and the other wrong, with the gold spans and both models' (for `compare_panel`)."""
+    label_a, label_b = first[2], second[2]
+    columns = ["text", "gold", f"predicted ({label_a})", f"predicted ({label_b})", f"loss ({label_a})", f"loss ({label_b})"]
+    readable = replace(comparison, fixed=readable_flips(comparison.fixed), broken=readable_flips(comparison.broken))
+    flip_tables(readable, first, second, columns, "inspect_ner_compare")
 
 
 def report_metrics(report: dict, spans_are_entities: bool) -> dict[str, float]:

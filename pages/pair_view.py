@@ -14,7 +14,7 @@ import streamlit as st
 from core import viz
 from core.errors import UserError
 from core.store import Run
-from pages import VERDICTS, method_params, show_delta
+from pages import VERDICTS, compare_panel, flip_tables, method_params, show_delta
 
 SPLITS = ("test", "validation", "train")
 RESULTS = 8
@@ -69,6 +69,40 @@ def pair_inspector(run: Run, stage_column, split_column) -> None:
         return
     st.subheader("Cross-modal attribution")
     cross_modal_map(run, stage, pair, frame, picked)
+    st.subheader("Compare models")
+    compare_pairs(run, stage, split, str(workspace_root()))
+
+
+def compare_pairs(run: Run, stage: str, split: str, workspace: str) -> None:
+    """Another stage or run on the same pairs: a fusion model's classes, or an aligned model's caption ranks."""
+    from core.comparisons import comparison_frame
+
+    bar, progress = progress_bar("Reading the split's predictions…")
+    try:
+        frame = comparison_frame(run, split, stage, progress)
+    except UserError as problem:
+        st.error(str(problem))
+        return
+    finally:
+        bar.empty()
+    compare_panel(run, stage, split, frame, draw_pair_flips(workspace))
+
+
+def draw_pair_flips(workspace: str):
+    """Draws a comparison's fixed and broken pairs as tables, and the fixed ones' images (for `compare_panel`)."""
+
+    def draw(comparison, first: tuple, second: tuple) -> None:
+        label_a, label_b = first[2], second[2]
+        measured = "rank" if "rank (" + label_a + ")" in comparison.fixed.columns else "predicted"
+        columns = [column for column in ("image", "text", "gold") if column in comparison.fixed.columns]
+        flip_tables(
+            comparison, first, second, [*columns, f"{measured} ({label_a})", f"{measured} ({label_b})"], "inspect_pair_compare"
+        )
+        fixed = comparison.fixed.head(GALLERY_COLUMNS * 2)
+        for column, (_, row) in zip(st.columns(GALLERY_COLUMNS) * 2, fixed.iterrows()):
+            column.image(thumbnail(workspace, row["image"], THUMBNAIL), caption=f"fixed · {row['text'][:40]}", width=THUMBNAIL)
+
+    return draw
 
 
 def progress_bar(text: str):

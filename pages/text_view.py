@@ -91,7 +91,7 @@ def explain_side_by_side(explainer, text: str, target: str | None, settings: dic
 
 def text_inspector(run: Run, pick_stage, pick_split) -> None:
     """Inspect one text classification run (the Inspect page hands it the run and its stage and split columns)."""
-    stages, stage, split, frame, names = classification_header(run, pick_stage, pick_split)
+    _, stage, split, frame, names = classification_header(run, pick_stage, pick_split)
     # --- 3. the predictions table ----------------------------------------------------------------
 
     st.subheader("Predictions")
@@ -314,7 +314,7 @@ def text_inspector(run: Run, pick_stage, pick_split) -> None:
     # --- 8. compare two stages or two runs on the same split -------------------------------------
 
     with compare_tab:
-        compared = compare_panel(run, stage, split, frame, stages, draw_flip_tables)
+        compared = compare_panel(run, stage, split, frame, draw_flip_tables)
         if compared is not None:
             explain_under_both(frame, example_id, settings, *compared)
 

@@ -51,6 +51,15 @@ class FusionClassifier(nn.Module):
     def text_model(self):
         return self.encoder.text_model
 
+    @property
+    def device(self) -> torch.device:
+        """Where its weights are, as a transformers model says (what batches of inputs are moved to)."""
+        return self.classifier.weight.device
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text tower's word embeddings: where `core.adversarial` perturbs the text."""
+        return self.encoder.text_model.get_input_embeddings()
+
     def fuse(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         both = torch.cat([image_embeds, text_embeds], dim=-1)
         if self.gate is None:

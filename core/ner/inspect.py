@@ -48,6 +48,21 @@ def entities(cell: str) -> list[tuple[str, int, int]]:
     return [tuple(entity) for entity in json.loads(cell)]
 
 
+def spans_text(text: str, cell: str) -> str:
+    """A sentence's spans as people read them: "PER John Smith · LOC Paris" (`text` is its words joined by spaces)."""
+    words = text.split(" ")
+    return " · ".join(f"{kind} {' '.join(words[start : end + 1])}" for kind, start, end in entities(cell)) or "(none)"
+
+
+def readable_flips(flips: pd.DataFrame) -> pd.DataFrame:
+    """A comparison's flipped sentences with every span column (gold, each model's prediction) spelled out in words."""
+    shown = flips.copy()
+    for column in shown.columns:
+        if column.startswith(("gold_entities", "predicted_entities")):
+            shown[column] = [spans_text(text, cell) for text, cell in zip(shown["text"], shown[column])]
+    return shown.rename(columns=lambda column: column.replace("gold_entities", "gold").replace("predicted_entities", "predicted"))
+
+
 def type_confusion(frame: pd.DataFrame) -> pd.DataFrame:
     """Counts of (gold type, predicted type) over spans: same span, different type, or missed/spurious.
 

@@ -104,9 +104,9 @@ class Task(ABC):
     # ("text", "tags", "image" or "pairs": the Inspect page's view and the explain command's example reader).
     explains: str = "tokens"
     view: str = "text"
-    # Whether `core.adversarial.evaluate_robustness` can attack this task's runs (the Runs page offers it then);
-    # such a task implements `model_inputs`.
-    checks_robustness: bool = False
+    # Where `core.adversarial.evaluate_robustness` may attack this task's runs, the first being the default
+    # ("embeddings", "pixel_values"); empty: runs are not checked. Such a task implements `model_inputs`.
+    attack_spaces: tuple[str, ...] = ()
     # Whether its training passes record each example's gold-label probability per epoch (`core.dynamics`: the data
     # map); a task whose batches carry `labels` (N,) and whose model returns `logits` (N, classes) can.
     records_dynamics: bool = False
@@ -140,9 +140,18 @@ class Task(ABC):
 
     def model_inputs(self, stage: StageModel, rows: pd.DataFrame) -> dict:
         """After training: the model's inputs for a batch of `split_rows` rows, on its device: what `stage_logits`
-        feeds it and what `core.adversarial.evaluate_robustness` attacks (in `adversarial_space`). A task whose
+        feeds it and what `core.adversarial.evaluate_robustness` attacks (in one of `attack_spaces`). A task whose
         runs are checked for robustness implements it."""
         raise NotImplementedError(f"{self.title} runs do not build model inputs from rows.")
+
+    def attack_inputs(self, stage: StageModel, rows: pd.DataFrame, label_ids: dict[str, int]) -> dict:
+        """After training: `model_inputs` plus the "labels" the robustness check scores, one class id per row; a
+        task whose labels are per position (a tagger's) puts -100 where nothing is scored."""
+        import torch
+
+        inputs = self.model_inputs(stage, rows)
+        inputs["labels"] = torch.tensor([label_ids[label] for label in rows["label"]], device=stage.model.device)
+        return inputs
 
     def stage_predictions(self, stage: StageModel, rows: pd.DataFrame, progress: Progress) -> pd.DataFrame | None:
         """After training: the prediction frame of a stage on `split_rows` rows, for a task whose frame is not a

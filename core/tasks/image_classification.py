@@ -39,7 +39,7 @@ class ImageClassification(Task):
     onnx_model_class = "ORTModelForImageClassification"
     loading_snippet = 'from transformers import pipeline\nclassify = pipeline("image-classification", model=FOLDER)'
     adversarial_space = "pixel_values"  # core.adversarial perturbs the processed pixels
-    checks_robustness = True
+    attack_spaces = ("pixel_values",)
     settings = ("strategy", "images")
     unused_knobs = ("max_length", "group_by_length")  # no text to cut or to batch by length
 

@@ -33,6 +33,8 @@ class ImageTextFusion(PairTask):
         "processor = AutoProcessor.from_pretrained(FOLDER)"
     )
     settings = ("towers", "fusion", "images")
+    # Either input can be attacked: the image's pixels, or the text's word embeddings (through the text tower).
+    attack_spaces = ("pixel_values", "embeddings")
     with_caption_groups = False
 
     pair_kind = "classification"

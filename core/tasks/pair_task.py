@@ -124,10 +124,9 @@ class PairTask(Task):
             extras={"kind": pair.kind, "prompt_template": pair.prompt_template},
         )
 
-    def stage_logits(self, stage: StageModel, rows):
-        """A classifier's logits for each row's (image, text), or a dual encoder's score of each row's pair as (N, 1)."""
+    def model_inputs(self, stage: StageModel, rows) -> dict:
+        """Each row's processed image ("pixel_values") and its padded, cut text, on the model's device."""
         from core.image_text.data import open_pair_record
-        from core.image_text.models import pair_scores
 
         image_processor, tokenizer = stage.preprocessor
         pictures = [open_pair_record(reference)["image"] for reference in rows["image"]]
@@ -135,6 +134,13 @@ class PairTask(Task):
         text = tokenizer(
             rows["text"].astype(str).tolist(), padding=True, truncation=True, max_length=stage.max_length, return_tensors="pt"
         ).to(stage.model.device)
+        return {"pixel_values": pixels, **text}
+
+    def stage_logits(self, stage: StageModel, rows):
+        """A classifier's logits for each row's (image, text), or a dual encoder's score of each row's pair as (N, 1)."""
+        from core.image_text.models import pair_scores
+
+        inputs = self.model_inputs(stage, rows)
         if stage.extras["kind"] == "similarity":
-            return pair_scores(stage.model, pixels, **text)[:, None].float().cpu().numpy()
-        return stage.model(pixel_values=pixels, **text).logits.float().cpu().numpy()
+            return pair_scores(stage.model, **inputs)[:, None].float().cpu().numpy()
+        return stage.model(**inputs).logits.float().cpu().numpy()

@@ -31,7 +31,7 @@ class TextClassification(Task):
     key = TEXT_CLASSIFICATION
     title = "Text classification"
     modality = "text"
-    checks_robustness = True
+    attack_spaces = ("embeddings",)
     settings = ("strategy", "long_texts")
     primary_metric = "accuracy"
     records_dynamics = True

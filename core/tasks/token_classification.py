@@ -78,6 +78,7 @@ class TokenClassification(Task):
     )
     settings = ("strategy", "subtokens")
     adversarial_space = "embeddings"
+    attack_spaces = ("embeddings",)
 
     def __init__(self) -> None:
         # Tag names and scheme of the run being prepared: compute_metrics gets only arrays from the Trainer.
@@ -186,14 +187,34 @@ class TokenClassification(Task):
             run, stage, model, tokenizer, config_labels(model), self.stage_logits, max_length=run_config(run).max_length
         )
 
+    def model_inputs(self, stage: StageModel, rows: pd.DataFrame) -> dict:
+        """The padded encoding of each row's words, as the model read them in training."""
+        sentences = [[str(word) for word in words] for words in rows["tokens"]]
+        return stage.preprocessor(
+            sentences, is_split_into_words=True, truncation=True, max_length=stage.max_length, padding=True, return_tensors="pt"
+        ).to(stage.model.device)
+
+    def attack_inputs(self, stage: StageModel, rows: pd.DataFrame, label_ids: dict[str, int]) -> dict:
+        """Each word's gold tag on its first piece, -100 elsewhere (and on words cut off): the check scores words, as
+        evaluation does."""
+        import torch
+
+        from core.ner.align import first_positions
+
+        encoded = self.model_inputs(stage, rows)
+        labels = torch.full(encoded["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
+        for index, tags in enumerate(rows["tags"]):
+            for word, position in enumerate(first_positions(encoded.word_ids(index), len(tags))):
+                if position is not None:
+                    labels[index, position] = label_ids[tags[word]]
+        return {**encoded, "labels": labels.to(stage.model.device)}
+
     def stage_logits(self, stage: StageModel, rows: pd.DataFrame) -> list[np.ndarray]:
         """Each sentence's (words, tags) logits at the first piece of each word (NaN for a word cut off)."""
         from core.ner.align import first_positions
 
         sentences = [[str(word) for word in words] for words in rows["tokens"]]
-        encoded = stage.preprocessor(
-            sentences, is_split_into_words=True, truncation=True, max_length=stage.max_length, padding=True, return_tensors="pt"
-        ).to(stage.model.device)
+        encoded = self.model_inputs(stage, rows)
         logits = stage.model(**encoded).logits.float().cpu().numpy()
         per_sentence = []
         for index, words in enumerate(sentences):

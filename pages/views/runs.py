@@ -205,24 +205,37 @@ def export_section(run: Run) -> None:
             )
 
 
+# What each attack space perturbs, as the robustness check's caption and picker say it.
+ATTACKED_INPUTS = {"embeddings": "word embeddings", "pixel_values": "pixels"}
+
+
 def robustness_section(run: Run) -> None:
     """Accuracy under FGSM/PGD attack, before and after fine-tuning, on the run's test split."""
     from core.adversarial import evaluate_robustness
 
+    task = TASKS[run.task]
     with st.expander("Robustness check"):
-        where = "pixels" if TASKS[run.task].adversarial_space == "pixel_values" else "word embeddings"
-        st.caption(
-            f"Attack each test example inside a ball of relative size epsilon around its {where} "
-            "and count how often the prediction survives. Compare an adversarially trained run with a plain one."
+        left, middle, right, go = st.columns(4)
+        space = left.selectbox(
+            "Attack the",
+            task.attack_spaces,
+            key=f"runs_attack_space_{run.id}",
+            format_func=ATTACKED_INPUTS.get,
+            disabled=len(task.attack_spaces) == 1,
+            help="Which input the attack perturbs: a fusion classifier's image or its text.",
         )
-        left, middle, right = st.columns(3)
-        method = left.selectbox(
+        scored = "each word's tag" if task.view == "tags" else "the prediction"
+        st.caption(
+            f"Attack each test example inside a ball of relative size epsilon around its {ATTACKED_INPUTS[space]} "
+            f"and count how often {scored} survives. Compare an adversarially trained run with a plain one."
+        )
+        method = middle.selectbox(
             "Attack",
             ("fgm", "pgd"),
             key=f"runs_attack_{run.id}",
             format_func={"fgm": "FGSM (one step)", "pgd": "PGD (5 steps)"}.get,
         )
-        epsilon = middle.number_input(
+        epsilon = right.number_input(
             "Epsilon (relative)",
             value=0.05,
             step=0.01,
@@ -230,17 +243,21 @@ def robustness_section(run: Run) -> None:
             key=f"runs_attack_eps_{run.id}",
             help="Perturbation size relative to the input's own size (0.05 = 5 %).",
         )
-        if right.button("Run the check", key=f"runs_attack_go_{run.id}"):
+        if go.button("Run the check", key=f"runs_attack_go_{run.id}"):
             try:
                 with st.spinner("Attacking the test split (up to 200 examples)…"):
                     st.session_state[f"runs_robustness_{run.id}"] = {
-                        stage: evaluate_robustness(run, stage, method=method, epsilon=epsilon) for stage in ("before", "after")
+                        stage: evaluate_robustness(run, stage, method=method, epsilon=epsilon, space=space)
+                        for stage in ("before", "after")
                     }
             except UserError as problem:
                 st.error(str(problem))
         results = st.session_state.get(f"runs_robustness_{run.id}")
         if results:
             st.dataframe(viz.robustness_table(results), width="content")
+            shown = next(iter(results.values()))
+            unit = "words" if task.view == "tags" else "examples"
+            st.caption(f"{shown['examples']} {unit}, attacked in the {ATTACKED_INPUTS[shown['space']]}.")
 
 
 def reconcile_or_warn() -> None:
@@ -270,7 +287,7 @@ def live_view(selected_ids: list[str]) -> None:
         sample_generations(selected[0])
         reports(selected[0])
         if selected[0].status == "completed":
-            if TASKS[selected[0].task].checks_robustness:
+            if TASKS[selected[0].task].attack_spaces:
                 robustness_section(selected[0])
             export_section(selected[0])
         with st.expander("Log (last lines)", expanded=selected[0].status == "failed"):

@@ -7,6 +7,7 @@ longer than a test may take, while pretrained towers align within a few steps.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -310,6 +311,58 @@ def test_fusion_learns_planted_pairs_and_saves_a_loadable_model(fusion_run):
     # A split the trainer did not predict is predicted once and kept.
     validation = fusion_predictions(run, pair, "before", "validation")
     assert len(validation) > 0 and (run.directory / "inspect" / "fusion_validation_before.parquet").is_file()
+
+
+def test_a_fusion_classifier_is_attacked_in_either_input(fusion_run):
+    """Its pixels or its text's word embeddings; the clean accuracy is the stored predictions' on the same pairs."""
+    from core.adversarial import evaluate_robustness
+
+    stored = pd.read_parquet(fusion_run.directory / "predictions" / "test_after.parquet").head(200)
+    results = {
+        space: evaluate_robustness(fusion_run, "after", method="pgd", epsilon=0.5, steps=3, space=space)
+        for space in ("pixel_values", "embeddings")
+    }
+    for space, result in results.items():
+        assert result["space"] == space and result["examples"] == len(stored)
+        assert result["clean_accuracy"] == pytest.approx(stored["correct"].mean(), abs=1e-9)
+        assert result["attacked_accuracy"] <= result["clean_accuracy"]
+    assert min(result["attacked_accuracy"] for result in results.values()) < stored["correct"].mean(), results
+    assert evaluate_robustness(fusion_run, "after", space=None)["space"] == "pixel_values"  # the first space by default
+
+
+def test_a_fusion_run_is_compared_and_attacked_from_its_pages_and_the_cli(fusion_run, capsys):
+    """Inspect's Compare models counts the pairs training fixed; the Runs page attacks the image or the text."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.cli import main
+    from core.trainer import record_ending
+
+    pages = Path(__file__).resolve().parents[2] / "pages" / "views"
+    before, after = (
+        pd.read_parquet(fusion_run.directory / "predictions" / f"test_{stage}.parquet") for stage in ("before", "after")
+    )
+    fixed = int((~before["correct"] & after["correct"]).sum())
+    assert fixed > 0
+    assert main(["compare", f"{fusion_run.id}:before", f"{fusion_run.id}:after", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["measure"] == "Accuracy" and len(record["fixed"]) == fixed and {"image", "text"} <= set(record["fixed"][0])
+
+    inspect_page = AppTest.from_file(str(pages / "inspect.py"), default_timeout=180).run()
+    inspect_page.selectbox(key="inspect_compare_stage").set_value("before").run()
+    assert not inspect_page.exception, inspect_page.exception
+    assert {m.label: m.value for m in inspect_page.metric}["Accuracy · after"] == f"{after['correct'].mean():.1%}"
+    table = next(frame.value for frame in inspect_page.dataframe if "predicted (before)" in frame.value.columns)
+    assert table["image"].tolist() == after["image"][~before["correct"] & after["correct"]].tolist()
+
+    record_ending(RunStore(), fusion_run.id, "completed", None)  # trained in this process: end it as the worker does
+    runs_page = AppTest.from_file(str(pages / "runs.py"), default_timeout=180).run()
+    runs_page.multiselect(key="runs_selection").set_value([fusion_run.id]).run()
+    assert runs_page.selectbox(key=f"runs_attack_space_{fusion_run.id}").options == ["pixels", "word embeddings"]
+    runs_page.selectbox(key=f"runs_attack_space_{fusion_run.id}").set_value("embeddings").run()
+    assert any("around its word embeddings" in caption.value for caption in runs_page.caption)
+    runs_page.button(key=f"runs_attack_go_{fusion_run.id}").click().run()
+    assert not runs_page.error, [e.value for e in runs_page.error]
+    assert any(caption.value.endswith("attacked in the word embeddings.") for caption in runs_page.caption)
 
 
 def test_an_aligned_model_exports_as_a_folder_that_auto_classes_load(aligned, tmp_path, monkeypatch):

@@ -608,6 +608,82 @@ def test_final_model_tags_like_the_saved_predictions(ner_run):
         assert [model.config.id2label[ids[p]] for p in first] == list(predicted)
 
 
+def test_a_tagger_is_attacked_in_its_word_embeddings_and_scored_over_words(ner_run, monkeypatch):
+    """The robustness check scores a tagger as evaluation does: one tag per word, at its first piece."""
+    from core.adversarial import evaluate_robustness
+
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(ner_run["run"].directory.parent.parent))
+    frame = pd.read_parquet(ner_run["run"].directory / "predictions" / "test_after.parquet").head(200)
+    words = sum(len(tags) for tags in frame["gold_tags"])
+    right = sum(g == p for gold, predicted in zip(frame["gold_tags"], frame["predicted_tags"]) for g, p in zip(gold, predicted))
+    attacked = evaluate_robustness(ner_run["run"], "after", method="pgd", epsilon=0.5, steps=3)
+    assert attacked["examples"] == words and attacked["space"] == "embeddings"
+    assert attacked["clean_accuracy"] == pytest.approx(right / words)
+    assert attacked["attacked_accuracy"] < attacked["clean_accuracy"], attacked
+    nudged = evaluate_robustness(ner_run["run"], "after", method="fgm", epsilon=1e-5)
+    assert nudged["attacked_accuracy"] == pytest.approx(nudged["clean_accuracy"])
+    with pytest.raises(UserError, match="attacked in the word embeddings, not in the pixels"):
+        evaluate_robustness(ner_run["run"], "after", space="pixel_values")
+
+
+def test_before_and_after_are_compared_sentence_by_sentence_on_the_page_and_the_cli(ner_run, monkeypatch, capsys):
+    """A sentence is fixed when training gets all its spans right; the page and `compare --json` count the same."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.cli import main
+    from core.ner.inspect import spans_text
+
+    run = ner_run["run"]
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(run.directory.parent.parent))
+    before, after = (pd.read_parquet(run.directory / "predictions" / f"test_{stage}.parquet") for stage in ("before", "after"))
+    fixed = int((~before["correct"] & after["correct"]).sum())
+    assert fixed > 0
+    assert main(["compare", f"{run.id}:before", run.id, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["measure"], record["second"]["stage"]) == ("Sentences all right", "after")
+    assert len(record["fixed"]) == fixed and record["second"]["share_right"] == pytest.approx(after["correct"].mean())
+
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=90).run()
+    app.switch_page("pages/views/inspect.py").run()
+    assert app.selectbox(key="inspect_compare_stage").value == "before"
+    assert not app.exception, [e.message for e in app.exception]
+    shares = {m.label: m.value for m in app.metric if m.label.startswith("Sentences all right")}
+    assert shares == {
+        "Sentences all right · before": f"{before['correct'].mean():.1%}",
+        "Sentences all right · after": f"{after['correct'].mean():.1%}",
+    }
+    assert any(m.value == f"**Fixed** — wrong under before, right under after: {fixed}" for m in app.markdown)
+    table = next(frame.value for frame in app.dataframe if "predicted (before)" in frame.value.columns)
+    flipped = after[~before["correct"] & after["correct"]]
+    assert table["gold"].tolist() == [spans_text(t, cell) for t, cell in zip(flipped["text"], flipped["gold_entities"])]
+
+
+def test_the_runs_page_attacks_a_tagger_and_counts_words(ner_run, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    run = ner_run["run"]
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(run.directory.parent.parent))
+    from core.trainer import record_ending
+
+    record_ending(ner_run["store"], run.id, "completed", None)  # trained in this process: end it as the worker does
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "views" / "runs.py"), default_timeout=90).run()
+    app.multiselect(key="runs_selection").set_value([run.id]).run()
+    assert any("survives" in caption.value and "word embeddings" in caption.value for caption in app.caption)
+    app.number_input(key=f"runs_attack_eps_{run.id}").set_value(0.5)
+    app.button(key=f"runs_attack_go_{run.id}").click().run()
+    assert not app.error, [e.value for e in app.error]
+    table = next(t.value for t in app.dataframe if "after fine-tuning" in t.value.columns and "drop" in t.value.index)
+    assert 0 <= table.loc["accuracy under attack", "after fine-tuning"] < table.loc["clean accuracy", "after fine-tuning"]
+    words = sum(
+        len(tags) for tags in pd.read_parquet(run.directory / "predictions" / "test_after.parquet").head(200)["gold_tags"]
+    )
+    assert any(caption.value.startswith(f"{words} words, attacked in the word embeddings") for caption in app.caption)
+
+
 def test_a_words_tag_is_explained_over_the_sentence(ner_run, monkeypatch):
     """Attribution for one chosen word's tag: scores over the sentence, target = that word's tag."""
     from core.explain.loading import load_tag_explainer

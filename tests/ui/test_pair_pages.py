@@ -145,3 +145,21 @@ def test_inspect_explains_a_pair_with_words_patches_and_shares(pair_run):
     app.button(key="inspect_pair_word_show").click().run()
     assert not app.error, [error.value for error in app.error]
     assert any(f"'{words[1]}' adds" in picture.caption for image in app.get("image") for picture in image.proto.imgs)
+
+
+def test_inspect_compares_two_stages_of_an_aligned_model_by_caption_rank(pair_run):
+    """A pair is fixed when its caption comes to rank first among the split's; the counts are the frames'."""
+    from core.comparisons import comparison_frame
+
+    app = inspect_pair_page(pair_run)
+    app.selectbox(key="inspect_compare_stage").set_value("before").run()
+    assert not app.exception, app.exception
+    before, after = (comparison_frame(pair_run, "test", stage) for stage in ("before", "after"))
+    fixed = int((~before["correct"] & after["correct"]).sum())
+    assert fixed > 0  # six steps lift R@1 from chance
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["Image→text R@1 · before"] == f"{before['correct'].mean():.1%}"
+    assert metrics["Image→text R@1 · after"] == f"{after['correct'].mean():.1%}" == metrics["Image→text R@1"]
+    assert any(m.value == f"**Fixed** — wrong under before, right under after: {fixed}" for m in app.markdown)
+    table = next(frame.value for frame in app.dataframe if "rank (before)" in frame.value.columns)
+    assert len(table) == fixed and (table["rank (after)"] == 1).all() and (table["rank (before)"] > 1).all()

@@ -660,10 +660,12 @@ def test_before_and_after_are_compared_sentence_by_sentence_on_the_page_and_the_
     assert table["gold"].tolist() == [spans_text(t, cell) for t, cell in zip(flipped["text"], flipped["gold_entities"])]
 
 
-def test_the_runs_page_attacks_a_tagger_and_counts_words(ner_run, monkeypatch):
+def test_the_runs_page_attacks_a_tagger_and_counts_words(ner_run, monkeypatch, capsys):
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
+
+    from core.cli import main
 
     run = ner_run["run"]
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(run.directory.parent.parent))
@@ -682,6 +684,11 @@ def test_the_runs_page_attacks_a_tagger_and_counts_words(ner_run, monkeypatch):
         len(tags) for tags in pd.read_parquet(run.directory / "predictions" / "test_after.parquet").head(200)["gold_tags"]
     )
     assert any(caption.value.startswith(f"{words} words, attacked in the word embeddings") for caption in app.caption)
+    # The command line gives the page's numbers.
+    assert main(["robustness", run.id, "--method", "fgm", "--epsilon", "0.5", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["after"]["attacked_accuracy"] == pytest.approx(table.loc["accuracy under attack", "after fine-tuning"])
+    assert printed["before"]["examples"] == words
 
 
 def test_a_words_tag_is_explained_over_the_sentence(ner_run, monkeypatch):

@@ -24,7 +24,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOWER_MODES = ("train", "freeze", "lora")
 FUSIONS = ("concat", "gated")
-TRUNCATIONS = ("head", "tail")  # which end of a text longer than the max length is kept
+HEAD_TAIL, WINDOW = "head_tail", "window"
+TRUNCATIONS = ("head", "tail", HEAD_TAIL, WINDOW)  # how a text longer than the max length is read (core.long_texts)
+POOLINGS = ("mean", "max")  # how a window run's document logits combine its windows'
 MAX_SEED = 2**32 - 1  # numpy's random generators take no larger seed
 
 
@@ -112,9 +114,16 @@ HELP: dict[str, str] = {
     "device": "Where to train: auto picks a GPU when there is one.",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or "
     "fp16 halve memory and speed up training on GPUs that support them.",
-    "truncation": "Text classification: which end of a text longer than the max length is kept — its head (the start) "
-    "or its tail (the end, where a review's verdict or an email's request often sits). Saved with the tokenizer, so "
-    "Inspect, explanations and the exported model cut texts the same way.",
+    "truncation": "Text classification: how a text longer than the max length is read — its head (the start), its tail "
+    "(the end, where a review's verdict or an email's request often sits), head_tail (the first quarter of the max length "
+    "from the start and the other three quarters from the end, as Sun et al. 2019 kept 128 + 382 of 512 tokens), or "
+    "window (the whole text as overlapping windows of the max length, each trained with the text's label, their logits "
+    "pooled into one prediction per text; slower: every window is a training example). Inspect and the explanations read "
+    "texts the same way; the exported folder's tokenizer can cut only one end, and keeps the tail for head_tail.",
+    "window_overlap": "Sliding window: how many tokens each window shares with the one before, so that no phrase is only "
+    "ever seen cut in two; at most half the max length (more overlap means more windows to train on).",
+    "window_pooling": "Sliding window: how a text's prediction combines its windows' logits — their mean (evidence spread "
+    "over the text), or each class's largest (one decisive passage is enough).",
     "packing": "Instruction tuning: join a batch's examples into one row with no padding, each still attending only to "
     "itself (position ids restart per example); faster when lengths vary, the same loss.",
     "group_by_length": "Batch texts of similar length together so less padding is computed; faster, same results on average.",
@@ -150,6 +159,8 @@ class RunConfig:
     dropout: float = 0.1
     max_length: int = 128
     truncation: str = "head"
+    window_overlap: int = 32
+    window_pooling: str = "mean"
     packing: bool = False
     grad_accum: int = 1
     seed: int = 42
@@ -320,6 +331,16 @@ class RunConfig:
             self.truncation in TRUNCATIONS,
             f"Unknown truncation '{self.truncation}'; choose one of {', '.join(TRUNCATIONS)}.",
         )
+        if self.truncation == WINDOW:
+            check(
+                0 <= self.window_overlap <= self.max_length // 2,
+                f"The window overlap must be from 0 to half the max length, {self.max_length // 2} tokens (got "
+                f"{self.window_overlap}); try a quarter of the max length.",
+            )
+            check(
+                self.window_pooling in POOLINGS,
+                f"Unknown window pooling '{self.window_pooling}'; choose one of {', '.join(POOLINGS)}.",
+            )
         check(self.fusion in FUSIONS, f"Unknown fusion '{self.fusion}'; choose one of {', '.join(FUSIONS)}.")
         check(self.device in DEVICES, f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
         check(self.precision in PRECISIONS, f"Unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")

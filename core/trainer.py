@@ -133,7 +133,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer_type, train_dataset, collator = trainer_class(config, task, prepared), prepared.datasets["train"], prepared.collator
-    if task.records_dynamics:
+    if task.records_dynamics_of(config):
         from core.dynamics import (
             DYNAMICS_FILE,
             DynamicsRecorder,

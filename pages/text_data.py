@@ -19,6 +19,7 @@ from core.data import (
 from core.data.info import TEXT_CLASSIFICATION
 from core.data.registry import dataset_kind
 from core.errors import UserError
+from core.long_texts import windows_needed
 from core.models import token_counts
 from core.workspace import workspace_root
 from pages import SAVE_MESSAGE_KEY, choose_dataset, dataset_source, prepare_with_bar
@@ -223,9 +224,12 @@ def long_text_note(dataset: str, splits: DataSplits) -> None:
     over = sum(count > max_length for count in counts)
     message = f"{over:,} of {len(counts):,} texts are longer than {max_length} {unit}"
     if over:
+        overlap = max_length // 4
+        windows = sum(windows_needed(count, max_length, overlap) for count in counts)
         st.warning(
-            f"{message}: training cuts them to the max length, keeping their head or their tail as the Train page's "
-            "'Keep which end of a long text' says."
+            f"{message}: training reads them as the Train page's 'Read a long text by' says, keeping their head or their "
+            f"tail (or both), or reading them whole as sliding windows (overlapping by {overlap} tokens, these "
+            f"{len(counts):,} texts would make about {windows:,} windows to train on)."
         )
     else:
         st.caption(message + ": none is cut.")

@@ -68,11 +68,18 @@ def draw_explanation(explanation, heading: str = "", limit: int | str = "its", k
     )
     st.html(viz.token_attribution_html(explanation.units, explanation.scores, caption=caption, signed=explanation.signed))
     show_delta(explanation)
-    if explanation.truncated:
-        which = "last" if kept == "tail" else "first"
+    windows = explanation.params.get("windows")
+    if windows:
+        st.caption(
+            f"Sliding window: {windows} windows of {limit} tokens pooled by {explanation.params.get('pooling', 'mean')}, "
+            "as in training. Each window was explained towards the pooled prediction's class, and the map stitches their "
+            "maps over the whole text (a token two windows read gets the mean of its scores)."
+        )
+    elif explanation.truncated:
+        which = {"tail": "last ones", "head_tail": "first quarter and the last three quarters"}.get(kept, "first ones")
         st.info(
-            f"This text is longer than the model's limit of {limit} tokens; only the {which} ones were read and explained "
-            f"(the run keeps each text's {kept}, as in training)."
+            f"This text is longer than the model's limit of {limit} tokens; only the {which} were read and explained "
+            f"(the run keeps each text's {kept.replace('_', ' and ')}, as in training)."
         )
 
 

@@ -4,11 +4,12 @@
     explanation = explainer.explain("a superb film", method="ig")
     explanation.units, explanation.scores              # word pieces and one signed score each
 
-`TextExplainer` owns tokenisation (with truncation to the run's max length), the baselines
+`TextExplainer` owns tokenisation (a long text read as its run reads it, `core.long_texts`), the baselines
 (pad / mask / zero), the forward pass on word embeddings that every method differentiates, and a
 per-explainer LRU cache keyed by (text, method, target, merge_words, params), so looking at the
-same example twice is instant. The methods themselves live in `core/explain/methods.py`; a run's explainer
-comes from `core/explain/loading.py`.
+same example twice is instant. A sliding-window run's long text is explained window by window towards the class of
+the pooled prediction, and the windows' maps are stitched into one map over the whole text (overlaps averaged).
+The methods themselves live in `core/explain/methods.py`; a run's explainer comes from `core/explain/loading.py`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ from core.explain.base import (
 )
 from core.explain.cache import LRUCache
 from core.explain.methods import get_method, methods_for
+from core.long_texts import (
+    HEAD_TAIL,
+    LONG_TEXTS,
+    LongTexts,
+    encode_head_tail,
+    encode_windows,
+    long_text_logits,
+    stitch_windows,
+    window_starts,
+)
 from core.viz import NEWLINE, WORD_START_MARKS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,7 +99,8 @@ class TextExplainer:
 
     `model` is a Hugging Face sequence classifier (put in eval mode here); `label_names[i]` names
     class i (default: the model config's id2label); texts are cut to `max_length` tokens (default:
-    the tokenizer's limit, at most 512). `cache_size` 0 turns the explanation cache off.
+    the tokenizer's limit, at most 512). `long_texts` is how a longer text is read (default: cut as the tokenizer
+    cuts). `cache_size` 0 turns the explanation cache off.
     """
 
     modality = "tokens"
@@ -101,6 +113,7 @@ class TextExplainer:
         max_length: int | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
         name: str = "",
+        long_texts: LongTexts | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -110,6 +123,7 @@ class TextExplainer:
         self.label_names = [str(name) for name in label_names]
         limit = getattr(tokenizer, "model_max_length", 512) or 512
         self.max_length = int(max_length or min(limit, 512))
+        self.long_texts = replace(long_texts or LongTexts(), max_length=self.max_length)
         self.name = name
         self.run_id: str | None = None
         self.stage: str | None = None
@@ -125,6 +139,7 @@ class TextExplainer:
             stage.label_names,
             stage.max_length,
             name=f"{stage.run.name} ({stage.run.id}, {stage.stage})",
+            long_texts=stage.extras.get(LONG_TEXTS),
         )
 
     def __repr__(self) -> str:
@@ -137,21 +152,15 @@ class TextExplainer:
     # -- the public verbs ------------------------------------------------------------------------
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, shape (len(texts), number of classes)."""
-        import torch
+        """Class probabilities, shape (len(texts), number of classes); a window run's from each text's pooled logits."""
+        from core.metrics import softmax
 
         texts = [str(text) for text in texts]
         parts = []
-        with self._lock, torch.no_grad():
+        with self._lock:
             for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(
-                    texts[start : start + batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                parts.append(self.model(**batch).logits.float().softmax(-1).cpu().numpy())
+                logits = long_text_logits(self.model, self.tokenizer, texts[start : start + batch_size], self.long_texts)
+                parts.append(softmax(logits))
         return np.concatenate(parts) if parts else np.zeros((0, len(self.label_names)), dtype=np.float32)
 
     def explain(
@@ -201,6 +210,12 @@ class TextExplainer:
 
     def faithfulness_input(self, text: str, explanation: Explanation) -> tuple:
         """(prepared input, grid, adapter unit ids in the explanation's unit order) for `core.explain.faithfulness`."""
+        windows = explanation.params.get("windows", 1)
+        if windows > 1:
+            raise UserError(
+                f"This text is read as {windows} windows whose logits are pooled, and a faithfulness card removes tokens "
+                f"from one model input; pick a text of at most {self.max_length} tokens (one window) to score the maps."
+            )
         encoded = self.encode(text)
         return encoded, None, list(encoded.shown)
 
@@ -210,7 +225,15 @@ class TextExplainer:
 
     def with_model(self, model, cache_size: int = 0) -> TextExplainer:
         """The same tokenizer, labels and max length around another model (e.g. a randomised copy)."""
-        twin = TextExplainer(model, self.tokenizer, self.label_names, self.max_length, cache_size=cache_size, name=self.name)
+        twin = TextExplainer(
+            model,
+            self.tokenizer,
+            self.label_names,
+            self.max_length,
+            cache_size=cache_size,
+            name=self.name,
+            long_texts=self.long_texts,
+        )
         twin.run_id, twin.stage = self.run_id, self.stage
         return twin
 
@@ -273,22 +296,38 @@ class TextExplainer:
     # -- what the adapter builds on --------------------------------------------------------------
 
     def encode(self, text: str) -> EncodedText:
-        import torch
-
+        """The text as one model input, cut as the run cuts it (a window run's: its first window; `windows` has all)."""
+        if self.long_texts.mode == HEAD_TAIL:
+            features, cut = encode_head_tail(self.tokenizer, [text], self.max_length, special_tokens_mask=True)
+            return self.encoded_row(text, features, 0, cut[0])
+        if self.long_texts.windowed:
+            return self.windows(text)[0]
         encoding = self.tokenizer(
             text, truncation=True, max_length=self.max_length, return_overflowing_tokens=True, return_special_tokens_mask=True
         )
-        ids = encoding["input_ids"][0]
+        return self.encoded_row(text, encoding, 0, len(encoding["input_ids"]) > 1)
+
+    def windows(self, text: str) -> list[EncodedText]:
+        """A window run's text as its windows, in order; each is `truncated` when there are several."""
+        features = encode_windows(self.tokenizer, [text], self.max_length, self.long_texts.overlap, special_tokens_mask=True)
+        count = len(features["input_ids"])
+        return [self.encoded_row(text, features, row, count > 1) for row in range(count)]
+
+    def encoded_row(self, text: str, features, row: int, truncated: bool) -> EncodedText:
+        """Row `row` of a tokenizer's (unpadded) features, with their special-tokens mask, as an `EncodedText`."""
+        import torch
+
+        ids = features["input_ids"][row]
         device = self.device
-        types = encoding.get("token_type_ids")
+        types = features.get("token_type_ids")
         return EncodedText(
             text=text,
             input_ids=torch.tensor([ids], device=device),
-            attention_mask=torch.tensor([encoding["attention_mask"][0]], device=device),
-            token_type_ids=torch.tensor([types[0]], device=device) if types is not None else None,
+            attention_mask=torch.tensor([features["attention_mask"][row]], device=device),
+            token_type_ids=torch.tensor([types[row]], device=device) if types is not None else None,
             tokens=self.tokenizer.convert_ids_to_tokens(ids),
-            special=[bool(flag) for flag in encoding["special_tokens_mask"][0]],
-            truncated=len(encoding["input_ids"]) > 1,
+            special=[bool(flag) for flag in features["special_tokens_mask"][row]],
+            truncated=truncated,
         )
 
     def embeddings(self, encoded: EncodedText, ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -354,6 +393,10 @@ class TextExplainer:
         import torch
 
         started = time.perf_counter()
+        if self.long_texts.windowed:
+            windows = self.windows(text)
+            if len(windows) > 1:
+                return self._compute_stitched(text, windows, attribution, target, used, started)
         encoded = self.encode(text)
         if not encoded.shown:
             raise UserError("The text has no tokens once tokenised; type a sentence with words in it.")
@@ -381,6 +424,52 @@ class TextExplainer:
             signed=attribution.signed,
             text=text,
         )
+
+    def _compute_stitched(self, text: str, windows: list[EncodedText], attribution: AttributionMethod, target: int | None,
+                          used: dict[str, Any], started: float) -> Explanation:  # fmt: skip
+        """A window run's long text: each window explained towards the pooled prediction's class (or `target`), the
+        windows' maps stitched into one over the whole text, which is then read in full (`truncated` False)."""
+        import torch
+
+        pooling = self.long_texts.pooling
+        logits = torch.stack([self.logits(window) for window in windows]).float()
+        pooled = logits.max(0).values if pooling == "max" else logits.mean(0)
+        target = int(pooled.argmax()) if target is None else int(target)
+        maps, exactness = [], []
+        with torch.enable_grad():
+            for window in windows:
+                (scores,), delta, difference = attribution.attribute(self, window, target, None, **used)
+                maps.append(np.asarray(scores, dtype=np.float64)[window.shown])
+                exactness.append((delta, difference))
+        units = [[window.tokens[i] for i in window.shown] for window in windows]
+        tokens, scores = stitch_windows(window_starts([len(part) for part in units], self.long_texts.overlap), units, maps)
+        # Each window's integral has its own error: the least exact window's delta is the one worth a warning.
+        delta, difference = max(exactness, key=relative_delta)
+        probabilities = pooled.softmax(-1).cpu().numpy()
+        predicted = int(probabilities.argmax())
+        return Explanation(
+            parts=make_parts(("tokens", tokens, scores, [len(tokens)])),
+            method=attribution.key,
+            target=target,
+            target_label=self.label_names[target],
+            predicted=predicted,
+            predicted_label=self.label_names[predicted],
+            probabilities=[float(p) for p in probabilities],
+            delta=None if delta is None else float(delta),
+            output_difference=None if difference is None else float(difference),
+            seconds=time.perf_counter() - started,
+            params={**used, "windows": len(windows), "pooling": pooling},
+            truncated=False,
+            modality=self.modality,
+            signed=attribution.signed,
+            text=text,
+        )
+
+
+def relative_delta(exactness: tuple[float | None, float | None]) -> float:
+    """|delta| over |f(x) - f(baseline)|: how far a window's attribution is from its own output change (0 without one)."""
+    delta, difference = exactness
+    return 0.0 if delta is None else abs(delta) / max(abs(difference or 0.0), 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

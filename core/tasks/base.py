@@ -180,6 +180,10 @@ class Task(ABC):
         """The Trainer class this task trains with; a task with its own loss or evaluation subclasses `base`."""
         return base
 
+    def records_dynamics_of(self, config: RunConfig) -> bool:
+        """Whether this run's training passes record the data map: `records_dynamics`, unless its settings rule it out."""
+        return self.records_dynamics
+
     def finished_model(self, model):
         """The model to save at the end: LoRA adapters merged in, so the folder loads with from_pretrained."""
         return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

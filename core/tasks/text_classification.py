@@ -12,6 +12,7 @@ from core.assets import Progress, no_progress
 from core.catalog import BUILTIN_MODELS
 from core.config import RunConfig
 from core.errors import UserError
+from core.long_texts import DOCUMENT, LONG_TEXTS, LongTexts, long_text_logits, padded, window_pooling_trainer
 from core.metrics import classification_metrics, classification_report
 from core.models import (
     check_max_length,
@@ -56,12 +57,13 @@ class TextClassification(Task):
         splits = load_text_splits(config, progress)  # the preflight's data checks, run once more on the data trained on
         source = resolve_model(config.model, progress)
         tokenizer, model = load_model(source, splits.label_names, config.dropout)
+        long_texts = LongTexts.of(config)
         # The tokenizer keeps the side it cuts and is saved with every stage: Inspect, the explanations and the
-        # exported pipeline then cut a long text where training did.
-        tokenizer.truncation_side = "left" if config.truncation == "tail" else "right"
+        # exported pipeline then cut a long text where training did (head+tail and windows are cut by core.long_texts).
+        tokenizer.truncation_side = long_texts.truncation_side()
         label_ids = {name: index for index, name in enumerate(splits.label_names)}
         raw = {"train": splits.train, "validation": splits.validation, "test": splits.test}
-        datasets = {split: encode(frame, tokenizer, label_ids, config.max_length) for split, frame in raw.items()}
+        datasets = {split: encode(frame, tokenizer, label_ids, long_texts) for split, frame in raw.items()}
         from transformers import DataCollatorWithPadding
 
         return Prepared(
@@ -72,8 +74,16 @@ class TextClassification(Task):
             collator=DataCollatorWithPadding(tokenizer),
             label_names=splits.label_names,
             head_names=head_names(model),
-            extras={"data_source": splits.source, "model_source": source},
+            extras={"data_source": splits.source, "model_source": source, **window_note(long_texts, raw, datasets)},
         )
+
+    def records_dynamics_of(self, config: RunConfig) -> bool:
+        """The data map shows one row per training text, and a window run trains on windows: it records none."""
+        return not LongTexts.of(config).windowed
+
+    def trainer_class(self, base: type, config: RunConfig, prepared: Prepared) -> type:
+        long_texts = LongTexts.of(config)
+        return window_pooling_trainer(base, long_texts.pooling) if long_texts.windowed else base
 
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return classification_metrics(logits, labels)
@@ -97,17 +107,56 @@ class TextClassification(Task):
         from core.run_files import run_config
 
         model, tokenizer = load_stage_model(run, stage, "AutoModelForSequenceClassification")
+        config = run_config(run)
         return StageModel(
-            run, stage, model, tokenizer, config_labels(model), self.stage_logits, max_length=run_config(run).max_length
+            run,
+            stage,
+            model,
+            tokenizer,
+            config_labels(model),
+            self.stage_logits,
+            max_length=config.max_length,
+            extras={LONG_TEXTS: LongTexts.of(config)},
         )
 
     def model_inputs(self, stage: StageModel, rows: pd.DataFrame) -> dict:
-        texts = rows["text"].astype(str).tolist()
-        encoded = stage.preprocessor(texts, truncation=True, max_length=stage.max_length, padding=True, return_tensors="pt")
-        return dict(encoded.to(stage.model.device))
+        """The inputs of the rows' texts as the run reads them: one row per text, or for a window run one per window."""
+        return self.inputs_of(stage, rows)[0]
 
     def stage_logits(self, stage: StageModel, rows: pd.DataFrame):
-        return stage.model(**self.model_inputs(stage, rows)).logits.float().cpu().numpy()
+        """One row of logits per text; a window run's pooled over each text's windows."""
+        return long_text_logits(stage.model, stage.preprocessor, rows["text"].astype(str).tolist(), long_texts_of(stage))
+
+    def attack_inputs(self, stage: StageModel, rows: pd.DataFrame, label_ids: dict[str, int]) -> dict:
+        """`model_inputs` with each row's class; a window run's windows are attacked each with its text's class, so its
+        robust accuracy is over windows."""
+        import torch
+
+        inputs, documents = self.inputs_of(stage, rows)
+        classes = [label_ids[label] for label in rows["label"]]
+        inputs["labels"] = torch.tensor([classes[document] for document in documents], device=stage.model.device)
+        return inputs
+
+    def inputs_of(self, stage: StageModel, rows: pd.DataFrame) -> tuple[dict, list[int]]:
+        """(padded inputs on the model's device, each input row's position among `rows`)."""
+        features, documents = long_texts_of(stage).encode(stage.preprocessor, rows["text"].astype(str).tolist())
+        return padded(stage.preprocessor, features, slice(None), stage.model.device), documents
+
+
+def long_texts_of(stage: StageModel) -> LongTexts:
+    """The stage's run's way of reading long texts; a stage opened without one cuts as its tokenizer does."""
+    return stage.extras.get(LONG_TEXTS) or LongTexts(max_length=stage.max_length)
+
+
+def window_note(long_texts: LongTexts, raw: dict[str, pd.DataFrame], datasets: dict) -> dict[str, str]:
+    """For a window run's summary: how many windows each split's texts make."""
+    if not long_texts.windowed:
+        return {}
+    counts = ", ".join(f"{split} {len(datasets[split]):,} from {len(frame):,}" for split, frame in raw.items())
+    return {
+        "windows": f"{counts} texts ({long_texts.describe()}, overlap {long_texts.overlap}); no data map: "
+        "the training examples are windows"
+    }
 
 
 def check_names_and_limits(config: RunConfig) -> None:
@@ -155,12 +204,19 @@ def load_model(source: str, label_names: list[str], dropout: float):
     return tokenizer, load_with_new_head(AutoModelForSequenceClassification, source, model_config, "text classification")
 
 
-def encode(frame: pd.DataFrame, tokenizer, label_ids: dict[str, int], max_length: int):
+def encode(frame: pd.DataFrame, tokenizer, label_ids: dict[str, int], long_texts: LongTexts):
+    """The split's texts as the model's rows (one per window for a window run, with its text's `DOCUMENT` position),
+    each with its text's class."""
     from datasets import Dataset
 
     table = Dataset.from_dict({"text": frame["text"].tolist(), "labels": [label_ids[label] for label in frame["label"]]})
-    return table.map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-        batched=True,
-        remove_columns=["text"],
-    )
+
+    def encode_batch(batch: dict, positions: list[int]) -> dict:
+        features, documents = long_texts.encode(tokenizer, batch["text"])
+        features["labels"] = [batch["labels"][document] for document in documents]
+        if long_texts.windowed:
+            features[DOCUMENT] = [positions[document] for document in documents]
+        return features
+
+    # A window run's batch has more rows out than in, so every input column goes.
+    return table.map(encode_batch, batched=True, with_indices=True, remove_columns=["text", "labels"])

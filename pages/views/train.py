@@ -10,14 +10,17 @@ from core.catalog import BUILTIN_MODELS
 from core.config import (
     ADVERSARIAL,
     FUSIONS,
+    HEAD_TAIL,
     HELP,
     MAX_SEED,
+    POOLINGS,
     PRECISIONS,
     SCHEDULERS,
     STRATEGIES,
     TOWER_MODES,
     TRACKERS,
     TRUNCATIONS,
+    WINDOW,
     RunConfig,
 )
 from core.errors import UserError
@@ -84,7 +87,12 @@ TOWERS = (
     ("text_lr", "Text learning rate (0 = run's)", "number", {"min_value": 0.0, "format": "%.1e", "step": 1e-5}),
 )
 FUSION = (("fusion", "Fusion", "select", {"options": FUSIONS}),)
-LONG_TEXTS = (("truncation", "Keep which end of a long text", "select", {"options": TRUNCATIONS}),)
+TRUNCATION_LABELS = {"head": "head (the start)", "tail": "tail (the end)", HEAD_TAIL: "head + tail", WINDOW: "sliding window"}
+LONG_TEXTS = (
+    ("truncation", "Read a long text by", "select", {"options": TRUNCATIONS, "format_func": TRUNCATION_LABELS.get}),
+    ("window_overlap", "Window overlap (tokens)", "number", {"min_value": 0, "step": 8}),
+    ("window_pooling", "Pool the windows' logits by", "select", {"options": POOLINGS}),
+)
 HARDWARE = (
     ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
     ("precision", "Precision", "select", {"options": PRECISIONS}),
@@ -354,12 +362,22 @@ def tower_settings(values: dict) -> dict:
 
 
 def long_text_settings(values: dict) -> dict:
-    """Which end of a long text is kept, with the share of the chosen dataset's training texts that are cut."""
-    chosen = draw(LONG_TEXTS, columns=2)
-    st.caption(
-        f"Texts longer than {values.get('max_length')} tokens are cut; the Data page counts how many of a dataset's "
-        "texts are. Keep the tail when the evidence sits at the end."
-    )
+    """How a text longer than the max length is read: one end, head + tail, or sliding windows (with their overlap and
+    pooling)."""
+    chosen = draw(LONG_TEXTS[:1], columns=2)
+    length = values.get("max_length")
+    if chosen["truncation"] == WINDOW:
+        chosen.update(draw(LONG_TEXTS[1:], columns=2))
+        st.caption(
+            f"Texts longer than {length} tokens are read whole, as windows of {length} tokens: each window trains with "
+            "its text's label, and a text's prediction pools its windows' logits. The Data page counts how many of a "
+            "dataset's texts are that long."
+        )
+    else:
+        st.caption(
+            f"Texts longer than {length} tokens are cut; the Data page counts how many of a dataset's texts are. Keep "
+            "the tail (or head + tail) when the evidence sits at the end, or read every part with a sliding window."
+        )
     return chosen
 
 

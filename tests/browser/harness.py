@@ -44,9 +44,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server() -> Iterator[str]:
-    """The app served on 127.0.0.1 at a free port; yields its URL once it answers its health check."""
+def streamlit_server(watch_files: bool = True) -> Iterator[str]:
+    """The app served on 127.0.0.1 at a free port; yields its URL once it answers its health check.
+
+    With `watch_files=False` the server does not watch the source files: a page edited while the test runs (other
+    work in the same tree) then neither reloads the app nor keeps the "Source file changed" prompt in the status
+    widget, which `wait_idle` would take for a script run that never ends."""
     port = free_port()
+    watching = [] if watch_files else ["--server.fileWatcherType", "none"]
     process = subprocess.Popen(
         [
             sys.executable,
@@ -62,6 +67,7 @@ def streamlit_server() -> Iterator[str]:
             str(port),
             "--browser.gatherUsageStats",
             "false",
+            *watching,
         ],
         cwd=REPO,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

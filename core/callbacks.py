@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from core.distributed import is_main
 from core.errors import UserError
 from core.store import RunStore
 
@@ -160,7 +161,8 @@ class LossHealth(TrainerCallback):
     def warn(self, sentence: str) -> None:
         self.warnings.append(sentence)
         self.store.update(self.run_id, warning=" ".join(self.warnings))
-        print(f"[{time.strftime('%H:%M:%S')}] Warning: {sentence}", flush=True)
+        if is_main():
+            print(f"[{time.strftime('%H:%M:%S')}] Warning: {sentence}", flush=True)
 
 
 class CancelledRun(Exception):
@@ -170,8 +172,9 @@ class CancelledRun(Exception):
 class CancelOnFlag(TrainerCallback):
     """Stop politely when the cancel flag file appears: save a checkpoint, then end training."""
 
-    def __init__(self, flag: Path):
+    def __init__(self, flag: Path, abandon_evaluations: bool = True):
         self.flag = flag
+        self.abandon_evaluations = abandon_evaluations
 
     @property
     def requested(self) -> bool:
@@ -185,7 +188,7 @@ class CancelOnFlag(TrainerCallback):
             control.should_evaluate = False
 
     def on_prediction_step(self, args, state, control, **kwargs):
-        if self.requested:
+        if self.abandon_evaluations and self.requested:
             raise CancelledRun()
 
 
@@ -193,6 +196,8 @@ class LogLines(TrainerCallback):
     """A readable line in the run's log for each logged step (the log tail on the Runs page)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return  # a run of several processes logs each line once
         shown = ", ".join(
             f"{key} {value:.4g}" for key, value in (logs or {}).items() if isinstance(value, (int, float)) and key != "total_flos"
         )
@@ -215,3 +220,18 @@ class AdaLoraBudget(TrainerCallback):
     def on_log(self, args, state, control, model=None, **kwargs):
         budget, _ = model.base_model.rankallocator.budget_schedule(state.global_step)
         self.store.log_metrics(self.run_id, state.global_step, {"adalora_rank_budget": float(budget)})
+
+
+class AgreeToStop(TrainerCallback):
+    """At each step's end, every rank stops (and saves) when any rank wants to: the callbacks before this one decide on
+    their own rank (a cancel flag seen a moment later, a warning only rank 0 judges)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import torch
+        import torch.distributed as dist
+
+        wanted = torch.tensor([int(control.should_training_stop), int(control.should_save)], dtype=torch.int32)
+        dist.all_reduce(wanted, op=dist.ReduceOp.MAX)
+        control.should_training_stop, control.should_save = bool(wanted[0]), bool(wanted[1])
+        if control.should_training_stop:
+            control.should_evaluate = False

@@ -112,6 +112,9 @@ HELP: dict[str, str] = {
     "aug_contrast": "Vary each training image's contrast by up to this fraction (0.2 = ±20 %).",
     "aug_saturation": "Vary each training image's colour saturation by up to this fraction (0.2 = ±20 %).",
     "device": "Where to train: auto picks a GPU when there is one.",
+    "devices": "How many processes train this run together (data-parallel, through torchrun): GPUs on cuda (0 = every "
+    "visible GPU), CPU processes on the CPU. Each process takes a batch of the batch size, so the global batch is "
+    "this many times larger; the queue counts each process as one slot of its device.",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or "
     "fp16 halve memory and speed up training on GPUs that support them.",
     "truncation": "Text classification: how a text longer than the max length is read — its head (the start), its tail "
@@ -194,6 +197,7 @@ class RunConfig:
     aug_contrast: float = 0.0
     aug_saturation: float = 0.0
     device: str = "auto"
+    devices: int = 1
     precision: str = "auto"
     group_by_length: bool = True
     vision_tower: str = "train"
@@ -343,6 +347,7 @@ class RunConfig:
             )
         check(self.fusion in FUSIONS, f"Unknown fusion '{self.fusion}'; choose one of {', '.join(FUSIONS)}.")
         check(self.device in DEVICES, f"Unknown device '{self.device}'; choose one of {', '.join(DEVICES)}.")
+        check(self.devices >= 0, f"devices must be 0 (every visible GPU) or a number of processes, not {self.devices}; try 1.")
         check(self.precision in PRECISIONS, f"Unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}.")
         if self.device == "cpu":
             check(self.precision != "fp16", "fp16 needs a GPU; on the CPU choose fp32 (or bf16).")

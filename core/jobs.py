@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -55,6 +54,27 @@ def slots_per_device() -> int:
         return 1
 
 
+def visible_gpus() -> int:
+    """How many GPUs this machine shows (the cuda queue's devices)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def processes_of(config: RunConfig, device: str) -> int:
+    """How many processes train the run: its `devices`, where 0 means every visible GPU (one process on the CPU); a
+    sentence when it asks for more GPUs than the machine has."""
+    if device != "cuda":
+        return max(1, config.devices)
+    visible = visible_gpus()
+    if config.devices > visible:
+        raise UserError(
+            f"This run asks for {config.devices} GPUs and {visible} are visible here; set devices to {visible} or fewer "
+            "(0 takes every visible GPU), or run it on a machine with more."
+        )
+    return config.devices or visible
+
+
 def resolve_device(requested: str) -> str:
     """The queue a run joins: 'auto' becomes cuda when a GPU is visible, else cpu."""
     if requested != "auto":
@@ -85,6 +105,7 @@ def submit(
     if device == "cpu" and config.precision == "fp16":
         # validate() catches device cpu; device auto lands here on a machine without a GPU.
         raise UserError("fp16 needs a GPU and this run will train on the CPU; choose precision fp32 or auto.")
+    processes = processes_of(config, device)
     if preflight:
         from core.tasks import TASKS
 
@@ -103,6 +124,7 @@ def submit(
         config_yaml=config.to_yaml(),
         sweep_id=sweep_id,
         trial=trial,
+        slots=processes,
     )
     dispatch(store)
     return store.get(run_id)
@@ -116,16 +138,28 @@ def dispatch(store: RunStore | None = None) -> list[Run]:
 
 
 def _start_queued(store: RunStore) -> list[Run]:
+    from functools import partial
+
+    from core.distributed import pick_gpus
+
     started = []
     for device in store.queued_devices():
-        while (run := store.claim_next(device, slots_per_device())) is not None:
+        capacity, place = slots_per_device(), None
+        if device == "cuda":
+            # Each GPU takes `slots_per_device` runs' processes; a run is placed on the least loaded GPUs.
+            gpus = visible_gpus()
+            capacity, place = gpus * slots_per_device(), partial(pick_gpus, visible=gpus, per_gpu=slots_per_device())
+        while (run := store.claim_next(device, capacity, place)) is not None:
             _spawn(run, store)
             started.append(run)
     return started
 
 
 def _spawn(run: Run, store: RunStore) -> None:
-    process = start_detached(["worker", run.id], run.directory / LOG_FILE)
+    from core.distributed import launch_prefix
+
+    environment = {"CUDA_VISIBLE_DEVICES": run.gpus} if run.gpus else {}
+    process = start_detached(["worker", run.id], run.directory / LOG_FILE, launch_prefix(run.slots or 1), environment)
     store.update(
         run.id,
         pid=process.pid,
@@ -135,15 +169,20 @@ def _spawn(run: Run, store: RunStore) -> None:
     ensure_supervisor()
 
 
-def start_detached(command: list[str], log_path: Path) -> subprocess.Popen:
-    """Start `python -m core COMMAND…` in its own session (it outlives the server), logging to `log_path`."""
-    env = dict(os.environ)
+def start_detached(
+    command: list[str], log_path: Path, prefix: list[str] | None = None, environment: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start `python [PREFIX…] -m core COMMAND…` in its own session (it outlives the server), logging to `log_path`;
+    the prefix is torchrun's arguments for a run of several processes, which then share that session's group."""
+    from core.distributed import python_launch
+
+    env = {**os.environ, **(environment or {})}
     env[WORKSPACE_ENV] = str(workspace_root())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     log = open(log_path, "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "core", *command],
+        python_launch(prefix or [], command),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -317,8 +356,13 @@ def cancel(run_id: str, store: RunStore | None = None) -> Run:
         if run.pid and is_alive(run):
             # The worker turns SIGTERM into the same polite stop as the flag; a suspended trainer
             # must be woken to act on it. One that still does not stop is killed by the supervisor.
-            os.kill(run.pid, signal.SIGTERM)
-            os.kill(run.pid, signal.SIGCONT)
+            # torchrun (a run of several processes) would answer SIGTERM by killing its ranks mid-step: its ranks
+            # see the flag and stop together at the next step instead.
+            if (run.slots or 1) == 1:
+                os.kill(run.pid, signal.SIGTERM)
+                os.kill(run.pid, signal.SIGCONT)
+            else:
+                os.killpg(run.pid, signal.SIGCONT)
         reconcile(store)
     else:
         raise UserError(f"Run {run_id} is {run.status}; only queued or running runs can be cancelled.")

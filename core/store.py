@@ -13,7 +13,7 @@ import math
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +82,8 @@ _ADDED_COLUMNS = (
     ("warning", "TEXT"),
     ("sweep_id", "TEXT"),
     ("trial", "INTEGER"),
+    ("slots", "INTEGER"),
+    ("gpus", "TEXT"),
 )
 
 
@@ -120,6 +122,10 @@ class Run:
     # The sweep this run is a trial of, and its trial number there (None for a run queued by hand).
     sweep_id: str | None = None
     trial: int | None = None
+    # How many of its device's slots the run takes: its processes (1 in stores written before runs could span devices).
+    slots: int | None = None
+    # The GPUs a running cuda run holds, as CUDA_VISIBLE_DEVICES takes them ("0,1"); None elsewhere.
+    gpus: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -233,12 +239,13 @@ class RunStore:
         config_yaml: str,
         sweep_id: str | None = None,
         trial: int | None = None,
+        slots: int = 1,
     ) -> Run:
         with self._connect() as db:
             db.execute(
-                "INSERT INTO runs (id, name, task, model, dataset, device, status, created_at, config, sweep_id, trial)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (run_id, name, task, model, dataset, device, time.time(), config_yaml, sweep_id, trial),
+                "INSERT INTO runs (id, name, task, model, dataset, device, status, created_at, config, sweep_id, trial, slots)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (run_id, name, task, model, dataset, device, time.time(), config_yaml, sweep_id, trial, slots),
             )
         return self.get(run_id)
 
@@ -275,23 +282,31 @@ class RunStore:
             )
             return cursor.rowcount == 1
 
-    def claim_next(self, device: str, slots: int) -> Run | None:
-        """Atomically move the oldest queued run on `device` to running, if a slot is free."""
+    def claim_next(
+        self, device: str, slots: int, place: Callable[[list[str | None], int], str | None] | None = None
+    ) -> Run | None:
+        """Atomically move the oldest queued run on `device` to running when the slots it takes fit in the `slots`
+        there are beside the running runs' (a run taking more than there are runs alone, once nothing else runs).
+        `place(held, wanted)` picks its GPUs from the lists the running runs hold, or says None: wait."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                running = db.execute("SELECT COUNT(*) FROM runs WHERE device = ? AND status = 'running'", (device,)).fetchone()[0]
-                row = None
-                if running < slots:
-                    row = db.execute(
-                        "SELECT id FROM runs WHERE device = ? AND status = 'queued' ORDER BY created_at LIMIT 1",
-                        (device,),
-                    ).fetchone()
+                running = db.execute("SELECT slots, gpus FROM runs WHERE device = ? AND status = 'running'", (device,)).fetchall()
+                used = sum(row["slots"] or 1 for row in running)
+                row = db.execute(
+                    "SELECT id, slots FROM runs WHERE device = ? AND status = 'queued' ORDER BY created_at LIMIT 1", (device,)
+                ).fetchone()
+                wanted = (row["slots"] or 1) if row else 0
+                if row and used and used + wanted > slots:
+                    row = None
+                gpus = place([held["gpus"] for held in running], wanted) if row and place else None
+                if row and place and gpus is None:
+                    row = None
                 if row:
                     db.execute(
                         "UPDATE runs SET status = 'running', started_at = ?, pid = NULL, pid_ticks = NULL, heartbeat_at = NULL,"
-                        " error = NULL, warning = NULL, finished_at = NULL WHERE id = ?",
-                        (time.time(), row["id"]),
+                        " error = NULL, warning = NULL, finished_at = NULL, gpus = ? WHERE id = ?",
+                        (time.time(), gpus, row["id"]),
                     )
                 db.execute("COMMIT")
             except BaseException:

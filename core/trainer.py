@@ -22,18 +22,21 @@ from typing import Any
 
 from core.checkpoints import ADAPTER_FOLDER, BEFORE_MODEL, FINAL_MODEL
 from core.config import RunConfig
+from core.distributed import ReadOnlyStore, is_main, launched_by_torchrun, trainer_pid, world_size
 from core.errors import UserError
 from core.jobs import CANCEL_FLAG, dispatch, process_start_ticks, stopped_ending, write_ending
 from core.store import Run, RunStore
 
 
 def say(message: str) -> None:
-    """One line in the run's log (stdout is the log file)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+    """One line in the run's log (stdout is the log file), from the process that writes: rank 0 of several."""
+    if is_main():
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def run_worker(run_id: str) -> int:
-    store = RunStore()
+    """One trainer process: the whole run, or one rank of a run that torchrun started (`core.distributed`)."""
+    store = RunStore() if is_main() else ReadOnlyStore(RunStore())
     run = store.get(run_id)
     if run is None:
         say(f"No run {run_id} in the store.")
@@ -42,7 +45,9 @@ def run_worker(run_id: str) -> int:
     signal.signal(signal.SIGTERM, lambda *_: flag.touch())
     outcome, error = "failed", None
     try:
-        store.update(run_id, pid=os.getpid(), pid_ticks=process_start_ticks(os.getpid()), heartbeat_at=time.time())
+        if not launched_by_torchrun():  # under torchrun the store already knows the launcher, every rank's parent
+            store.update(run_id, pid=os.getpid(), pid_ticks=process_start_ticks(os.getpid()))
+        store.update(run_id, heartbeat_at=time.time())
         run = store.get(run_id)
         config = RunConfig.load(run.directory / "config.yaml")
         train(config, run, store)
@@ -58,7 +63,8 @@ def run_worker(run_id: str) -> int:
             traceback.print_exc()
             error = describe_failure(problem)
     say(f"Run {outcome}." + (f" {error}" if error else ""))
-    record_ending(store, run_id, outcome, error)
+    if is_main():
+        record_ending(store, run_id, outcome, error)
     return 0 if outcome != "failed" else 1
 
 
@@ -70,11 +76,11 @@ def record_ending(store: RunStore, run_id: str, outcome: str, error: str | None)
     reader reached while this trainer was in fact alive (see `core.jobs.is_alive`).
     """
     try:
-        write_ending(run_id, outcome, error, os.getpid())
+        write_ending(run_id, outcome, error, trainer_pid())
     except OSError as problem:
         say(f"Could not write the run's ending into its directory ({problem}).")
     try:
-        store.finish(run_id, os.getpid(), status=outcome, error=error, finished_at=time.time())
+        store.finish(run_id, trainer_pid(), status=outcome, error=error, finished_at=time.time())
         dispatch(store)
     except UserError as problem:
         say(f"The run store could not record this ending: {problem}")
@@ -98,7 +104,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
     from transformers.utils import logging as transformers_logging
 
-    from core.callbacks import AdaLoraBudget, CancelOnFlag, LogLines, LossHealth, Progress, StoreMetrics
+    from core.callbacks import AdaLoraBudget, AgreeToStop, CancelOnFlag, LogLines, LossHealth, Progress, StoreMetrics
     from core.checkpoints import publish_folder
     from core.strategies import trainable_parameters
     from core.tasks import TASKS
@@ -115,7 +121,7 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     task = TASKS[config.task]
     say(f"Preparing {task.title}: model {config.model}, dataset {config.dataset}.")
     prepared = task.prepare(config, progress=lambda fraction, message: say(f"{message} ({fraction:.0%})"))
-    if not run.resume or not (directory / BEFORE_MODEL).exists():
+    if is_main() and (not run.resume or not (directory / BEFORE_MODEL).exists()):
         # The model before any update (pretrained encoder + fresh head): the baseline Inspect compares with.
         publish_folder(lambda folder: save_model_folder(prepared.model, prepared.processor, folder), directory / BEFORE_MODEL)
     model = task.trainable(prepared, config, total_steps(config, len(prepared.datasets["train"])))
@@ -125,15 +131,23 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     arguments = training_arguments(config, run, directory, task)
     if config.best_checkpoint and not reloads_best(config):
         say("AdaLoRA prunes its ranks while it trains, so an earlier checkpoint cannot be loaded back: the last model is kept.")
-    cancel = CancelOnFlag(directory / CANCEL_FLAG)
+    processes = world_size()
+    # An evaluation cannot be abandoned by one rank alone: the others would wait for its share of the predictions.
+    cancel = CancelOnFlag(directory / CANCEL_FLAG, abandon_evaluations=processes == 1)
     health = LossHealth(store, run.id, stop_on_divergence=config.stop_on_divergence, start=stored_start_loss(store, run.id))
     callbacks = [StoreMetrics(store, run.id), Progress(store, run.id), LogLines(), cancel, health]
     if config.strategy == "adalora":
         callbacks.append(AdaLoraBudget(store, run.id))
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    if processes > 1:
+        say(f"Training with {processes} processes (data-parallel): each takes batches of {config.batch_size}.")
+        callbacks.append(AgreeToStop())  # last: it reads what the callbacks before it decided
     trainer_type, train_dataset, collator = trainer_class(config, task, prepared), prepared.datasets["train"], prepared.collator
-    if task.records_dynamics_of(config):
+    records_dynamics = task.records_dynamics_of(config)
+    if records_dynamics and processes > 1:
+        say("The data map is not recorded: each process sees only its share of the training examples.")
+    elif records_dynamics:
         from core.dynamics import (
             DYNAMICS_FILE,
             DynamicsRecorder,
@@ -166,7 +180,8 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
         say("Evaluating before the first update (step 0).")
         trainer.evaluate()
         evaluate_test(trainer, task, prepared, store, run, directory, stage="before")
-    write_json(directory / "summary.json", summary(config, prepared, trainable, total, arguments))
+    if is_main():
+        write_json(directory / "summary.json", summary(config, prepared, trainable, total, arguments))
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if cancel.requested:
         say("Cancelled; the last checkpoint is kept for resume.")
@@ -176,6 +191,8 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     health.judge_final(final_eval, task.primary_metric, task.chance_level(prepared))
     evaluate_test(trainer, task, prepared, store, run, directory, stage="after")
     save_predictions(trainer, task, prepared, directory, "validation")
+    if not is_main():
+        return  # the model folders and the summary are rank 0's to write
     if config.strategy == "lora" and hasattr(trainer.model, "peft_config"):
         # The adapters alone (megabytes, not the whole model), for loading onto the pretrained model with peft; saved
         # before they are merged into the model below. Not AdaLoRA's: its pruned ranks leave zero-sized tensors that
@@ -389,17 +406,21 @@ def evaluate_test(trainer, task, prepared, store: RunStore, run: Run, directory:
         if isinstance(v, (int, float)) and k.startswith("test_") and "runtime" not in k and "per_second" not in k
     }
     store.log_metrics(run.id, step, scores)
+    say(f"Test {stage} training: {task.primary_metric} {output.metrics.get(f'test_{task.primary_metric}', float('nan')):.3f}.")
+    if not is_main():
+        return  # every rank predicts (each its share), rank 0 writes
     report = task.report(output.predictions, output.label_ids, prepared)
     write_json(directory / "reports" / f"test_{stage}.json", {"step": step, "report": report})
     frame = task.predictions(output.predictions, output.label_ids, prepared, "test")
     path = directory / "predictions" / f"test_{stage}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path)
-    say(f"Test {stage} training: {task.primary_metric} {output.metrics.get(f'test_{task.primary_metric}', float('nan')):.3f}.")
 
 
 def save_predictions(trainer, task, prepared, directory: Path, split: str) -> None:
     output = trainer.predict(prepared.datasets[split])
+    if not is_main():
+        return
     frame = task.predictions(output.predictions, output.label_ids, prepared, split)
     frame.to_parquet(directory / "predictions" / f"{split}_after.parquet")
 
@@ -417,6 +438,9 @@ def summary(config: RunConfig, prepared, trainable: int, total: int, arguments) 
         "trainable_parameters": trainable,
         "total_parameters": total,
         "precision": "bf16" if arguments.bf16 else "fp16" if arguments.fp16 else "fp32",
+        "processes": arguments.world_size,
+        # Examples per optimizer update: every process's batch, times the steps accumulated.
+        "global_batch": arguments.per_device_train_batch_size * arguments.world_size * arguments.gradient_accumulation_steps,
         **{key: str(value) for key, value in prepared.extras.items()},
     }
 

@@ -1,0 +1,155 @@
+"""Runs of several processes: the queue's slot and GPU accounting (fast, with a fake device list), and two-process
+data-parallel runs on the CPU (gloo) through torchrun, the job manager and the CLI (slow: real trainer processes).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import psutil
+import pytest
+from test_training import tiny_config
+
+from core import jobs
+from core.config import RunConfig
+from core.distributed import ReadOnlyStore, cluster_command, launch_prefix, pick_gpus
+from core.errors import UserError
+from core.store import RunStore
+from core.workspace import REPO_ROOT
+
+# --- the queue: slots and GPUs --------------------------------------------------------------------------------------
+
+
+def test_gpus_go_to_the_least_loaded_and_a_run_waits_for_enough_free_ones():
+    assert pick_gpus([], 2, visible=4, per_gpu=1) == "0,1"
+    assert pick_gpus(["0", "1"], 1, visible=2, per_gpu=1) is None  # both taken
+    assert pick_gpus(["0"], 1, visible=2, per_gpu=1) == "1"
+    assert pick_gpus(["0", "0,1"], 2, visible=3, per_gpu=2) == "1,2"  # GPU 0 holds two runs: full
+    assert pick_gpus(["0", "0,1"], 3, visible=3, per_gpu=2) is None
+    assert pick_gpus(["0", "1"], 2, visible=3, per_gpu=2) == "0,2"  # GPU 2 is empty, then the lower of the half-loaded
+
+
+def queue(store: RunStore, run_id: str, device: str, slots: int) -> None:
+    store.create(
+        run_id, name=run_id, task="text_classification", model="m", dataset="d", device=device, config_yaml="", slots=slots
+    )
+
+
+def test_two_one_gpu_runs_share_a_two_gpu_machine_and_a_two_gpu_run_waits_for_both(workspace):
+    from functools import partial
+
+    store = RunStore()
+    place = partial(pick_gpus, visible=2, per_gpu=1)
+    for run_id, slots in (("a", 1), ("b", 1), ("c", 2)):
+        queue(store, run_id, "cuda", slots)
+        time.sleep(0.01)  # created_at orders the queue
+    first, second = store.claim_next("cuda", 2, place), store.claim_next("cuda", 2, place)
+    assert (first.id, first.gpus, second.id, second.gpus) == ("a", "0", "b", "1")
+    assert store.claim_next("cuda", 2, place) is None  # "c" needs both
+    store.update("a", status="completed")
+    assert store.claim_next("cuda", 2, place) is None  # one is free, not two
+    store.update("b", status="completed")
+    assert store.claim_next("cuda", 2, place).gpus == "0,1"
+
+
+def test_a_run_of_more_processes_than_slots_runs_alone_on_the_cpu(workspace):
+    store = RunStore()
+    queue(store, "small", "cpu", 1)
+    time.sleep(0.01)
+    queue(store, "wide", "cpu", 2)
+    assert store.claim_next("cpu", 1).id == "small"
+    assert store.claim_next("cpu", 1) is None  # it would share the CPU with "small"
+    store.update("small", status="completed")
+    claimed = store.claim_next("cpu", 1)
+    assert (claimed.id, claimed.slots, claimed.gpus) == ("wide", 2, None)
+
+
+def test_devices_zero_takes_every_gpu_and_too_many_is_a_sentence(monkeypatch):
+    monkeypatch.setattr(jobs, "visible_gpus", lambda: 4)
+    assert jobs.processes_of(RunConfig(devices=0), "cuda") == 4
+    assert jobs.processes_of(RunConfig(devices=3), "cuda") == 3
+    assert jobs.processes_of(RunConfig(devices=0), "cpu") == 1
+    with pytest.raises(UserError, match="asks for 8 GPUs and 4 are visible here; set devices to 4 or fewer"):
+        jobs.processes_of(RunConfig(devices=8), "cuda")
+    assert "devices must be 0" in " ".join(RunConfig(devices=-1).validate())
+
+
+def test_the_launch_is_torchrun_for_several_processes_and_a_scheduler_gets_the_same_worker():
+    assert launch_prefix(1) == []
+    assert launch_prefix(4) == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    command = cluster_command("run-1", nodes=3, per_node=8)
+    assert command.startswith("torchrun --nnodes=3 --nproc_per_node=8 --rdzv-backend=c10d")
+    assert command.endswith("--rdzv-endpoint=$HEAD_NODE:29500 --rdzv-id=run-1 -m core worker run-1")
+
+
+def test_ranks_other_than_zero_read_the_store_and_write_nothing(workspace):
+    store = RunStore()
+    queue(store, "r", "cpu", 2)
+    quiet = ReadOnlyStore(store)
+    quiet.update("r", status="running")
+    quiet.log_metrics("r", 1, {"loss": 1.0})
+    assert quiet.get("r").status == "queued" and store.metrics("r").empty
+
+
+# --- two processes on the CPU, for real --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_process_config(tiny_bert, tmp_path) -> RunConfig:
+    return tiny_config(tiny_bert, devices=2, epochs=4)
+
+
+def test_a_two_process_run_from_the_cli_trains_on_both_ranks_and_writes_once(two_process_config, workspace, tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(two_process_config.to_yaml(), encoding="utf-8")
+    finished = subprocess.run(
+        [sys.executable, "-m", "core", "train", str(config_file)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    (run,) = RunStore().list()
+    assert run.status == "completed" and run.slots == 2
+    assert "Training with 2 processes" in finished.stdout
+    # Each process takes batches of 16: 240 training rows make 8 global steps of 32 an epoch.
+    assert run.max_steps == run.step == 4 * 8
+    summary = json.loads((run.directory / "summary.json").read_text())
+    assert (summary["processes"], summary["global_batch"]) == (2, 32)
+    metrics = RunStore().metrics(run.id)
+    assert not metrics.duplicated(["name", "step"]).any()
+    assert len(metrics[metrics["name"] == "eval_loss"]) == len({0, 10, 20, 30, 32})
+    assert finished.stdout.count("Test after training") == 1  # one log line per event, not one per rank
+    # The saved model is the one rank 0 trained: it predicts what the stored test predictions say.
+    from core.stages import open_stage, split_rows
+
+    rows, names = split_rows(run, "test")
+    logits = open_stage(run, "after").predict(rows)
+    stored = pd.read_parquet(run.directory / "predictions" / "test_after.parquet")
+    assert [names[index] for index in logits.argmax(1)] == stored["predicted"].tolist()
+    assert stored["correct"].mean() > 0.6  # it learned (chance is 0.5)
+
+
+def test_cancel_stops_both_ranks_and_resume_continues_at_the_same_world_size(two_process_config, workspace):
+    store = RunStore()
+    run = jobs.submit(tiny_config(two_process_config.model, devices=2, epochs=40, eval_steps=20), store)
+    deadline = time.time() + 300
+    while (running := store.get(run.id)).step < 25:
+        assert time.time() < deadline and running.status in ("queued", "running"), jobs.log_tail(run.id, 20)
+        time.sleep(0.2)
+    ranks = psutil.Process(running.pid).children()
+    assert len(ranks) == 2 and all(rank.cmdline()[-3:] == ["core", "worker", run.id] for rank in ranks)
+    jobs.cancel(run.id, store)
+    cancelled = jobs.wait(run.id, store, timeout=120)
+    assert cancelled.status == "cancelled", cancelled.error
+    _, alive = psutil.wait_procs(ranks, timeout=30)
+    assert not alive  # no rank outlives the run
+    saved = sorted(int(folder.name.split("-")[1]) for folder in (cancelled.directory / "checkpoints").glob("checkpoint-*"))
+    assert saved and saved[-1] > 20 and saved[-1] % 20  # the checkpoint written at the cancel, off the save grid
+
+    jobs.resume(run.id, store)
+    resumed = jobs.wait(run.id, store, timeout=600)
+    assert resumed.status == "completed" and resumed.step == resumed.max_steps == 40 * 8
+    log = jobs.log_tail(run.id, 400)
+    assert "Training with 2 processes" in log and f"Resuming from checkpoint-{saved[-1]}" in log

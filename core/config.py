@@ -112,6 +112,8 @@ HELP: dict[str, str] = {
     "aug_contrast": "Vary each training image's contrast by up to this fraction (0.2 = ±20 %).",
     "aug_saturation": "Vary each training image's colour saturation by up to this fraction (0.2 = ±20 %).",
     "device": "Where to train: auto picks a GPU when there is one.",
+    "compile": "Run the model through torch.compile: faster steps on a GPU once the first ones have compiled (a minute "
+    "or more); off by default, since short runs and CPUs gain little.",
     "devices": "How many processes train this run together (data-parallel, through torchrun): GPUs on cuda (0 = every "
     "visible GPU), CPU processes on the CPU. Each process takes a batch of the batch size, so the global batch is "
     "this many times larger; the queue counts each process as one slot of its device.",
@@ -198,6 +200,7 @@ class RunConfig:
     aug_saturation: float = 0.0
     device: str = "auto"
     devices: int = 1
+    compile: bool = False
     precision: str = "auto"
     group_by_length: bool = True
     vision_tower: str = "train"

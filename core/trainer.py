@@ -89,7 +89,11 @@ def record_ending(store: RunStore, run_id: str, outcome: str, error: str | None)
 def describe_failure(problem: Exception) -> str:
     text = str(problem)
     if "out of memory" in text.lower():
-        return "The device ran out of memory. Lower the batch size or the max length, or use gradient accumulation."
+        return (
+            "The model did not fit in the device's memory. Lower the batch size and raise gradient accumulation to keep "
+            "the same global batch, shorten the max length, or train LoRA adapters instead of every weight (strategy "
+            "lora); bf16 precision halves the activations on a GPU that has it."
+        )
     if (isinstance(problem, OSError) and problem.errno == errno.ENOSPC) or "no space left" in text.lower():
         return (
             "The disk is full: a save could not be written. Free some space (the run's folder is "
@@ -308,7 +312,6 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
     return TrainingArguments(
         output_dir=str(directory / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size * 2,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         learning_rate=config.learning_rate,
@@ -345,9 +348,37 @@ def training_arguments(config: RunConfig, run: Run, directory: Path, task):
         load_best_model_at_end=keep_best and reloads_best(config),
         metric_for_best_model=f"eval_{task.primary_metric}" if keep_best else None,
         greater_is_better=True if keep_best else None,
-        dataloader_num_workers=0,
         remove_unused_columns=task.remove_unused_columns,
+        **device_settings(config, run.device),
     )
+
+
+def device_settings(config: RunConfig, device: str) -> dict[str, Any]:
+    """The Trainer settings that differ between a GPU and the CPU.
+
+    On a GPU: TF32 matmuls (Ampere and later; exact enough for fine-tuning, several times faster than fp32), the
+    fused AdamW kernel (one launch for every parameter instead of several each), pinned host memory and two loader
+    processes (the next batches are collated and copied while the GPU computes), and evaluation batches four times
+    the training batch (no gradients or optimizer state to hold). On the CPU, loader processes would only take cores
+    from the model's own threads. `compile` (opt-in: the first steps compile for a minute) runs torch.compile.
+    """
+    if device != "cuda":
+        return {"per_device_eval_batch_size": config.batch_size * 2, "dataloader_num_workers": 0, "torch_compile": config.compile}
+    return {
+        "per_device_eval_batch_size": config.batch_size * 4,
+        "tf32": tf32_supported(),
+        "optim": "adamw_torch_fused",
+        "dataloader_pin_memory": True,
+        "dataloader_num_workers": 2,
+        "torch_compile": config.compile,
+    }
+
+
+def tf32_supported() -> bool:
+    """TF32 matmuls exist from Ampere (compute capability 8) on."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
 
 
 def report_to(config: RunConfig, run: Run, experiment: str) -> list[str]:
@@ -438,11 +469,22 @@ def summary(config: RunConfig, prepared, trainable: int, total: int, arguments) 
         "trainable_parameters": trainable,
         "total_parameters": total,
         "precision": "bf16" if arguments.bf16 else "fp16" if arguments.fp16 else "fp32",
+        "attention": attention_implementation(prepared.model),
+        "tf32": bool(getattr(arguments, "tf32", False)),
+        "optimizer": str(getattr(arguments.optim, "value", arguments.optim)),
+        "compiled": bool(arguments.torch_compile),
         "processes": arguments.world_size,
         # Examples per optimizer update: every process's batch, times the steps accumulated.
         "global_batch": arguments.per_device_train_batch_size * arguments.world_size * arguments.gradient_accumulation_steps,
         **{key: str(value) for key, value in prepared.extras.items()},
     }
+
+
+def attention_implementation(model) -> str:
+    """How the model computes attention ("sdpa": PyTorch's fused kernels, transformers' default where the
+    architecture has them; "eager"), or "none" for a model without attention (a CNN)."""
+    config = getattr(model, "config", None)
+    return str(getattr(config, "_attn_implementation", None) or "none")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

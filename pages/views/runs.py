@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import jobs, run_files, viz
+from core.config import RunConfig
 from core.errors import UserError
 from core.store import Run
 from core.tasks import TASKS
@@ -83,6 +84,8 @@ def run_details(run: Run) -> None:
         st.info("Queued: it starts when the device is free.")
     if run.sweep_id:
         st.caption(f"Trial {run.trial} of sweep {run.sweep_id}: the Sweeps page compares it with the other trials.")
+    if (run.slots or 1) > 1:
+        st.caption(parallel_sentence(run))
     if run.status == "failed" and run.error:
         st.error(f"This run failed. {run.error}")
     elif run.status == "pruned":
@@ -92,6 +95,17 @@ def run_details(run: Run) -> None:
     if run.warning:
         st.warning(run.warning)
     actions(run)
+
+
+def parallel_sentence(run: Run) -> str:
+    """A run of several processes: how many, on which GPUs, and the batch each takes against the global batch."""
+    config = RunConfig.from_yaml(run.config)
+    where = f" on GPUs {run.gpus}" if run.gpus else ""
+    global_batch = config.batch_size * run.slots * config.grad_accum
+    return (
+        f"Data-parallel over {run.slots} processes{where} (world size {run.slots}): each takes batches of "
+        f"{config.batch_size}; one update sees {global_batch} examples (global batch)."
+    )
 
 
 def curves(selected: list[Run]) -> None:

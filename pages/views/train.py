@@ -95,7 +95,9 @@ LONG_TEXTS = (
 )
 HARDWARE = (
     ("device", "Device", "select", {"options": ("auto", "cpu", "cuda")}),
+    ("devices", "Processes (GPUs; 0 = all)", "number", {"min_value": 0, "step": 1}),
     ("precision", "Precision", "select", {"options": PRECISIONS}),
+    ("compile", "torch.compile", "check", {}),
 )
 WIDGET_FIELDS = [
     spec[0]
@@ -225,7 +227,13 @@ def build_config() -> RunConfig | None:
         values.update(draw(ROBUSTNESS))
         values.update(tracker_settings())
     st.subheader("Hardware")
-    values.update(draw(HARDWARE, columns=2))
+    values.update(draw(HARDWARE, columns=4))
+    if values["devices"] != 1:
+        processes = "every visible GPU" if values["devices"] == 0 else f"{values['devices']} processes"
+        st.caption(
+            f"Data-parallel over {processes} (torchrun): each takes batches of {values.get('batch_size')}, so one update "
+            f"sees {values.get('batch_size')} × processes × {values.get('grad_accum', 1)} accumulated examples."
+        )
     try:
         return RunConfig.from_dict(values)
     except UserError as problem:

@@ -12,6 +12,7 @@ import time
 import pandas as pd
 import psutil
 import pytest
+import torch
 from test_training import tiny_config
 
 from core import jobs
@@ -95,6 +96,36 @@ def test_ranks_other_than_zero_read_the_store_and_write_nothing(workspace):
     assert quiet.get("r").status == "queued" and store.metrics("r").empty
 
 
+def test_a_gpu_run_gets_the_fast_settings_and_a_cpu_run_keeps_its_cores():
+    from core.trainer import device_settings
+
+    gpu = device_settings(RunConfig(batch_size=16, compile=True), "cuda")
+    assert gpu["optim"] == "adamw_torch_fused" and gpu["dataloader_pin_memory"] and gpu["dataloader_num_workers"] == 2
+    assert gpu["per_device_eval_batch_size"] == 64 and gpu["torch_compile"]
+    cpu = device_settings(RunConfig(batch_size=16), "cpu")
+    assert cpu == {"per_device_eval_batch_size": 32, "dataloader_num_workers": 0, "torch_compile": False}
+
+
+def test_the_train_page_asks_how_many_processes_and_says_what_the_global_batch_is(workspace):
+    from test_pages import open_page
+
+    app = open_page("pages/views/train.py")
+    app.number_input(key="train_devices").set_value(2)
+    app.number_input(key="train_grad_accum").set_value(2).run()
+    assert not app.error, [error.value for error in app.error]
+    assert any("Data-parallel over 2 processes" in c.value and "16 × processes × 2" in c.value for c in app.caption)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here: the CUDA path runs where a GPU is")
+def test_a_cuda_run_trains_in_bf16_with_fused_adamw_and_sdpa(tiny_bert, workspace):
+    store = RunStore()
+    run = jobs.wait(jobs.submit(tiny_config(tiny_bert, device="cuda", epochs=1), store).id, store, timeout=600)
+    assert run.status == "completed", run.error
+    summary = json.loads((run.directory / "summary.json").read_text())
+    assert summary["optimizer"] == "adamw_torch_fused" and summary["attention"] == "sdpa"
+    assert summary["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+
+
 # --- two processes on the CPU, for real --------------------------------------------------------------------------
 
 
@@ -121,6 +152,15 @@ def test_a_two_process_run_from_the_cli_trains_on_both_ranks_and_writes_once(two
     assert not metrics.duplicated(["name", "step"]).any()
     assert len(metrics[metrics["name"] == "eval_loss"]) == len({0, 10, 20, 30, 32})
     assert finished.stdout.count("Test after training") == 1  # one log line per event, not one per rank
+    # transformers 5 already picks the fused AdamW on the CPU.
+    assert summary["attention"] in ("sdpa", "eager") and summary["optimizer"] == "adamw_torch_fused"
+    from test_pages import open_page
+
+    runs_page = open_page("pages/views/runs.py")
+    runs_page.multiselect(key="runs_selection").set_value([run.id]).run()
+    assert any(
+        "over 2 processes (world size 2): each takes batches of 16; one update sees 32" in c.value for c in runs_page.caption
+    )
     # The saved model is the one rank 0 trained: it predicts what the stored test predictions say.
     from core.stages import open_stage, split_rows
 

@@ -12,7 +12,11 @@
 #   DEVICE      cuda | cpu                        (cuda)
 #   PRECISION   auto | fp32 | bf16 | fp16         (bf16 on cuda, fp32 on cpu)
 #   SIZE        tiny | small | base               (base: 12 layers, hidden 768)
-#   DATASET     planted-keywords | movie-reviews  (planted-keywords: generated in code, no download)
+#   DATASET     full-length | planted-keywords | movie-reviews
+#               (full-length, the default: generated here, every row fills MAX_LENGTH tokens, so tokens per step are
+#               known exactly and MFU is honest; planted-keywords: generated in code, short rows)
+#   DEVICES     processes (GPUs) for the run: 1, or 0 for every visible GPU (1)
+#   PEAK_TFLOPS the GPU's dense bf16 peak for MFU (default from its name: H100/H200 989, A100 312, L40S 362, L4 121)
 #   MAX_STEPS=300  BATCH=32  MAX_LENGTH=128  EVAL_STEPS=100  TRAIN_TIMEOUT=210 (seconds)
 #   THROUGHPUT  1: afterwards, bench/train_throughput.py on the same device if time is left (1 on cuda, 0 on cpu)
 #   PYTHON      interpreter (python3 if it imports torch, else python)
@@ -67,7 +71,8 @@ fi
 DEVICE="${DEVICE:-cuda}"
 if [ "$DEVICE" = "cuda" ]; then PRECISION="${PRECISION:-bf16}"; THROUGHPUT="${THROUGHPUT:-1}"; else PRECISION="${PRECISION:-fp32}"; THROUGHPUT="${THROUGHPUT:-0}"; fi
 SIZE="${SIZE:-base}"
-DATASET="${DATASET:-planted-keywords}"
+DATASET="${DATASET:-full-length}"
+DEVICES="${DEVICES:-1}"
 MAX_STEPS="${MAX_STEPS:-300}"
 BATCH="${BATCH:-32}"
 MAX_LENGTH="${MAX_LENGTH:-128}"
@@ -139,6 +144,23 @@ from core.scratch_models import write_random_bert
 write_random_bert(Path(sys.argv[1]), sys.argv[2])
 " "$MODEL_DIR" "$SIZE" || { say "could not write the model"; exit 2; }
 
+if [ "$DATASET" = "full-length" ]; then
+    # Rows of 400 words are cut to MAX_LENGTH tokens: every training row is full, as a seq-128 benchmark means.
+    DATASET="$WORK/full-length.csv"
+    "$PY" -c "
+import csv, random, sys
+rng = random.Random(0)
+words = 'the film story cast scene plot music actor script light camera ending moment voice world time'.split()
+with open(sys.argv[1], 'w', newline='') as handle:
+    out = csv.writer(handle)
+    out.writerow(['text', 'label'])
+    for index in range(4000):
+        label = ('positive', 'negative')[index % 2]
+        text = ' '.join(rng.choice(words) for _ in range(400))
+        out.writerow([('superb ' if label == 'positive' else 'dull ') + text, label])
+" "$DATASET" || { say "could not write the full-length rows"; exit 2; }
+fi
+
 CONFIG="$WORK/gpu-check.yaml"
 cat >"$CONFIG" <<EOF
 name: gpu check (random BERT-$SIZE, $DATASET)
@@ -152,6 +174,7 @@ max_length: $MAX_LENGTH
 eval_steps: $EVAL_STEPS
 logging_steps: 10
 device: $DEVICE
+devices: $DEVICES
 precision: $PRECISION
 EOF
 say "config $CONFIG:"
@@ -190,11 +213,12 @@ say "train command exit status $TRAIN_RC"
 echo
 "$PY" -m core runs
 echo
-"$PY" - "$RUN_ID" "$SAMPLES" <<'EOF'
+"$PY" - "$RUN_ID" "$SAMPLES" "$MAX_LENGTH" "${PEAK_TFLOPS:-}" <<'EOF'
+import json
 import sys
 from core.store import RunStore
 
-run_id, samples_path = sys.argv[1], sys.argv[2]
+run_id, samples_path, max_length, peak_given = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store = RunStore()
 run = store.get(run_id) if run_id else None
 if run is None:
@@ -212,6 +236,23 @@ for name in ("eval_accuracy", "eval_loss", "test_accuracy", "train_loss", "train
     if value is None and name not in ("eval_accuracy", "train_samples_per_second"):
         continue
     print(f"  {name:26} {'-' if value is None else f'{value:.4g}'}" + ("" if step is None else f"  (step {step})"))
+summary = json.loads((run.directory / "summary.json").read_text()) if (run.directory / "summary.json").exists() else {}
+print("  summary                    " + ", ".join(f"{key} {summary.get(key)}" for key in ("precision", "attention", "tf32", "optimizer", "processes", "global_batch")))
+_, per_second = last("train_samples_per_second")
+if per_second and summary.get("total_parameters"):
+    # Training costs about 6 FLOPs per parameter per token (forward 2, backward 4); every row is max_length tokens
+    # when the data is the full-length set (otherwise this is an upper bound on the tokens, and on the MFU).
+    achieved = 6 * summary["total_parameters"] * per_second * max_length
+    peaks = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125}
+    import torch
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    peak = float(peak_given) if peak_given else next((value for key, value in peaks.items() if key in name), None)
+    processes = int(summary.get("processes") or 1)
+    line = f"  throughput                 {per_second:.1f} samples/s, {per_second * max_length:,.0f} tokens/s, {achieved / 1e12:.2f} TFLOP/s"
+    if peak:
+        line += f"; MFU {achieved / (peak * 1e12 * processes):.1%} of {processes} x {peak:g} TFLOP/s ({name})"
+    print(line)
 first_eval = metrics[metrics["name"] == "eval_accuracy"].sort_values("step")
 if len(first_eval) > 1:
     print(f"  eval_accuracy by step      " + ", ".join(f"{int(s)}: {v:.3f}" for s, v in zip(first_eval["step"], first_eval["value"])))

@@ -221,3 +221,32 @@ def test_window_settings_are_checked_and_old_configs_still_load():
     assert any("Unknown truncation 'middle'" in problem for problem in RunConfig(truncation="middle").validate())
     old = RunConfig.from_yaml("truncation: tail\nmax_length: 64\n")
     assert (old.window_overlap, old.window_pooling) == (RunConfig().window_overlap, "mean") and not old.validate()
+
+
+def test_the_pages_offer_the_window_settings_and_say_how_a_window_run_read_a_document(in_workspace):
+    """Train: the overlap and pooling appear with the sliding window only. Inspect: a typed long document is
+    predicted by the pooled windows, and its stitched map says how many windows it read."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    app_file = str(Path(__file__).resolve().parents[2] / "app.py")
+    train = AppTest.from_file(app_file, default_timeout=120).run()
+    train.switch_page("pages/views/train.py").run()
+    assert not [widget for widget in train.number_input if widget.key == "train_window_overlap"]
+    train.selectbox(key="train_truncation").set_value("window").run()
+    assert train.number_input(key="train_window_overlap").value == RunConfig().window_overlap
+    assert train.selectbox(key="train_window_pooling").options == ["mean", "max"]
+
+    window_run = in_workspace["window"]
+    document = " ".join(["the story went on"] * 15 + ["superb"])  # 61 words: three windows of 32 tokens
+    inspect_page = AppTest.from_file(app_file, default_timeout=120).run()
+    inspect_page.switch_page("pages/views/inspect.py").run()
+    inspect_page.selectbox(key="inspect_run").set_value(window_run.id).run()
+    inspect_page.text_area(key="inspect_free_text").set_value(document)
+    inspect_page.button(key="inspect_free_go").click().run()
+    assert not inspect_page.exception, [e.message for e in inspect_page.exception]
+    assert any(
+        caption.value.startswith("Sliding window: 3 windows of 32 tokens pooled by mean") for caption in inspect_page.caption
+    )
+    assert any(m.value.startswith("Predicted **positive**") for m in inspect_page.markdown)

@@ -52,6 +52,7 @@ SLOW_FIXTURES = {
     "test_explain_cli.py::pair_run",
     "test_sweep_pages.py::finished_sweep_workspace",
     "test_distributed.py::two_process_config",  # torchrun and two ranks
+    "test_ray_backend.py::ray_runs",  # a local Ray and Ray Train workers
 }
 # "module::test" for tests that start a trainer in their own body.
 SLOW_TESTS = {

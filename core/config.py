@@ -116,7 +116,9 @@ HELP: dict[str, str] = {
     "or more); off by default, since short runs and CPUs gain little.",
     "devices": "How many processes train this run together (data-parallel, through torchrun): GPUs on cuda (0 = every "
     "visible GPU), CPU processes on the CPU. Each process takes a batch of the batch size, so the global batch is "
-    "this many times larger; the queue counts each process as one slot of its device.",
+    "this many times larger; the queue counts each process as one slot of its device. On a Ray cluster "
+    "(WORKBENCH_RAY_ADDRESS set) it is the number of Ray Train workers, one GPU or one CPU each, anywhere in the cluster "
+    "(0 = every GPU it has).",
     "precision": "Number format: auto picks bf16 on a GPU that supports it and fp32 elsewhere; fp32 works everywhere; bf16 or "
     "fp16 halve memory and speed up training on GPUs that support them.",
     "truncation": "Text classification: how a text longer than the max length is read — its head (the start), its tail "

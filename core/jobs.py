@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from core import ray_backend
 from core.config import RunConfig
 from core.errors import UserError
 from core.store import FINISHED, LOST_REASON, Run, RunStore, new_run_id, run_directory
@@ -93,19 +94,12 @@ def submit(
     trial: int | None = None,
 ) -> Run:
     """Validate, record and queue a run (a sweep's trial when `sweep_id` is given); start it at once if its
-    device is free. Returns quickly."""
+    device is free, or hand it to the Ray cluster when WORKBENCH_RAY_ADDRESS is set (`core.ray_backend`). Returns
+    quickly."""
     store = store or RunStore()
     config.raise_if_invalid()
-    device = resolve_device(config.device)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("This run asks for cuda, but no GPU is visible here; choose device auto or cpu.")
-    if device == "cpu" and config.precision == "fp16":
-        # validate() catches device cpu; device auto lands here on a machine without a GPU.
-        raise UserError("fp16 needs a GPU and this run will train on the CPU; choose precision fp32 or auto.")
-    processes = processes_of(config, device)
+    on_ray = ray_backend.enabled()
+    device, processes = ray_backend.placement(config) if on_ray else local_placement(config)
     if preflight:
         from core.tasks import TASKS
 
@@ -126,8 +120,25 @@ def submit(
         trial=trial,
         slots=processes,
     )
-    dispatch(store)
+    if on_ray:
+        ray_backend.hand_over(store.get(run_id), store)
+    else:
+        dispatch(store)
     return store.get(run_id)
+
+
+def local_placement(config: RunConfig) -> tuple[str, int]:
+    """The queue a run joins on this machine and how many processes train it; a sentence when it cannot train here."""
+    device = resolve_device(config.device)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("This run asks for cuda, but no GPU is visible here; choose device auto or cpu.")
+    if device == "cpu" and config.precision == "fp16":
+        # validate() catches device cpu; device auto lands here on a machine without a GPU.
+        raise UserError("fp16 needs a GPU and this run will train on the CPU; choose precision fp32 or auto.")
+    return device, processes_of(config, device)
 
 
 def dispatch(store: RunStore | None = None) -> list[Run]:
@@ -144,6 +155,8 @@ def _start_queued(store: RunStore) -> list[Run]:
 
     started = []
     for device in store.queued_devices():
+        if device.startswith(ray_backend.DEVICE_PREFIX):
+            continue  # Ray's scheduler queues these (`core.ray_backend`)
         capacity, place = slots_per_device(), None
         if device == "cuda":
             # Each GPU takes `slots_per_device` runs' processes; a run is placed on the least loaded GPUs.
@@ -281,7 +294,7 @@ def _plain_duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
-def write_ending(run_id: str, status: str, error: str | None, pid: int) -> None:
+def write_ending(run_id: str, status: str, error: str | None, pid: int | None) -> None:
     """The trainer's ending, in its run directory first: it survives a store that cannot be written."""
     path = run_directory(run_id) / ENDING_FILE
     temporary = path.with_suffix(".tmp")
@@ -314,6 +327,8 @@ def reconcile(store: RunStore | None = None, *, start_queued: bool = True) -> li
     lost = []
     now = time.time()
     for run in store.list(("running",)):
+        if ray_backend.is_ray_run(run):
+            continue  # no trainer process here: judged by its Ray driver, below
         if run.pid is None and now - (run.started_at or now) < START_GRACE_SECONDS:
             continue
         if is_alive(run):
@@ -322,15 +337,16 @@ def reconcile(store: RunStore | None = None, *, start_queued: bool = True) -> li
         fresh = store.get(run.id)
         if fresh is None or fresh.status != "running":
             continue
-        if store.transition(run.id, ("running",), **_lost_ending(fresh, now)):
+        if store.transition(run.id, ("running",), **lost_ending(fresh, now)):
             lost.append(run.id)
+    lost += ray_backend.reconcile(store, now, alive=process_alive, ending=lost_ending)
     if lost and start_queued:
         _start_queued(store)
     return lost
 
 
-def _lost_ending(run: Run, now: float) -> dict:
-    """The status and reason to record for a run whose trainer is gone."""
+def lost_ending(run: Run, now: float, cause: str = "it was killed or crashed") -> dict:
+    """The status and reason to record for a run whose trainer is gone (for `cause`)."""
     ending = read_ending(run)
     if ending:  # it ended on its own, but could not tell the store (read-only or full at the time)
         return {"status": ending["status"], "error": ending["error"], "finished_at": ending["finished_at"]}
@@ -338,7 +354,7 @@ def _lost_ending(run: Run, now: float) -> dict:
         # Asked to cancel, and gone: a SIGTERM that landed before the worker set its handler ends here.
         status, reason = stopped_ending(run.directory)
         return {"status": status, "error": reason, "finished_at": now}
-    reason = f"{LOST_REASON} (it was killed or crashed). Resume continues from its last complete checkpoint."
+    reason = f"{LOST_REASON} ({cause}). Resume continues from its last complete checkpoint."
     tail = log_tail(run.id, 5)
     if tail:
         reason += " Last log lines:\n" + tail
@@ -386,7 +402,8 @@ def resume(run_id: str, store: RunStore | None = None) -> Run:
     run = _existing(run_id, store)
     if run.status not in RESUMABLE:
         raise UserError(f"Run {run_id} is {run.status}; only failed, cancelled or pruned runs can be resumed.")
-    for leftover in (CANCEL_FLAG, PRUNE_FILE, ENDING_FILE):
+    # A Ray run's old driver file goes too: until the new driver writes its own, the run is not judged by the old one.
+    for leftover in (CANCEL_FLAG, PRUNE_FILE, ENDING_FILE, ray_backend.DRIVER_FILE):
         (run.directory / leftover).unlink(missing_ok=True)
     store.transition(
         run_id,
@@ -400,7 +417,10 @@ def resume(run_id: str, store: RunStore | None = None) -> Run:
         pid_ticks=None,
         heartbeat_at=None,
     )
-    dispatch(store)
+    if ray_backend.is_ray_run(run):
+        ray_backend.hand_over(store.get(run_id), store)
+    else:
+        dispatch(store)
     return store.get(run_id)
 
 

@@ -52,20 +52,25 @@ def run_worker(run_id: str) -> int:
         config = RunConfig.load(run.directory / "config.yaml")
         train(config, run, store)
         outcome, error = stopped_ending(run.directory) if flag.exists() else ("completed", None)
-    except UserError as problem:
-        error = str(problem)
     except Exception as problem:  # noqa: BLE001 - every failure must end as a status with a reason
-        from core.callbacks import CancelledRun
-
-        if isinstance(problem, CancelledRun):
-            outcome, error = stopped_ending(run.directory)
-        else:
-            traceback.print_exc()
-            error = describe_failure(problem)
+        outcome, error = ending_of(problem, run.directory)
     say(f"Run {outcome}." + (f" {error}" if error else ""))
     if is_main():
         record_ending(store, run_id, outcome, error)
     return 0 if outcome != "failed" else 1
+
+
+def ending_of(problem: Exception, directory: Path) -> tuple[str, str | None]:
+    """How training that raised `problem` ends: a user's mistake and any other failure end failed with a sentence (the
+    latter's traceback goes to the log), an evaluation abandoned for a cancel ends as the stop that was asked for."""
+    from core.callbacks import CancelledRun
+
+    if isinstance(problem, UserError):
+        return "failed", str(problem)
+    if isinstance(problem, CancelledRun):
+        return stopped_ending(directory)
+    traceback.print_exc()
+    return "failed", describe_failure(problem)
 
 
 def record_ending(store: RunStore, run_id: str, outcome: str, error: str | None) -> None:

@@ -1,6 +1,7 @@
 """The headless command line: the same code paths as the pages.
 
 python -m core train CONFIG.yaml [--detach]   queue a run (and follow its log unless --detach)
+python -m core train CONFIG.yaml --external  record a run for your scheduler to start; prints its id
 python -m core runs                          list runs with status and progress
 python -m core cancel RUN_ID|SWEEP_ID        cancel a queued or running run, or a sweep and its trials
 python -m core resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="queue a run from a YAML config (as downloaded from the Train page)")
     train.add_argument("config")
     train.add_argument("--detach", action="store_true", help="return once queued instead of following the log")
+    train.add_argument(
+        "--external",
+        action="store_true",
+        help="only record the run and print its id: your scheduler (SLURM, Kubernetes) starts its worker on each node "
+        "with the torchrun command printed to stderr",
+    )
     train.set_defaults(handler=command_train)
 
     export = commands.add_parser("export", help="export a completed run as a Hugging Face model folder (plus int8)")
@@ -84,7 +91,15 @@ def command_train(arguments) -> int:
     from core.config import RunConfig
     from core.jobs import submit
 
-    run = submit(RunConfig.load(arguments.config))
+    config = RunConfig.load(arguments.config)
+    run = submit(config, external=arguments.external)
+    if arguments.external:
+        from core.distributed import cluster_command
+
+        print(run.id)  # alone on stdout, for a batch script's RUN_ID=$(…)
+        per_node = max(1, config.devices)
+        print(f"recorded run {run.id}; on each node run: {cluster_command(run.id, 1, per_node)}", file=sys.stderr)
+        return 0
     print(f"queued run {run.id} ({shown(run.name)}) on {run.device}; status {run.status}")
     if arguments.detach:
         return 0

@@ -73,7 +73,8 @@ def cluster_command(run_id: str, nodes: int, per_node: int, endpoint: str = f"$H
         "worker",
         run_id,
     ]
-    return " ".join(part if part.startswith("--rdzv-endpoint=$") else shlex.quote(part) for part in parts)
+    # A part naming a shell variable ($HEAD_NODE, $RUN_ID in a batch script) is left for the shell to expand.
+    return " ".join(part if "$" in part else shlex.quote(part) for part in parts)
 
 
 def pick_gpus(held: Sequence[str | None], wanted: int, visible: int, per_gpu: int) -> str | None:

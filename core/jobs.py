@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from core import ray_backend
+from core import ray_backend, scheduler_runs
 from core.config import RunConfig
 from core.errors import UserError
 from core.store import FINISHED, LOST_REASON, Run, RunStore, new_run_id, run_directory
@@ -92,14 +92,18 @@ def submit(
     preflight: bool = True,
     sweep_id: str | None = None,
     trial: int | None = None,
+    external: bool = False,
 ) -> Run:
     """Validate, record and queue a run (a sweep's trial when `sweep_id` is given); start it at once if its
-    device is free, or hand it to the Ray cluster when WORKBENCH_RAY_ADDRESS is set (`core.ray_backend`). Returns
-    quickly."""
+    device is free, or hand it to the Ray cluster when WORKBENCH_RAY_ADDRESS is set (`core.ray_backend`). An
+    `external` run is only recorded: another scheduler starts its worker (`core.scheduler_runs`). Returns quickly."""
     store = store or RunStore()
     config.raise_if_invalid()
-    on_ray = ray_backend.enabled()
-    device, processes = ray_backend.placement(config) if on_ray else local_placement(config)
+    on_ray = ray_backend.enabled() and not external
+    if external:
+        device, processes = scheduler_runs.scheduler_device(config.device), max(1, config.devices)
+    else:
+        device, processes = ray_backend.placement(config) if on_ray else local_placement(config)
     if preflight:
         from core.tasks import TASKS
 
@@ -122,7 +126,7 @@ def submit(
     )
     if on_ray:
         ray_backend.hand_over(store.get(run_id), store)
-    else:
+    elif not external:
         dispatch(store)
     return store.get(run_id)
 
@@ -155,8 +159,8 @@ def _start_queued(store: RunStore) -> list[Run]:
 
     started = []
     for device in store.queued_devices():
-        if device.startswith(ray_backend.DEVICE_PREFIX):
-            continue  # Ray's scheduler queues these (`core.ray_backend`)
+        if device.startswith((ray_backend.DEVICE_PREFIX, scheduler_runs.DEVICE_PREFIX)):
+            continue  # Ray's scheduler, or the user's, starts these (`core.ray_backend`, `core.scheduler_runs`)
         capacity, place = slots_per_device(), None
         if device == "cuda":
             # Each GPU takes `slots_per_device` runs' processes; a run is placed on the least loaded GPUs.
@@ -329,6 +333,12 @@ def reconcile(store: RunStore | None = None, *, start_queued: bool = True) -> li
     for run in store.list(("running",)):
         if ray_backend.is_ray_run(run):
             continue  # no trainer process here: judged by its Ray driver, below
+        if scheduler_runs.is_scheduler_run(run):
+            if scheduler_runs.silent_too_long(run, now):
+                silence = f"its scheduler's job showed no sign of life for {scheduler_runs.SILENCE_SECONDS / 60:.0f} min"
+                if store.transition(run.id, ("running",), **lost_ending(run, now, cause=silence)):
+                    lost.append(run.id)
+            continue
         if run.pid is None and now - (run.started_at or now) < START_GRACE_SECONDS:
             continue
         if is_alive(run):

@@ -10,6 +10,7 @@ sentence) and then starts the next queued job on its device.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
@@ -25,6 +26,7 @@ from core.config import RunConfig
 from core.distributed import ReadOnlyStore, is_main, launched_by_torchrun, trainer_pid, world_size
 from core.errors import UserError
 from core.jobs import CANCEL_FLAG, dispatch, process_start_ticks, stopped_ending, write_ending
+from core.scheduler_runs import is_scheduler_run, plain_device
 from core.store import Run, RunStore
 
 
@@ -45,10 +47,15 @@ def run_worker(run_id: str) -> int:
     signal.signal(signal.SIGTERM, lambda *_: flag.touch())
     outcome, error = "failed", None
     try:
-        if not launched_by_torchrun():  # under torchrun the store already knows the launcher, every rank's parent
+        if is_scheduler_run(run):
+            if not start_scheduled(store, run):
+                return 0  # cancelled before its scheduler started it
+        elif not launched_by_torchrun():  # under torchrun the store already knows the launcher, every rank's parent
             store.update(run_id, pid=os.getpid(), pid_ticks=process_start_ticks(os.getpid()))
         store.update(run_id, heartbeat_at=time.time())
         run = store.get(run_id)
+        if is_scheduler_run(run):
+            run = dataclasses.replace(run, device=plain_device(run))
         config = RunConfig.load(run.directory / "config.yaml")
         train(config, run, store)
         outcome, error = stopped_ending(run.directory) if flag.exists() else ("completed", None)
@@ -58,6 +65,20 @@ def run_worker(run_id: str) -> int:
     if is_main():
         record_ending(store, run_id, outcome, error)
     return 0 if outcome != "failed" else 1
+
+
+SCHEDULED_START_SECONDS = 120.0  # how long the other ranks of a scheduler's run wait for rank 0 to start it
+
+
+def start_scheduled(store, run: Run) -> bool:
+    """A run another scheduler launched: rank 0 moves it from queued to running, and the other ranks wait until it has
+    (none may train alone: the others would wait for it in a collective); False when it was cancelled meanwhile."""
+    if is_main():
+        store.transition(run.id, ("queued",), status="running", started_at=time.time())
+    deadline = time.time() + SCHEDULED_START_SECONDS
+    while (status := store.get(run.id).status) == "queued" and time.time() < deadline:
+        time.sleep(0.5)
+    return status == "running"
 
 
 def ending_of(problem: Exception, directory: Path) -> tuple[str, str | None]:

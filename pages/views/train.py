@@ -241,6 +241,26 @@ def build_config() -> RunConfig | None:
         return None
 
 
+def scheduler_launch(config: RunConfig) -> None:
+    """The same run for a cluster's own scheduler: a SLURM script that records it once and starts its worker on every
+    node with torchrun (`core.scheduler_runs`); the app then lists it like any run."""
+    from core.scheduler_runs import slurm_script
+
+    with st.expander("Run it on a cluster's own scheduler (SLURM, Kubernetes)"):
+        left, right = st.columns(2)
+        nodes = left.number_input("Nodes", min_value=1, value=2, step=1, key="train_scheduler_nodes")
+        per_node = right.number_input(
+            "Processes (GPUs) per node", min_value=1, value=max(1, config.devices), step=1, key="train_scheduler_per_node"
+        )
+        script = slurm_script("run.yaml", int(nodes), int(per_node))
+        st.code(script, language="bash")
+        st.caption(
+            "Save the config as run.yaml beside it and submit it with sbatch. On Kubernetes, run the line after srun in "
+            "each pod of the job. The workspace must be a shared folder at the same path on every node and here."
+        )
+        st.download_button("Download the SLURM script", script, file_name="launch.sbatch", key="train_scheduler_download")
+
+
 def follow_task_suggestions(task, tasks) -> None:
     """When the task changes, fill in what it suggests (a decoder, LoRA on its projections) and put back the common
     defaults the previous task had replaced, so an encoder task never inherits a decoder's LoRA targets."""
@@ -489,3 +509,4 @@ if config is not None:
         right.code(config.cli_command("run.yaml"), language="bash")
         if st.button("Start training", type="primary", disabled=bool(problems), key="train_start"):
             queue([config])
+        scheduler_launch(config)

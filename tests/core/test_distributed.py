@@ -114,6 +114,10 @@ def test_the_train_page_asks_how_many_processes_and_says_what_the_global_batch_i
     app.number_input(key="train_grad_accum").set_value(2).run()
     assert not app.error, [error.value for error in app.error]
     assert any("Data-parallel over 2 processes" in c.value and "16 × processes × 2" in c.value for c in app.caption)
+    app.number_input(key="train_scheduler_nodes").set_value(3)
+    app.number_input(key="train_scheduler_per_node").set_value(2).run()
+    script = next(block.value for block in app.code if "#SBATCH" in block.value)
+    assert "#SBATCH --nodes=3" in script and "srun torchrun --nnodes=3 --nproc_per_node=2" in script
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here: the CUDA path runs where a GPU is")
@@ -193,3 +197,60 @@ def test_cancel_stops_both_ranks_and_resume_continues_at_the_same_world_size(two
     assert resumed.status == "completed" and resumed.step == resumed.max_steps == 40 * 8
     log = jobs.log_tail(run.id, 400)
     assert "Training with 2 processes" in log and f"Resuming from checkpoint-{saved[-1]}" in log
+
+
+# --- a cluster's own scheduler ------------------------------------------------------------------------------------
+
+
+def test_the_slurm_script_records_the_run_once_and_starts_its_worker_on_every_node():
+    from core.scheduler_runs import slurm_script
+
+    script = slurm_script("run.yaml", nodes=4, per_node=8, workspace="/nfs/workbench")
+    assert "#SBATCH --nodes=4" in script and "#SBATCH --gpus-per-node=8" in script
+    assert "export WORKBENCH_WORKSPACE=/nfs/workbench" in script
+    assert "RUN_ID=$(python -m core train run.yaml --external)" in script
+    assert script.rstrip().endswith(
+        "srun torchrun --nnodes=4 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=$HEAD_NODE:29500 "
+        "--rdzv-id=$RUN_ID -m core worker $RUN_ID"
+    )
+
+
+def test_a_scheduler_run_is_never_started_here_and_is_lost_only_after_a_long_silence(workspace, tiny_bert):
+    from core.scheduler_runs import SILENCE_SECONDS
+
+    store = RunStore()
+    run = jobs.submit(tiny_config(tiny_bert, devices=2), store, external=True)
+    assert (run.status, run.device, run.slots) == ("queued", "scheduler:cpu", 2)
+    jobs.dispatch(store)
+    assert store.get(run.id).status == "queued"  # this machine's queue leaves it to the scheduler
+    started = time.time() - 3 * SILENCE_SECONDS
+    store.update(run.id, status="running", started_at=started, heartbeat_at=time.time() - SILENCE_SECONDS / 2)
+    assert jobs.reconcile(store) == [] and store.get(run.id).status == "running"  # no local pid, and that is fine
+    store.update(run.id, heartbeat_at=time.time() - 2 * SILENCE_SECONDS)
+    assert jobs.reconcile(store) == [run.id]
+    assert "its scheduler's job showed no sign of life for 15 min" in store.get(run.id).error
+
+
+def test_a_run_recorded_for_a_scheduler_trains_when_torchrun_starts_its_worker(two_process_config, workspace, tmp_path):
+    """What a SLURM job does on its one node: record the run, then torchrun with a c10d rendezvous."""
+    from tests.browser.harness import free_port
+
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(two_process_config.to_yaml(), encoding="utf-8")
+    recorded = subprocess.run(
+        [sys.executable, "-m", "core", "train", str(config_file), "--external"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    run_id = recorded.stdout.strip()
+    assert f"--rdzv-id={run_id} -m core worker {run_id}" in recorded.stderr
+    assert RunStore().get(run_id).status == "queued"
+    launch = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}", f"--rdzv-id={run_id}", "-m", "core", "worker", run_id,
+    ]  # fmt: skip
+    trained = subprocess.run(launch, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    run = RunStore().get(run_id)
+    assert run.status == "completed" and run.step == run.max_steps == 4 * 8 and run.pid is None
+    assert (run.directory / "model" / "config.json").is_file()
+    assert not RunStore().metrics(run_id).duplicated(["name", "step"]).any()

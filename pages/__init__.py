@@ -146,11 +146,15 @@ def load_predictions(run: Run, split: str, stage: str) -> pd.DataFrame:
     """Stored predictions, or predict once (with a progress bar) and store them for next time."""
     if inspect.predictions_path(run, split, stage).is_file():
         return inspect.predictions(run, split, stage)
-    bar = st.progress(0.0, text=f"Predicting the {split} split with the '{stage}' model (once; kept for next time)…")
+    text = f"Predicting the {split} split with the '{stage}' model (once; kept for next time)…"
+    return with_bar(text, lambda progress: inspect.predictions(run, split, stage, progress=progress))
+
+
+def with_bar(text: str, compute):
+    """`compute(progress)` with a progress bar that follows it, gone once it returns (or raises)."""
+    bar = st.progress(0.0, text=text)
     try:
-        return inspect.predictions(
-            run, split, stage, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message)
-        )
+        return compute(lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
     finally:
         bar.empty()
 
@@ -566,13 +570,8 @@ def frame_with_bar(run: Run, split: str, stage: str) -> pd.DataFrame:
     predicted and kept."""
     from core import comparisons
 
-    bar = st.progress(0.0, text=f"Reading the {split} split under '{stage}' of {run.name} (predicted once, then kept)…")
-    try:
-        return comparisons.comparison_frame(
-            run, split, stage, progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message)
-        )
-    finally:
-        bar.empty()
+    text = f"Reading the {split} split under '{stage}' of {run.name} (predicted once, then kept)…"
+    return with_bar(text, lambda progress: comparisons.comparison_frame(run, split, stage, progress))
 
 
 def flip_tables(comparison, first: tuple, second: tuple, columns: list[str], key_prefix: str) -> None:

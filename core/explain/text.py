@@ -404,25 +404,11 @@ class TextExplainer:
             (scores,), delta, difference = attribution.attribute(self, encoded, target, None, **used)
         target = self.resolve_target(encoded, target)
         probabilities = self.logits(encoded).float().softmax(-1).cpu().numpy()
-        predicted = int(probabilities.argmax())
-        scores = np.asarray(scores, dtype=np.float64)
         shown = encoded.shown
-        return Explanation(
-            parts=make_parts(("tokens", [encoded.tokens[i] for i in shown], scores[shown], [len(shown)])),
-            method=attribution.key,
-            target=target,
-            target_label=self.label_names[target],
-            predicted=predicted,
-            predicted_label=self.label_names[predicted],
-            probabilities=[float(p) for p in probabilities],
-            delta=None if delta is None else float(delta),
-            output_difference=None if difference is None else float(difference),
-            seconds=time.perf_counter() - started,
-            params=dict(used),
-            truncated=encoded.truncated,
-            modality=self.modality,
-            signed=attribution.signed,
-            text=text,
+        tokens, scores = [encoded.tokens[i] for i in shown], np.asarray(scores, dtype=np.float64)[shown]
+        exactness = (delta, difference)
+        return self._explanation(
+            text, attribution, tokens, scores, target, probabilities, exactness, started, dict(used), encoded.truncated
         )
 
     def _compute_stitched(self, text: str, windows: list[EncodedText], attribution: AttributionMethod, target: int | None,
@@ -446,7 +432,16 @@ class TextExplainer:
         # Each window's integral has its own error: the least exact window's delta is the one worth a warning.
         delta, difference = max(exactness, key=relative_delta)
         probabilities = pooled.softmax(-1).cpu().numpy()
-        predicted = int(probabilities.argmax())
+        params = {**used, "windows": len(windows), "pooling": pooling}
+        return self._explanation(
+            text, attribution, tokens, scores, target, probabilities, (delta, difference), started, params, False
+        )
+
+    def _explanation(self, text: str, attribution: AttributionMethod, tokens: list[str], scores, target: int, probabilities,
+                     exactness: tuple, started: float, params: dict[str, Any], truncated: bool) -> Explanation:  # fmt: skip
+        """One map over `tokens`, with the prediction its `probabilities` make and the integral's (delta, difference)."""
+        delta, difference = exactness
+        predicted = int(np.asarray(probabilities).argmax())
         return Explanation(
             parts=make_parts(("tokens", tokens, scores, [len(tokens)])),
             method=attribution.key,
@@ -458,8 +453,8 @@ class TextExplainer:
             delta=None if delta is None else float(delta),
             output_difference=None if difference is None else float(difference),
             seconds=time.perf_counter() - started,
-            params={**used, "windows": len(windows), "pooling": pooling},
-            truncated=False,
+            params=params,
+            truncated=truncated,
             modality=self.modality,
             signed=attribution.signed,
             text=text,

@@ -17,17 +17,8 @@ from core.checkpoints import available_stages, latest_stage
 from core.errors import UserError
 from core.stages import SPLITS
 from core.store import Run
-from pages import (
-    compare_panel,
-    flip_tables,
-    get_explainer,
-    keep_valid,
-    load_predictions,
-    method_picker,
-    sanity_panel,
-    show_delta,
-    stop_with,
-)
+from pages import get_explainer, keep_valid, load_predictions, method_picker, sanity_panel, show_delta, stop_with
+from pages.compare import compare_panel, flip_tables
 
 TABLE_ROWS = 200  # rows of the predictions table drawn at once (the filters narrow the rest)
 

@@ -16,7 +16,6 @@ from pages import (
     class_summary_panel,
     classification_header,
     clear_filters,
-    compare_panel,
     explanation_settings,
     faithfulness_panel,
     get_explainer,
@@ -27,6 +26,7 @@ from pages import (
     selection_request,
     show_delta,
 )
+from pages.compare import compare_panel
 from pages.data_map import data_map_panel
 from pages.drift import drift_panel
 

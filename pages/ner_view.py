@@ -21,7 +21,8 @@ from core.ner.inspect import (
 )
 from core.ner.schemes import is_entity_scheme
 from core.store import Run
-from pages import compare_panel, faithfulness_panel, flip_tables, method_params, show_delta
+from pages import faithfulness_panel, method_params, show_delta
+from pages.compare import compare_panel, flip_tables
 from pages.drift import drift_panel
 
 PAGE_SIZE = 25

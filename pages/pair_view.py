@@ -14,7 +14,8 @@ import streamlit as st
 from core import viz
 from core.errors import UserError
 from core.store import Run
-from pages import VERDICTS, compare_panel, flip_tables, method_params, show_delta
+from pages import VERDICTS, method_params, show_delta
+from pages.compare import compare_panel, flip_tables
 
 SPLITS = ("test", "validation", "train")
 RESULTS = 8

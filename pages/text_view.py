@@ -21,10 +21,8 @@ from pages import (
     class_summary_panel,
     classification_header,
     clear_filters,
-    compare_panel,
     explanation_settings,
     faithfulness_panel,
-    flip_tables,
     get_explainer,
     keep_valid,
     method_picker,
@@ -34,6 +32,7 @@ from pages import (
     selection_request,
     show_delta,
 )
+from pages.compare import compare_panel, flip_tables
 from pages.data_map import data_map_panel, edit_panel
 from pages.drift import drift_panel
 

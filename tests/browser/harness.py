@@ -120,3 +120,11 @@ def click_chart_point(page, point, expected) -> None:
     box = point.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     expect(expected).to_be_visible()
+
+
+def decoded_width(image) -> int:
+    """The natural width of an <img> once the browser has fetched and decoded it. Visible is not loaded: on a loaded
+    machine the element shows before its bytes arrive, and its natural width is 0 until then. It waits for the app to
+    be idle first: a script run that draws the image again replaces its source, and decoding the old one fails."""
+    wait_idle(image.page)
+    return image.evaluate("image => image.decode().then(() => image.naturalWidth)")

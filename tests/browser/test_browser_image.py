@@ -13,7 +13,7 @@ import re
 import pytest
 from test_image_pages import explainer_ready, trained_image_run  # the shared finished run (helpers, not tests)
 
-from tests.browser.harness import chromium_tab, click_chart_point, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, click_chart_point, decoded_width, needs_browser, streamlit_server
 
 pytestmark = needs_browser
 
@@ -68,4 +68,4 @@ def test_click_a_confusion_cell_and_see_its_images_and_a_patch_overlay(image_run
         pytest.skip("core.explain has no image explainer yet: the overlay is not checked")
     overlay = page.locator(".st-key-inspect_overlay_area img").first
     expect(overlay).to_be_visible()
-    assert overlay.evaluate("image => image.naturalWidth") > 0
+    assert decoded_width(overlay) > 0

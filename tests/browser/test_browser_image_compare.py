@@ -25,7 +25,7 @@ from core import inspect, jobs
 from core.config import RunConfig
 from core.store import RunStore
 from pages import VERDICTS
-from tests.browser.harness import chromium_tab, needs_browser, streamlit_server, wait_idle
+from tests.browser.harness import chromium_tab, decoded_width, needs_browser, streamlit_server, wait_idle
 
 pytestmark = needs_browser
 
@@ -163,7 +163,7 @@ def test_compare_two_image_runs_and_see_the_fixed_images(runs, server, page):
     expect(first).to_contain_text(f"#{fixed.index[0]} ")
     image = first.locator("img")
     image.scroll_into_view_if_needed()
-    assert image.evaluate("image => image.decode().then(() => image.naturalWidth)") > 0
+    assert decoded_width(image) > 0
     # Rows B got right all along are in neither gallery.
     steady = frame_b.index[frame_b["correct"] & frame_a["correct"]]
     for row in steady[:3]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from test_pair_pages import trained_pair_run  # the shared finished run (a helper, not a test)
 
-from tests.browser.harness import chromium_tab, needs_browser, streamlit_server
+from tests.browser.harness import chromium_tab, decoded_width, needs_browser, streamlit_server
 
 pytestmark = needs_browser
 
@@ -51,5 +51,5 @@ def test_type_a_query_see_its_images_and_explain_a_match_across_modalities(serve
     expect(words.get_by_text("blue", exact=False).first).to_be_visible()
     overlay = page.locator(".st-key-inspect_pair_patches img").first
     expect(overlay).to_be_visible()
-    assert overlay.evaluate("image => image.naturalWidth") > 0
+    assert decoded_width(overlay) > 0
     expect(page.get_by_text("Share of the total attribution")).to_be_visible()

@@ -64,8 +64,6 @@ LABELS = {
 }
 QUIET = 0.05  # a round counts as quiet when other processes used less than this share of the CPU on both sides
 # What --off can switch off in the in-process workbench (w).
-# Changes to core.trainer's Trainer class that --try applies in (w), to measure them before they are made for real.
-TRIES = ("lazy_clip", "counted_once")
 PARTS = ("dynamics", "tensorboard", "progress", "cancel", "store_metrics", "log_lines", "health")
 
 
@@ -92,7 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="the workbench run's precision (auto = bf16 on a GPU that has it, fp32 on CPU); the others stay fp32",
+        help="the workbench run's precision (auto = bf16 on a GPU that has it, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--others-precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the plain Trainer scripts' precision (bf16: TrainingArguments(bf16=True), autocast on a CPU too); "
+        "the seed loop stays fp32",
     )
     parser.add_argument(
         "--workbench-data",
@@ -108,12 +113,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--off",
         default="",
         help=f"comma-separated parts to switch off in (w): {', '.join(PARTS)} (default: none; w is then the real path)",
-    )
-    parser.add_argument(
-        "--try",
-        dest="try_",
-        default="",
-        help=f"comma-separated Trainer changes to try in (w): {', '.join(TRIES)} (see tried_trainer in this file)",
     )
     parser.add_argument(
         "--profile",
@@ -142,9 +141,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = args.off - set(PARTS)
     if unknown:
         parser.error(f"--off: unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
-    args.try_ = {change for change in args.try_.split(",") if change}
-    if args.try_ - set(TRIES):
-        parser.error(f"--try: unknown change(s) {', '.join(sorted(args.try_ - set(TRIES)))}; choose from {', '.join(TRIES)}")
     return args
 
 
@@ -180,6 +176,7 @@ def run_all(args: argparse.Namespace, workspace: Path) -> int:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
         + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+        + f"; precision: workbench {args.precision}, plain Trainers {args.others_precision}"
     )
     runs = prepared_runs(args, workspace, announce=True)
     if not args.same_process:
@@ -586,6 +583,7 @@ def plain_trainer(
         report_to="none",
         disable_tqdm=True,
         use_cpu=args.device == "cpu",
+        bf16=args.others_precision == "bf16",
         **tuning,
     )
     trainer = Trainer(
@@ -790,11 +788,6 @@ def workbench_here(args, model_dir: Path, dataset: str) -> dict:
     with ExitStack() as stack:
         for part in args.off:
             stack.enter_context(mock.patch.object(*switches[part]))
-        if args.try_:
-            base = trainer_module.in_order_trainer
-            stack.enter_context(
-                mock.patch.object(trainer_module, "in_order_trainer", lambda trainer: tried_trainer(base(trainer), args.try_))
-            )
         clock = stack.enter_context(LoopClock(profiler))
         # The worker's own lines go to its log, as in a trainer process.
         stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log.open("w"))))
@@ -804,8 +797,6 @@ def workbench_here(args, model_dir: Path, dataset: str) -> dict:
         print(log.read_text()[-4000:], file=sys.stderr)
         raise SystemExit(f"the in-process workbench run {run.status}: {run.error}")
     off = ", ".join(sorted(args.off)) or "nothing"
-    if args.try_:
-        off += f"; tried: {', '.join(sorted(args.try_))}"
     print(f"    workbench here (off: {off}): loop {clock.seconds:.1f} s over {clock.steps} steps")
     inside = sorted(clock.in_callbacks.items(), key=lambda item: -item[1])
     total = sum(seconds for _, seconds in inside)
@@ -819,50 +810,8 @@ def workbench_here(args, model_dir: Path, dataset: str) -> dict:
     figures.update(clock.warm_up())
     figures.update(clock.token_figures())
     figures["off"] = sorted(args.off)
-    figures["tried"] = sorted(args.try_)
     figures["callbacks_ms"] = {name: round(seconds * 1000, 2) for name, seconds in inside}
     return figures
-
-
-def tried_trainer(base: type, changes: set[str]) -> type:
-    """`base` with the --try changes: what core/trainer.py's `in_order_trainer` class would add."""
-    import torch
-
-    class Tried(base):
-        if "lazy_clip" in changes:
-
-            def _clip_grad_norm(self, model):
-                # torch's clip_grad_norm_ multiplies every gradient by min(1, max_norm / (norm + 1e-6)) without looking,
-                # to spare a GPU a sync; on the CPU the look is free, and a multiply by exactly 1.0 changes nothing.
-                accelerator = self.accelerator
-                if (
-                    self.args.device.type != "cpu"
-                    or accelerator.scaler is not None
-                    or accelerator.distributed_type.value
-                    not in (
-                        "NO",
-                        "MULTI_CPU",
-                    )
-                ):
-                    return super()._clip_grad_norm(model)
-                parameters = [p for p in model.parameters() if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm([p.grad for p in parameters], 2.0, False, None)
-                if not float(self.args.max_grad_norm / (norm + 1e-6)) >= 1.0:  # a NaN norm is multiplied in, as torch does
-                    torch.nn.utils.clip_grads_with_norm_(parameters, self.args.max_grad_norm, norm, None)
-                return norm
-
-        if "counted_once" in changes:
-
-            def floating_point_ops(self, inputs):
-                # Trainer counts the model's parameters (walking every module) at each step for this estimate.
-                main_input = getattr(self.model, "main_input_name", "input_ids")
-                if main_input not in inputs or not hasattr(self.model, "num_parameters"):
-                    return 0
-                if getattr(self, "_counted_parameters", None) is None:
-                    self._counted_parameters = self.model.num_parameters(exclude_embeddings=True)
-                return 6 * inputs[main_input].numel() * self._counted_parameters
-
-    return Tried
 
 
 # What the loop's time goes to, by function (cumulative time; the parts overlap where one calls another).

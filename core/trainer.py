@@ -278,10 +278,12 @@ def last_evaluation(state) -> dict[str, float]:
 
 
 def trainer_class(config: RunConfig, task, prepared):
-    """Hugging Face Trainer, evaluating in order, as the task adapts it, plus adversarial steps when the config asks."""
+    """Hugging Face Trainer (lean steps, evaluating in order), as the task adapts it, plus adversarial steps when asked."""
     from transformers import Trainer
 
-    trainer = task.trainer_class(in_order_trainer(Trainer), config, prepared)
+    from core.lean_steps import lean_trainer
+
+    trainer = task.trainer_class(in_order_trainer(lean_trainer(Trainer)), config, prepared)
     if config.adversarial == "none":
         return trainer
     if task.adversarial_space is None:

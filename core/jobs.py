@@ -173,9 +173,11 @@ def _start_queued(store: RunStore) -> list[Run]:
 
 
 def _spawn(run: Run, store: RunStore) -> None:
+    from core.allocator import allocator_environment
     from core.distributed import launch_prefix
 
     environment = {"CUDA_VISIBLE_DEVICES": run.gpus} if run.gpus else {}
+    environment.update(allocator_environment(run.device))
     process = start_detached(["worker", run.id], run.directory / LOG_FILE, launch_prefix(run.slots or 1), environment)
     store.update(
         run.id,

@@ -21,11 +21,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from core.allocator import allocator_in_use, allocator_sentence
 from core.checkpoints import ADAPTER_FOLDER, BEFORE_MODEL, FINAL_MODEL
 from core.config import RunConfig
 from core.distributed import ReadOnlyStore, is_main, launched_by_torchrun, trainer_pid, world_size
 from core.errors import UserError
 from core.jobs import CANCEL_FLAG, dispatch, process_start_ticks, stopped_ending, write_ending
+from core.precision import mixed_precision
 from core.scheduler_runs import is_scheduler_run, plain_device
 from core.store import Run, RunStore
 
@@ -157,6 +159,8 @@ def train(config: RunConfig, run: Run, store: RunStore) -> None:
     model = task.trainable(prepared, config, total_steps(config, len(prepared.datasets["train"])))
     trainable, total = trainable_parameters(model)
     say(f"Strategy {config.strategy}: {trainable:,} of {total:,} parameters train ({trainable / total:.1%}).")
+    if plain_device(run) == "cpu":
+        say(allocator_sentence(allocator_in_use()))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(directory / "tensorboard")
     arguments = training_arguments(config, run, directory, task)
     if config.best_checkpoint and not reloads_best(config):
@@ -441,20 +445,6 @@ def reloads_best(config: RunConfig) -> bool:
     return config.strategy != "adalora"
 
 
-def mixed_precision(precision: str, device: str) -> tuple[bool, bool]:
-    """(bf16, fp16) flags; 'auto' means bf16 on a GPU that has it, fp32 elsewhere."""
-    if device != "cuda":
-        if precision == "fp16":
-            raise UserError("fp16 needs a GPU; on the CPU choose fp32 (or auto).")
-        return precision == "bf16", False
-    import torch
-
-    bf16_ok = torch.cuda.is_bf16_supported()
-    if precision == "bf16" and not bf16_ok:
-        raise UserError("This GPU does not support bf16; choose fp16 or fp32.")
-    return (precision == "bf16" or (precision == "auto" and bf16_ok)), precision == "fp16"
-
-
 def evaluate_test(trainer, task, prepared, store: RunStore, run: Run, directory: Path, stage: str) -> None:
     """Test-split report and predictions; 'before' at step 0, 'after' once training ends."""
     output = trainer.predict(prepared.datasets["test"])
@@ -501,6 +491,7 @@ def summary(config: RunConfig, prepared, trainable: int, total: int, arguments) 
         "tf32": bool(getattr(arguments, "tf32", False)),
         "optimizer": str(getattr(arguments.optim, "value", arguments.optim)),
         "compiled": bool(arguments.torch_compile),
+        "allocator": allocator_in_use(),
         "processes": arguments.world_size,
         # Examples per optimizer update: every process's batch, times the steps accumulated.
         "global_batch": arguments.per_device_train_batch_size * arguments.world_size * arguments.gradient_accumulation_steps,

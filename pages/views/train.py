@@ -24,6 +24,7 @@ from core.config import (
     RunConfig,
 )
 from core.errors import UserError
+from core.precision import precision_hint
 from core.presets import PRESETS
 from pages import PAGE_ICONS, open_store
 from pages.sweep_form import sweep_launch, sweep_toggle
@@ -228,6 +229,8 @@ def build_config() -> RunConfig | None:
         values.update(tracker_settings())
     st.subheader("Hardware")
     values.update(draw(HARDWARE, columns=4))
+    if hint := precision_hint(values["device"], values["precision"]):
+        st.caption(hint)
     if values["devices"] != 1:
         processes = "every visible GPU" if values["devices"] == 0 else f"{values['devices']} processes"
         st.caption(

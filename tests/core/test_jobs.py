@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from core import jobs
+from core.allocator import tcmalloc_library
 from core.config import RunConfig
 from core.errors import UserError
 from core.store import RunStore
@@ -139,6 +140,10 @@ def test_completed_run_has_metrics_reports_predictions_and_model(queue):
         assert (run.directory / "predictions" / f"test_{stage}.parquet").stat().st_size > 0
     assert (run.directory / "predictions" / "validation_after.parquet").exists()
     assert "Run completed." in log_of(run)
+    # The trainer process started with tcmalloc where it is installed (`core.allocator`), and says which it has.
+    expected = "tcmalloc" if tcmalloc_library() else "system malloc"
+    assert json.loads((run.directory / "summary.json").read_text())["allocator"] == expected
+    assert f"Memory allocator: {'tcmalloc' if expected == 'tcmalloc' else 'the system malloc'}" in log_of(run)
 
     from transformers import AutoModelForSequenceClassification
 

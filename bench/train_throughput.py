@@ -274,7 +274,11 @@ def run_child(key: str) -> dict:
     """`key`'s run in a fresh Python process, as a user's script or the trainer process starts: nothing warmed up."""
     import subprocess
 
+    from core.allocator import allocator_environment
+
     argv = sys.argv[1:]
+    # (w) is the workbench's worker: it starts with the allocator the job manager gives a trainer process.
+    environment = {**os.environ, **(allocator_environment(parse_args(argv).device) if key == "w" else {})}
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = Path(handle.name)
     try:
@@ -282,6 +286,7 @@ def run_child(key: str) -> dict:
             [sys.executable, __file__, *argv, "--child", key, "--child-out", str(out)],
             capture_output=True,
             text=True,
+            env=environment,
         )
         # Our own detail lines; the libraries' load reports and progress bars stay out of the way.
         print("\n".join(line for line in done.stdout.splitlines() if line.startswith("    ")), flush=True)

@@ -28,10 +28,22 @@ def fused_optimizer(trainer) -> Any | None:
     accelerator = trainer.accelerator
     if accelerator.scaler is not None or accelerator.distributed_type.value not in PLAIN_DISTRIBUTED_TYPES:
         return None  # fp16's GradScaler owns grad_scale; DeepSpeed and FSDP clip in their own way
+    if reads_gradients_after_the_step(trainer):
+        return None  # e.g. AdaLoRA's budget reads them there: it must see them clipped, as Trainer leaves them
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
     if not isinstance(optimizer, torch.optim.Adam) or not optimizer.defaults.get("fused"):
         return None  # the foreach and for-loop Adam paths refuse a grad_scale
     return optimizer
+
+
+def reads_gradients_after_the_step(trainer) -> bool:
+    """Whether a callback acts between the optimizer step and the zeroing of the gradients (`on_optimizer_step`)."""
+    from transformers import TrainerCallback
+
+    return any(
+        type(callback).on_optimizer_step is not TrainerCallback.on_optimizer_step
+        for callback in trainer.callback_handler.callbacks
+    )
 
 
 def lean_trainer(base: type) -> type:

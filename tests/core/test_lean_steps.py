@@ -78,3 +78,18 @@ def test_an_optimizer_that_cannot_take_the_clip_factor_gets_trainers_own_clip(tm
     lean = trained(lean_trainer(Trainer), tmp_path / "lean", "adamw_torch", 0.5)
     assert fused_optimizer(lean) is None and not hasattr(lean.optimizer.optimizer, "grad_scale")
     torch.testing.assert_close(lean.model.layer.weight, stock.model.layer.weight)
+
+
+def test_a_callback_that_reads_the_gradients_after_the_step_sees_them_clipped(tmp_path):
+    from transformers import Trainer, TrainerCallback
+
+    seen = []
+
+    class ReadsGradients(TrainerCallback):  # as AdaLoRA's budget does (core.callbacks.AdaLoraBudget)
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            seen.append(float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))))
+
+    lean = lean_trainer(Trainer)
+    trainer = trained(lambda **kwargs: lean(callbacks=[ReadsGradients()], **kwargs), tmp_path, "adamw_torch_fused", 0.5)
+    assert fused_optimizer(trainer) is None
+    assert seen and max(seen) == pytest.approx(0.5, rel=1e-4)  # clipped to max_grad_norm before the callback ran

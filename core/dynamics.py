@@ -62,7 +62,8 @@ def indexed_collator(collate):
 
 @dataclass
 class DynamicsRecorder:
-    """Collects (epoch, example, p(gold), right) from the training passes, and writes them at each epoch's end."""
+    """Collects (epoch, example, p(gold), predicted class, right) from the training passes, and writes them at each
+    epoch's end. The predicted class is what a relabel proposes (`core.retrain.proposed_labels`)."""
 
     path: os.PathLike
     epoch: int = 0
@@ -73,16 +74,18 @@ class DynamicsRecorder:
 
         with torch.no_grad():
             gold = probabilities.gather(1, labels.view(-1, 1)).view(-1)
-            right = probabilities.argmax(-1) == labels
-        self.rows.append((positions.cpu().numpy(), gold.float().cpu().numpy(), right.cpu().numpy()))
+            predicted = probabilities.argmax(-1)
+        self.rows.append(
+            (positions.cpu().numpy(), gold.float().cpu().numpy(), predicted.cpu().numpy(), (predicted == labels).cpu().numpy())
+        )
 
     def flush(self) -> None:
         """Write this epoch's values (replacing any an earlier attempt at the same epoch wrote)."""
         if not self.rows:
             return
-        positions, gold, right = (np.concatenate(part) for part in zip(*self.rows))
+        positions, gold, predicted, right = (np.concatenate(part) for part in zip(*self.rows))
         self.rows.clear()
-        fresh = pd.DataFrame({"epoch": self.epoch, "index": positions, "p_gold": gold, "correct": right})
+        fresh = pd.DataFrame({"epoch": self.epoch, "index": positions, "p_gold": gold, "predicted": predicted, "correct": right})
         # An adversarial step passes a batch again, perturbed: the first (clean) pass of each example counts.
         fresh = fresh.drop_duplicates("index", keep="first")
         try:

@@ -60,21 +60,40 @@ def existing_run(store: RunStore, run_id: str) -> Run:
 
 
 def candidate_edits(run_id: str, k: int, store: RunStore | None = None) -> list[Edit]:
-    """Relabel the data map's top `k` mislabel candidates to the class the run's final model predicts for them (the
-    rows it already agrees with are left alone): the one-step fix for labels the model never came round to."""
-    from core import inspect
+    """Relabel the data map's top `k` mislabel candidates to the class the run's model proposed for them while it
+    trained (`proposed_labels`); the rows it never proposed another class for are left alone."""
     from core.dynamics import data_map, mislabel_candidates
 
     run = existing_run(store or RunStore(), run_id)
     candidates = mislabel_candidates(data_map(run), k)
-    predicted = inspect.predictions(run, "train", "after")["predicted"]
-    new_labels = predicted.iloc[candidates["example"].to_numpy()].to_numpy()
-    changed = candidates.assign(new=new_labels)
+    changed = candidates.assign(new=proposed_labels(run).reindex(candidates["example"]).to_numpy()).dropna(subset=["new"])
     changed = changed[changed["new"] != changed["label"]]
     return [
         Edit("relabel", tuple(int(example) for example in group["example"]), label=str(label))
         for label, group in changed.groupby("new", sort=True)
     ]
+
+
+def proposed_labels(run: Run) -> pd.Series:
+    """By training example: the class the model predicted most often *instead of* its label in the training passes of
+    every epoch (ties: the first class), NaN where it never predicted another.
+
+    Not the final model's prediction: a model that trains long enough memorises a wrong label, and by its last epoch
+    agrees with it (on planted keywords with 10 % flipped labels, MiniLM after 8 epochs agreed with 92 % of the flipped
+    rows it had contradicted on the way). A run recorded before the passes kept their predictions: the final model's.
+    """
+    from core import inspect
+    from core.dynamics import read_dynamics
+
+    records = read_dynamics(run)
+    if "predicted" not in records.columns:
+        final = inspect.predictions(run, "train", "after")
+        return final["predicted"].where(final["predicted"] != final["gold"]).rename("proposed")
+    names = inspect.label_names(run)
+    other = records[~records["correct"].astype(bool)]
+    # value_counts sorted by class before idxmax: the most frequent class, the first one among equals.
+    favourite = other.groupby("index")["predicted"].agg(lambda classes: classes.value_counts().sort_index().idxmax())
+    return favourite.map(lambda position: names[int(position)]).rename("proposed")
 
 
 def retrain(

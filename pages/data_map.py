@@ -13,7 +13,6 @@ import streamlit as st
 from core import viz
 from core.errors import UserError
 from core.store import Run
-from pages import load_predictions
 
 ACTION_LABELS = {"relabel": "Relabel", "drop": "Drop", "upweight": "Up-weight", "augment": "Augment"}
 
@@ -98,8 +97,9 @@ def cross_check_button(run: Run) -> None:
 
 def edit_panel(run: Run, rows: pd.DataFrame, key: str, predicted: pd.Series | None = None) -> None:
     """Relabel, drop, up-weight or augment `rows` (example, text, label: positions in the run's training split) into a
-    new dataset version and queue a child run on it. A relabel starts from the class the run's model predicts
-    (`predicted`, by example; read from the train split's predictions when not given)."""
+    new dataset version and queue a child run on it. A relabel starts from `predicted` (by example: the class the
+    model predicts for a slice of its predictions) or, for the data map's rows, from the class the model proposed while
+    it trained (`core.retrain.proposed_labels`)."""
     from core.data.versions import MAX_COPIES, Edit, proposed_name
     from core.retrain import VERSIONED_TASKS, retrain
     from core.run_files import run_config
@@ -142,13 +142,21 @@ def relabel_edits(run: Run, rows: pd.DataFrame, key: str, predicted: pd.Series |
     """An editable table of the rows with a "new label" column; the relabel edits it asks for (one per new class)."""
     from core.data.versions import Edit
 
+    start = "the class the model predicts"
     if predicted is None:
+        from core.inspect import label_names
+        from core.retrain import proposed_labels
+
+        start = "the class the model predicted instead while it trained, where it did"
         try:
-            predicted = load_predictions(run, "train", "after")["predicted"]
+            proposed = proposed_labels(run).reindex(rows["example"])
+            names = label_names(run)
         except UserError as problem:
             st.error(str(problem))
             return []
-    names = sorted(set(predicted) | set(rows["label"]))
+        predicted = proposed.fillna(rows.set_index("example")["label"])
+    else:
+        names = sorted(set(predicted) | set(rows["label"]))
     table = rows.assign(**{"new label": predicted.reindex(rows["example"]).to_numpy()}).reset_index(drop=True)
     edited = st.data_editor(
         table,
@@ -162,7 +170,7 @@ def relabel_edits(run: Run, rows: pd.DataFrame, key: str, predicted: pd.Series |
         },
     )
     changed = edited[edited["new label"] != edited["label"]]
-    st.caption(f"{len(changed)} of {len(edited)} rows get a new label (it starts as the class the model predicts).")
+    st.caption(f"{len(changed)} of {len(edited)} rows get a new label (it starts as {start}).")
     return [
         Edit("relabel", tuple(int(example) for example in group["example"]), label=str(label))
         for label, group in changed.groupby("new label", sort=True)

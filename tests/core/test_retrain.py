@@ -1,7 +1,13 @@
 """Error slice → retrain on real trainer processes: planted keywords with 10 % of the training labels flipped, the
 data map's mislabel candidates relabelled into a dataset version, a child run on it, and the child against its parent.
 
-The held-out splits are clean (a `split` column keeps them so), so what the edits fix shows on the test split.
+The parent is MiniLM (real pretrained weights) trained for 8 epochs keeping its last model, long enough to memorise
+the flipped labels: its validation accuracy reaches 1.0 by epoch 2 and falls back as it memorises (0.87–0.90 at the end,
+here), and by the end it agrees with most flipped rows it contradicted on the way. The data map still sees them (their
+confidence averages over every epoch), and the relabel proposes the class the model predicted on the way
+(`core.retrain.proposed_labels`), not its final answer. The held-out splits are clean (a `split` column keeps them so),
+so what the edits fix shows on the test split: measured here, test accuracy 0.942 → 1.000 (7 fixed, 0 broken).
+A tiny random BERT cannot show this: it learns the keyword rule and reaches 1.0 whatever 10 % of the labels say.
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ from core.data import load_splits, planted_keywords_frame
 from core.data.versions import version_spec
 from core.dynamics import data_map
 from core.errors import UserError
-from core.retrain import candidate_edits, compare_with_parent, edited_rows, lineage, retrain
+from core.retrain import candidate_edits, compare_with_parent, edited_rows, lineage, proposed_labels, retrain
 from core.store import RunStore
 
-ROWS = 1200
+ROWS = 600
 OTHER = {"positive": "negative", "negative": "positive"}
+# Long enough for MiniLM to memorise the flipped labels (the last model is kept, as the over-fit preset does).
+MEMORISING = {"epochs": 8, "learning_rate": 5e-5, "best_checkpoint": False, "eval_steps": 23}
 
 
 @pytest.fixture(scope="module")
-def family(tiny_bert, tmp_path_factory):
+def family(tmp_path_factory):
     """The noisy parent run, the relabelled version and the child run trained on it."""
     root = tmp_path_factory.mktemp("retrain-workspace")
     frame = planted_keywords_frame(ROWS, seed=3)
@@ -42,7 +50,7 @@ def family(tiny_bert, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WORKBENCH_WORKSPACE", str(root))
         store = RunStore()
-        config = tiny_config(tiny_bert, name="noisy", dataset=str(table), max_rows=0, epochs=3, learning_rate=0.0015)
+        config = tiny_config("minilm-l6", name="noisy", dataset=str(table), max_rows=0, **MEMORISING)
         try:
             parent = jobs.wait(jobs.submit(config, store).id, store, timeout=RUN_TIMEOUT)
             assert parent.status == "completed", jobs.log_tail(parent.id, 30)
@@ -73,15 +81,17 @@ def here(family, monkeypatch):
     return family
 
 
-def test_the_relabelled_rows_are_mostly_the_flipped_ones_and_get_the_other_class(here):
+def test_the_relabelled_rows_are_mostly_the_flipped_ones_and_get_the_class_the_model_proposed_on_the_way(here):
     relabelled = [example for edit in here["edits"] for example in edit.examples]
     assert len(relabelled) >= 0.8 * here["k"]
     train = inspect.predictions(here["parent"], "train", "after")
-    texts = train.loc[relabelled, "text"]
-    assert texts.isin(here["flipped"]).mean() >= 0.8
-    for edit in here["edits"]:  # each relabel names the class the parent's model predicts, never the row's own
+    assert train.loc[relabelled, "text"].isin(here["flipped"]).mean() >= 0.8
+    proposed = proposed_labels(here["parent"])
+    for edit in here["edits"]:  # each relabel names the class proposed in training, never the row's own
         rows = train.loc[list(edit.examples)]
-        assert (rows["gold"] != edit.label).all() and (rows["predicted"] == edit.label).all()
+        assert (rows["gold"] != edit.label).all() and (proposed.loc[list(edit.examples)] == edit.label).all()
+    # Why not the final model's answer: by its last epoch it had memorised most of these wrong labels.
+    assert (train.loc[relabelled, "predicted"] == train.loc[relabelled, "gold"]).mean() >= 0.5
 
 
 def test_the_version_is_the_parents_splits_with_only_the_edited_training_labels_changed(here):
@@ -99,15 +109,15 @@ def test_the_version_is_the_parents_splits_with_only_the_edited_training_labels_
     assert spec.parent_run == here["parent"].id and spec.parent_dataset == str(here["table"]) and len(spec.checksum) == 64
 
 
-def test_the_comparison_reads_both_runs_test_predictions_and_the_fix_costs_no_accuracy(here):
+def test_relabelling_the_candidates_raises_test_accuracy(here):
     outcome = compare_with_parent(here["child"].id)
     before = inspect.predictions(here["parent"], "test", "after")
     after = inspect.predictions(here["child"], "test", "after")
     assert outcome.comparison.accuracy_a == pytest.approx(before["correct"].mean())
     assert outcome.comparison.accuracy_b == pytest.approx(after["correct"].mean())
-    # On planted keywords the tiny model reaches full test accuracy despite 10 % noise, so there is nothing to raise
-    # here; what the test can hold the fix to is that it breaks nothing.
-    assert outcome.comparison.accuracy_b >= outcome.comparison.accuracy_a
+    # Measured here: 0.942 -> 1.000 on the 120 clean test rows. The parent lost what it memorised; the child did not.
+    assert outcome.comparison.accuracy_a < 0.99 and outcome.comparison.accuracy_b > outcome.comparison.accuracy_a
+    assert len(outcome.comparison.fixed) > len(outcome.comparison.broken)
 
 
 def test_fixed_and_broken_counts_and_slices_match_the_prediction_frames(here):

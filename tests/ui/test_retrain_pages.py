@@ -7,13 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import stop_trainers
 from core import inspect, jobs
 from core.data import planted_keywords_frame
-from core.retrain import compare_with_parent, lineage
+from core.retrain import compare_with_parent, lineage, proposed_labels
 from core.store import RunStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
@@ -59,10 +61,12 @@ def test_retrain_from_the_candidates_then_compare_the_child_with_its_parent(nois
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
     app = open_run(parent.id)
     assert not app.error, [error.value for error in app.error]
-    # The candidates' editor starts each new label at the class the model predicts.
-    train = inspect.predictions(parent, "train", "after")
+    # The candidates' editor starts each new label at the class the model predicted instead while it trained, and
+    # leaves the rows it never predicted otherwise at their own label.
     (editor,) = [frame.value for frame in app.dataframe if "new label" in frame.value.columns]
-    assert (editor["new label"].to_numpy() == train.loc[editor["example"], "predicted"].to_numpy()).all()
+    proposed = proposed_labels(parent).reindex(editor["example"]).to_numpy()
+    expected = np.where(pd.isna(proposed), editor["label"].to_numpy(), proposed)
+    assert (editor["new label"].to_numpy() == expected).all() and (editor["new label"] != editor["label"]).any()
     assert app.text_input(key="inspect_map_edit_name").value == "noisy-edit"
     app.button(key="inspect_map_edit_go").click().run()
     assert not app.error, [error.value for error in app.error]

@@ -50,6 +50,9 @@ def test_every_training_example_gets_one_value_per_epoch_from_the_training_passe
     assert (per_epoch == len(mapped)).all()  # every training row, once per epoch
     assert records.groupby(["epoch", "index"]).size().max() == 1
     assert records["p_gold"].between(0, 1).all()
+    # The class each pass predicted: right exactly where it is the gold class (binary: p(gold) above one half).
+    assert set(records["predicted"].unique()) <= {0, 1}
+    assert ((records["p_gold"] > 0.5) == records["correct"]).all()
 
 
 def test_the_data_map_has_confidence_variability_correctness_and_a_region_per_example(mapped):

@@ -1,6 +1,7 @@
 """cleanlab's cross-check of the data map, without trainers: the folds it deals, and what it reads from the
 out-of-sample probabilities the fold runs leave in the parent's run folder (written here as they would be)."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -68,3 +69,23 @@ def test_before_the_cross_check_the_candidates_come_alone_with_how_to_start_it(t
     assert "start the cross-check to train 2 fold runs" in sentence
     with pytest.raises(UserError, match="start the cross-check"):
         label_issues(a_run(tmp_path))
+
+
+def test_a_relabel_proposes_the_class_most_often_predicted_instead_in_training_not_the_last_answer(tmp_path):
+    from core.dynamics import DYNAMICS_FILE
+    from core.retrain import proposed_labels
+
+    (tmp_path / "summary.json").write_text(json.dumps({"label_names": ["cat", "dog", "fox"]}))
+    # Example 0 (gold cat) was called dog in two epochs and fox in one, then memorised: right at the last epoch.
+    # Example 1 (gold dog) was always right. Example 2 (gold fox) was called cat once and dog once: a tie, the first.
+    passes = [
+        (0, 0, 1), (1, 0, 1), (2, 0, 2), (3, 0, 0),
+        (0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 1, 1),
+        (0, 2, 0), (1, 2, 1), (2, 2, 2), (3, 2, 2),
+    ]  # fmt: skip
+    gold = {0: 0, 1: 1, 2: 2}
+    frame = pd.DataFrame(passes, columns=["epoch", "index", "predicted"])
+    frame["correct"] = frame["predicted"] == frame["index"].map(gold)
+    frame.assign(p_gold=0.5).to_parquet(tmp_path / DYNAMICS_FILE, index=False)
+    proposed = proposed_labels(a_run(tmp_path))
+    assert proposed.to_dict() == {0: "dog", 2: "cat"}  # example 1 was never predicted otherwise: nothing proposed

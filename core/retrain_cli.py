@@ -1,7 +1,7 @@
 """`data edit` and `data compare`: error slice → retrain from the command line, as the Inspect page does it.
 
     python -m core data edit RUN_ID --relabel 3,17-20=positive --drop 5 --upweight 8,9 --copies 2 [--retrain]
-    python -m core data edit RUN_ID --relabel-candidates 20 --retrain     # the data map's top 20, to the model's class
+    python -m core data edit RUN_ID --relabel-candidates 20 --retrain     # the data map's top 20, to the class proposed
     python -m core data compare CHILD_RUN_ID [--json]                      # lineage, accuracy per slice, fixed / broken
     python -m core data candidates RUN_ID [--k 20] [--json]                # the mislabel candidates, cleanlab's verdict
     python -m core data candidates RUN_ID --cross-check [--folds 2]        # queue the fold runs cleanlab's check reads
@@ -32,7 +32,7 @@ def add_edit_commands(commands) -> None:
     edit.add_argument("--copies", type=int, default=1, help="up-weight and augment: how many more of each row (default 1)")
     edit.add_argument(
         "--relabel-candidates", type=int, metavar="K", help="relabel the data map's top K mislabel candidates to the class "
-        "the run's model predicts for them",
+        "the run's model predicted instead while it trained (core.retrain.proposed_labels)",
     )  # fmt: skip
     edit.add_argument("--name", help="the version's name (default: the dataset's name plus -edit)")
     edit.add_argument("--retrain", action="store_true", help="queue a run with the parent's config on the new version")

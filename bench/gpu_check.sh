@@ -237,7 +237,7 @@ for name in ("eval_accuracy", "eval_loss", "test_accuracy", "train_loss", "train
         continue
     print(f"  {name:26} {'-' if value is None else f'{value:.4g}'}" + ("" if step is None else f"  (step {step})"))
 summary = json.loads((run.directory / "summary.json").read_text()) if (run.directory / "summary.json").exists() else {}
-print("  summary                    " + ", ".join(f"{key} {summary.get(key)}" for key in ("precision", "attention", "tf32", "optimizer", "processes", "global_batch")))
+print("  summary                    " + ", ".join(f"{key} {summary.get(key)}" for key in ("precision", "attention", "tf32", "optimizer", "allocator", "processes", "global_batch")))
 _, per_second = last("train_samples_per_second")
 if per_second and summary.get("total_parameters"):
     # Training costs about 6 FLOPs per parameter per token (forward 2, backward 4); every row is max_length tokens

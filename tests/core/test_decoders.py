@@ -18,6 +18,8 @@ from core.errors import UserError
 from core.scratch_models import DECODER_ARCHITECTURES, END_OF_TEXT, write_random_decoder
 from core.store import RunStore
 
+MOVED = 1.0  # logit units: a text the attribution check reads has moved its explained logit this far from the baseline
+
 
 @pytest.fixture(scope="module", params=DECODER_ARCHITECTURES)
 def decoder(request, tmp_path_factory):
@@ -91,17 +93,18 @@ def test_attributions_point_at_the_planted_words_and_refuse_a_mask_baseline(llam
     explainer = load_text_explainer(llama_run.id, "after")
     rows, _ = split_rows(llama_run, "test")
     keywords = {word for words in PLANTED_KEYWORDS.values() for word in words}
-    hits, checked = [], 0
+    # Only texts whose explained logit the words move from the end-of-text baseline: IG splits f(x) - f(b) over the
+    # words, and where that is about 0 its map is noise by construction. On some CPUs (one thread) the trained model
+    # made its negative class the default: negative texts moved that logit by under 0.3, positive ones by about 4.7.
+    hits = []
     for text, label in zip(rows["text"], rows["label"]):
         explanation = explainer.explain(text, "ig", steps=32)
-        if explanation.predicted_label != label:
+        if explanation.predicted_label != label or abs(explanation.output_difference) < MOVED:
             continue
-        checked += 1
-        words = merge_word_pieces(explanation)
-        hits.append(words.top(1)[0][0] in keywords)
-        if checked == 15:
+        hits.append(merge_word_pieces(explanation).top(1)[0][0] in keywords)
+        if len(hits) == 12:
             break
-    assert checked == 15 and np.mean(hits) >= 0.8, hits
+    assert len(hits) == 12 and np.mean(hits) >= 0.8, hits
     # The integral through a decoder converges as through an encoder: its delta shrinks as the steps grow. The median
     # over six texts, because a text whose path crosses a steep step of the trained model (measured: the logit jumps
     # by 0.5 within 1/400 of the path) needs far more than 256 steps, and which text that is depends on the CPU.

@@ -285,9 +285,10 @@ def trainer_class(config: RunConfig, task, prepared):
     """Hugging Face Trainer (lean steps, evaluating in order), as the task adapts it, plus adversarial steps when asked."""
     from transformers import Trainer
 
+    from core.checkpoint_reload import renaming_reload
     from core.lean_steps import lean_trainer
 
-    trainer = task.trainer_class(in_order_trainer(lean_trainer(Trainer)), config, prepared)
+    trainer = task.trainer_class(in_order_trainer(renaming_reload(lean_trainer(Trainer))), config, prepared)
     if config.adversarial == "none":
         return trainer
     if task.adversarial_space is None:

@@ -144,7 +144,6 @@ def contrastive_trainer(base: type, prompt_inputs, tower_lrs: dict[str, float]) 
     """
     import torch
 
-    from core.image_text.gathered_loss import gathered_clip_loss, gathers_negatives
     from core.image_text.models import logit_scale, parameter_groups, temperature, text_embeddings
 
     class ContrastiveTrainer(base):
@@ -153,12 +152,6 @@ def contrastive_trainer(base: type, prompt_inputs, tower_lrs: dict[str, float]) 
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = {key: value for key, value in inputs.items() if key != "labels"}
-            unwrapped = self.accelerator.unwrap_model(model)
-            if model.training and self.args.world_size > 1 and gathers_negatives(unwrapped):
-                # Several processes: each pair's negatives are the whole global batch (`core.image_text.gathered_loss`).
-                outputs = model(**inputs, return_loss=False)
-                loss = gathered_clip_loss(outputs.image_embeds, outputs.text_embeds, logit_scale(unwrapped))
-                return (loss, outputs) if return_outputs else loss
             outputs = model(**inputs, return_loss=True)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
 

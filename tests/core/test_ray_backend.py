@@ -156,7 +156,9 @@ def test_cancel_stops_a_training_ray_run_at_a_checkpoint(ray_runs):
     second = ray_runs["second"]
     assert second.status == "cancelled" and second.error is None
     saved = sorted(int(folder.name.split("-")[1]) for folder in (second.directory / "checkpoints").glob("checkpoint-*"))
-    assert saved and saved[-1] >= 25 and saved[-1] % 20  # the checkpoint written at the cancel, off the save grid
+    # The checkpoint written at the cancel: past step 25, where the cancel was asked (off the save grid of 20 unless the
+    # cancel happened to land on it, as it did once on CI at step 40); the log line says it was the cancel's.
+    assert saved and saved[-1] >= 25
     assert "Cancelled; the last checkpoint is kept for resume." in jobs.log_tail(second.id, 50)
 
 
